@@ -1,0 +1,39 @@
+"""Model registry: `get_model(config.model)` builds a Flax module from a config section."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mspan_jax.models.imdn import IMDN
+from mspan_jax.models.mspan import MSPAN, MSPANIR
+
+MODELS: dict[str, type[nn.Module]] = {"mspan": MSPAN, "imdn": IMDN, "mspan_ir": MSPANIR}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def get_model(model_config: Mapping[str, Any]) -> nn.Module:
+    """Builds the module named by `model_config.name`; other keys are its attributes.
+
+    `dtype` is the compute dtype name ('float32', 'bfloat16'); params stay float32.
+    """
+    kwargs = dict(model_config)
+    name = kwargs.pop("name", None)
+    if name not in MODELS:
+        raise ValueError(f"config.model.name={name!r} is not a model; choose one of {sorted(MODELS)}")
+    cls = MODELS[name]
+    dtype = kwargs.pop("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"config.model.dtype={dtype!r}; choose one of {sorted(DTYPES)}")
+    fields = set(cls.__dataclass_fields__) - {"parent", "name"}
+    unknown = sorted(set(kwargs) - fields)
+    if unknown:
+        raise ValueError(f"config.model has keys {unknown} that {name} does not take; "
+                         f"it takes {sorted(fields - {'dtype'})}")
+    for key, value in kwargs.items():  # ConfigDict hands tuples over as lists
+        if isinstance(value, list):
+            kwargs[key] = tuple(value)
+    return cls(dtype=DTYPES[dtype], **kwargs)
