@@ -45,10 +45,27 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
     config.train.adam_b1 = 0.9
     config.train.adam_b2 = 0.999
     config.train.loss = "l1"
+    config.train.adam_eps = 1e-8
+    # IMDN's loader: 800 DIV2K images / batch 16 = 50 iterations, repeated 20x -> 1000 steps per epoch.
+    config.train.steps_per_epoch = 1000
+    config.train.num_epochs = 1000
+    config.train.lr_decay_epochs = 200  # the learning rate is multiplied by lr_decay_factor every ...
+    config.train.lr_decay_factor = 0.5
+    config.train.num_steps = -1  # > 0: stop after this many steps whatever num_epochs says; -1: none
+    config.train.ema_decay = 0.0  # > 0: keep an EMA of the params (e.g. 0.999); eval/best use it
+    config.train.grad_clip_norm = 0.0  # > 0: clip gradients to this global norm
+    config.train.warm_start = ""  # a converted checkpoint dir (scripts/convert_torch_weights.py)
+    config.train.log_every_steps = 100  # console progress line and TensorBoard scalars
+    config.train.checkpoint_every_steps = 1000  # resumable checkpoint in WORKDIR/checkpoints
+    config.train.eval_every_steps = 1000  # validation (IMDN validates once per epoch)
+    config.train.keep_checkpoints = 3  # newest resumable checkpoints kept (best one kept apart)
+    config.train.async_checkpointing = True  # write checkpoints in the background
 
     config.eval = ml_collections.ConfigDict()
     config.eval.datasets = ("set5",)
     config.eval.crop_border = scale  # shave `scale` pixels, as the papers' MATLAB scripts
     config.eval.y_channel = True
     config.eval.round_y = False
+    config.eval.num_summary_images = 3  # validation crops (bicubic | SR | HR) written to TensorBoard
+    config.eval.summary_crop_size = 128  # HR pixels per side of those crops
     return config
