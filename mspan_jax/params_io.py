@@ -1,0 +1,196 @@
+"""Saving and loading a model's variables (`{'params': ...}`) as a self-describing checkpoint.
+
+A params checkpoint is a directory with
+  - `params/`     an orbax (StandardCheckpointer) checkpoint of the variables tree, and
+  - `model.json`  the format version and the `config.model` section that built the model.
+
+Loading checks the recorded model config and the tree's structure and shapes against the
+config it is asked to load into, so a checkpoint of another model, scale or width fails with
+one clear line instead of a shape error deep inside `model.apply`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mspan_jax.models.registry import get_model
+
+FORMAT_NAME = "mspan_jax.params"
+FORMAT_VERSION = 1
+METADATA_FILE = "model.json"
+PARAMS_SUBDIR = "params"
+# Keys of config.model that do not change the parameter tree (compute dtype only).
+NON_ARCHITECTURE_KEYS = frozenset({"dtype"})
+_PROBE_SIZE = 8  # spatial size of the dummy input used to build the abstract param tree
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, unreadable, or does not match the model config."""
+
+
+def _config_dict(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-ready plain dict of a `config.model` section (ConfigDict or dict)."""
+    raw = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
+    return json.loads(json.dumps(raw, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
+
+
+def _describe(cfg: Mapping[str, Any]) -> str:
+    return f"{cfg.get('name')} x{cfg.get('scale')}"
+
+
+def abstract_variables(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The variables tree `get_model(model_config).init` would create, as ShapeDtypeStructs."""
+    model = get_model(model_config)
+    channels = int(model_config.get("in_channels", 3))
+    x = jax.ShapeDtypeStruct((1, _PROBE_SIZE, _PROBE_SIZE, channels), jnp.float32)
+    return jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+
+
+def _shape_tree(tree: Any) -> dict[str, tuple[int, ...]]:
+    """'a/b/kernel' -> shape, for every leaf of a nested mapping."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {
+        "/".join(str(getattr(k, "key", k)) for k in path): tuple(int(d) for d in np.shape(leaf))
+        for path, leaf in flat
+    }
+
+
+def tree_mismatch(expected: Any, actual: Any, limit: int = 8) -> str | None:
+    """None when both trees have the same paths and shapes, else a one-line summary of the
+    missing paths, unexpected paths and shape mismatches (each list cut to `limit`)."""
+    want, have = _shape_tree(expected), _shape_tree(actual)
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    shapes = [f"{k} {have[k]} != {want[k]}" for k in sorted(set(want) & set(have)) if want[k] != have[k]]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if items:
+            more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+            shown = ", ".join(items[:limit]) + more
+            parts.append(f"{label} [{len(items)}]: {shown}")
+    return "; ".join(parts) if parts else None
+
+
+def save_params(
+    directory: str | os.PathLike,
+    variables: Mapping[str, Any],
+    model_config: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> None:
+    """Writes `variables` and the model config to `directory`, atomically.
+
+    Everything is written into a temporary sibling directory that is renamed into place, so a
+    failure never leaves a partial checkpoint. An existing non-empty `directory` is refused
+    unless `overwrite=True`.
+    """
+    target = Path(directory).absolute()
+    if "params" not in variables:
+        raise CheckpointError(f"{target}: variables must be a {{'params': ...}} tree; got keys "
+                              f"{sorted(variables)}")
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"{target}: exists and is not a directory; choose another output path")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise CheckpointError(f"{target}: already exists and is not empty; remove it or choose another "
+                              "output path")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tree = jax.tree_util.tree_map(jnp.asarray, dict(variables))
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(tmp / PARAMS_SUBDIR, tree)
+        metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                    "model": _config_dict(model_config)}
+        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
+    """The `model.json` of a params checkpoint; CheckpointError when it is not one."""
+    path = Path(directory).absolute()
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: is a file, not a checkpoint directory")
+    meta_file = path / METADATA_FILE
+    if not meta_file.is_file() or not (path / PARAMS_SUBDIR).is_dir():
+        raise CheckpointError(f"{path}: not a params checkpoint (needs {METADATA_FILE} and "
+                              f"{PARAMS_SUBDIR}/); make one with save_params or "
+                              "scripts/convert_torch_weights.py")
+    try:
+        metadata = json.loads(meta_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{meta_file}: unreadable metadata ({e})") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{meta_file}: not a {FORMAT_NAME} metadata file")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{meta_file}: format_version {metadata.get('format_version')!r} is not "
+                              f"supported (this version reads {FORMAT_VERSION})")
+    if not isinstance(metadata.get("model"), dict):
+        raise CheckpointError(f"{meta_file}: has no 'model' section")
+    return metadata
+
+
+def check_model_config(directory: str | os.PathLike, saved: Mapping[str, Any],
+                       model_config: Mapping[str, Any]) -> None:
+    """Raises CheckpointError when the saved `config.model` differs from `model_config` in any key
+    that shapes the parameters (everything but the compute dtype)."""
+    want = _config_dict(model_config)
+    if (saved.get("name"), saved.get("scale")) != (want.get("name"), want.get("scale")):
+        raise CheckpointError(f"{directory}: checkpoint is {_describe(saved)} but config.model is "
+                              f"{_describe(want)}; pass the matching --config")
+    keys = sorted((set(saved) | set(want)) - NON_ARCHITECTURE_KEYS)
+    diffs = [f"{k}={saved.get(k)!r} (config: {want.get(k)!r})"
+             for k in keys if saved.get(k) != want.get(k)]
+    if diffs:
+        raise CheckpointError(f"{directory}: checkpoint's {_describe(saved)} has {', '.join(diffs)}; "
+                              "pass the matching --config")
+
+
+def load_params(directory: str | os.PathLike, model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Variables `{'params': ...}` (jax arrays) of a params checkpoint made for `model_config`.
+
+    Raises CheckpointError (one line naming the directory) when the directory is missing, is
+    not a checkpoint, or holds another model/scale/width or a tree of other paths/shapes.
+    """
+    path = Path(directory).absolute()
+    # Other checkpoint kinds (e.g. a training workdir with its CheckpointManager steps) are
+    # resolved here, before the params-checkpoint reader below.
+    metadata = read_metadata(path)
+    check_model_config(path, metadata["model"], model_config)
+    expected = abstract_variables(model_config)
+    params_dir = path / PARAMS_SUBDIR
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            stored = checkpointer.metadata(params_dir).item_metadata.tree
+            mismatch = tree_mismatch(expected, stored)
+            if mismatch:
+                raise CheckpointError(f"{path}: parameters do not fit config.model "
+                                      f"{_describe(_config_dict(model_config))}: {mismatch}")
+            restored = checkpointer.restore(params_dir, expected)
+    except CheckpointError:
+        raise
+    except Exception as e:  # orbax raises many types for a damaged checkpoint
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: unreadable params checkpoint ({first})") from None
+    return jax.tree_util.tree_map(jnp.asarray, restored)

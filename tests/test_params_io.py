@@ -1,0 +1,120 @@
+"""Params checkpoints: round trip, refusal of another model/scale/width, garbage directories."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mspan_jax.config_base import model_config
+from mspan_jax.params_io import (
+    CheckpointError,
+    abstract_variables,
+    load_params,
+    read_metadata,
+    save_params,
+)
+
+
+def tiny(name: str = "mspan", scale: int = 2, **overrides):
+    cfg = model_config(name, scale)
+    if name == "imdn":
+        cfg.update(num_features=8, num_modules=1, cca_reduction=4)
+    else:
+        cfg.update(num_features=8, num_blocks=1, num_units=1)
+    cfg.update(overrides)
+    return cfg
+
+
+def init(cfg, seed: int = 0):
+    """Random variables of the model's tree (eval_shape + numpy: no compile, fast)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(lambda s: rng.standard_normal(s.shape).astype(np.float32),
+                                  abstract_variables(cfg))
+
+
+def test_round_trip_gives_identical_variables_and_metadata(tmp_path):
+    cfg = tiny("mspan", 2)
+    variables = init(cfg)
+    out = tmp_path / "ckpt"
+    save_params(out, variables, cfg)
+    loaded = load_params(out, cfg)
+    assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(variables)
+    leaves = zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(variables), strict=True)
+    for a, b in leaves:
+        assert isinstance(a, jax.Array)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    meta = read_metadata(out)
+    assert meta["model"]["name"] == "mspan" and meta["model"]["scale"] == 2
+    assert meta["model"]["num_features"] == 8
+    assert not [p for p in tmp_path.iterdir() if p.name != "ckpt"], "temp dirs left behind"
+
+
+def test_compute_dtype_does_not_matter(tmp_path):
+    cfg = tiny("imdn", 3)
+    save_params(tmp_path / "c", init(cfg), cfg)
+    load_params(tmp_path / "c", tiny("imdn", 3, dtype="bfloat16"))
+
+
+def test_refuses_overwrite_unless_asked(tmp_path):
+    cfg = tiny("mspan", 2)
+    v0, v1 = init(cfg, 0), init(cfg, 1)
+    save_params(tmp_path / "c", v0, cfg)
+    with pytest.raises(CheckpointError, match="already exists"):
+        save_params(tmp_path / "c", v1, cfg)
+    save_params(tmp_path / "c", v1, cfg, overwrite=True)
+    got = load_params(tmp_path / "c", cfg)
+    np.testing.assert_array_equal(
+        np.asarray(got["params"]["upsampler"]["kernel"]), np.asarray(v1["params"]["upsampler"]["kernel"])
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+@pytest.mark.parametrize(
+    "other, message",
+    [
+        (tiny("imdn", 2), "checkpoint is mspan x2 but config.model is imdn x2; pass the matching"),
+        (tiny("mspan", 4), "checkpoint is mspan x2 but config.model is mspan x4"),
+        (tiny("mspan", 2, num_features=16), "num_features=8 \\(config: 16\\)"),
+    ],
+)
+def test_refuses_another_model_scale_or_width(tmp_path, other, message):
+    cfg = tiny("mspan", 2)
+    save_params(tmp_path / "c", init(cfg), cfg)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_params(tmp_path / "c", other)
+    assert str(tmp_path / "c") in str(info.value) and "\n" not in str(info.value)
+
+
+def test_refuses_tree_that_does_not_fit(tmp_path):
+    cfg = tiny("mspan", 2)
+    variables = init(cfg)
+    variables["params"]["extra"] = {"kernel": jnp.zeros((1, 1, 8, 8))}
+    save_params(tmp_path / "c", variables, cfg)
+    with pytest.raises(CheckpointError, match=r"unexpected \[1\]: params/extra/kernel"):
+        load_params(tmp_path / "c", cfg)
+
+
+def test_garbage_directories_are_refused(tmp_path):
+    cfg = tiny("mspan", 2)
+    with pytest.raises(CheckpointError, match="no such checkpoint directory"):
+        load_params(tmp_path / "missing", cfg)
+    (tmp_path / "file").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a checkpoint directory"):
+        load_params(tmp_path / "file", cfg)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not a params checkpoint"):
+        load_params(tmp_path / "empty", cfg)
+    bad = tmp_path / "bad"
+    (bad / "params").mkdir(parents=True)
+    (bad / "model.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable metadata"):
+        load_params(bad, cfg)
+    (bad / "model.json").write_text(json.dumps(
+        {"format": "mspan_jax.params", "format_version": 1, "model": dict(cfg.to_dict())}
+    ))
+    with pytest.raises(CheckpointError, match="unreadable params checkpoint"):
+        load_params(bad, cfg)
