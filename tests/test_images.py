@@ -1,0 +1,153 @@
+"""Image I/O: every mode becomes uint8 RGB with a warning, bad files fail in one line, atomic writes."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from mspan_jax.data.images import ImageReadError, list_images, read_image, write_image
+
+RNG = np.random.default_rng(0)
+
+
+def _write_png16(path, samples: np.ndarray) -> None:
+    """A 16-bit PNG (grayscale, RGB or RGBA) written by hand: Pillow cannot write 16-bit RGB."""
+    h, w, c = samples.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    raw = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+def _rounded_8bit(x16: np.ndarray) -> np.ndarray:
+    return np.floor(x16 / 257.0 + 0.5).astype(np.uint8)
+
+
+def test_rgb_round_trip_png_and_bmp(tmp_path):
+    img = RNG.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    for suffix in (".png", ".bmp"):
+        write_image(tmp_path / f"a{suffix}", img)
+        out = read_image(tmp_path / f"a{suffix}")
+        assert out.dtype == np.uint8 and out.shape == (9, 7, 3)
+        np.testing.assert_array_equal(out, img)
+
+
+def test_float_is_rounded_and_parent_dirs_made(tmp_path):
+    img = np.array([[[0.0, 0.5, 1.0], [1.2, -0.1, 0.002]]])
+    write_image(tmp_path / "deep" / "er" / "f.png", img)
+    np.testing.assert_array_equal(read_image(tmp_path / "deep" / "er" / "f.png"),
+                                  [[[0, 128, 255], [255, 0, 1]]])
+    assert [p.name for p in (tmp_path / "deep" / "er").iterdir()] == ["f.png"]  # no temp file left
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError, match="suffix"):
+        write_image(tmp_path / "x.gif", np.zeros((2, 2, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        write_image(tmp_path / "x.png", np.zeros((2, 2), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_grayscale_becomes_rgb_with_warning(tmp_path):
+    gray = RNG.integers(0, 256, (5, 6), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    with pytest.warns(UserWarning, match=r"g\.png: grayscale"):
+        out = read_image(tmp_path / "g.png")
+    np.testing.assert_array_equal(out, np.repeat(gray[..., None], 3, axis=2))
+
+
+def test_alpha_dropped_with_warning(tmp_path):
+    rgba = RNG.integers(0, 256, (5, 6, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    with pytest.warns(UserWarning, match="alpha channel dropped"):
+        out = read_image(tmp_path / "a.png")
+    np.testing.assert_array_equal(out, rgba[..., :3])
+    Image.fromarray(rgba[..., :2], "LA").save(tmp_path / "la.png")
+    with pytest.warns(UserWarning, match="grayscale.*alpha"):
+        out = read_image(tmp_path / "la.png")
+    np.testing.assert_array_equal(out, np.repeat(rgba[..., :1], 3, axis=2))
+
+
+def test_palette_becomes_rgb_with_warning(tmp_path):
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[:2] = (200, 10, 30)
+    rgb[2:] = (5, 250, 90)
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=4).save(tmp_path / "p.png")
+    with pytest.warns(UserWarning, match="palette"):
+        out = read_image(tmp_path / "p.png")
+    np.testing.assert_array_equal(out, rgb)
+
+
+def test_16bit_grayscale_png_rounds_not_clips(tmp_path):
+    # Pillow opens it as mode 'I;16'; its own convert('RGB') would clip everything above 255.
+    g16 = np.array([[0, 128, 129, 256, 385, 65535, 40000, 1000]], dtype=np.uint16)
+    _write_png16(tmp_path / "g16.png", g16[..., None])
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    with pytest.warns(UserWarning, match="16-bit"):
+        out = read_image(tmp_path / "g16.png")
+    np.testing.assert_array_equal(out[..., 0], _rounded_8bit(g16))
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16bit_rgb_png_uses_both_bytes(tmp_path, channels):
+    # Pillow alone keeps the high byte (floor(x / 256)); 128 -> 0 but 128 / 257 rounds to 0 and
+    # 129 / 257 rounds to 1, 385 -> 1 by both, 65535 -> 255: the test tells the two apart.
+    x16 = RNG.integers(0, 65536, (6, 5, channels), dtype=np.uint16)
+    x16[0, 0, :3] = (129, 65535, 40000)
+    _write_png16(tmp_path / "c16.png", x16)
+    with pytest.warns(UserWarning, match="16-bit"):
+        out = read_image(tmp_path / "c16.png")
+    np.testing.assert_array_equal(out, _rounded_8bit(x16[..., :3]))
+    assert out[0, 0, 0] == 1
+
+
+def test_16bit_rgb_tiff(tmp_path):
+    x16 = RNG.integers(0, 65536, (6, 5, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "c16.tif", x16)
+    with pytest.warns(UserWarning, match="16-bit"):
+        out = read_image(tmp_path / "c16.tif")
+    np.testing.assert_array_equal(out, _rounded_8bit(x16))
+
+
+def test_bad_files_raise_one_line(tmp_path):
+    (tmp_path / "text.png").write_text("not an image at all")
+    good = tmp_path / "good.png"
+    write_image(good, RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    (tmp_path / "trunc.png").write_bytes(good.read_bytes()[:200])
+    (tmp_path / "empty.bmp").write_bytes(b"")
+    for name in ("text.png", "trunc.png", "empty.bmp", "missing.png"):
+        with pytest.raises(ImageReadError) as info:
+            read_image(tmp_path / name)
+        message = str(info.value)
+        assert name in message and "\n" not in message
+    with pytest.raises(ImageReadError, match="not a file"):
+        read_image(tmp_path)
+
+
+def test_list_images_sorted_case_insensitive(tmp_path):
+    for name in ("b.PNG", "a.bmp", "c.JPeg", "d.tif", "notes.txt", ".hidden.png"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.png").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.bmp", "b.PNG", "c.JPeg", "d.tif"]
+
+
+def test_list_images_errors_name_the_folder(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        list_images(tmp_path / "nope")
+    (tmp_path / "f.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="is not a folder"):
+        list_images(tmp_path / "f.png")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: holds no images"):
+        list_images(tmp_path / "empty")
