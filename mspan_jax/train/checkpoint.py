@@ -1,0 +1,153 @@
+"""Orbax checkpoints of a training WORKDIR.
+
+WORKDIR/checkpoints/<step>/  the newest `keep_checkpoints` full TrainStates (resume), periodic;
+WORKDIR/best/<step>/         the params with the best validation PSNR (kept apart, one).
+Each step also holds `meta` (JSON): the model config it was trained for, so a workdir cannot be
+resumed or evaluated with another model or scale. Paths may be local or gs://.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+
+from mspan_jax.train.state import PyTree, TrainState
+
+RESUME_DIR = "checkpoints"
+BEST_DIR = "best"
+# Model keys that do not change the params, so they may differ between a checkpoint and a config.
+IGNORED_MODEL_KEYS = frozenset({"dtype"})
+
+
+class CheckpointMismatchError(ValueError):
+    """A workdir's checkpoint was trained for another model config than the one requested."""
+
+
+def model_meta(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON-able part of `config.model` a checkpoint must match (lists for tuples)."""
+    out = {}
+    for key, value in dict(model_config).items():
+        if key not in IGNORED_MODEL_KEYS:
+            out[key] = list(value) if isinstance(value, tuple | list) else value
+    return out
+
+
+def check_model_meta(saved: Mapping[str, Any], model_config: Mapping[str, Any], where: str) -> None:
+    """Raises CheckpointMismatchError (one line) unless `saved` describes the same model."""
+    wanted = model_meta(model_config)
+    if dict(saved) != wanted:
+        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        got = ", ".join(f"{k}={saved.get(k)!r}" for k in diff)
+        want = ", ".join(f"{k}={wanted.get(k)!r}" for k in diff)
+        raise CheckpointMismatchError(
+            f"{where} holds a checkpoint of {saved.get('name')} x{saved.get('scale')} ({got}), but the "
+            f"config asks for {want}; use another --workdir or the matching config")
+
+
+def _manager(directory: epath.Path, *, keep: int, async_save: bool, best: bool,
+             create: bool = True) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=create,
+        enable_async_checkpointing=async_save,
+        best_fn=(lambda metrics: metrics["psnr"]) if best else None,
+        best_mode="max",
+    )
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+
+
+def _single_device_target(metadata: PyTree) -> PyTree:
+    """Abstract arrays on this process's first device, from a saved tree's metadata."""
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), metadata)
+
+
+class TrainCheckpoints:
+    """The resumable and best checkpoints of one training workdir (call on every process)."""
+
+    def __init__(self, workdir: str | epath.Path, train_config: ml_collections.ConfigDict):
+        self.workdir = epath.Path(workdir)
+        self.resume = _manager(self.workdir / RESUME_DIR, keep=train_config.keep_checkpoints,
+                               async_save=train_config.async_checkpointing, best=False)
+        self.best = _manager(self.workdir / BEST_DIR, keep=1,
+                             async_save=train_config.async_checkpointing, best=True)
+
+    def latest_step(self) -> int | None:
+        return self.resume.latest_step()
+
+    def check_model(self, model_config: Mapping[str, Any]) -> None:
+        """Fails with one line if the workdir's checkpoints are of another model or scale."""
+        for manager in (self.resume, self.best):
+            step = manager.latest_step()
+            if step is not None:
+                meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                check_model_meta(meta["meta"]["model"], model_config, str(manager.directory))
+
+    def save(self, state: TrainState, model_config: Mapping[str, Any]) -> None:
+        """Saves the full state at its step (asynchronously when configured)."""
+        step = int(jax.device_get(state.step))
+        meta = {"model": model_meta(model_config), "step": step}
+        self.resume.save(step, force=True, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+    def save_best(self, step: int, params: PyTree, psnr: float, model_config: Mapping[str, Any]) -> None:
+        """Offers `params` validated at `step`; only the one with the highest `psnr` is kept."""
+        meta = {"model": model_meta(model_config), "step": step, "psnr": psnr}
+        self.best.save(step, force=True, metrics={"psnr": float(psnr)}, args=ocp.args.Composite(
+            state=ocp.args.StandardSave({"params": params}), meta=ocp.args.JsonSave(meta)))
+
+    def best_psnr(self) -> float | None:
+        step = self.best.best_step()
+        return None if step is None else float(self.best.metrics(step)["psnr"])
+
+    def restore(self, abstract_state: TrainState) -> TrainState:
+        """The latest full state, placed as `abstract_state`'s shardings say."""
+        step = self.resume.latest_step()
+        restored = self.resume.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state)))
+        return restored["state"]
+
+    def wait(self) -> None:
+        """Blocks until background saves are on disk."""
+        self.resume.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.resume.close()
+        self.best.close()
+
+
+def is_train_workdir(path: str | epath.Path) -> bool:
+    """True when `path` holds a training run's checkpoints (best/ or checkpoints/)."""
+    path = epath.Path(path)
+    return (path / BEST_DIR).is_dir() or (path / RESUME_DIR).is_dir()
+
+
+def load_workdir_params(workdir: str | epath.Path, model_config: Mapping[str, Any]) -> PyTree:
+    """The params of a training workdir: the best-PSNR ones, else the latest (EMA when kept).
+
+    Raises FileNotFoundError when it has none, CheckpointMismatchError for another model/scale.
+    """
+    workdir = epath.Path(workdir)
+    for sub, best in ((BEST_DIR, True), (RESUME_DIR, False)):
+        if not (workdir / sub).is_dir():
+            continue
+        manager = _manager(workdir / sub, keep=1, async_save=False, best=best, create=False)
+        step = manager.best_step() if best else manager.latest_step()
+        if step is None:
+            continue
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        check_model_meta(meta["model"], model_config, str(workdir / sub))
+        tree = manager.item_metadata(step)["state"]
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_single_device_target(tree))))["state"]
+        manager.close()
+        # A full TrainState (resume dir) gives what validation would use: the EMA when kept.
+        return restored.get("ema_params") or restored["params"]
+    raise FileNotFoundError(f"{workdir} holds no training checkpoint ({BEST_DIR}/ or {RESUME_DIR}/)")

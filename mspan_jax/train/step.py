@@ -1,0 +1,48 @@
+"""Pure train and loss steps; the loop jits them with explicit shardings (see sharding.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mspan_jax.train.state import PyTree, TrainState
+
+Batch = dict[str, jax.Array]
+LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    "l1": lambda sr, hr: jnp.mean(jnp.abs(sr - hr)),
+    "l2": lambda sr, hr: jnp.mean(jnp.square(sr - hr)),
+}
+
+
+def loss_fn(params: PyTree, apply_fn: Callable[..., jax.Array], batch: Batch, loss: str) -> jax.Array:
+    """Mean `loss` ('l1' or 'l2') between model(batch['lr']) and batch['hr'], in float32."""
+    sr = apply_fn({"params": params}, batch["lr"]).astype(jnp.float32)
+    return LOSSES[loss](sr, batch["hr"].astype(jnp.float32))
+
+
+def train_step(state: TrainState, batch: Batch, *, apply_fn: Callable[..., jax.Array],
+               optimizer: optax.GradientTransformation, loss: str, ema_decay: float,
+               schedule: optax.Schedule) -> tuple[TrainState, dict[str, Any]]:
+    """One optimizer step on a (global) batch; returns the new state and scalar metrics.
+
+    NaN/Inf guard: when the loss or the gradient norm is not finite, the state is returned
+    unchanged (step included) and metrics['nonfinite'] is 1, so the loop can stop with the last
+    good params.
+    """
+    value, grads = jax.value_and_grad(loss_fn)(state.params, apply_fn, batch, loss)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if ema is not None:
+        ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
+    finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    metrics = {"loss": value, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
+               "nonfinite": jnp.logical_not(finite).astype(jnp.int32)}
+    return new_state, metrics
