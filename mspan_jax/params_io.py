@@ -72,7 +72,8 @@ def tree_mismatch(expected: Any, actual: Any, limit: int = 8) -> str | None:
     want, have = _shape_tree(expected), _shape_tree(actual)
     missing = sorted(set(want) - set(have))
     unexpected = sorted(set(have) - set(want))
-    shapes = [f"{k} {have[k]} != {want[k]}" for k in sorted(set(want) & set(have)) if want[k] != have[k]]
+    shapes = [f"{k} has {have[k]}, expected {want[k]}"
+              for k in sorted(set(want) & set(have)) if want[k] != have[k]]
     parts = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
         if items:
@@ -80,6 +81,17 @@ def tree_mismatch(expected: Any, actual: Any, limit: int = 8) -> str | None:
             shown = ", ".join(items[:limit]) + more
             parts.append(f"{label} [{len(items)}]: {shown}")
     return "; ".join(parts) if parts else None
+
+
+def check_writable(directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Raises CheckpointError unless `save_params(directory, ..., overwrite=overwrite)` may write
+    there; scripts call it before long work so that they fail early."""
+    target = Path(directory).absolute()
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"{target}: exists and is not a directory; choose another output path")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise CheckpointError(f"{target}: already exists and is not empty; remove it or choose another "
+                              "output path")
 
 
 def save_params(
@@ -99,11 +111,7 @@ def save_params(
     if "params" not in variables:
         raise CheckpointError(f"{target}: variables must be a {{'params': ...}} tree; got keys "
                               f"{sorted(variables)}")
-    if target.exists() and not target.is_dir():
-        raise CheckpointError(f"{target}: exists and is not a directory; choose another output path")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise CheckpointError(f"{target}: already exists and is not empty; remove it or choose another "
-                              "output path")
+    check_writable(target, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:

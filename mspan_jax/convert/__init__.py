@@ -1,0 +1,10 @@
+"""PyTorch weights -> Flax variables: file reading, declarative name/layout maps.
+
+The PyTorch reference models live in `mspan_jax.convert.torch_reference` (needs torch; import it
+explicitly).
+"""
+
+from mspan_jax.convert.rules import convert_state_dict, key_map, to_state_dict
+from mspan_jax.convert.torch_io import ConversionError, read_state_dict
+
+__all__ = ["ConversionError", "convert_state_dict", "key_map", "read_state_dict", "to_state_dict"]

@@ -1,0 +1,230 @@
+"""PyTorch reference models (NCHW, inputs in [0, 1]): the official IMDN and MSPAN / MSPAN-IR.
+
+They exist to prove weight conversion: a state_dict from these modules (or from the official
+IMDN code, whose names and math `IMDN` here reproduces) converts to Flax variables that give
+the same outputs as the Flax models in `mspan_jax.models`.
+
+PyTorch is an optional extra (`pip install -e .[torch]`); only this module imports it at top
+level, and nothing else in the package imports this module eagerly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+LRELU_SLOPE = 0.05  # IMDN's activation('lrelu', neg_slope=0.05)
+
+
+def conv_layer(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1,
+               groups: int = 1) -> nn.Conv2d:
+    """IMDN's `conv_layer`: stride 1, 'same' zero padding, bias."""
+    padding = (kernel_size - 1) // 2 * dilation
+    return nn.Conv2d(in_channels, out_channels, kernel_size, 1, padding=padding, bias=True,
+                     dilation=dilation, groups=groups)
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.leaky_relu(x, LRELU_SLOPE)
+
+
+# ---------------------------------------------------------------------------------------------
+# IMDN, as Zheng222/IMDN model/block.py + model/architecture.py.
+# ---------------------------------------------------------------------------------------------
+
+
+def mean_channels(x: torch.Tensor) -> torch.Tensor:
+    return x.sum(3, keepdim=True).sum(2, keepdim=True) / (x.size(2) * x.size(3))
+
+
+def stdv_channels(x: torch.Tensor) -> torch.Tensor:
+    variance = (x - mean_channels(x)).pow(2).sum(3, keepdim=True).sum(2, keepdim=True)
+    return (variance / (x.size(2) * x.size(3))).pow(0.5)
+
+
+class CCALayer(nn.Module):
+    """Contrast-aware channel attention (`conv_du.0` / `conv_du.2`)."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv_du = nn.Sequential(
+            nn.Conv2d(channels, channels // reduction, 1, padding=0, bias=True),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels // reduction, channels, 1, padding=0, bias=True),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.conv_du(stdv_channels(x) + self.avg_pool(x))
+
+
+class IMDModule(nn.Module):
+    """The information multi-distillation block (c1..c5, cca)."""
+
+    def __init__(self, in_channels: int, distillation_rate: float = 0.25, cca_reduction: int = 16):
+        super().__init__()
+        self.distilled_channels = int(in_channels * distillation_rate)
+        self.remaining_channels = int(in_channels - self.distilled_channels)
+        self.c1 = conv_layer(in_channels, in_channels, 3)
+        self.c2 = conv_layer(self.remaining_channels, in_channels, 3)
+        self.c3 = conv_layer(self.remaining_channels, in_channels, 3)
+        self.c4 = conv_layer(self.remaining_channels, self.distilled_channels, 3)
+        self.c5 = conv_layer(self.distilled_channels * 4, in_channels, 1)
+        self.cca = CCALayer(self.distilled_channels * 4, cca_reduction)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        split = (self.distilled_channels, self.remaining_channels)
+        d1, r1 = torch.split(lrelu(self.c1(x)), split, dim=1)
+        d2, r2 = torch.split(lrelu(self.c2(r1)), split, dim=1)
+        d3, r3 = torch.split(lrelu(self.c3(r2)), split, dim=1)
+        out = torch.cat([d1, d2, d3, self.c4(r3)], dim=1)
+        return self.c5(self.cca(out)) + x
+
+
+class IMDN(nn.Module):
+    """fea_conv -> IMDB1..M -> c (1x1 + LReLU) -> LR_conv + skip -> upsampler (conv + shuffle)."""
+
+    def __init__(self, in_nc: int = 3, nf: int = 64, num_modules: int = 6, out_nc: int = 3,
+                 upscale: int = 4, distill_rate: float = 0.25, cca_reduction: int = 16):
+        super().__init__()
+        self.num_modules = num_modules
+        self.fea_conv = conv_layer(in_nc, nf, 3)
+        for i in range(1, num_modules + 1):
+            setattr(self, f"IMDB{i}", IMDModule(nf, distill_rate, cca_reduction))
+        self.c = nn.Sequential(conv_layer(nf * num_modules, nf, 1),
+                               nn.LeakyReLU(LRELU_SLOPE, inplace=True))
+        self.LR_conv = conv_layer(nf, nf, 3)
+        self.upsampler = nn.Sequential(conv_layer(nf, out_nc * upscale**2, 3), nn.PixelShuffle(upscale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fea = self.fea_conv(x)
+        h, outs = fea, []
+        for i in range(1, self.num_modules + 1):
+            h = getattr(self, f"IMDB{i}")(h)
+            outs.append(h)
+        out_lr = self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea
+        return self.upsampler(out_lr)
+
+
+# ---------------------------------------------------------------------------------------------
+# MSPAN and MSPAN-IR: the math of mspan_jax/models/mspan.py in IMDN's naming style.
+# ---------------------------------------------------------------------------------------------
+
+
+class MSPA(nn.Module):
+    """Multi-semantic pixel attention: `pixel` (1x1), `context{k}` (depthwise dilated 3x3),
+    fused from the widest context down by `fuse{k}` (1x1 of [branch k, LReLU(fused)])."""
+
+    def __init__(self, channels: int, dilations: Sequence[int] = (1, 2)):
+        super().__init__()
+        self.num_context = len(dilations)
+        self.pixel = conv_layer(channels, channels, 1)
+        for k, d in enumerate(dilations, start=1):
+            setattr(self, f"context{k}", conv_layer(channels, channels, 3, dilation=d, groups=channels))
+        for k in range(self.num_context):
+            setattr(self, f"fuse{k}", conv_layer(2 * channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = [self.pixel(x)]
+        branches += [getattr(self, f"context{k}")(x) for k in range(1, self.num_context + 1)]
+        m = branches[-1]
+        for k in range(len(branches) - 2, -1, -1):
+            m = getattr(self, f"fuse{k}")(torch.cat([branches[k], lrelu(m)], dim=1))
+        return x * torch.sigmoid(m)
+
+
+class IDDB(nn.Module):
+    """Information distillation dense block: AU{i} (1x1 over [h, earlier distilled parts]),
+    CU{i} (3x3 on the remaining part), `fuse` (1x1 over [distilled parts, last CU]), `mspa`."""
+
+    def __init__(self, channels: int, num_units: int = 3, distill_rate: float = 0.25,
+                 dilations: Sequence[int] = (1, 2)):
+        super().__init__()
+        self.num_units = num_units
+        self.distilled = round(channels * distill_rate)
+        for i in range(1, num_units + 1):
+            setattr(self, f"AU{i}", conv_layer(channels + (i - 1) * self.distilled, channels, 1))
+            setattr(self, f"CU{i}", conv_layer(channels - self.distilled, channels, 3))
+        self.fuse = conv_layer(num_units * self.distilled + channels, channels, 1)
+        self.mspa = MSPA(channels, dilations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, passed = x, []
+        for i in range(1, self.num_units + 1):
+            a = lrelu(getattr(self, f"AU{i}")(torch.cat([h, *passed], dim=1)))
+            passed.append(a[:, : self.distilled])
+            h = lrelu(getattr(self, f"CU{i}")(a[:, self.distilled:]))
+        return self.mspa(self.fuse(torch.cat([*passed, h], dim=1))) + x
+
+
+class _MSPANBody(nn.Module):
+    """fea_conv, IDDB1..B, c (1x1 + LReLU over all block outputs), LR_conv + long skip."""
+
+    def __init__(self, in_nc: int, nf: int, num_blocks: int, num_units: int, distill_rate: float,
+                 dilations: Sequence[int]):
+        super().__init__()
+        self.num_blocks = num_blocks
+        self.fea_conv = conv_layer(in_nc, nf, 3)
+        for i in range(1, num_blocks + 1):
+            setattr(self, f"IDDB{i}", IDDB(nf, num_units, distill_rate, dilations))
+        self.c = nn.Sequential(conv_layer(nf * num_blocks, nf, 1),
+                               nn.LeakyReLU(LRELU_SLOPE, inplace=True))
+        self.LR_conv = conv_layer(nf, nf, 3)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        fea = self.fea_conv(x)
+        h, outs = fea, []
+        for i in range(1, self.num_blocks + 1):
+            h = getattr(self, f"IDDB{i}")(h)
+            outs.append(h)
+        return self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea
+
+
+class MSPAN(_MSPANBody):
+    """MSPAN for SR: body -> upsampler (3x3 conv to out*s^2 + PixelShuffle)."""
+
+    def __init__(self, in_nc: int = 3, nf: int = 48, num_blocks: int = 6, out_nc: int = 3,
+                 upscale: int = 4, num_units: int = 3, distill_rate: float = 0.25,
+                 dilations: Sequence[int] = (1, 2)):
+        super().__init__(in_nc, nf, num_blocks, num_units, distill_rate, dilations)
+        self.upsampler = nn.Sequential(conv_layer(nf, out_nc * upscale**2, 3), nn.PixelShuffle(upscale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.upsampler(self.features(x))
+
+
+class MSPANIR(_MSPANBody):
+    """MSPAN for restoration: body -> out_conv (3x3) + the input (global residual)."""
+
+    def __init__(self, in_nc: int = 3, nf: int = 48, num_blocks: int = 6, out_nc: int = 3,
+                 num_units: int = 3, distill_rate: float = 0.25, dilations: Sequence[int] = (1, 2)):
+        super().__init__(in_nc, nf, num_blocks, num_units, distill_rate, dilations)
+        self.out_conv = conv_layer(nf, out_nc, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.out_conv(self.features(x))
+
+
+def build_torch_model(model_config: Mapping[str, Any]) -> nn.Module:
+    """The reference module (eval mode, float32) for a `config.model` section."""
+    cfg = dict(model_config)
+    name = cfg.get("name")
+    if name == "imdn":
+        model = IMDN(cfg["in_channels"], cfg["num_features"], cfg["num_modules"], cfg["out_channels"],
+                     cfg["scale"], cfg["distill_rate"], cfg["cca_reduction"])
+    elif name == "mspan":
+        model = MSPAN(cfg["in_channels"], cfg["num_features"], cfg["num_blocks"], cfg["out_channels"],
+                      cfg["scale"], cfg["num_units"], cfg["distill_rate"], tuple(cfg["mspa_dilations"]))
+    elif name == "mspan_ir":
+        if cfg.get("scale", 1) != 1:
+            raise ValueError(f"config.model.scale={cfg['scale']}: MSPAN-IR needs scale 1")
+        model = MSPANIR(cfg["in_channels"], cfg["num_features"], cfg["num_blocks"], cfg["out_channels"],
+                        cfg["num_units"], cfg["distill_rate"], tuple(cfg["mspa_dilations"]))
+    else:
+        raise ValueError(f"config.model.name={name!r} has no PyTorch reference; choose imdn, mspan or "
+                         "mspan_ir")
+    return model.float().eval()

@@ -1,0 +1,99 @@
+"""Converts PyTorch weights (.pth/.pt, legacy or zip, or .safetensors) into a params checkpoint.
+
+  python scripts/convert_torch_weights.py --model imdn --scale 4 \\
+      --src ../shared/weights/IMDN_x4.pth --out /tmp/imdn4 --verify
+
+The model is `config_base.model_config(--model, --scale)`, or `config.model` of --config.
+--verify runs the PyTorch reference model with the same state_dict and the Flax model with the
+converted params on one random input and refuses (exit 1, nothing written) a max abs
+difference above 1e-4. See docs/conversion.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+
+from mspan_jax import cli
+from mspan_jax.config_base import MODEL_DEFAULTS, model_config
+from mspan_jax.convert import convert_state_dict, read_state_dict
+from mspan_jax.models import get_model
+from mspan_jax.params_io import check_writable, save_params
+
+VERIFY_TOLERANCE = 1e-4
+VERIFY_INPUT_HW = (32, 40)
+
+_MODEL = flags.DEFINE_enum("model", None, sorted(MODEL_DEFAULTS), "Architecture of the weights.")
+_SCALE = flags.DEFINE_integer("scale", None, "Upscaling factor (1 for mspan_ir).")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file whose config.model is used "
+                                          "instead of --model/--scale, e.g. configs/imdn_x4.py.")
+_SRC = flags.DEFINE_string("src", None, "PyTorch weight file (.pth, .pt or .safetensors).")
+_OUT = flags.DEFINE_string("out", None, "Output params checkpoint directory (must not exist).")
+_VERIFY = flags.DEFINE_bool("verify", False, "Compare PyTorch and Flax outputs before writing.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out directory.")
+flags.mark_flags_as_required(["src", "out"])
+
+
+def resolve_model_config() -> Any:
+    """config.model from --config, or from --model/--scale; they must agree when both are given."""
+    config = _CONFIG.value
+    if config is None:
+        if _MODEL.value is None or _SCALE.value is None:
+            raise ValueError("pass --model and --scale, or --config")
+        return model_config(_MODEL.value, _SCALE.value)
+    cfg = config.model
+    for flag, key in ((_MODEL, "name"), (_SCALE, "scale")):
+        if flag.value is not None and flag.value != cfg[key]:
+            raise ValueError(f"--{flag.name}={flag.value} disagrees with the config's model.{key}="
+                             f"{cfg[key]}; drop one of them")
+    return cfg
+
+
+def verify(cfg: Mapping[str, Any], state_dict: Mapping[str, np.ndarray],
+           variables: Mapping[str, Any]) -> float:
+    """Max abs difference between the PyTorch reference and the Flax model on one random input."""
+    import torch
+
+    from mspan_jax.convert.torch_reference import build_torch_model
+
+    reference = build_torch_model(cfg)
+    tensors = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()}
+    reference.load_state_dict(tensors, strict=True)
+    x = np.random.default_rng(0).random((1, cfg["in_channels"], *VERIFY_INPUT_HW), dtype=np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
+    got = np.asarray(jax.jit(get_model(cfg).apply)(variables, x.transpose(0, 2, 3, 1)))
+    if got.shape != expected.shape:
+        raise ValueError(f"output shapes differ: Flax {got.shape}, PyTorch {expected.shape}")
+    return float(np.max(np.abs(got - expected)))
+
+
+def main(argv: Sequence[str]) -> None:
+    cfg = resolve_model_config()
+    out = Path(_OUT.value)
+    check_writable(out, overwrite=_OVERWRITE.value)
+    state_dict = read_state_dict(_SRC.value)
+    n_params = sum(int(np.size(v)) for v in state_dict.values())
+    print(f"read {len(state_dict)} tensors ({n_params:,} parameters) from {_SRC.value}")
+    variables = convert_state_dict(cfg, state_dict)
+    print(f"converted to {cfg['name']} x{cfg['scale']} (num_features={cfg['num_features']})")
+    if _VERIFY.value:
+        diff = verify(cfg, state_dict, variables)
+        h, w = VERIFY_INPUT_HW
+        print(f"verify: max |flax - torch| = {diff:.3g} on a random 1x{cfg['in_channels']}x{h}x{w} "
+              f"input (tolerance {VERIFY_TOLERANCE:g})")
+        if not diff <= VERIFY_TOLERANCE:
+            cli.fail(f"verification failed: max abs difference {diff:.3g} > {VERIFY_TOLERANCE:g}; "
+                     f"nothing written to {out}", code=1)
+    save_params(out, variables, cfg, overwrite=_OVERWRITE.value)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
