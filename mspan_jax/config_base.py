@@ -37,7 +37,21 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
 
     config.data = ml_collections.ConfigDict()
     config.data.hr_patch_size = 192  # LR patch = hr_patch_size // scale
-    config.data.degradation = "BI"
+    config.data.degradation = "BI"  # how LR is made from HR: "BI" | "BD" | "DN" (data/degradations.py)
+    # Training images (docs/data.md): "div2k" (tfds div2k/bicubic_x{s} in data_dir), "div2k_folder"
+    # (train_dir holding DIV2K_train_HR [+ DIV2K_train_LR_bicubic/X{s}]), "folder" (any HR images in
+    # train_dir, LR made with `degradation`), "skimage" (photos bundled with scikit-image), "paired"
+    # (restoration: train_dir/LQ + train_dir/GT).
+    config.data.source = "div2k"
+    config.data.data_dir = ""  # tfds data_dir ("" = tfds default, ~/tensorflow_datasets)
+    config.data.train_dir = ""  # folder for the div2k_folder / folder / paired sources
+    config.data.image_range = (1, 800)  # div2k_folder: DIV2K images 0001-0800 train (IMDN)
+    config.data.noise_sigma = 30.0  # DN noise, and MSPAN-IR's synthetic noise (0..255 units)
+    config.data.noise_sigma_range = ()  # (lo, hi): MSPAN-IR draws sigma per patch from [lo, hi] instead
+    config.data.noise_gray = False  # one noise field for all channels instead of colour noise
+    config.data.augment = True  # random h/v flips + transpose (all 8 rot90 variants), same on LR and HR
+    config.data.prefetch = 2  # batches assembled ahead by the input thread
+    config.data.num_workers = 8  # threads that decode the training images once at start
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 16

@@ -1,0 +1,77 @@
+"""Evaluation sets as `EvalPair` lists: the SR benchmarks through their tfds builders, and the
+held-out scikit-image photos.
+
+    pairs = load_benchmark("set5", 4)                      # BI x4, prepared on first use
+    pairs = load_benchmark("urban100", 3, "BD", manual_dir="~/sr_data")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import tensorflow_datasets as tfds
+
+from mspan_jax.data.builders.benchmarks import BENCHMARKS, SCALES, find_hr_folder
+from mspan_jax.data.degradations import DEGRADATIONS, degrade, seed_for_name
+from mspan_jax.data.imresize import modcrop
+from mspan_jax.data.pairs import EvalPair
+from mspan_jax.data.sample_images import sample_images
+
+EVAL_SETS = (*BENCHMARKS, "skimage_holdout")
+
+
+def _check_args(name: str, scale: int, degradation: str) -> tuple[str, str]:
+    key = str(name).lower()
+    if key not in EVAL_SETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {list(EVAL_SETS)}")
+    deg = str(degradation).upper()
+    if deg not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation {degradation!r}; choose one of {list(DEGRADATIONS)}")
+    if key != "skimage_holdout" and scale not in SCALES:
+        raise ValueError(f"{key} is built for scales {list(SCALES)}, got scale {scale!r}")
+    return key, deg
+
+
+def skimage_holdout_pairs(scale: int, degradation: str = "BI") -> list[EvalPair]:
+    """The held-out scikit-image photos, HR modcropped and LR made by `degradation`."""
+    pairs = []
+    for name, img in sample_images("holdout"):
+        hr = modcrop(img, scale)
+        lr = degrade(hr, scale, degradation, seed=seed_for_name(name))
+        pairs.append(EvalPair(name=name, lr=lr, hr=hr))
+    return pairs
+
+
+def load_benchmark(name: str, scale: int, degradation: str = "BI",
+                   data_dir: str | os.PathLike | None = None,
+                   manual_dir: str | os.PathLike | None = None,
+                   download: bool = False) -> list[EvalPair]:
+    """An evaluation set as `EvalPair`s sorted by image name.
+
+    name: "set5" | "set14" | "b100" | "urban100" | "manga109" (tfds builders, prepared into `data_dir`
+    on first use from the HR images in `manual_dir`, see docs/data.md) or "skimage_holdout".
+    download: when `manual_dir` lacks the set, fetch EDSR's benchmark.tar instead (Set5/Set14/B100/
+    Urban100). Raises FileNotFoundError with one line saying where to put missing files.
+    """
+    key, deg = _check_args(name, scale, degradation)
+    if key == "skimage_holdout":
+        return skimage_holdout_pairs(scale, deg)
+    cls = BENCHMARKS[key]
+    builder = cls(data_dir=None if data_dir is None else os.fspath(Path(data_dir).expanduser()),
+                  config=f"{deg.lower()}_x{scale}")
+    if not builder.is_prepared():
+        manual = (Path(manual_dir).expanduser() if manual_dir is not None
+                  else Path(builder.data_dir_root) / "downloads" / "manual")
+        if find_hr_folder(manual, cls.FOLDER_NAMES) is None and not (download and cls.DOWNLOAD_URL):
+            how = " (or pass download=True / --download)" if cls.DOWNLOAD_URL else ""
+            raise FileNotFoundError(
+                f"{key} is not prepared in {builder.data_dir_root} and "
+                f"{manual}/{cls.FOLDER_NAMES[0]}/HR has no images: put the {cls.FOLDER_NAMES[0]} HR "
+                f"images there{how}; see docs/data.md")
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual)))
+    dataset = builder.as_dataset(split="test", shuffle_files=False)
+    pairs = [EvalPair(name=ex["name"].decode("utf-8"), lr=ex["lr"], hr=ex["hr"])
+             for ex in tfds.as_numpy(dataset)]
+    return sorted(pairs, key=lambda p: p.name)
