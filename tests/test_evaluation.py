@@ -1,0 +1,173 @@
+"""Evaluation engine: padded+masked inference equals unpadded, bounded compiles, exact scoring,
+self-ensemble, tiling without seams, folder pairs."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mspan_jax import metrics
+from mspan_jax.data.images import write_image
+from mspan_jax.data.imresize import bicubic_downscale, bicubic_upscale
+from mspan_jax.data.pairs import EvalPair, load_folder_pairs
+from mspan_jax.evaluation import bicubic_scores, evaluate_pairs
+from mspan_jax.inference import Predictor, tile_grid, upscale_image
+from mspan_jax.models import get_model
+from mspan_jax.models.imdn import IMDN
+from mspan_jax.models.mspan import MSPAN
+
+RNG = np.random.default_rng(0)
+TINY = {
+    "mspan": MSPAN(scale=2, num_features=8, num_blocks=1, num_units=2),
+    "imdn": IMDN(scale=2, num_features=8, num_modules=1, cca_reduction=2),
+}
+
+
+def _random_variables(model, seed: int = 0):
+    """Random variables of the model's shapes, without model.init (eager init costs ~10 s on CPU)."""
+    rng = np.random.default_rng(seed)
+    probe = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), probe)
+    return jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.2).astype(np.float32), shapes)
+
+
+def _random_image(h: int, w: int) -> np.ndarray:
+    return RNG.random((h, w, 3), dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", ["mspan", "imdn"])
+def test_padded_masked_equals_unpadded(name):
+    model = TINY[name]
+    x = _random_image(17, 23)
+    variables = _random_variables(model)
+    expected = np.asarray(model.apply(variables, jnp.asarray(x[None])))[0]
+    predictor = Predictor(model.apply, variables, scale=2, bucket=32)
+    got = predictor(x)  # padded to 32x32 with a mask
+    assert got.shape == (34, 46, 3)
+    diff = float(np.abs(got - expected).max())
+    print(f"{name}: padded+masked vs unpadded max abs diff {diff:.2e}")
+    assert diff <= 1e-5
+    # Without the mask the zero padding would leak in (through IMDN's CCA pooling and border convs).
+    padded = np.zeros((1, 32, 32, 3), np.float32)
+    padded[0, :17, :23] = x
+    unmasked = np.asarray(model.apply(variables, jnp.asarray(padded)))[0, :34, :46]
+    assert float(np.abs(unmasked - expected).max()) > 1e-3
+
+
+def _nearest_apply(variables, x, mask):
+    """A cheap stand-in model: nearest x2 upsampling times a scalar parameter."""
+    del mask
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2) * variables["params"]["gain"]
+
+
+def _uint8(h: int, w: int) -> np.ndarray:
+    return RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_evaluate_pairs_scores_and_bounded_compiles():
+    pairs = []
+    for name, (h, w) in zip("abcd", [(17, 23), (20, 30), (33, 10), (32, 9)], strict=True):
+        lr = _uint8(h, w)
+        pairs.append(EvalPair(name, lr, _uint8(2 * h, 2 * w)))
+    variables = {"params": {"gain": jnp.float32(0.9)}}
+    result = evaluate_pairs(_nearest_apply, variables, pairs, scale=2, crop_border=2, bucket=32,
+                            progress=False, keep_outputs=True)
+    assert result.num_compiled == 2  # 32x32 for a, b; 64x32 for c, d
+    assert [s.name for s in result.images] == list("abcd")
+    for pair, score in zip(pairs, result.images, strict=True):
+        x = pair.lr.astype(np.float32) / np.float32(255) * np.float32(0.9)  # as the model, in float32
+        sr = metrics.to_uint8(np.repeat(np.repeat(x, 2, 0), 2, 1))
+        np.testing.assert_array_equal(result.outputs[pair.name], sr)
+        assert score.psnr == pytest.approx(metrics.psnr(sr, pair.hr, crop_border=2), abs=1e-9)
+        assert score.ssim == pytest.approx(metrics.ssim(sr, pair.hr, crop_border=2), abs=1e-9)
+    assert result.psnr == pytest.approx(np.mean([s.psnr for s in result.images]))
+    assert result.ssim == pytest.approx(np.mean([s.ssim for s in result.images]))
+
+
+def test_self_ensemble_inverts_every_transform():
+    # Nearest upsampling commutes with flips and rotations, so the ensemble equals one pass only
+    # when each transform is undone correctly.
+    lr = _uint8(11, 7)
+    variables = {"params": {"gain": jnp.float32(1.0)}}
+    predictor = Predictor(_nearest_apply, variables, scale=2, bucket=8)
+    x = lr / np.float32(255)
+    np.testing.assert_allclose(predictor(x, self_ensemble=True), predictor(x), atol=1e-7)
+    assert predictor.num_compiled == 2  # 16x8 and, rotated, 8x16
+
+
+def test_self_ensemble_averages_a_position_dependent_model():
+    def ramp_apply(variables, x, mask):
+        del variables, mask
+        up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        return up + jnp.arange(up.shape[2], dtype=jnp.float32)[None, None, :, None] * 0.01
+
+    x = np.zeros((4, 4, 3), np.float32)
+    out = Predictor(ramp_apply, {}, scale=2, bucket=4)(x, self_ensemble=True)
+    # Each of the 8 transforms adds the ramp along some direction; the inverse transforms map them
+    # to +/- ramps along both axes, so the mean is the mean ramp value 0.035 everywhere.
+    np.testing.assert_allclose(out, 0.035, atol=1e-6)
+
+
+def test_bicubic_scores_match_metrics():
+    hr = _uint8(36, 24)
+    pair = EvalPair("x", bicubic_downscale(hr, 3), hr)
+    result = bicubic_scores([pair], scale=3, crop_border=3)
+    sr = bicubic_upscale(pair.lr, 3)
+    assert result.psnr == metrics.psnr(sr, hr, crop_border=3)
+    assert result.ssim == metrics.ssim(sr, hr, crop_border=3)
+    assert result.num_compiled == 0
+
+
+def test_mismatched_pair_is_refused():
+    pair = EvalPair("bad", _uint8(10, 10), _uint8(20, 22))
+    with pytest.raises(ValueError, match="bad"):
+        bicubic_scores([pair], scale=2, crop_border=2)
+
+
+def test_tile_grid_covers_the_axis():
+    grid = tile_grid(50, 24, 8)
+    cores = [(a, b) for a, b, _, _ in grid]
+    assert cores == [(0, 8), (8, 16), (16, 24), (24, 32), (32, 40), (40, 48), (48, 50)]
+    assert all(b - a <= 24 for _, _, a, b in grid)
+    with pytest.raises(ValueError, match="tile"):
+        tile_grid(50, 16, 8)
+
+
+def test_tiles_have_no_seams():
+    # Tiny MSPAN's receptive field is 6 LR pixels, so 8 pixels of context make tiles exact.
+    model = get_model(dict(name="mspan", scale=2, num_features=8, num_blocks=1, num_units=1))
+    lr = _uint8(30, 41)
+    variables = _random_variables(model)
+    predictor = Predictor(model.apply, variables, scale=2, bucket=64)
+    whole = upscale_image(predictor, lr, tile=64)
+    tiled = upscale_image(predictor, lr, tile=24, tile_overlap=8)
+    assert tiled.shape == whole.shape == (60, 82, 3)
+    assert predictor.num_compiled == 2  # 64x64 whole image, 24x24 for every tile
+    assert float(np.abs(tiled - whole).max()) <= 1e-5
+
+
+def test_load_folder_pairs_bicubic_and_lr_dir(tmp_path):
+    hr_dir, lr_dir = tmp_path / "HR", tmp_path / "LR"
+    hrs = {"b": _uint8(26, 21), "a": _uint8(24, 18)}
+    for name, img in hrs.items():
+        write_image(hr_dir / f"{name}.png", img)
+    pairs = load_folder_pairs(hr_dir, 4)
+    assert [p.name for p in pairs] == ["a", "b"]
+    assert pairs[1].hr.shape == (24, 20, 3) and pairs[1].lr.shape == (6, 5, 3)
+    np.testing.assert_array_equal(pairs[1].lr, bicubic_downscale(hrs["b"], 4))
+
+    write_image(lr_dir / "ax4.png", bicubic_downscale(hrs["a"], 4))
+    write_image(lr_dir / "b.bmp", bicubic_downscale(hrs["b"], 4))
+    from_dir = load_folder_pairs(hr_dir, 4, lr_dir)
+    for p, q in zip(pairs, from_dir, strict=True):
+        np.testing.assert_array_equal(p.lr, q.lr)
+        np.testing.assert_array_equal(p.hr, q.hr)
+
+    (lr_dir / "b.bmp").unlink()
+    with pytest.raises(ValueError, match="no LR image for 'b'"):
+        load_folder_pairs(hr_dir, 4, lr_dir)
+    write_image(lr_dir / "bx4.png", _uint8(7, 5))
+    with pytest.raises(ValueError, match="does not match"):
+        load_folder_pairs(hr_dir, 4, lr_dir)
