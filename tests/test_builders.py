@@ -1,0 +1,127 @@
+"""tfds builders prepare from a manual_dir the tests make (tiny images, data_dir in tmp_path)."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from mspan_jax.data import datasets
+from mspan_jax.data.builders import benchmarks, paired_folders
+from mspan_jax.data.degradations import blur_downsample
+from mspan_jax.data.imresize import bicubic_downscale, modcrop
+
+
+def _rgb(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _save(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def test_set5_builder_bad_files_and_reload(tmp_path):
+    hr_dir = tmp_path / "manual" / "Set5" / "HR"
+    _save(hr_dir / "a.png", _rgb(24, 36, 0))
+    _save(hr_dir / "b_odd.png", _rgb(25, 38, 1))  # not divisible by 2: cropped, with a warning
+    _save(hr_dir / "c_gray.png", _rgb(24, 24, 2)[..., 0])  # converted, with a warning
+    _save(hr_dir / "d_rgba.png", np.dstack([_rgb(24, 24, 3), np.full((24, 24), 255, np.uint8)]))
+    _save(hr_dir / "e_16bit.png", (_rgb(24, 24, 4)[..., 0].astype(np.uint16) * 257))
+    _save(hr_dir / "f_tiny.png", _rgb(3, 3, 5))  # smaller than 2 x scale: skipped
+    (hr_dir / "g_corrupt.png").write_bytes(b"\x89PNG not really")  # skipped
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pairs = datasets.load_benchmark("set5", 2, data_dir=tmp_path / "data",
+                                        manual_dir=tmp_path / "manual")
+    messages = "\n".join(str(w.message) for w in caught)
+    for name in ("b_odd.png", "c_gray.png", "d_rgba.png", "e_16bit.png", "f_tiny.png", "g_corrupt.png"):
+        assert name in messages, f"no warning names {name}:\n{messages}"
+    assert [p.name for p in pairs] == ["a", "b_odd", "c_gray", "d_rgba", "e_16bit"]
+    for p in pairs:
+        assert p.hr.shape[0] % 2 == 0 and p.hr.shape[1] % 2 == 0
+        np.testing.assert_array_equal(p.lr, bicubic_downscale(p.hr, 2))
+    np.testing.assert_array_equal(pairs[0].hr, _rgb(24, 36, 0))
+    np.testing.assert_array_equal(pairs[1].hr, modcrop(_rgb(25, 38, 1), 2))
+    # Prepared: reading again needs no manual_dir; re-importing does not register twice.
+    again = datasets.load_benchmark("set5", 2, data_dir=tmp_path / "data")
+    assert [p.name for p in again] == [p.name for p in pairs]
+    importlib.reload(benchmarks)
+    assert tfds.builder_cls("set5") is not None
+
+
+def test_bd_config_and_alias_folder(tmp_path):
+    _save(tmp_path / "manual" / "BSD100" / "x.png", _rgb(24, 30, 6))  # images directly in the folder
+    builder = benchmarks.B100(data_dir=str(tmp_path / "data"), config="bd_x3")
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "manual")))
+    (ex,) = tfds.as_numpy(builder.as_dataset(split="test"))
+    np.testing.assert_array_equal(ex["lr"], blur_downsample(_rgb(24, 30, 6), 3))
+
+
+def test_missing_files_give_one_line_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"Set14/HR has no images.*docs/data.md") as e:
+        datasets.load_benchmark("set14", 4, data_dir=tmp_path / "data", manual_dir=tmp_path / "nope")
+    assert "\n" not in str(e.value) and "--download" in str(e.value)
+    with pytest.raises(FileNotFoundError, match="Manga109") as e:
+        datasets.load_benchmark("manga109", 4, data_dir=tmp_path / "data", manual_dir=tmp_path)
+    assert "download" not in str(e.value)
+    with pytest.raises(ValueError, match="unknown dataset 'set6'"):
+        datasets.load_benchmark("set6", 4)
+    with pytest.raises(ValueError, match="scales"):
+        datasets.load_benchmark("set5", 5)
+
+
+def test_download_path_finds_benchmark_tar_layout(tmp_path, monkeypatch):
+    extracted = tmp_path / "extracted"
+    _save(extracted / "benchmark" / "Urban100" / "HR" / "img_001.png", _rgb(24, 24, 7))
+    calls = []
+
+    def fake_download_and_extract(self, url):
+        calls.append(url)
+        return extracted
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", fake_download_and_extract)
+    pairs = datasets.load_benchmark("urban100", 4, data_dir=tmp_path / "data",
+                                    manual_dir=tmp_path / "empty", download=True)
+    assert calls == [benchmarks.EDSR_BENCHMARK_URL]
+    assert [p.name for p in pairs] == ["img_001"] and pairs[0].lr.shape == (6, 6, 3)
+
+
+def test_skimage_holdout_pairs():
+    pairs = datasets.load_benchmark("skimage_holdout", 3)
+    assert [p.name for p in pairs] == ["chelsea", "coffee"]
+    for p in pairs:
+        assert p.hr.shape[0] == 3 * p.lr.shape[0] and p.hr.shape[1] == 3 * p.lr.shape[1]
+
+
+def test_pair_key_matches_rain_and_sidd_names():
+    key = paired_folders.pair_key
+    assert key(Path("rain-001.png")) == key(Path("norain-001.png")) == "001"
+    assert key(Path("s1/NOISY_SRGB_010.PNG")) == key(Path("s1/GT_SRGB_010.PNG")) == "s1/srgb_010"
+    assert key(Path("raindrop_3.png")) == "raindrop_3"  # only whole tokens are role words
+
+
+def test_paired_folders_builder(tmp_path):
+    root = tmp_path / "manual" / "rain100l" / "test"
+    for i in range(3):
+        _save(root / "LQ" / f"rain-{i:03d}.png", _rgb(16, 20, i))
+        _save(root / "GT" / f"norain-{i:03d}.png", _rgb(16, 20, 10 + i))
+    _save(root / "LQ" / "rain-009.png", _rgb(16, 20, 9))  # no partner: skipped
+    _save(root / "GT" / "norain-002.png", _rgb(16, 24, 12))  # size differs from its LQ: skipped
+    builder = paired_folders.PairedFolders(data_dir=str(tmp_path / "data"), config="rain100l")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "manual")))
+    messages = "\n".join(str(w.message) for w in caught)
+    assert "rain-009.png" in messages and "rain-002.png" in messages
+    examples = sorted(tfds.as_numpy(builder.as_dataset(split="test")), key=lambda e: e["name"])
+    assert [e["name"].decode() for e in examples] == ["000", "001"]
+    np.testing.assert_array_equal(examples[1]["lq"], _rgb(16, 20, 1))
+    np.testing.assert_array_equal(examples[1]["gt"], _rgb(16, 20, 11))
