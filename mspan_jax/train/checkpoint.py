@@ -3,7 +3,7 @@
 WORKDIR/checkpoints/<step>/  the newest `keep_checkpoints` full TrainStates (resume), periodic;
 WORKDIR/best/<step>/         the params with the best validation PSNR (kept apart, one).
 Each step also holds `meta` (JSON): the model config it was trained for, so a workdir cannot be
-resumed or evaluated with another model or scale. Paths may be local or gs://.
+resumed or evaluated with another model or scale (params_io.check_model_config). Paths may be local or gs://.
 """
 
 from __future__ import annotations
@@ -16,37 +16,17 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
+from mspan_jax.params_io import check_model_config
 from mspan_jax.train.state import PyTree, TrainState
 
 RESUME_DIR = "checkpoints"
 BEST_DIR = "best"
-# Model keys that do not change the params, so they may differ between a checkpoint and a config.
-IGNORED_MODEL_KEYS = frozenset({"dtype"})
-
-
-class CheckpointMismatchError(ValueError):
-    """A workdir's checkpoint was trained for another model config than the one requested."""
 
 
 def model_meta(model_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON-able part of `config.model` a checkpoint must match (lists for tuples)."""
-    out = {}
-    for key, value in dict(model_config).items():
-        if key not in IGNORED_MODEL_KEYS:
-            out[key] = list(value) if isinstance(value, tuple | list) else value
-    return out
-
-
-def check_model_meta(saved: Mapping[str, Any], model_config: Mapping[str, Any], where: str) -> None:
-    """Raises CheckpointMismatchError (one line) unless `saved` describes the same model."""
-    wanted = model_meta(model_config)
-    if dict(saved) != wanted:
-        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-        got = ", ".join(f"{k}={saved.get(k)!r}" for k in diff)
-        want = ", ".join(f"{k}={wanted.get(k)!r}" for k in diff)
-        raise CheckpointMismatchError(
-            f"{where} holds a checkpoint of {saved.get('name')} x{saved.get('scale')} ({got}), but the "
-            f"config asks for {want}; use another --workdir or the matching config")
+    """`config.model` as a JSON-able dict (lists for tuples), stored with every checkpoint."""
+    raw = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
+    return {k: list(v) if isinstance(v, tuple | list) else v for k, v in raw.items()}
 
 
 def _manager(directory: epath.Path, *, keep: int, async_save: bool, best: bool,
@@ -87,7 +67,7 @@ class TrainCheckpoints:
             step = manager.latest_step()
             if step is not None:
                 meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-                check_model_meta(meta["meta"]["model"], model_config, str(manager.directory))
+                check_model_config(manager.directory, meta["meta"]["model"], model_config)
 
     def save(self, state: TrainState, model_config: Mapping[str, Any]) -> None:
         """Saves the full state at its step (asynchronously when configured)."""
@@ -132,7 +112,7 @@ def is_train_workdir(path: str | epath.Path) -> bool:
 def load_workdir_params(workdir: str | epath.Path, model_config: Mapping[str, Any]) -> PyTree:
     """The params of a training workdir: the best-PSNR ones, else the latest (EMA when kept).
 
-    Raises FileNotFoundError when it has none, CheckpointMismatchError for another model/scale.
+    Raises FileNotFoundError when it has none, params_io.CheckpointError for another model/scale.
     """
     workdir = epath.Path(workdir)
     for sub, best in ((BEST_DIR, True), (RESUME_DIR, False)):
@@ -143,7 +123,7 @@ def load_workdir_params(workdir: str | epath.Path, model_config: Mapping[str, An
         if step is None:
             continue
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        check_model_meta(meta["model"], model_config, str(workdir / sub))
+        check_model_config(workdir / sub, meta["model"], model_config)
         tree = manager.item_metadata(step)["state"]
         restored = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(_single_device_target(tree))))["state"]

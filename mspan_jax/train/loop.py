@@ -1,0 +1,328 @@
+"""The training loop: data-parallel steps over a device mesh, periodic checkpoints and validation,
+TensorBoard and a console progress line. `train_and_evaluate(config, workdir)` is the whole run.
+
+Every process runs the same code (multi-host: after `jax.distributed.initialize()`); each reads
+only its own data shard, and only process 0 prints and writes logs, summaries and eval_results.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from etils import epath
+
+from mspan_jax.data.datasets import load_benchmark
+from mspan_jax.data.pipeline import create_train_iterator
+from mspan_jax.evaluation import bicubic_scores, evaluate_pairs
+from mspan_jax.models.registry import get_model
+from mspan_jax.params_io import load_params
+from mspan_jax.train import sharding
+from mspan_jax.train.checkpoint import TrainCheckpoints
+from mspan_jax.train.state import (
+    PyTree,
+    create_optimizer,
+    create_train_state,
+    learning_rate_schedule,
+    total_steps,
+)
+from mspan_jax.train.step import LOSSES, train_step
+from mspan_jax.train.summary import SummaryWriter
+
+EVAL_RESULTS_FILE = "eval_results.json"
+TENSORBOARD_DIR = "tensorboard"
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the gradients became NaN/Inf; the run stopped without saving."""
+
+
+def prepare_workdir(workdir: str | epath.Path) -> epath.Path:
+    """Creates `workdir` and checks that it is writable; raises PermissionError in one line."""
+    path = epath.Path(workdir)
+    probe = path / f".write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except (OSError, PermissionError) as e:
+        raise PermissionError(f"--workdir {workdir} is not writable ({e.__class__.__name__}: "
+                              f"{e.strerror or e}); choose a directory you can write to") from None
+    return path
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Validates the keys the loop relies on; raises ValueError naming the key."""
+    t = config.train
+    if t.loss not in LOSSES:
+        raise ValueError(f"config.train.loss={t.loss!r}; choose one of {sorted(LOSSES)}")
+    for key in ("batch_size", "steps_per_epoch", "num_epochs", "lr_decay_epochs", "log_every_steps",
+                "checkpoint_every_steps", "eval_every_steps", "keep_checkpoints"):
+        if int(t[key]) <= 0:
+            raise ValueError(f"config.train.{key}={t[key]} must be positive")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ValueError(f"config.train.ema_decay={t.ema_decay} must be in [0, 1)")
+    if config.data.hr_patch_size % config.model.scale:
+        raise ValueError(f"config.data.hr_patch_size={config.data.hr_patch_size} must be a multiple of "
+                         f"config.model.scale={config.model.scale}")
+
+
+def write_json_atomic(path: epath.Path, payload: Mapping[str, Any]) -> None:
+    """Writes JSON to a temporary sibling, then renames it over `path` (never a partial file)."""
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def progress_line(step: int, num_steps: int, loss: float, lr: float, steps_per_sec: float,
+                  last_psnr: str) -> str:
+    """The compact console line: step, loss, speed, ETA and the last validation PSNR."""
+    eta = format_duration((num_steps - step) / steps_per_sec) if steps_per_sec > 0 else "?"
+    return (f"step {step}/{num_steps} | loss {loss:.5f} | lr {lr:.2e} | {steps_per_sec:.2f} steps/s | "
+            f"ETA {eta} | last PSNR {last_psnr}")
+
+
+def summary_crops(bicubic: np.ndarray, sr: np.ndarray, hr: np.ndarray, size: int) -> np.ndarray:
+    """A centred `size` crop of bicubic | SR | HR (uint8 HxWx3 each) side by side."""
+    h, w = hr.shape[:2]
+    size = min(size, h, w)
+    top, left = (h - size) // 2, (w - size) // 2
+    return np.concatenate([img[top:top + size, left:left + size] for img in (bicubic, sr, hr)], axis=1)
+
+
+class Validator:
+    """Validation sets loaded once, their bicubic scores, and PSNR/SSIM of a model on them."""
+
+    def __init__(self, config: ml_collections.ConfigDict, model: Any):
+        self.config, self.model = config, model
+        scale, ev = config.model.scale, config.eval
+        self.pairs = {
+            name: load_benchmark(name, scale, config.data.degradation,
+                                 data_dir=config.data.get("data_dir") or None,
+                                 manual_dir=config.data.get("manual_dir") or None)
+            for name in ev.datasets
+        }
+        self.bicubic = {name: bicubic_scores(pairs, scale=scale, crop_border=ev.crop_border,
+                                             y_channel=ev.y_channel, round_y=ev.round_y,
+                                             keep_outputs=True)
+                        for name, pairs in self.pairs.items()}
+
+    def __call__(self, params: PyTree) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+        """Scores per dataset and, per dataset, bicubic|SR|HR crops for TensorBoard."""
+        ev, scores, images = self.config.eval, {}, {}
+        for name, pairs in self.pairs.items():
+            result = evaluate_pairs(self.model.apply, {"params": params}, pairs,
+                                    scale=self.config.model.scale, crop_border=ev.crop_border,
+                                    y_channel=ev.y_channel, round_y=ev.round_y, progress=False,
+                                    keep_outputs=True)
+            scores[name] = {"psnr": float(result.psnr), "ssim": float(result.ssim)}
+            shown = pairs[:ev.num_summary_images]
+            if shown:
+                size = min([ev.summary_crop_size] + [min(p.hr.shape[:2]) for p in shown])
+                images[name] = np.stack([
+                    summary_crops(self.bicubic[name].outputs[p.name], result.outputs[p.name], p.hr, size)
+                    for p in shown])
+        return scores, images
+
+    def results_json(self, step: int, scores: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+        """`{"step": n, "<dataset>": {"psnr", "ssim"}, "bicubic": {"<dataset>": {...}}}`."""
+        bicubic = {name: {"psnr": float(r.psnr), "ssim": float(r.ssim)}
+                   for name, r in self.bicubic.items()}
+        return {"step": step, **scores, "bicubic": bicubic}
+
+
+def _host_params(params: PyTree) -> PyTree:
+    """Replicated global params as host numpy (works on every process of a multi-host run)."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), params)
+
+
+def _initial_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
+    """Warm start from a converted checkpoint (config.train.warm_start), else a seeded init."""
+    if config.train.warm_start:
+        return load_params(config.train.warm_start, config.model)["params"]
+    return jax.jit(lambda: _seeded_params(config, model))()
+
+
+def _seeded_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
+    """`model.init` with `config.seed`, on one LR patch."""
+    p = config.data.hr_patch_size // config.model.scale
+    x = jnp.zeros((1, p, p, config.model.in_channels), jnp.float32)
+    return model.init(jax.random.key(config.seed), x)["params"]
+
+
+def _check_batch(batch: Mapping[str, np.ndarray], local_batch: int, config: ml_collections.ConfigDict):
+    p, s = config.data.hr_patch_size // config.model.scale, config.model.scale
+    want = {"lr": (local_batch, p, p), "hr": (local_batch, p * s, p * s)}
+    for key, shape in want.items():
+        got = tuple(np.shape(batch.get(key)))[:3]
+        if got != shape:
+            raise ValueError(f"the training pipeline gave {key} batches of shape {got}, expected "
+                             f"{shape} (per-process batch, patch); check config.data and config.train")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+    """Trains `config.model` as `config` says, resuming from `workdir` when it holds checkpoints.
+
+    Returns the last validation results (the content of WORKDIR/eval_results.json), or None
+    when the run validated nothing.
+    """
+    check_config(config)
+    workdir_path = prepare_workdir(workdir)
+    is_chief = jax.process_index() == 0
+    log = print if is_chief else (lambda *a, **k: None)
+
+    mesh = sharding.create_mesh()
+    local_batch = sharding.local_batch_size(config.train.batch_size, mesh)
+    num_steps = total_steps(config.train)
+    model = get_model(config.model)
+
+    # Fail fast on anything missing before compiling: checkpoints of another model, data, eval sets.
+    checkpoints = TrainCheckpoints(workdir_path, config.train)
+    checkpoints.check_model(config.model)
+    start_step = checkpoints.latest_step() or 0
+    batches: Iterator[Mapping[str, np.ndarray]] = create_train_iterator(
+        config, start_step=start_step, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    first_batch = next(batches)
+    _check_batch(first_batch, local_batch, config)
+    validator = Validator(config, model)
+
+    optimizer = create_optimizer(config.train)
+    schedule = learning_rate_schedule(config.train)
+    replicated = sharding.replicated(mesh)
+    make_state = jax.jit(functools.partial(create_train_state, optimizer=optimizer,
+                                           ema_decay=config.train.ema_decay), out_shardings=replicated)
+    if start_step:
+        abstract = jax.eval_shape(make_state, jax.eval_shape(lambda: _seeded_params(config, model)))
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                                abstract)
+        state = checkpoints.restore(abstract)
+        log(f"resumed from {workdir_path / 'checkpoints'} at step {start_step}")
+    else:
+        state = make_state(_initial_params(config, model))
+        if config.train.warm_start:
+            log(f"warm start from {config.train.warm_start}")
+
+    step_fn = jax.jit(
+        functools.partial(train_step, apply_fn=model.apply, optimizer=optimizer, loss=config.train.loss,
+                          ema_decay=config.train.ema_decay, schedule=schedule),
+        in_shardings=(replicated, sharding.batch_sharding(mesh)),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,),
+    )
+
+    writer = None
+    if is_chief:
+        writer = SummaryWriter(str(workdir_path / TENSORBOARD_DIR))
+        writer.text("config", "```\n" + str(config) + "\n```", start_step)
+    log(f"training {config.model.name} x{config.model.scale} for {num_steps} steps "
+        f"(from step {start_step}), global batch {config.train.batch_size} on {mesh.size} device(s), "
+        f"{jax.process_count()} process(es); workdir {workdir_path}")
+
+    last_results: dict[str, Any] | None = None
+    last_psnr = "-"
+    results_path = workdir_path / EVAL_RESULTS_FILE
+    if start_step and results_path.exists():
+        last_results = json.loads(results_path.read_text())
+    if start_step >= num_steps:
+        log(f"{workdir_path} is already trained to step {start_step} (>= {num_steps}); nothing to do")
+    pending: list[dict[str, jax.Array]] = []
+    last_saved = start_step
+    timer_step, timer_start = start_step, time.perf_counter()
+    step = start_step
+
+    def check_finite() -> None:
+        """Raises TrainingDivergedError if any step since the last check was not finite."""
+        if not pending:
+            return
+        bad = np.asarray(jax.device_get([m["nonfinite"] for m in pending]))
+        if bad.any():
+            first_bad = step - len(pending) + int(np.argmax(bad)) + 1
+            checkpoints.wait()
+            raise TrainingDivergedError(
+                f"loss or gradients became NaN/Inf at step {first_bad}; stopped without saving, the "
+                f"last good checkpoint (step {last_saved}) stays in {workdir_path / 'checkpoints'}; "
+                "lower "
+                "--config.train.learning_rate or set --config.train.grad_clip_norm")
+
+    try:
+        while step < num_steps:
+            local = first_batch if step == start_step else next(batches)
+            state, metrics = step_fn(state, sharding.make_global_batch(local, mesh))
+            step += 1
+            pending.append(metrics)
+            if step == start_step + 1:  # the first step compiles: time the rest
+                jax.block_until_ready(metrics)
+                log(f"compiled and ran the first step in {time.perf_counter() - timer_start:.1f}s",
+                    flush=True)
+                timer_step, timer_start = step, time.perf_counter()
+            is_last = step == num_steps
+
+            if step % config.train.log_every_steps == 0 or is_last:
+                check_finite()
+                host = jax.device_get(pending)
+                loss = float(np.mean([m["loss"] for m in host]))
+                elapsed = time.perf_counter() - timer_start
+                steps_per_sec = (step - timer_step) / elapsed if elapsed > 0 else 0.0
+                lr = float(host[-1]["learning_rate"])
+                log(progress_line(step, num_steps, loss, lr, steps_per_sec, last_psnr), flush=True)
+                if writer is not None:
+                    writer.scalar("train/loss", loss, step)
+                    writer.scalar("train/learning_rate", lr, step)
+                    writer.scalar("train/grad_norm", float(host[-1]["grad_norm"]), step)
+                    writer.scalar("train/steps_per_sec", steps_per_sec, step)
+                pending.clear()
+                timer_step, timer_start = step, time.perf_counter()
+
+            paused = time.perf_counter()
+            if step % config.train.checkpoint_every_steps == 0 or is_last:
+                check_finite()
+                checkpoints.save(state, config.model)
+                last_saved = step
+            if step % config.train.eval_every_steps == 0 or is_last:
+                check_finite()
+                params = _host_params(state.eval_params())
+                scores, images = validator(params)
+                first = next(iter(scores))
+                checkpoints.save_best(step, state.eval_params(), scores[first]["psnr"], config.model)
+                last_results = validator.results_json(step, scores)
+                bic = last_results["bicubic"][first]["psnr"]
+                last_psnr = f"{scores[first]['psnr']:.2f} dB on {first} (bicubic {bic:.2f})"
+                if is_chief:
+                    write_json_atomic(results_path, last_results)
+                    bics = last_results["bicubic"]
+                    log(f"validation at step {step}: " + ", ".join(
+                        f"{n} {s['psnr']:.2f} dB / {s['ssim']:.4f} (bicubic "
+                        f"{bics[n]['psnr']:.2f} / {bics[n]['ssim']:.4f})" for n, s in scores.items()),
+                        flush=True)
+                if writer is not None:
+                    for name, s in scores.items():
+                        writer.scalar(f"eval/{name}/psnr", s["psnr"], step)
+                        writer.scalar(f"eval/{name}/ssim", s["ssim"], step)
+                    for name, crops in images.items():
+                        writer.image(f"eval/{name}/bicubic_sr_hr", crops, step)
+                    writer.flush()
+            timer_start += time.perf_counter() - paused  # steps/s counts training time only
+    finally:
+        if hasattr(batches, "close"):
+            batches.close()
+        checkpoints.wait()
+        checkpoints.close()
+        if writer is not None:
+            writer.close()
+    return last_results
