@@ -187,8 +187,9 @@ class TrainImage:
     source: np.ndarray | None
 
 
-# A loader returns (name, target uint8, premade source uint8 | None), or None to skip (it warned).
-Loader = Callable[[], "tuple[str, np.ndarray, np.ndarray | None] | None"]
+# A loader returns (name, target uint8, premade source uint8 | None, origin for messages: the file),
+# or None to skip (it warned).
+Loader = Callable[[], "tuple[str, np.ndarray, np.ndarray | None, str] | None"]
 
 
 def _read_or_skip(path: Path) -> np.ndarray | None:
@@ -205,18 +206,18 @@ def _hr_loader(path: Path, lr_path: Path | None = None) -> Loader:
         lr = None if hr is None or lr_path is None else _read_or_skip(lr_path)
         if hr is None or (lr_path is not None and lr is None):
             return None
-        return path.stem, hr, lr
+        return path.stem, hr, lr, str(path)
     return load
 
 
 def _array_loader(name: str, img: np.ndarray) -> Loader:
-    return lambda: (name, img, None)
+    return lambda: (name, img, None, f"skimage.data {name}")
 
 
 def _paired_loader(key: str, lq_path: Path, gt_path: Path) -> Loader:
     def load():
         pair = read_pair(lq_path, gt_path)
-        return None if pair is None else (key, pair[1], pair[0])
+        return None if pair is None else (key, pair[1], pair[0], f"{lq_path} / {gt_path}")
     return load
 
 
@@ -263,7 +264,7 @@ def _source_loaders(spec: PipelineSpec) -> list[Loader]:
     raise AssertionError(spec.source)
 
 
-def _div2k_tfds_items(spec: PipelineSpec) -> Iterator[tuple[str, np.ndarray, np.ndarray | None]]:
+def _div2k_tfds_items(spec: PipelineSpec) -> Iterator[tuple[str, np.ndarray, np.ndarray | None, str]]:
     """This process's part of tfds `div2k/bicubic_x{s}` train (images 0001-0800), decoded by tf.data."""
     import tensorflow_datasets as tfds
 
@@ -280,7 +281,8 @@ def _div2k_tfds_items(spec: PipelineSpec) -> Iterator[tuple[str, np.ndarray, np.
     dataset = builder.as_dataset(split=split, shuffle_files=False)
     for k, example in enumerate(tfds.as_numpy(dataset)):
         # tfds' div2k has no file-name feature: name the examples by their place in this shard.
-        yield f"div2k/{config}[{split}]#{k}", example["hr"], example["lr"] if use_lr else None
+        name = f"div2k/{config}[{split}]#{k}"
+        yield name, example["hr"], example["lr"] if use_lr else None, name
 
 
 def _to_gray(img: np.ndarray) -> np.ndarray:
@@ -336,7 +338,7 @@ def load_train_images(spec: PipelineSpec, verbose: bool = True) -> list[TrainIma
     if spec.source == "div2k":
         raw = list(_div2k_tfds_items(spec))
         with ThreadPoolExecutor(spec.num_workers) as pool:
-            images = list(pool.map(lambda r: prepare_image(spec, *r, origin=f"div2k:{r[0]}"), raw))
+            images = list(pool.map(lambda r: prepare_image(spec, *r), raw))
     else:
         loaders = shard(_source_loaders(spec), spec.process_index, spec.process_count)
         if not loaders:
@@ -345,7 +347,7 @@ def load_train_images(spec: PipelineSpec, verbose: bool = True) -> list[TrainIma
 
         def work(loader: Loader) -> TrainImage | None:
             item = loader()
-            return None if item is None else prepare_image(spec, *item, origin=item[0])
+            return None if item is None else prepare_image(spec, *item)
 
         images = []
         with ThreadPoolExecutor(spec.num_workers) as pool:

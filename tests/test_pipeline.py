@@ -1,0 +1,206 @@
+"""Training pipeline: aligned crops through augmentation, determinism, resume, sharding, bad input."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mspan_jax.config_base import sr_config
+from mspan_jax.data import pipeline
+from mspan_jax.data.pipeline import create_train_iterator, load_train_images, resolve_spec
+
+
+def _rgb(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _save(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def _config(source: str = "folder", train_dir: Path | str = "", scale: int = 2, batch: int = 4,
+            model: str = "mspan"):
+    config = sr_config(model, scale)
+    config.data.source = source
+    config.data.train_dir = str(train_dir)
+    config.data.hr_patch_size = 8 * scale
+    config.data.num_workers = 2
+    config.train.batch_size = batch
+    return config
+
+
+def _batches(config, n: int, **kwargs) -> list[dict[str, np.ndarray]]:
+    with create_train_iterator(config, verbose=False, process_index=kwargs.pop("process_index", 0),
+                               process_count=kwargs.pop("process_count", 1), **kwargs) as it:
+        return [next(it) for _ in range(n)]
+
+
+@pytest.fixture
+def div2k_pattern(tmp_path):
+    """A DIV2K-style folder whose HR is its LR with every pixel blown up to an s x s block, so an
+    aligned LR/HR patch pair satisfies hr[s*i + a, s*j + b] == lr[i, j] for every a, b."""
+    s = 3
+    for k in (1, 2, 801):  # 0801 is a validation image: must not be used
+        lr = _rgb(12, 15, k)
+        _save(tmp_path / "DIV2K_train_LR_bicubic" / f"X{s}" / f"{k:04d}x{s}.png", lr)
+        _save(tmp_path / "DIV2K_train_HR" / f"{k:04d}.png", np.repeat(np.repeat(lr, s, 0), s, 1))
+    return tmp_path
+
+
+def test_lr_hr_stay_aligned_through_crop_and_augmentation(div2k_pattern):
+    config = _config("div2k_folder", div2k_pattern, scale=3, batch=8)
+    for batch in _batches(config, 6):
+        lr, hr = batch["lr"], batch["hr"]
+        assert lr.shape == (8, 8, 8, 3) and hr.shape == (8, 24, 24, 3)
+        assert lr.dtype == hr.dtype == np.float32 and 0 <= lr.min() and hr.max() <= 1
+        blocks = hr.reshape(8, 8, 3, 8, 3, 3)
+        np.testing.assert_array_equal(blocks, np.broadcast_to(lr[:, :, None, :, None], blocks.shape))
+    spec = resolve_spec(config, 0, 1)
+    assert [im.name for im in load_train_images(spec, verbose=False)] == ["0001", "0002"]
+
+
+def test_augmentation_uses_all_flips_and_transposes():
+    lr = np.arange(16).reshape(4, 4, 1)
+    variants = {pipeline.augment_pair(lr, lr, h, v, t)[0].tobytes()
+                for h in (0, 1) for v in (0, 1) for t in (0, 1)}
+    assert len(variants) == 8
+
+
+def test_same_seed_same_batches_and_resume_without_replay(tmp_path, monkeypatch):
+    for k in range(3):
+        _save(tmp_path / f"im{k}.png", _rgb(24, 36, k))
+    config = _config("folder", tmp_path)
+    first = _batches(config, 5)
+    again = _batches(config, 5)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a["lr"], b["lr"])
+        np.testing.assert_array_equal(a["hr"], b["hr"])
+    config.seed = 1
+    assert not np.array_equal(_batches(config, 1)[0]["hr"], first[0]["hr"])
+    config.seed = 0
+    built = []
+    original = pipeline.BatchSampler.batch
+    monkeypatch.setattr(pipeline.BatchSampler, "batch",
+                        lambda self, step: built.append(step) or original(self, step))
+    resumed = _batches(config, 2, start_step=3)
+    np.testing.assert_array_equal(resumed[0]["hr"], first[3]["hr"])
+    np.testing.assert_array_equal(resumed[1]["lr"], first[4]["lr"])
+    assert min(built) == 3  # steps 0-2 were never assembled
+
+
+def test_process_shards_are_disjoint_and_cover(tmp_path):
+    for n in (1, 7, 8, 800):
+        for count in (1, 3, 8):
+            bounds = [pipeline.shard_bounds(n, i, count) for i in range(count)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+            assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
+    for k in range(7):
+        _save(tmp_path / f"im{k}.png", _rgb(16, 16, k))
+    config = _config("folder", tmp_path, batch=6)
+    names = [{im.name for im in load_train_images(resolve_spec(config, i, 3), verbose=False)}
+             for i in range(3)]
+    assert sum(len(s) for s in names) == 7 and set.union(*names) == {f"im{k}" for k in range(7)}
+    batch = _batches(config, 1, process_index=1, process_count=3)[0]
+    assert batch["lr"].shape == (2, 8, 8, 3)  # B_local = 6 // 3
+
+
+def test_bad_files_are_converted_or_skipped_with_warnings(tmp_path):
+    _save(tmp_path / "ok.png", _rgb(24, 24, 0))
+    _save(tmp_path / "gray.png", _rgb(24, 24, 1)[..., 0])
+    _save(tmp_path / "rgba.png", np.dstack([_rgb(24, 24, 2), np.zeros((24, 24), np.uint8)]))
+    _save(tmp_path / "deep16.png", _rgb(24, 24, 3)[..., 0].astype(np.uint16) * 257)
+    _save(tmp_path / "odd.png", _rgb(25, 27, 4))
+    _save(tmp_path / "small.png", _rgb(12, 40, 5))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    config = _config("folder", tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images = load_train_images(resolve_spec(config, 0, 1), verbose=False)
+    messages = "\n".join(str(w.message) for w in caught)
+    for name in ("gray.png", "rgba.png", "deep16.png", "odd.png", "small.png", "broken.png"):
+        assert name in messages, f"no warning names {name}:\n{messages}"
+    assert sorted(im.name for im in images) == ["deep16", "gray", "odd", "ok", "rgba"]
+    odd = next(im for im in images if im.name == "odd")
+    assert odd.target.shape == (24, 26, 3) and odd.source.shape == (12, 13, 3)
+
+
+def test_premade_lr_of_wrong_size_is_skipped(div2k_pattern):
+    _save(div2k_pattern / "DIV2K_train_LR_bicubic" / "X3" / "0002x3.png", _rgb(11, 15, 0))
+    with pytest.warns(UserWarning, match=r"0002.*LR is 15x11"):
+        images = load_train_images(resolve_spec(_config("div2k_folder", div2k_pattern, 3), 0, 1),
+                                   verbose=False)
+    assert [im.name for im in images] == ["0001"]
+
+
+def test_config_and_folder_errors_are_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (_config("folder", tmp_path / "missing"), r"config.data.train_dir: .* is not a folder"),
+        (_config("nope"), r"config.data.source: 'nope' is not a source"),
+        (_config("folder", empty), r"holds no images"),
+        (_config("skimage", batch=5), r"config.train.batch_size: 5 is not divisible by the 2 processes"),
+    ]
+    cfg = _config("skimage")
+    cfg.data.hr_patch_siz = 4
+    cases.append((cfg, r"config.data.hr_patch_siz: unknown key"))
+    cfg = _config("skimage", scale=3)
+    cfg.data.hr_patch_size = 16
+    cases.append((cfg, r"config.data.hr_patch_size: 16 is not a multiple of model.scale=3"))
+    for config, pattern in cases:
+        with pytest.raises(ValueError, match=pattern) as e:
+            create_train_iterator(config, process_index=0, process_count=2, verbose=False)
+        assert "\n" not in str(e.value)
+    tiny = tmp_path / "tiny"
+    _save(tiny / "a.png", _rgb(8, 8, 0))
+    with pytest.raises(ValueError, match="every training image was skipped"), \
+            pytest.warns(UserWarning, match=r"a\.png: 8x8 is smaller than the 16x16 patch"):
+        create_train_iterator(_config("folder", tiny), process_index=0, process_count=1, verbose=False)
+
+
+def test_div2k_tfds_source_fails_fast_when_not_prepared(tmp_path):
+    config = _config("div2k")
+    config.data.data_dir = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"div2k/bicubic_x2 is not prepared .*docs/data.md"):
+        create_train_iterator(config, process_index=0, process_count=1, verbose=False)
+
+
+def test_restoration_noise_and_paired_sources(tmp_path):
+    for k in range(2):
+        _save(tmp_path / "clean" / f"c{k}.png", np.full((20, 20, 3), 120, np.uint8))
+        _save(tmp_path / "pairs" / "LQ" / f"rain-{k}.png", _rgb(20, 20, k))
+        _save(tmp_path / "pairs" / "GT" / f"norain-{k}.png", _rgb(20, 20, k))  # LQ == GT here
+    config = _config("folder", tmp_path / "clean", scale=1, batch=8, model="mspan_ir")
+    config.data.noise_sigma = 25.0
+    (batch,) = _batches(config, 1)
+    assert batch["lr"].shape == batch["hr"].shape == (8, 8, 8, 3)
+    assert abs((batch["lr"] - batch["hr"]).std() * 255 - 25) < 2.5
+    config.data.source, config.data.train_dir = "paired", str(tmp_path / "pairs")
+    (batch,) = _batches(config, 1)
+    np.testing.assert_array_equal(batch["lr"], batch["hr"])  # paired crops stay aligned
+    with pytest.raises(ValueError, match="'paired' LQ/GT folders are for restoration"):
+        resolve_spec(_config("paired", tmp_path / "pairs"), 0, 1)
+
+
+def test_dn_adds_fresh_noise_per_patch(tmp_path):
+    _save(tmp_path / "flat.png", np.full((32, 32, 3), 128, np.uint8))
+    config = _config("folder", tmp_path, batch=8)
+    config.data.degradation = "DN"
+    config.data.augment = False
+    (batch,) = _batches(config, 1)
+    residual = batch["lr"] * 255 - 128
+    assert abs(residual.std() - 30) < 3
+    assert not np.array_equal(batch["lr"][0], batch["lr"][1])
+
+
+def test_skimage_source_gray_output():
+    config = _config("skimage", scale=2, batch=2)
+    config.model.in_channels = config.model.out_channels = 1
+    (batch,) = _batches(config, 1)
+    assert batch["lr"].shape == (2, 8, 8, 1) and batch["hr"].shape == (2, 16, 16, 1)
