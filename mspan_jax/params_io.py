@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mspan_jax.models.complexity import abstract_variables
 from mspan_jax.models.registry import get_model
 
 FORMAT_NAME = "mspan_jax.params"
@@ -49,12 +50,10 @@ def _describe(cfg: Mapping[str, Any]) -> str:
     return f"{cfg.get('name')} x{cfg.get('scale')}"
 
 
-def abstract_variables(model_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The variables tree `get_model(model_config).init` would create, as ShapeDtypeStructs."""
-    model = get_model(model_config)
+def expected_variables(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The variables tree `get_model(model_config).init` creates, as ShapeDtypeStructs."""
     channels = int(model_config.get("in_channels", 3))
-    x = jax.ShapeDtypeStruct((1, _PROBE_SIZE, _PROBE_SIZE, channels), jnp.float32)
-    return jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    return abstract_variables(get_model(model_config), (1, _PROBE_SIZE, _PROBE_SIZE, channels))
 
 
 def _shape_tree(tree: Any) -> dict[str, tuple[int, ...]]:
@@ -186,7 +185,7 @@ def load_params(directory: str | os.PathLike, model_config: Mapping[str, Any]) -
     # resolved here, before the params-checkpoint reader below.
     metadata = read_metadata(path)
     check_model_config(path, metadata["model"], model_config)
-    expected = abstract_variables(model_config)
+    expected = expected_variables(model_config)
     params_dir = path / PARAMS_SUBDIR
     try:
         with ocp.StandardCheckpointer() as checkpointer:

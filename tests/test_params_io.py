@@ -12,7 +12,7 @@ import pytest
 from mspan_jax.config_base import model_config
 from mspan_jax.params_io import (
     CheckpointError,
-    abstract_variables,
+    expected_variables,
     load_params,
     read_metadata,
     save_params,
@@ -33,7 +33,7 @@ def init(cfg, seed: int = 0):
     """Random variables of the model's tree (eval_shape + numpy: no compile, fast)."""
     rng = np.random.default_rng(seed)
     return jax.tree_util.tree_map(lambda s: rng.standard_normal(s.shape).astype(np.float32),
-                                  abstract_variables(cfg))
+                                  expected_variables(cfg))
 
 
 def test_round_trip_gives_identical_variables_and_metadata(tmp_path):

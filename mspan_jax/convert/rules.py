@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mspan_jax.convert.torch_io import ConversionError, strip_prefixes
-from mspan_jax.params_io import abstract_variables, tree_mismatch
+from mspan_jax.params_io import expected_variables, tree_mismatch
 
 # (Flax module path regex, torch module prefix template); first full match wins.
 MODULE_RULES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -69,7 +69,7 @@ def _flat_params(tree: Mapping[str, Any]) -> dict[str, Any]:
 
 def key_map(model_config: Mapping[str, Any]) -> dict[str, str]:
     """Flax param path ('IMDB1/c1/kernel') -> torch key ('IMDB1.c1.weight') for a model config."""
-    params = abstract_variables(model_config)["params"]
+    params = expected_variables(model_config)["params"]
     out = {}
     for path in _flat_params(params):
         module, leaf = path.rsplit("/", 1)
@@ -114,7 +114,7 @@ def convert_state_dict(model_config: Mapping[str, Any],
     """
     state_dict = strip_prefixes(state_dict)
     names = key_map(model_config)
-    expected_params = _flat_params(abstract_variables(model_config)["params"])
+    expected_params = _flat_params(expected_variables(model_config)["params"])
     expected_torch = {names[path]: jax.ShapeDtypeStruct(_torch_shape(s.shape), s.dtype)
                       for path, s in expected_params.items()}
     mismatch = tree_mismatch(expected_torch, dict(state_dict))

@@ -26,7 +26,7 @@ class ConversionError(ValueError):
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+    return f"{type(error).__name__}: {text.splitlines()[0][:200]}" if text else type(error).__name__
 
 
 def strip_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,13 +46,22 @@ def _load_torch(path: Path) -> Any:
     except ImportError:
         raise ConversionError(f"{path}: reading PyTorch files needs torch; run "
                               "`pip install -e .[torch]` or convert the file to .safetensors") from None
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise ConversionError(f"{path}: not a PyTorch checkpoint (neither the zip nor the legacy pickle "
+                              "format); expected a .pth/.pt file or a .safetensors file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError (truncated), ...
-        if "weights only" in str(e).lower():
+        text = str(e)
+        if "Unsupported global" in text:
             raise ConversionError(f"{path}: holds pickled Python objects besides tensors; refusing to "
                                   "unpickle code (save a plain state_dict instead)") from None
-        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+        detail = text.split("WeightsUnpickler error:", 1)[-1].strip() or text
+        detail = detail.splitlines()[0][:200] if detail.strip() else ""
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint, truncated or damaged "
+                              f"({type(e).__name__}: {detail})") from None
 
 
 def _load_safetensors(path: Path) -> dict[str, np.ndarray]:

@@ -1,0 +1,281 @@
+"""PyTorch -> Flax conversion: reference models, round trips at every scale, file formats, refusals,
+and the convert_torch_weights.py CLI on bad inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mspan_jax.config_base import model_config  # noqa: E402
+from mspan_jax.convert import (  # noqa: E402
+    ConversionError,
+    convert_state_dict,
+    key_map,
+    read_state_dict,
+    to_state_dict,
+)
+from mspan_jax.convert.torch_reference import build_torch_model  # noqa: E402
+from mspan_jax.models import get_model  # noqa: E402
+from mspan_jax.models.complexity import count_params  # noqa: E402
+from mspan_jax.params_io import expected_variables, load_params  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "convert_torch_weights.py"
+
+
+def tiny(name: str, scale: int, **overrides):
+    cfg = model_config(name, scale)
+    if name == "imdn":
+        cfg.update(num_features=16, num_modules=2, cca_reduction=4)
+    else:
+        cfg.update(num_features=8, num_blocks=2, num_units=2)
+    cfg.update(overrides)
+    return cfg
+
+
+def random_torch_model(cfg, seed: int = 0):
+    """The reference model with every weight and bias random (not the init's zeros/structure)."""
+    torch.manual_seed(seed)
+    model = build_torch_model(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    return model
+
+
+def numpy_state_dict(model) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def test_torch_reference_imdn_is_the_official_size():
+    model = build_torch_model(model_config("imdn", 4))
+    state = model.state_dict()
+    assert len(state) == 92
+    assert sum(v.numel() for v in state.values()) == 715_176
+    assert {"fea_conv.weight", "IMDB1.c5.bias", "IMDB6.cca.conv_du.0.weight", "IMDB6.cca.conv_du.2.bias",
+            "c.0.weight", "LR_conv.weight", "upsampler.0.weight"} <= set(state)
+    # The Flax tree maps onto exactly these keys, with the same shapes.
+    assert sorted(key_map(model_config("imdn", 4)).values()) == sorted(state)
+
+
+def test_torch_reference_mspan_has_the_flax_parameter_count():
+    for name, scale in (("mspan", 4), ("mspan_ir", 1)):
+        cfg = model_config(name, scale)
+        model = build_torch_model(cfg)
+        assert sum(p.numel() for p in model.parameters()) == count_params(expected_variables(cfg))
+        assert sorted(key_map(cfg).values()) == sorted(model.state_dict())
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        tiny("mspan", 2),
+        tiny("mspan", 3, mspa_dilations=(1, 2, 3)),  # three context branches: fuse order
+        tiny("mspan", 4),
+        tiny("imdn", 4),
+        tiny("mspan_ir", 1),
+    ],
+    ids=["mspan_x2", "mspan_x3_3branches", "mspan_x4", "imdn_x4", "mspan_ir"],
+)
+def test_round_trip_gives_identical_outputs(cfg):
+    """Random torch model -> state_dict -> convert -> Flax gives the torch output (<= 1e-5), which
+    also proves the upsampler's pixel-shuffle channel order needs no permutation at x2/x3/x4."""
+    model = random_torch_model(cfg)
+    state = numpy_state_dict(model)
+    variables = convert_state_dict(cfg, state)
+    x = np.random.default_rng(1).random((2, 3, 12, 17), dtype=np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    got = np.asarray(jax.jit(get_model(cfg).apply)(variables, x.transpose(0, 2, 3, 1)))
+    got = got.transpose(0, 3, 1, 2)
+    assert got.shape == expected.shape == (2, 3, 12 * cfg.scale, 17 * cfg.scale)
+    assert np.max(np.abs(got - expected)) <= 1e-5 * max(1.0, float(np.max(np.abs(expected))))
+    # ... and Flax -> torch gives the file back bit for bit.
+    back = to_state_dict(cfg, variables)
+    assert sorted(back) == sorted(state)
+    for key in state:
+        np.testing.assert_array_equal(back[key], state[key], err_msg=key)
+
+
+def test_depthwise_and_conv_layouts():
+    cfg = tiny("mspan", 2)
+    state = numpy_state_dict(random_torch_model(cfg))
+    params = convert_state_dict(cfg, state)["params"]
+    w = state["IDDB1.mspa.context1.weight"]  # (C, 1, 3, 3) depthwise
+    k = np.asarray(params["body"]["IDDB1"]["mspa"]["context1"]["kernel"])
+    assert w.shape == (8, 1, 3, 3) and k.shape == (3, 3, 1, 8)
+    np.testing.assert_array_equal(k[1, 2, 0, 5], w[5, 0, 1, 2])
+    w = state["IDDB2.AU2.weight"]  # (O, I, 1, 1)
+    k = np.asarray(params["body"]["IDDB2"]["AU2"]["kernel"])
+    np.testing.assert_array_equal(k[0, 0], w[:, :, 0, 0].T)
+    np.testing.assert_array_equal(np.asarray(params["upsampler"]["bias"]), state["upsampler.0.bias"])
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (tiny("imdn", 2), r"missing \[28\]: IMDB1.c1.bias.*unexpected \[40\]: IDDB1.AU1.bias"),
+        (tiny("mspan", 3), r"looks like mspan x2, num_features=8.*shape mismatch \[2\]: "
+                           r"upsampler.0.bias has \(12,\), expected \(27,\)"),
+        (tiny("mspan", 2, num_features=16), "shape mismatch \\[\\d+\\]: .*"),
+        (tiny("mspan", 2, num_blocks=1), "unexpected \\[\\d+\\]: IDDB2.AU1.bias"),
+        (tiny("mspan_ir", 1), "missing \\[2\\]: out_conv.bias, out_conv.weight; unexpected \\[2\\]: "
+                              "upsampler.0.bias, upsampler.0.weight"),
+    ],
+    ids=["arch", "scale", "width", "depth", "task"],
+)
+def test_refuses_another_architecture_scale_or_width(cfg, message):
+    state = numpy_state_dict(random_torch_model(tiny("mspan", 2)))
+    with pytest.raises(ConversionError, match=message) as info:
+        convert_state_dict(cfg, state)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 1500
+
+
+def test_long_key_lists_are_truncated():
+    with pytest.raises(ConversionError, match=r"missing \[92\]: .*\.\.\. \(84 more\)"):
+        convert_state_dict(model_config("imdn", 4), {"fea_conv.weight_x": np.zeros(1)})
+
+
+# --- file formats --------------------------------------------------------------------------------
+
+
+class NotATensor:
+    """A pickled object that weights_only loading must refuse."""
+
+
+@pytest.fixture(scope="module")
+def tiny_state():
+    return numpy_state_dict(random_torch_model(tiny("mspan", 2)))
+
+
+def tensors(state):
+    return {k: torch.from_numpy(v) for k, v in state.items()}
+
+
+def check_same(read, state):
+    assert sorted(read) == sorted(state)
+    for key in state:
+        np.testing.assert_array_equal(read[key], state[key], err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: sd,
+        lambda sd: {"state_dict": sd, "epoch": 7},
+        lambda sd: {"model": sd},
+        lambda sd: {"params": sd},
+        lambda sd: {f"module.{k}": v for k, v in sd.items()},  # DataParallel
+    ],
+    ids=["raw", "state_dict", "model", "params", "module_prefix"],
+)
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "zip"])
+def test_reads_pth_legacy_and_zip(tmp_path, tiny_state, wrap, legacy):
+    path = tmp_path / "w.pth"
+    torch.save(wrap(tensors(tiny_state)), path, _use_new_zipfile_serialization=not legacy)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    assert (head == b"PK") != legacy  # the zip format starts with PK, the legacy one with a pickle
+    check_same(read_state_dict(path), tiny_state)
+
+
+def test_reads_safetensors_and_half_precision(tmp_path, tiny_state):
+    from safetensors.numpy import save_file
+
+    save_file(tiny_state, str(tmp_path / "w.safetensors"))
+    check_same(read_state_dict(tmp_path / "w.safetensors"), tiny_state)
+    torch.save({k: v.to(torch.bfloat16) for k, v in tensors(tiny_state).items()}, tmp_path / "bf16.pt")
+    read = read_state_dict(tmp_path / "bf16.pt")
+    assert read["fea_conv.weight"].dtype == np.float32
+    variables = convert_state_dict(tiny("mspan", 2), read)
+    assert variables["params"]["upsampler"]["kernel"].dtype == np.float32
+
+
+def test_bad_files_are_refused(tmp_path, tiny_state):
+    with pytest.raises(ConversionError, match="no such file"):
+        read_state_dict(tmp_path / "missing.pth")
+    with pytest.raises(ConversionError, match="is not a file"):
+        read_state_dict(tmp_path)
+    (tmp_path / "text.pth").write_text("hello, I am not a checkpoint\n")
+    with pytest.raises(ConversionError, match="not a PyTorch checkpoint"):
+        read_state_dict(tmp_path / "text.pth")
+    for legacy in (True, False):
+        path = tmp_path / f"trunc_{legacy}.pth"
+        torch.save(tensors(tiny_state), path, _use_new_zipfile_serialization=not legacy)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        with pytest.raises(ConversionError, match="not a readable PyTorch checkpoint"):
+            read_state_dict(path)
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "trunc.safetensors"
+    save_file(tiny_state, str(path))
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ConversionError, match="not a readable safetensors file"):
+        read_state_dict(path)
+    torch.save({"weight": torch.zeros(2), "obj": NotATensor()}, tmp_path / "code.pth")
+    with pytest.raises(ConversionError, match="refusing to unpickle code"):
+        read_state_dict(tmp_path / "code.pth")
+    torch.save({"step": 3}, tmp_path / "notensors.pth")
+    with pytest.raises(ConversionError, match="holds no tensors"):
+        read_state_dict(tmp_path / "notensors.pth")
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def assert_one_line_error(result, out: Path, code: int = 2, match: str = ""):
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == code, result.stderr
+    assert len(errors) == 1 and match in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+
+
+def test_cli_converts_and_verifies_with_a_config_file(tmp_path, tiny_state):
+    config = tmp_path / "tiny_x2.py"
+    config.write_text(
+        "from mspan_jax.config_base import sr_config\n\n\n"
+        "def get_config():\n"
+        "    config = sr_config('mspan', 2)\n"
+        "    config.model.update(num_features=8, num_blocks=2, num_units=2)\n"
+        "    return config\n"
+    )
+    torch.save(tensors(tiny_state), tmp_path / "w.pth", _use_new_zipfile_serialization=False)
+    out = tmp_path / "ckpt"
+    result = run_cli(f"--config={config}", f"--src={tmp_path / 'w.pth'}", f"--out={out}", "--verify")
+    assert result.returncode == 0, result.stderr
+    assert "verify: max |flax - torch| = " in result.stdout and f"wrote {out}" in result.stdout
+    loaded = load_params(out, tiny("mspan", 2))
+    np.testing.assert_array_equal(np.asarray(loaded["params"]["body"]["fea_conv"]["bias"]),
+                                  tiny_state["fea_conv.bias"])
+    # A state_dict for another model: one line with the key lists, nothing written.
+    result = run_cli("--model=imdn", "--scale=2", f"--src={tmp_path / 'w.pth'}",
+                     f"--out={tmp_path / 'x'}")
+    assert_one_line_error(result, tmp_path / "x", match="missing [")
+    assert "unexpected [" in result.stderr
+
+
+def test_cli_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path, tiny_state):
+    out = tmp_path / "out"
+    (tmp_path / "text.pth").write_text("not weights\n")
+    trunc = tmp_path / "trunc.pth"
+    torch.save(tensors(tiny_state), trunc, _use_new_zipfile_serialization=False)  # like IMDN_x4.pth
+    trunc.write_bytes(trunc.read_bytes()[:-500])
+    for src, match in ((tmp_path / "missing.pth", "no such file"),
+                       (tmp_path / "text.pth", "not a PyTorch checkpoint"),
+                       (tmp_path / "trunc.pth", "not a readable PyTorch checkpoint")):
+        result = run_cli("--model=imdn", "--scale=4", f"--src={src}", f"--out={out}")
+        assert_one_line_error(result, out, match=match)
