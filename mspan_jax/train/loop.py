@@ -182,57 +182,66 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     when the run validated nothing.
     """
     check_config(config)
+    fresh = not epath.Path(workdir).exists()
     workdir_path = prepare_workdir(workdir)
     is_chief = jax.process_index() == 0
     log = print if is_chief else (lambda *a, **k: None)
 
-    mesh = sharding.create_mesh()
-    local_batch = sharding.local_batch_size(config.train.batch_size, mesh)
-    num_steps = total_steps(config.train)
-    model = get_model(config.model)
+    # Until the loop starts, a failure removes a workdir this call created (no partial output).
+    try:
+        mesh = sharding.create_mesh()
+        local_batch = sharding.local_batch_size(config.train.batch_size, mesh)
+        num_steps = total_steps(config.train)
+        model = get_model(config.model)
 
-    # Fail fast on anything missing before compiling: checkpoints of another model, data, eval sets.
-    checkpoints = TrainCheckpoints(workdir_path, config.train)
-    checkpoints.check_model(config.model)
-    start_step = checkpoints.latest_step() or 0
-    batches: Iterator[Mapping[str, np.ndarray]] = create_train_iterator(
-        config, start_step=start_step, process_index=jax.process_index(),
-        process_count=jax.process_count())
-    first_batch = next(batches)
-    _check_batch(first_batch, local_batch, config)
-    validator = Validator(config, model)
+        # Fail fast on anything missing before compiling: checkpoints of another model, data, eval sets.
+        checkpoints = TrainCheckpoints(workdir_path, config.train)
+        checkpoints.check_model(config.model)
+        start_step = checkpoints.latest_step() or 0
+        batches: Iterator[Mapping[str, np.ndarray]] = create_train_iterator(
+            config, start_step=start_step, process_index=jax.process_index(),
+            process_count=jax.process_count())
+        first_batch = next(batches)
+        _check_batch(first_batch, local_batch, config)
+        validator = Validator(config, model)
 
-    optimizer = create_optimizer(config.train)
-    schedule = learning_rate_schedule(config.train)
-    replicated = sharding.replicated(mesh)
-    make_state = jax.jit(functools.partial(create_train_state, optimizer=optimizer,
-                                           ema_decay=config.train.ema_decay), out_shardings=replicated)
-    if start_step:
-        abstract = jax.eval_shape(make_state, jax.eval_shape(lambda: _seeded_params(config, model)))
-        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                                abstract)
-        state = checkpoints.restore(abstract)
-        log(f"resumed from {workdir_path / 'checkpoints'} at step {start_step}")
-    else:
-        state = make_state(_initial_params(config, model))
-        if config.train.warm_start:
-            log(f"warm start from {config.train.warm_start}")
+        optimizer = create_optimizer(config.train)
+        schedule = learning_rate_schedule(config.train)
+        replicated = sharding.replicated(mesh)
+        make_state = jax.jit(
+            functools.partial(create_train_state, optimizer=optimizer, ema_decay=config.train.ema_decay),
+            out_shardings=replicated)
+        if start_step:
+            abstract = jax.eval_shape(make_state, jax.eval_shape(lambda: _seeded_params(config, model)))
+            abstract = jax.tree.map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
+            state = checkpoints.restore(abstract)
+            log(f"resumed from {workdir_path / 'checkpoints'} at step {start_step}")
+        else:
+            state = make_state(_initial_params(config, model))
+            if config.train.warm_start:
+                log(f"warm start from {config.train.warm_start}")
 
-    step_fn = jax.jit(
-        functools.partial(train_step, apply_fn=model.apply, optimizer=optimizer, loss=config.train.loss,
-                          ema_decay=config.train.ema_decay, schedule=schedule),
-        in_shardings=(replicated, sharding.batch_sharding(mesh)),
-        out_shardings=(replicated, replicated),
-        donate_argnums=(0,),
-    )
+        step_fn = jax.jit(
+            functools.partial(train_step, apply_fn=model.apply, optimizer=optimizer,
+                              loss=config.train.loss, ema_decay=config.train.ema_decay,
+                              schedule=schedule),
+            in_shardings=(replicated, sharding.batch_sharding(mesh)),
+            out_shardings=(replicated, replicated),
+            donate_argnums=(0,),
+        )
 
-    writer = None
-    if is_chief:
-        writer = SummaryWriter(str(workdir_path / TENSORBOARD_DIR))
-        writer.text("config", "```\n" + str(config) + "\n```", start_step)
-    log(f"training {config.model.name} x{config.model.scale} for {num_steps} steps "
-        f"(from step {start_step}), global batch {config.train.batch_size} on {mesh.size} device(s), "
-        f"{jax.process_count()} process(es); workdir {workdir_path}")
+        writer = None
+        if is_chief:
+            writer = SummaryWriter(str(workdir_path / TENSORBOARD_DIR))
+            writer.text("config", "```\n" + str(config) + "\n```", start_step)
+        log(f"training {config.model.name} x{config.model.scale} for {num_steps} steps "
+            f"(from step {start_step}), global batch {config.train.batch_size} on {mesh.size} "
+            f"device(s), {jax.process_count()} process(es); workdir {workdir_path}")
+    except BaseException:
+        if fresh and jax.process_index() == 0:
+            workdir_path.rmtree(missing_ok=True)
+        raise
 
     last_results: dict[str, Any] | None = None
     last_psnr = "-"
