@@ -123,11 +123,12 @@ def _check_scale(scale: int) -> int:
 def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     """The benchmarks' BI degradation: imresize(modcrop(hr, s), 1/s, 'bicubic'), uint8."""
     scale = _check_scale(scale)
-    hr = modcrop(np.asarray(hr), scale)
+    hr = np.asarray(hr)
     if hr.dtype != np.uint8:
         raise ValueError(f"bicubic_downscale needs a uint8 image, got {hr.dtype}")
     if min(hr.shape[:2]) < scale:
-        raise ValueError(f"image of shape {hr.shape[:2]} is smaller than the scale {scale}")
+        raise ValueError(f"a {hr.shape[1]}x{hr.shape[0]} image is smaller than the scale {scale}")
+    hr = modcrop(hr, scale)
     return imresize(hr, 1.0 / scale, output_shape=(hr.shape[0] // scale, hr.shape[1] // scale))
 
 

@@ -1,0 +1,54 @@
+"""Writes MATLAB-bicubic LR images (the benchmarks' BI degradation) of a folder of HR images.
+
+  python scripts/make_lr.py --hr-dir HR/ --out-dir LR_bicubic/X4 --scale 4
+
+Each HR image is cropped to a multiple of the scale and downscaled with `bicubic_downscale`
+(bit-identical to MATLAB's imresize); the LR is written as <out-dir>/<HR stem>.png, atomically.
+Existing files of the same name are overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from absl import flags
+
+from mspan_jax import cli
+from mspan_jax.data.images import list_images, read_image, write_image
+from mspan_jax.data.imresize import bicubic_downscale
+from mspan_jax.inference import ProgressLine
+
+_HR_DIR = flags.DEFINE_string("hr-dir", None, "Folder of HR images (png/bmp/jpg/tif).")
+_OUT_DIR = flags.DEFINE_string("out-dir", None, "Folder for the LR PNGs (created if missing).")
+_SCALE = flags.DEFINE_integer("scale", None, "Integer downscaling factor, e.g. 2, 3 or 4.")
+flags.mark_flags_as_required(["hr-dir", "out-dir", "scale"])
+
+
+def main(argv: Sequence[str]) -> None:
+    scale = _SCALE.value
+    if scale < 1:
+        raise ValueError(f"--scale must be a positive integer, got {scale}")
+    hr_paths = list_images(_HR_DIR.value)
+    out_dir = Path(_OUT_DIR.value)
+    if out_dir.resolve() == Path(_HR_DIR.value).resolve():
+        raise ValueError(f"--out-dir {out_dir} is the HR folder; choose another folder")
+    stems: dict[str, Path] = {}
+    for path in hr_paths:
+        if path.stem in stems:
+            raise ValueError(f"{path} and {stems[path.stem]} would both be written as {path.stem}.png")
+        stems[path.stem] = path
+    progress = ProgressLine(len(hr_paths), f"x{scale} LR")
+    for path in hr_paths:
+        hr = read_image(path)
+        try:
+            lr = bicubic_downscale(hr, scale)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        write_image(out_dir / f"{path.stem}.png", lr)
+        progress.update(f"{path.name} -> {lr.shape[1]}x{lr.shape[0]}")
+    print(f"wrote {len(hr_paths)} LR images (x{scale}, MATLAB bicubic) to {out_dir}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
