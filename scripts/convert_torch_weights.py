@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import flags
+from absl import flags, logging
 from ml_collections import config_flags
 
 from mspan_jax import cli
@@ -75,6 +75,7 @@ def verify(cfg: Mapping[str, Any], state_dict: Mapping[str, np.ndarray],
 
 
 def main(argv: Sequence[str]) -> None:
+    logging.set_verbosity(logging.WARNING)  # jax/orbax log backend probing and saving at INFO
     cfg = resolve_model_config()
     out = Path(_OUT.value)
     check_writable(out, overwrite=_OVERWRITE.value)

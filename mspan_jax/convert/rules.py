@@ -121,8 +121,9 @@ def convert_state_dict(model_config: Mapping[str, Any],
     if mismatch:
         cfg = model_config
         raise ConversionError(
-            f"state_dict (looks like {describe_state_dict(state_dict)}) does not fit config.model "
-            f"{cfg['name']} x{cfg['scale']}, num_features={cfg.get('num_features')}: {mismatch}"
+            f"state_dict looks like {describe_state_dict(state_dict)} but config.model is "
+            f"{cfg['name']} x{cfg['scale']}, num_features={cfg.get('num_features')}; pass the matching "
+            f"--model/--scale or --config. {mismatch}"
         )
     params: dict[str, Any] = {}
     for path, key in names.items():
