@@ -22,6 +22,7 @@ Sources (`config.data.source`): "div2k" (tfds), "div2k_folder" (DIV2K_train_HR [
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import queue
 import re
@@ -396,8 +397,9 @@ class BatchSampler:
         n = len(self.images)
         return int(self._permutation(i // n)[i % n])
 
-    def patch(self, step: int, j: int) -> tuple[np.ndarray, np.ndarray]:
-        """(source patch, target patch) as float32 in [0, 1] (noisy sources may leave it slightly)."""
+    def fill(self, step: int, j: int, lr_out: np.ndarray, hr_out: np.ndarray) -> np.random.Generator:
+        """Writes sample j of `step` (uint8 crops, augmented, DN noise applied) into the outputs;
+        returns its RNG, which restoration then uses for the synthetic noise."""
         spec = self.spec
         image = self.images[self.image_index(step, j)]
         rng = np.random.default_rng([spec.seed, spec.process_index, step, j])
@@ -405,31 +407,40 @@ class BatchSampler:
         h, w = image.target.shape[0] // s, image.target.shape[1] // s
         y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
         hr = image.target[y * s:(y + p) * s, x * s:(x + p) * s]
-        if image.source is not None:
-            lr = image.source[y:y + p, x:x + p]
-        else:
-            lr = hr  # restoration: the noisy copy is made below
+        lr = image.source[y:y + p, x:x + p] if image.source is not None else hr
         flips = rng.integers(0, 2, size=3) if spec.augment else (0, 0, 0)
         lr, hr = augment_pair(lr, hr, *(bool(f) for f in flips))
-        if spec.restoration and image.source is None:
-            gt = hr.astype(np.float32) / 255.0
-            return add_gaussian_noise(gt, spec.noise_sigma, rng, gray=spec.noise_gray), gt
-        if not spec.restoration and spec.degradation == "DN":
+        if not spec.restoration and spec.degradation == "DN":  # fresh noise on the bicubic LR
             lr = add_gaussian_noise(np.ascontiguousarray(lr), spec.noise_sigma, rng,
                                     gray=spec.noise_gray)
-        return lr.astype(np.float32) / 255.0, hr.astype(np.float32) / 255.0
+        hr_out[...] = hr
+        if image.source is not None or not spec.restoration:
+            lr_out[...] = lr
+        return rng
 
     def batch(self, step: int) -> Batch:
-        lrs, hrs = zip(*(self.patch(step, j) for j in range(self.spec.batch_local)), strict=True)
-        return {"lr": np.stack(lrs), "hr": np.stack(hrs)}
+        """`{"lr", "hr"}` float32 in [0, 1] (a noisy restoration input may leave [0, 1] slightly)."""
+        spec = self.spec
+        b, p, s, c = spec.batch_local, spec.lr_patch, spec.scale, 1 if spec.gray_output else 3
+        lr_u8 = np.empty((b, p, p, c), np.uint8)
+        hr_u8 = np.empty((b, p * s, p * s, c), np.uint8)
+        rngs = [self.fill(step, j, lr_u8[j], hr_u8[j]) for j in range(b)]
+        hr = np.multiply(hr_u8, np.float32(1 / 255), dtype=np.float32)
+        if spec.restoration and self.images[0].source is None:  # LQ = GT + Gaussian noise (float)
+            lr = np.stack([add_gaussian_noise(hr[j], spec.noise_sigma, rngs[j], gray=spec.noise_gray)
+                           for j in range(b)])
+        else:
+            lr = np.multiply(lr_u8, np.float32(1 / 255), dtype=np.float32)
+        return {"lr": lr, "hr": hr}
 
 
 class TrainIterator(Iterator[Batch]):
-    """Yields `sampler.batch(k)` for k = start_step, start_step + 1, ... from a background thread
-    (`prefetch` batches ahead). `close()` stops the thread; errors in it re-raise on `next()`."""
+    """Yields `sampler.batch(k)` for k = start_step, start_step + 1, ... in order, assembled by
+    `threads` worker threads (NumPy copies release the GIL) up to `prefetch` batches ahead.
+    `close()` stops the workers; an error in one re-raises on `next()`."""
 
-    def __init__(self, sampler: BatchSampler, start_step: int = 0, prefetch: int = 2):
-        self.sampler, self.step = sampler, start_step
+    def __init__(self, sampler: BatchSampler, start_step: int = 0, prefetch: int = 2, threads: int = 2):
+        self.sampler, self.step, self.threads = sampler, start_step, threads
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, args=(start_step,), daemon=True,
@@ -437,23 +448,29 @@ class TrainIterator(Iterator[Batch]):
         self._thread.start()
 
     def _produce(self, step: int) -> None:
-        while not self._stop.is_set():
-            try:
-                item: Any = self.sampler.batch(step)
-            except BaseException as e:  # handed to the consumer
-                item = e
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="train-batch") as pool:
+            pending: collections.deque = collections.deque()
             while not self._stop.is_set():
+                while len(pending) < self.threads:
+                    pending.append(pool.submit(self.sampler.batch, step))
+                    step += 1
                 try:
-                    self._queue.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, BaseException):
-                return
-            step += 1
+                    item: Any = pending.popleft().result()
+                except BaseException as e:  # handed to the consumer
+                    item = e
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if isinstance(item, BaseException):
+                    self._stop.set()
+            for future in pending:
+                future.cancel()
 
     def __next__(self) -> Batch:
-        if self._stop.is_set():
+        if self._stop.is_set() and self._queue.empty():
             raise StopIteration
         item = self._queue.get()
         if isinstance(item, BaseException):
@@ -484,7 +501,8 @@ def create_train_iterator(config: Any, *, start_step: int = 0, process_index: in
         raise ValueError(f"start_step must be an integer >= 0, got {start_step!r}")
     spec = resolve_spec(config, process_index, process_count)
     images = load_train_images(spec, verbose=verbose)
-    return TrainIterator(BatchSampler(spec, images), int(start_step), spec.prefetch)
+    return TrainIterator(BatchSampler(spec, images), int(start_step), spec.prefetch,
+                         threads=min(spec.num_workers, 4))
 
 
 __all__ = [
