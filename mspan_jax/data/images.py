@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
+import uuid
 import warnings
 from pathlib import Path
 
@@ -130,14 +130,14 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
     elif img.dtype != np.uint8:
         raise ValueError(f"{path}: write_image needs uint8 or float in [0, 1], got {img.dtype}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"  # open(..., "xb") keeps the umask
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             options = {"quality": 95} if fmt == "JPEG" else {}
             Image.fromarray(img, "RGB").save(f, format=fmt, **options)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

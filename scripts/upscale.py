@@ -1,0 +1,80 @@
+"""Super-resolves your own images of any size with a trained or converted model.
+
+  python scripts/upscale.py --config configs/imdn_x4.py --checkpoint /tmp/imdn4 \
+      --input photos/ --output sr/ [--tile 256 --tile-overlap 16] [--self-ensemble]
+
+Writes <output>/<stem>_x<scale>.png for every input image, atomically. Images up to --tile LR
+pixels a side run whole; larger ones run as overlapping tiles that all share one compiled
+program, each with --tile-overlap pixels of context that are predicted and discarded (no seams).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from mspan_jax import cli
+from mspan_jax.data.images import list_images, read_image, write_image
+from mspan_jax.inference import Predictor, ProgressLine, upscale_image
+from mspan_jax.metrics import to_uint8
+from mspan_jax.models import get_model
+from mspan_jax.params_io import load_params
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint directory (params_io).")
+_INPUT = flags.DEFINE_string("input", None, "An image file or a folder of images.")
+_OUTPUT = flags.DEFINE_string("output", None, "Folder for the SR PNGs (created if missing).")
+_TILE = flags.DEFINE_integer("tile", 256, "LR tile size for large images (whole image when it fits).")
+_TILE_OVERLAP = flags.DEFINE_integer("tile-overlap", 16, "LR context pixels around each tile.")
+_SELF_ENSEMBLE = flags.DEFINE_bool("self-ensemble", False, "Average the x8 flips/rotations (8x time).")
+_BUCKET = flags.DEFINE_integer("bucket", 64, "Pad whole-image sizes up to multiples of this.")
+flags.mark_flags_as_required(["config", "checkpoint", "input", "output"])
+
+
+def input_images(path: Path) -> list[Path]:
+    """The one file, or the images of a folder."""
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise ValueError(f"--input {path} does not exist")
+    return list_images(path)
+
+
+def main(argv: Sequence[str]) -> None:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore step at INFO
+    config = _CONFIG.value
+    if _TILE.value < 1 or _TILE_OVERLAP.value < 0 or _TILE.value <= 2 * _TILE_OVERLAP.value:
+        raise ValueError(f"--tile ({_TILE.value}) must exceed 2 x --tile-overlap "
+                         f"({_TILE_OVERLAP.value})")
+    if _BUCKET.value < 1:
+        raise ValueError(f"--bucket must be a positive integer, got {_BUCKET.value}")
+    paths = input_images(Path(_INPUT.value))
+    out_dir = Path(_OUTPUT.value)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--output {out_dir} exists and is not a folder")
+    scale = int(config.model.scale)
+    names: dict[str, Path] = {}
+    for path in paths:
+        name = f"{path.stem}_x{scale}.png"
+        if name in names:
+            raise ValueError(f"{path} and {names[name]} would both be written as {name}")
+        names[name] = path
+
+    model = get_model(config.model)
+    variables = load_params(_CHECKPOINT.value, config.model)
+    predictor = Predictor(model.apply, variables, scale=scale, bucket=_BUCKET.value)
+    progress = ProgressLine(len(paths), f"x{scale}")
+    for name, path in names.items():
+        lr = read_image(path)
+        sr = upscale_image(predictor, lr, tile=_TILE.value, tile_overlap=_TILE_OVERLAP.value,
+                           self_ensemble=_SELF_ENSEMBLE.value, progress=len(paths) == 1)
+        write_image(out_dir / name, to_uint8(sr))
+        progress.update(f"{path.name} {lr.shape[1]}x{lr.shape[0]} -> {sr.shape[1]}x{sr.shape[0]}")
+    print(f"wrote {len(paths)} images to {out_dir}; compiled programs: {predictor.num_compiled}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
