@@ -38,6 +38,8 @@ _DATASETS = flags.DEFINE_list("datasets", None, "Benchmarks, e.g. set5,set14,b10
 _DATA_DIR = flags.DEFINE_string("data-dir", None, "tfds data_dir for --datasets (default: tfds's).")
 _MANUAL_DIR = flags.DEFINE_string("manual-dir", None, "Where the benchmarks' HR folders are, for the "
                                   "first preparation of --datasets (see docs/data.md).")
+_DOWNLOAD = flags.DEFINE_bool("download", False, "Fetch a benchmark missing from --manual-dir "
+                               "(EDSR's benchmark.tar; needs network).")
 _SELF_ENSEMBLE = flags.DEFINE_bool("self-ensemble", False, "Average the x8 flips/rotations ('+').")
 _SAVE_IMAGES = flags.DEFINE_string("save-images", None, "Write SR PNGs to <dir>/<dataset>/<name>.png.")
 _JSON = flags.DEFINE_string("json", None, "Write {dataset: {psnr, ssim, images}} to this file.")
@@ -69,7 +71,8 @@ def eval_sets(config, scale: int) -> list[tuple[str, list[EvalPair]]]:
         raise ValueError("no datasets: give --datasets or --hr-dir, or set config.eval.datasets")
     degradation = config.data.get("degradation", "BI")
     return [(name, load_benchmark(name, scale, degradation, data_dir=_DATA_DIR.value,
-                                  manual_dir=_MANUAL_DIR.value)) for name in names]
+                                  manual_dir=_MANUAL_DIR.value, download=_DOWNLOAD.value))
+            for name in names]
 
 
 def write_json(path: Path, results: dict[str, EvalResult]) -> None:
@@ -136,8 +139,9 @@ def main(argv: Sequence[str]) -> None:
         compiled += result.num_compiled
 
     print(f"\nsummary x{scale} ({channel}, crop {crop}):")
+    width = max(len(name) for name in results)
     for name, r in results.items():
-        print(f"  {name:<12} {r.psnr:6.2f} / {r.ssim:.4f}  ({len(r.images)} images)")
+        print(f"  {name:<{width}}  {r.psnr:6.2f} / {r.ssim:.4f}  ({len(r.images)} images)")
     print(f"compiled programs: {compiled} (bucket {_BUCKET.value})")
     if _SAVE_IMAGES.value is not None:
         print(f"SR images written to {_SAVE_IMAGES.value}/<dataset>/")
