@@ -120,7 +120,7 @@ def test_upscale_whole_and_tiled(tiny_checkpoint, hr_folder, tmp_path):
     lr = read_image(hr_folder / "two.png")
     tiled = read_image(tmp_path / "out" / "two_x2.png")
     assert tiled.shape == (56, 180, 3)
-    # Tiny MSPAN sees 5 LR pixels around a pixel, so 6 pixels of context make the tiles exact.
+    # Tiny MSPAN sees 6 LR pixels around each pixel, so 6 pixels of context make the tiles exact.
     whole = np.asarray(model.apply(variables, jnp.asarray(lr[None] / np.float32(255))))[0]
     np.testing.assert_array_equal(tiled, np.round(np.clip(whole, 0, 1) * 255).astype(np.uint8))
     assert "compiled programs: 1" in result.stdout  # every tile of both images is padded to 24x24

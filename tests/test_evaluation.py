@@ -136,7 +136,8 @@ def test_tile_grid_covers_the_axis():
 
 
 def test_tiles_have_no_seams():
-    # Tiny MSPAN's receptive field is 6 LR pixels, so 8 pixels of context make tiles exact.
+    # Tiny MSPAN sees 6 LR pixels around each pixel (3x3 convs, a dilation-2 branch), so 8 pixels of
+    # context make the tiles exact.
     model = get_model(dict(name="mspan", scale=2, num_features=8, num_blocks=1, num_units=1))
     lr = _uint8(30, 41)
     variables = _random_variables(model)
