@@ -76,6 +76,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             arr = _read_16bit_rgb(path, rawmode16)
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image file Pillow can decode") from None
+    except PermissionError:
+        raise ImageReadError(f"{path}: cannot be read (permission denied)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{path}: too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageReadError(f"{path}: corrupt or truncated image ({detail})") from None
