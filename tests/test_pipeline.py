@@ -204,3 +204,20 @@ def test_skimage_source_gray_output():
     config.model.in_channels = config.model.out_channels = 1
     (batch,) = _batches(config, 1)
     assert batch["lr"].shape == (2, 8, 8, 1) and batch["hr"].shape == (2, 16, 16, 1)
+
+
+@pytest.mark.filterwarnings("ignore:.*not divisible by scale:UserWarning")
+def test_div2k_tfds_source_reads_through_tfds(monkeypatch):
+    """The `div2k` source on tfds' mocked div2k (random images of random sizes): decoded, degraded by BD
+    from HR, and cropped. (The mock ignores sub-splits, so sharding is covered by the folder tests.)"""
+    import tensorflow_datasets as tfds
+
+    config = _config("div2k", scale=2, batch=4)
+    config.data.hr_patch_size, config.data.degradation = 4, "BD"
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
+        images = load_train_images(resolve_spec(config, 0, 1), verbose=False)
+        (batch,) = _batches(config, 1)
+    assert len(images) == 5 and batch["lr"].shape == (4, 2, 2, 3) and batch["hr"].shape == (4, 4, 4, 3)
+    for im in images:
+        np.testing.assert_array_equal(im.source, pipeline.degrade(im.target, 2, "BD"))

@@ -282,7 +282,7 @@ def _div2k_tfds_items(spec: PipelineSpec) -> Iterator[tuple[str, np.ndarray, np.
     dataset = builder.as_dataset(split=split, shuffle_files=False)
     for k, example in enumerate(tfds.as_numpy(dataset)):
         # tfds' div2k has no file-name feature: name the examples by their place in this shard.
-        name = f"div2k/{config}[{split}]#{k}"
+        name = f"div2k/{config} train, shard {spec.process_index + 1}/{spec.process_count}, #{k}"
         yield name, example["hr"], example["lr"] if use_lr else None, name
 
 
