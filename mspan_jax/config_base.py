@@ -45,6 +45,7 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
     config.data.source = "div2k"
     config.data.data_dir = ""  # tfds data_dir ("" = tfds default, ~/tensorflow_datasets)
     config.data.train_dir = ""  # folder for the div2k_folder / folder / paired sources
+    config.data.manual_dir = ""  # benchmark HR images for their first tfds preparation ("" = tfds's)
     config.data.image_range = (1, 800)  # div2k_folder: DIV2K images 0001-0800 train (IMDN)
     config.data.noise_sigma = 30.0  # DN noise, and MSPAN-IR's synthetic noise (0..255 units)
     config.data.noise_sigma_range = ()  # (lo, hi): MSPAN-IR draws sigma per patch from [lo, hi] instead

@@ -51,10 +51,12 @@ def load_benchmark(name: str, scale: int, degradation: str = "BI",
 
     name: "set5" | "set14" | "b100" | "urban100" | "manga109" (tfds builders, prepared into `data_dir`
     on first use from the HR images in `manual_dir`, see docs/data.md) or "skimage_holdout".
+    `data_dir` / `manual_dir` None or "": tfds's defaults.
     download: when `manual_dir` lacks the set, fetch EDSR's benchmark.tar instead (Set5/Set14/B100/
     Urban100). Raises FileNotFoundError with one line saying where to put missing files.
     """
     key, deg = _check_args(name, scale, degradation)
+    data_dir, manual_dir = data_dir or None, manual_dir or None  # "" (a config's unset value) = default
     if key == "skimage_holdout":
         return skimage_holdout_pairs(scale, deg)
     cls = BENCHMARKS[key]

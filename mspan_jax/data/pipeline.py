@@ -45,7 +45,7 @@ from mspan_jax.data.sample_images import sample_images
 
 SOURCES = ("div2k", "div2k_folder", "folder", "skimage", "paired")
 DATA_KEYS = {
-    "source", "data_dir", "train_dir", "hr_patch_size", "degradation", "noise_sigma",
+    "source", "data_dir", "train_dir", "manual_dir", "hr_patch_size", "degradation", "noise_sigma",
     "noise_sigma_range", "noise_gray", "image_range", "augment", "prefetch", "num_workers",
 }
 Batch = dict[str, np.ndarray]
@@ -451,11 +451,15 @@ class TrainIterator(Iterator[Batch]):
         with ThreadPoolExecutor(self.threads, thread_name_prefix="train-batch") as pool:
             pending: collections.deque = collections.deque()
             while not self._stop.is_set():
-                while len(pending) < self.threads:
-                    pending.append(pool.submit(self.sampler.batch, step))
-                    step += 1
                 try:
+                    while len(pending) < self.threads:
+                        pending.append(pool.submit(self.sampler.batch, step))
+                        step += 1
                     item: Any = pending.popleft().result()
+                except RuntimeError as e:  # interpreter shutting down: the pool takes no more work
+                    if "shutdown" in str(e):
+                        return
+                    item = e
                 except BaseException as e:  # handed to the consumer
                     item = e
                 while not self._stop.is_set():
@@ -481,6 +485,9 @@ class TrainIterator(Iterator[Batch]):
 
     def close(self) -> None:
         self._stop.set()
+
+    def __del__(self) -> None:
+        self.close()
 
     def __enter__(self) -> TrainIterator:
         return self
