@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
@@ -66,11 +65,32 @@ def _inverse_transform(y: np.ndarray, flip: bool, rot: int) -> np.ndarray:
     return y[:, ::-1] if flip else y
 
 
+_JITTED: dict[Any, Any] = {}  # apply_fn -> jax.jit(apply_fn), most recently used last
+_MAX_JITTED = 8
+
+
+def jitted_apply(apply_fn: ApplyFn):
+    """`jax.jit(apply_fn)`, shared by every Predictor of the same `apply_fn` (e.g. one model's
+    `model.apply`), so repeated evaluations (validation during training) reuse its compiled
+    programs: jit compiles once per input shape and variables layout, and variables are an
+    argument, so new parameter values do not recompile."""
+    try:
+        jitted = _JITTED.pop(apply_fn, None)
+    except TypeError:  # an unhashable callable: nothing to share
+        return jax.jit(apply_fn)
+    _JITTED[apply_fn] = jitted if jitted is not None else jax.jit(apply_fn)
+    while len(_JITTED) > _MAX_JITTED:
+        _JITTED.pop(next(iter(_JITTED)))
+    return _JITTED[apply_fn]
+
+
 class Predictor:
     """Runs `apply_fn(variables, x, mask)` on single float (h, w, C) images in [0, 1].
 
-    Inputs are zero-padded to `pad_to` (default: the next multiples of `bucket`) and masked;
-    one program is compiled per padded shape and counted in `num_compiled`.
+    Inputs are zero-padded to `pad_to` (default: the next multiples of `bucket`) and masked, so
+    one compiled program serves every size in a bucket; `num_compiled` counts the distinct
+    programs (padded shapes) this predictor has run. Programs are compiled once per process and
+    `apply_fn` (see `jitted_apply`).
     """
 
     def __init__(self, apply_fn: ApplyFn, variables: Any, *, scale: int, bucket: int = 64):
@@ -78,20 +98,13 @@ class Predictor:
             raise ValueError(f"bucket must be a positive integer, got {bucket}")
         self.apply_fn, self.scale, self.bucket = apply_fn, int(scale), int(bucket)
         self.variables = jax.device_put(variables)
-        self._jitted = jax.jit(apply_fn)
-        self._compiled: dict[tuple[int, ...], Any] = {}
+        self._jitted = jitted_apply(apply_fn)
+        self._shapes: set[tuple[int, ...]] = set()
 
     @property
     def num_compiled(self) -> int:
-        """How many programs (padded shapes) have been compiled so far."""
-        return len(self._compiled)
-
-    def _program(self, shape: tuple[int, ...]):
-        if shape not in self._compiled:
-            x = jax.ShapeDtypeStruct(shape, jnp.float32)
-            mask = jax.ShapeDtypeStruct((*shape[:3], 1), jnp.float32)
-            self._compiled[shape] = self._jitted.lower(self.variables, x, mask).compile()
-        return self._compiled[shape]
+        """How many distinct programs (padded input shapes) this predictor has run."""
+        return len(self._shapes)
 
     def predict(self, x: np.ndarray, pad_to: tuple[int, int] | None = None) -> np.ndarray:
         """Float32 output (scale h, scale w, C_out) of one float (h, w, C) input."""
@@ -104,7 +117,8 @@ class Predictor:
         padded[0, :h, :w] = x
         mask = np.zeros((1, ph, pw, 1), np.float32)
         mask[0, :h, :w] = 1.0
-        y = self._program(padded.shape)(self.variables, padded, mask)
+        self._shapes.add(padded.shape)
+        y = self._jitted(self.variables, padded, mask)
         return np.asarray(y)[0, : self.scale * h, : self.scale * w]
 
     def predict_ensemble(self, x: np.ndarray, pad_to: tuple[int, int] | None = None) -> np.ndarray:

@@ -86,6 +86,23 @@ def test_evaluate_pairs_scores_and_bounded_compiles():
     assert result.ssim == pytest.approx(np.mean([s.ssim for s in result.images]))
 
 
+def test_repeated_evaluation_reuses_compiled_programs():
+    # As in validation during training: the same apply_fn with new parameter values.
+    traces = []
+
+    def counting_apply(variables, x, mask):
+        traces.append(x.shape)  # runs only when jit traces, i.e. compiles
+        return _nearest_apply(variables, x, mask)
+
+    pairs = [EvalPair("a", _uint8(9, 12), _uint8(18, 24)), EvalPair("b", _uint8(30, 7), _uint8(60, 14))]
+    for gain in (0.5, 0.8, 1.0):
+        variables = {"params": {"gain": jnp.float32(gain)}}
+        result = evaluate_pairs(counting_apply, variables, pairs, scale=2, crop_border=1, bucket=16,
+                                progress=False)
+        assert result.num_compiled == 2
+    assert sorted(traces) == [(1, 16, 16, 3), (1, 32, 16, 3)]
+
+
 def test_self_ensemble_inverts_every_transform():
     # Nearest upsampling commutes with flips and rotations, so the ensemble equals one pass only
     # when each transform is undone correctly.
