@@ -37,6 +37,7 @@ class EvalResult:
     images: list[ImageScore]
     num_compiled: int
     outputs: dict[str, np.ndarray] | None = None  # name -> uint8 (H, W, 3) SR, if keep_outputs
+    program_shapes: frozenset[tuple[int, ...]] = frozenset()  # padded input shapes that ran
 
 
 def _check_pair(pair: EvalPair, scale: int) -> None:
@@ -85,6 +86,7 @@ def evaluate_pairs(apply_fn: ApplyFn, variables: Any, pairs: Sequence[EvalPair],
     result = _score_all(pairs, upscale, scale=scale, crop_border=crop_border, y_channel=y_channel,
                         round_y=round_y, keep_outputs=keep_outputs, progress=progress, label="eval")
     result.num_compiled = predictor.num_compiled
+    result.program_shapes = predictor.program_shapes
     return result
 
 

@@ -106,6 +106,11 @@ class Predictor:
         """How many distinct programs (padded input shapes) this predictor has run."""
         return len(self._shapes)
 
+    @property
+    def program_shapes(self) -> frozenset[tuple[int, ...]]:
+        """The padded input shapes (N, H, W, C) this predictor has run, one program each."""
+        return frozenset(self._shapes)
+
     def predict(self, x: np.ndarray, pad_to: tuple[int, int] | None = None) -> np.ndarray:
         """Float32 output (scale h, scale w, C_out) of one float (h, w, C) input."""
         h, w, c = x.shape

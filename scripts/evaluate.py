@@ -124,7 +124,7 @@ def main(argv: Sequence[str]) -> None:
           f"crop_border={crop}; self-ensemble {'on' if _SELF_ENSEMBLE.value else 'off'}")
 
     results: dict[str, EvalResult] = {}
-    compiled = 0
+    shapes: set[tuple[int, ...]] = set()
     for name, pairs in sets:
         result = evaluate_pairs(model.apply, variables, pairs, scale=scale, crop_border=crop,
                                 y_channel=y_channel, round_y=round_y, self_ensemble=_SELF_ENSEMBLE.value,
@@ -136,13 +136,13 @@ def main(argv: Sequence[str]) -> None:
             for image_name, sr in result.outputs.items():
                 write_image(Path(_SAVE_IMAGES.value) / name / f"{image_name}.png", sr)
         results[name] = result
-        compiled += result.num_compiled
+        shapes |= result.program_shapes
 
     print(f"\nsummary x{scale} ({channel}, crop {crop}):")
     width = max(len(name) for name in results)
     for name, r in results.items():
         print(f"  {name:<{width}}  {r.psnr:6.2f} / {r.ssim:.4f}  ({len(r.images)} images)")
-    print(f"compiled programs: {compiled} (bucket {_BUCKET.value})")
+    print(f"compiled programs: {len(shapes)} (bucket {_BUCKET.value})")
     if _SAVE_IMAGES.value is not None:
         print(f"SR images written to {_SAVE_IMAGES.value}/<dataset>/")
     if json_path is not None:
