@@ -11,11 +11,10 @@ difference above 1e-4. See docs/conversion.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
@@ -23,7 +22,6 @@ from ml_collections import config_flags
 from mspan_jax import cli
 from mspan_jax.config_base import MODEL_DEFAULTS, model_config
 from mspan_jax.convert import convert_state_dict, read_state_dict
-from mspan_jax.models import get_model
 from mspan_jax.params_io import check_writable, save_params
 
 VERIFY_TOLERANCE = 1e-4
@@ -55,25 +53,6 @@ def resolve_model_config() -> Any:
     return cfg
 
 
-def verify(cfg: Mapping[str, Any], state_dict: Mapping[str, np.ndarray],
-           variables: Mapping[str, Any]) -> float:
-    """Max abs difference between the PyTorch reference and the Flax model on one random input."""
-    import torch
-
-    from mspan_jax.convert.torch_reference import build_torch_model
-
-    reference = build_torch_model(cfg)
-    tensors = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()}
-    reference.load_state_dict(tensors, strict=True)
-    x = np.random.default_rng(0).random((1, cfg["in_channels"], *VERIFY_INPUT_HW), dtype=np.float32)
-    with torch.no_grad():
-        expected = reference(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
-    got = np.asarray(jax.jit(get_model(cfg).apply)(variables, x.transpose(0, 2, 3, 1)))
-    if got.shape != expected.shape:
-        raise ValueError(f"output shapes differ: Flax {got.shape}, PyTorch {expected.shape}")
-    return float(np.max(np.abs(got - expected)))
-
-
 def main(argv: Sequence[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # jax/orbax log backend probing and saving at INFO
     cfg = resolve_model_config()
@@ -85,7 +64,12 @@ def main(argv: Sequence[str]) -> None:
     variables = convert_state_dict(cfg, state_dict)
     print(f"converted to {cfg['name']} x{cfg['scale']} (num_features={cfg['num_features']})")
     if _VERIFY.value:
-        diff = verify(cfg, state_dict, variables)
+        try:
+            from mspan_jax.convert.torch_reference import max_abs_difference
+        except ImportError:
+            raise ValueError("--verify runs the PyTorch reference model and needs torch; run "
+                             "`pip install -e .[torch]`") from None
+        diff = max_abs_difference(cfg, state_dict, variables, VERIFY_INPUT_HW)
         h, w = VERIFY_INPUT_HW
         print(f"verify: max |flax - torch| = {diff:.3g} on a random 1x{cfg['in_channels']}x{h}x{w} "
               f"input (tolerance {VERIFY_TOLERANCE:g})")

@@ -21,7 +21,7 @@ from mspan_jax.convert import (  # noqa: E402
     read_state_dict,
     to_state_dict,
 )
-from mspan_jax.convert.torch_reference import build_torch_model  # noqa: E402
+from mspan_jax.convert.torch_reference import build_torch_model, max_abs_difference  # noqa: E402
 from mspan_jax.models import get_model  # noqa: E402
 from mspan_jax.models.complexity import count_params  # noqa: E402
 from mspan_jax.params_io import expected_variables, load_params  # noqa: E402
@@ -102,6 +102,19 @@ def test_round_trip_gives_identical_outputs(cfg):
     assert sorted(back) == sorted(state)
     for key in state:
         np.testing.assert_array_equal(back[key], state[key], err_msg=key)
+
+
+def test_verification_catches_a_wrong_upsampler_channel_order():
+    """Reordering the upsampler's output channels the naive NHWC way ((c, i, j) -> (i, j, c)) breaks
+    the outputs: the channel order matters and the converter's (none) is the right one."""
+    cfg = tiny("mspan", 2)
+    state = numpy_state_dict(random_torch_model(cfg))
+    variables = convert_state_dict(cfg, state)
+    assert max_abs_difference(cfg, state, variables) <= 1e-5
+    up = variables["params"]["upsampler"]
+    order = np.arange(12).reshape(3, 2, 2).transpose(1, 2, 0).reshape(-1)  # (c,i,j) -> (i,j,c)
+    up["kernel"], up["bias"] = up["kernel"][..., order], up["bias"][order]
+    assert max_abs_difference(cfg, state, variables) > 1e-2
 
 
 def test_depthwise_and_conv_layouts():

@@ -13,8 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
+import numpy as np
 import torch
 from torch import nn
+
+from mspan_jax.models.registry import get_model
 
 LRELU_SLOPE = 0.05  # IMDN's activation('lrelu', neg_slope=0.05)
 
@@ -228,3 +232,20 @@ def build_torch_model(model_config: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"config.model.name={name!r} has no PyTorch reference; choose imdn, mspan or "
                          "mspan_ir")
     return model.float().eval()
+
+
+def max_abs_difference(model_config: Mapping[str, Any], state_dict: Mapping[str, np.ndarray],
+                       variables: Mapping[str, Any], input_hw: tuple[int, int] = (32, 40),
+                       seed: int = 0) -> float:
+    """Max |Flax - PyTorch| of the output on one random [0, 1] input of size `input_hw`: the reference
+    model loads `state_dict` (strictly), the Flax model uses the converted `variables`."""
+    reference = build_torch_model(model_config)
+    tensors = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()}
+    reference.load_state_dict(tensors, strict=True)
+    x = np.random.default_rng(seed).random((1, model_config["in_channels"], *input_hw), dtype=np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
+    got = np.asarray(jax.jit(get_model(model_config).apply)(variables, x.transpose(0, 2, 3, 1)))
+    if got.shape != expected.shape:
+        raise ValueError(f"output shapes differ: Flax {got.shape}, PyTorch {expected.shape}")
+    return float(np.max(np.abs(got - expected)))
