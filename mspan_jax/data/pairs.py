@@ -21,9 +21,9 @@ class EvalPair:
     hr: np.ndarray
 
 
-def _find_lr(lr_dir: Path, stem: str, scale: int) -> Path:
-    """`<stem>x{scale}.<ext>` or `<stem>.<ext>` in lr_dir (any image extension, any case)."""
-    by_name = {p.name.lower(): p for p in lr_dir.iterdir() if p.is_file()}
+def _find_lr(lr_dir: Path, by_name: dict[str, Path], stem: str, scale: int) -> Path:
+    """`<stem>x{scale}.<ext>` or `<stem>.<ext>` among lr_dir's files (`by_name`: lower-case name ->
+    path), any image extension, any case."""
     for candidate in (f"{stem}x{scale}", stem):
         for ext in IMAGE_EXTENSIONS:
             found = by_name.get(f"{candidate}{ext}".lower())
@@ -48,13 +48,14 @@ def load_folder_pairs(hr_dir: str | os.PathLike, scale: int,
         lr_dir = Path(lr_dir)
         if not lr_dir.is_dir():
             raise ValueError(f"{lr_dir}: LR folder does not exist or is not a folder")
+        lr_files = {p.name.lower(): p for p in lr_dir.iterdir() if p.is_file()}
     pairs = []
     for hr_path in hr_paths:
         hr = modcrop(read_image(hr_path), scale)
         if lr_dir is None:
             lr = bicubic_downscale(hr, scale)
         else:
-            lr_path = _find_lr(lr_dir, hr_path.stem, scale)
+            lr_path = _find_lr(lr_dir, lr_files, hr_path.stem, scale)
             lr = read_image(lr_path)
             if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
                 raise ValueError(f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]} but x{scale} of it does "
