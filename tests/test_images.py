@@ -112,9 +112,11 @@ def test_16bit_rgb_png_uses_both_bytes(tmp_path, channels):
     assert out[0, 0, 0] == 1
 
 
-def test_16bit_rgb_tiff(tmp_path):
+@pytest.mark.parametrize("compression, byteorder", [(None, "<"), (None, ">"), ("zlib", "<")])
+def test_16bit_rgb_tiff(tmp_path, compression, byteorder):
+    # Pillow decodes these with rawmodes RGB;16L, RGB;16B and (libtiff) RGB;16N.
     x16 = RNG.integers(0, 65536, (6, 5, 3), dtype=np.uint16)
-    tifffile.imwrite(tmp_path / "c16.tif", x16)
+    tifffile.imwrite(tmp_path / "c16.tif", x16, compression=compression, byteorder=byteorder)
     with pytest.warns(UserWarning, match="16-bit"):
         out = read_image(tmp_path / "c16.tif")
     np.testing.assert_array_equal(out, _rounded_8bit(x16))
