@@ -11,7 +11,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -159,10 +159,13 @@ def _initial_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
 
 
 def _seeded_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
-    """`model.init` with `config.seed`, on one LR patch."""
+    """`model.init` with `config.seed`, on one LR patch.
+
+    The key uses XLA's RngBitGenerator ('rbg'): its init program compiles several times faster on
+    CPU than threefry's (seconds instead of tens of seconds for MSPAN) and is as deterministic."""
     p = config.data.hr_patch_size // config.model.scale
     x = jnp.zeros((1, p, p, config.model.in_channels), jnp.float32)
-    return model.init(jax.random.key(config.seed), x)["params"]
+    return model.init(jax.random.key(config.seed, impl="rbg"), x)["params"]
 
 
 def _check_batch(batch: Mapping[str, np.ndarray], local_batch: int, config: ml_collections.ConfigDict):
@@ -175,8 +178,11 @@ def _check_batch(batch: Mapping[str, np.ndarray], local_batch: int, config: ml_c
                              f"{shape} (per-process batch, patch); check config.data and config.train")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       devices: Sequence[jax.Device] | None = None) -> dict[str, Any] | None:
     """Trains `config.model` as `config` says, resuming from `workdir` when it holds checkpoints.
+
+    `devices`: the mesh's devices (default: all devices of all processes).
 
     Returns the last validation results (the content of WORKDIR/eval_results.json), or None
     when the run validated nothing.
@@ -189,7 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     # Until the loop starts, a failure removes a workdir this call created (no partial output).
     try:
-        mesh = sharding.create_mesh()
+        mesh = sharding.create_mesh(None if devices is None else list(devices))
         local_batch = sharding.local_batch_size(config.train.batch_size, mesh)
         num_steps = total_steps(config.train)
         model = get_model(config.model)

@@ -34,7 +34,7 @@ def train_step(state: TrainState, batch: Batch, *, apply_fn: Callable[..., jax.A
     good params.
     """
     value, grads = jax.value_and_grad(loss_fn)(state.params, apply_fn, batch, loss)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
