@@ -114,17 +114,19 @@ def test_paired_folders_builder(tmp_path):
         _save(root / "GT" / f"norain-{i:03d}.png", _rgb(16, 20, 10 + i))
     _save(root / "LQ" / "rain-009.png", _rgb(16, 20, 9))  # no partner: skipped
     _save(root / "GT" / "norain-002.png", _rgb(16, 24, 12))  # size differs from its LQ: skipped
-    builder = paired_folders.PairedFolders(data_dir=str(tmp_path / "data"), config="rain100l")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "manual")))
+        pairs = datasets.load_paired("rain100l", "test", data_dir=tmp_path / "data",
+                                     manual_dir=tmp_path / "manual")
     messages = "\n".join(str(w.message) for w in caught)
     assert "rain-009.png" in messages and "rain-002.png" in messages
-    examples = sorted(tfds.as_numpy(builder.as_dataset(split="test")), key=lambda e: e["name"])
-    assert [e["name"].decode() for e in examples] == ["000", "001"]
-    np.testing.assert_array_equal(examples[1]["lq"], _rgb(16, 20, 1))
-    np.testing.assert_array_equal(examples[1]["gt"], _rgb(16, 20, 11))
+    assert [p.name for p in pairs] == ["000", "001"]
+    np.testing.assert_array_equal(pairs[1].lr, _rgb(16, 20, 1))  # lr = LQ, hr = GT
+    np.testing.assert_array_equal(pairs[1].hr, _rgb(16, 20, 11))
+    assert tfds.builder("paired_folders/rain100l", data_dir=str(tmp_path / "data")).is_prepared()
+    with pytest.raises(FileNotFoundError, match=r"sidd/test has no LQ/ and GT/ folders") as e:
+        datasets.load_paired("sidd", data_dir=tmp_path / "data", manual_dir=tmp_path / "manual")
+    assert "\n" not in str(e.value)
 
 
 def test_set5_bi_matches_the_published_matlab_lr(set5_dir, tmp_path):

@@ -3,6 +3,7 @@ held-out scikit-image photos.
 
     pairs = load_benchmark("set5", 4)                      # BI x4, prepared on first use
     pairs = load_benchmark("urban100", 3, "BD", manual_dir="~/sr_data")
+    pairs = load_paired("rain100l", "test", manual_dir="~/ir_data")   # restoration: lr = LQ, hr = GT
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from mspan_jax.data.builders.benchmarks import BENCHMARKS, SCALES, find_hr_folder
+from mspan_jax.data.builders.paired_folders import PAIRED_CONFIGS, SPLITS, PairedFolders
 from mspan_jax.data.degradations import DEGRADATIONS, degrade, seed_for_name
 from mspan_jax.data.imresize import modcrop
 from mspan_jax.data.pairs import EvalPair
@@ -75,5 +77,35 @@ def load_benchmark(name: str, scale: int, degradation: str = "BI",
             download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual)))
     dataset = builder.as_dataset(split="test", shuffle_files=False)
     pairs = [EvalPair(name=ex["name"].decode("utf-8"), lr=ex["lr"], hr=ex["hr"])
+             for ex in tfds.as_numpy(dataset)]
+    return sorted(pairs, key=lambda p: p.name)
+
+
+def load_paired(name: str, split: str = "test", data_dir: str | os.PathLike | None = None,
+                manual_dir: str | os.PathLike | None = None) -> list[EvalPair]:
+    """A paired restoration set (tfds `paired_folders/<name>`: sidd, rain100l, rain100h, custom) as
+    `EvalPair(name, lr=LQ, hr=GT)` sorted by name, prepared on first use from
+    `<manual_dir>/<name>/<split>/{LQ,GT}/` (docs/data.md)."""
+    if name not in PAIRED_CONFIGS:
+        raise ValueError(f"unknown paired set {name!r}; choose one of {list(PAIRED_CONFIGS)}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    builder = PairedFolders(data_dir=os.fspath(Path(data_dir).expanduser()) if data_dir else None,
+                            config=name)
+    if not builder.is_prepared():
+        manual = (Path(manual_dir).expanduser() if manual_dir
+                  else Path(builder.data_dir_root) / "downloads" / "manual")
+        folder = manual / name / split
+        if not ((folder / "LQ").is_dir() and (folder / "GT").is_dir()):
+            raise FileNotFoundError(f"paired set {name} is not prepared in {builder.data_dir_root} and "
+                                    f"{folder} has no LQ/ and GT/ folders: put the pairs there; "
+                                    "see docs/data.md")
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual)))
+    if split not in builder.info.splits:
+        raise ValueError(f"paired set {name} was prepared without a {split!r} split "
+                         f"(has {sorted(builder.info.splits)})")
+    dataset = builder.as_dataset(split=split, shuffle_files=False)
+    pairs = [EvalPair(name=ex["name"].decode("utf-8"), lr=ex["lq"], hr=ex["gt"])
              for ex in tfds.as_numpy(dataset)]
     return sorted(pairs, key=lambda p: p.name)
