@@ -52,7 +52,7 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
     config.data.noise_gray = False  # one noise field for all channels instead of colour noise
     config.data.augment = True  # random h/v flips + transpose (all 8 rot90 variants), same on LR and HR
     config.data.prefetch = 2  # batches assembled ahead by the input thread
-    config.data.num_workers = 8  # threads that decode the training images once at start
+    config.data.num_workers = 8  # threads decoding the images once at start; min(this, 4) cut batches
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 16

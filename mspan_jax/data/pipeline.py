@@ -14,7 +14,9 @@ Design (docs/data.md, "Training pipeline"):
   and `start_step=k` starts there without touching the first k batches.
 * **Sharding.** Process `p` of `P` keeps a contiguous, even slice of the sorted image list (tfds'
   `even_splits` rule; `tfds.split_for_jax_process` for the tfds `div2k` source): disjoint, covering.
-* **Prefetch.** A background thread assembles batches (`config.data.prefetch` ahead).
+* **Prefetch.** A background thread keeps `config.data.prefetch` batches ready; up to 4 worker threads
+  (`min(num_workers, 4)`) assemble consecutive batches in parallel, cut as uint8 and converted to
+  float32 once per batch.
 
 Sources (`config.data.source`): "div2k" (tfds), "div2k_folder" (DIV2K_train_HR [+ LR_bicubic]),
 "folder" (any HR images), "skimage" (bundled photos), "paired" (LQ/GT folders, restoration).
