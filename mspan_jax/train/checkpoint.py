@@ -48,6 +48,15 @@ def _single_device_target(metadata: PyTree) -> PyTree:
     return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), metadata)
 
 
+def _restore_host_tree(manager: ocp.CheckpointManager, step: int) -> PyTree:
+    """The 'state' item of `step` as saved (dicts), on this process's first device; closes `manager`."""
+    tree = manager.item_metadata(step)["state"]
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_single_device_target(tree))))["state"]
+    manager.close()
+    return restored
+
+
 class TrainCheckpoints:
     """The resumable and best checkpoints of one training workdir (call on every process)."""
 
@@ -124,10 +133,18 @@ def load_workdir_params(workdir: str | epath.Path, model_config: Mapping[str, An
             continue
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         check_model_config(workdir / sub, meta["model"], model_config)
-        tree = manager.item_metadata(step)["state"]
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_single_device_target(tree))))["state"]
-        manager.close()
+        restored = _restore_host_tree(manager, step)
         # A full TrainState (resume dir) gives what validation would use: the EMA when kept.
         return restored.get("ema_params") or restored["params"]
     raise FileNotFoundError(f"{workdir} holds no training checkpoint ({BEST_DIR}/ or {RESUME_DIR}/)")
+
+
+def load_latest_state(workdir: str | epath.Path) -> dict[str, Any]:
+    """The newest resumable TrainState of a workdir as a plain tree of arrays on this process's first
+    device ({'step', 'params', 'opt_state', 'ema_params'}), for inspection and tests."""
+    manager = _manager(epath.Path(workdir) / RESUME_DIR, keep=1, async_save=False, best=False,
+                       create=False)
+    step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"{workdir} holds no resumable checkpoint in {RESUME_DIR}/")
+    return _restore_host_tree(manager, step)
