@@ -1,0 +1,176 @@
+"""Data parallelism: 8 (virtual CPU) devices == 1 device, and 2 processes (jax.distributed over
+localhost, gloo CPU collectives) == 1 process on the same global batches, resume included.
+
+Both run in subprocesses: the device count and jax.distributed are fixed when JAX starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from mspan_jax.train import loop
+from mspan_jax.train.checkpoint import load_latest_state
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 300
+
+TINY_CONFIG = """
+from mspan_jax.config_base import sr_config
+
+
+def get_config():
+    config = sr_config("mspan", 4)
+    config.model.num_features = 8
+    config.model.num_blocks = 1
+    config.model.num_units = 1
+    config.data.source = "skimage"
+    config.data.hr_patch_size = 32
+    config.data.prefetch = 1
+    config.train.batch_size = 8
+    config.train.num_steps = 4
+    config.train.learning_rate = 1e-3
+    config.train.ema_decay = 0.5
+    config.train.log_every_steps = 1
+    config.train.checkpoint_every_steps = 2
+    config.train.eval_every_steps = 100
+    config.eval.datasets = ("skimage_holdout",)
+    config.eval.num_summary_images = 1
+    return config
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env.update(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    return env
+
+
+def _losses(workdir: Path) -> dict[int, float]:
+    """train/loss per step from the run's TensorBoard events."""
+    import tensorflow as tf
+
+    out = {}
+    for path in sorted((workdir / loop.TENSORBOARD_DIR).iterdir()):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == "train/loss":
+                    out[event.step] = float(tf.make_ndarray(value.tensor))
+    return out
+
+
+def _max_diff(a, b) -> float:
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def _load_config(path: Path):
+    namespace: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return namespace["get_config"]()
+
+
+def test_eight_devices_match_one_device(tmp_path):
+    (tmp_path / "tiny.py").write_text(TINY_CONFIG)
+    script = textwrap.dedent(f"""
+        import jax
+        from mspan_jax.train import loop
+        exec(open({str(tmp_path / 'tiny.py')!r}).read())
+        assert jax.device_count() == 8, jax.devices()
+        loop.train_and_evaluate(get_config(), {str(tmp_path / 'eight')!r})
+        loop.train_and_evaluate(get_config(), {str(tmp_path / 'one')!r}, devices=jax.devices()[:1])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=TIMEOUT,
+                          env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "global batch 8 on 8 device(s)" in proc.stdout
+    assert "global batch 8 on 1 device(s)" in proc.stdout
+
+    eight, one = load_latest_state(tmp_path / "eight"), load_latest_state(tmp_path / "one")
+    assert int(eight["step"]) == int(one["step"]) == 4
+    assert _max_diff(eight["params"], one["params"]) <= 1e-5
+    assert _max_diff(eight["ema_params"], one["ema_params"]) <= 1e-5
+    loss8, loss1 = _losses(tmp_path / "eight"), _losses(tmp_path / "one")
+    assert sorted(loss8) == [1, 2, 3, 4]
+    np.testing.assert_allclose([loss8[k] for k in loss1], list(loss1.values()), atol=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _two_processes(config_file: Path, workdir: Path, num_steps: int) -> list[str]:
+    """Runs scripts/train.py as processes 0 and 1 of 2; returns their stderr."""
+    port = _free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "scripts/train.py", f"--config={config_file}", f"--workdir={workdir}",
+         f"--config.train.num_steps={num_steps}", f"--coordinator_address=localhost:{port}",
+         "--num_processes=2", f"--process_id={i}"],
+        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    outputs = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=TIMEOUT)
+            assert proc.returncode == 0, err[-3000:]
+            outputs.append(out + err)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return outputs
+
+
+def test_two_processes_match_one_process_and_resume(tmp_path, monkeypatch):
+    config_file = tmp_path / "tiny.py"
+    config_file.write_text(TINY_CONFIG)
+    workdir = tmp_path / "two"
+    first = _two_processes(config_file, workdir, num_steps=2)
+    # Each process decoded only its own shard of the 5 training photos (3 + 2).
+    assert "skimage shard 1/2: 3/3 images" in first[0]
+    assert "skimage shard 2/2: 2/2 images" in first[1]
+    assert int(load_latest_state(workdir)["step"]) == 2
+    second = _two_processes(config_file, workdir, num_steps=4)
+    assert "resumed from" in second[0] and "at step 2" in second[0]
+
+    # One process fed the same global batches: process 0's shard rows, then process 1's.
+    real = loop.create_train_iterator
+
+    def both_shards(config, *, start_step=0, process_index=None, process_count=None):
+        parts = [real(config, start_step=start_step, process_index=p, process_count=2) for p in (0, 1)]
+
+        def gen():
+            try:
+                while True:
+                    a, b = next(parts[0]), next(parts[1])
+                    yield {k: np.concatenate([a[k], b[k]]) for k in a}
+            finally:
+                for part in parts:
+                    part.close()
+
+        return gen()
+
+    monkeypatch.setattr(loop, "create_train_iterator", both_shards)
+    loop.train_and_evaluate(_load_config(config_file), str(tmp_path / "one"))
+    two, one = load_latest_state(workdir), load_latest_state(tmp_path / "one")
+    assert int(two["step"]) == int(one["step"]) == 4
+    assert _max_diff(two["params"], one["params"]) <= 1e-5
+    assert _max_diff(two["opt_state"], one["opt_state"]) <= 1e-5
+    loss2, loss1 = _losses(workdir), _losses(tmp_path / "one")
+    assert sorted(loss2) == [1, 2, 3, 4]
+    np.testing.assert_allclose([loss2[k] for k in sorted(loss2)], [loss1[k] for k in sorted(loss2)],
+                               atol=1e-5)
+    results = json.loads((workdir / "eval_results.json").read_text())
+    assert results["step"] == 4 and "skimage_holdout" in results
