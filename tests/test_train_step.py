@@ -134,3 +134,17 @@ def test_summary_writer_events_are_readable(tmp_path):
     step, plugin, tensor = seen["eval/crops"]
     assert (step, plugin) == (3, "images") and list(tensor[:2]) == [b"12", b"4"] and len(tensor) == 4
     assert seen["config"][1] == "text"
+
+
+def test_warm_start_loads_a_converted_checkpoint(tmp_path):
+    from mspan_jax.params_io import save_params
+    from mspan_jax.train.loop import _initial_params
+
+    config = tiny_config()
+    model = get_model(config.model)
+    saved = jax.jit(model.init)(jax.random.key(7, impl="rbg"), jnp.zeros((1, 6, 6, 3)))
+    save_params(tmp_path / "converted", saved, config.model)
+    config.train.warm_start = str(tmp_path / "converted")
+    loaded = _initial_params(config, model)
+    for a, b in zip(jax.tree.leaves(saved["params"]), jax.tree.leaves(loaded), strict=True):
+        np.testing.assert_array_equal(a, b)

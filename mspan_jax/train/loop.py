@@ -68,6 +68,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                 "checkpoint_every_steps", "eval_every_steps", "keep_checkpoints"):
         if int(t[key]) <= 0:
             raise ValueError(f"config.train.{key}={t[key]} must be positive")
+    if not config.eval.datasets:
+        raise ValueError("config.eval.datasets is empty; name at least one validation set")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ValueError(f"config.train.ema_decay={t.ema_decay} must be in [0, 1)")
     if config.data.hr_patch_size % config.model.scale:
@@ -269,11 +271,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if bad.any():
             first_bad = step - len(pending) + int(np.argmax(bad)) + 1
             checkpoints.wait()
+            kept = (f"the last good checkpoint (step {last_saved}) stays in "
+                    f"{workdir_path / 'checkpoints'}" if checkpoints.latest_step() is not None
+                    else "no checkpoint had been saved yet")
             raise TrainingDivergedError(
-                f"loss or gradients became NaN/Inf at step {first_bad}; stopped without saving, the "
-                f"last good checkpoint (step {last_saved}) stays in {workdir_path / 'checkpoints'}; "
-                "lower "
-                "--config.train.learning_rate or set --config.train.grad_clip_norm")
+                f"loss or gradients became NaN/Inf at step {first_bad}; stopped without saving, {kept}; "
+                "lower --config.train.learning_rate or set --config.train.grad_clip_norm")
 
     try:
         while step < num_steps:
