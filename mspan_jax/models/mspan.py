@@ -95,10 +95,9 @@ class MSPANBody(nn.Module):
         return masked_conv(h, mask, c, 3, dtype=dt, name="LR_conv") + fea
 
 
-class MSPAN(nn.Module):
-    """MSPAN for super-resolution: body -> 3x3 conv to out*s^2 -> pixel shuffle. x in [0, 1]."""
+class _MSPANTrunk(nn.Module):
+    """The hyperparameters that MSPAN and MSPAN-IR share, and their common body."""
 
-    scale: int = 4
     num_features: int = 48
     num_blocks: int = 6
     num_units: int = 3
@@ -108,26 +107,28 @@ class MSPAN(nn.Module):
     out_channels: int = 3
     dtype: Dtype = jnp.float32
 
+    def body(self) -> MSPANBody:
+        """The shared body, named `body`; call inside the subclass's compact method."""
+        return MSPANBody(self.num_features, self.num_blocks, self.num_units, self.distill_rate,
+                         tuple(self.mspa_dilations), self.dtype, name="body")
+
+
+class MSPAN(_MSPANTrunk):
+    """MSPAN for super-resolution: body -> 3x3 conv to out*s^2 -> pixel shuffle. x in [0, 1]."""
+
+    scale: int = 4
+
     @nn.compact
     def __call__(self, x: Array, mask: Array | None = None) -> Array:
-        h = MSPANBody(self.num_features, self.num_blocks, self.num_units, self.distill_rate,
-                      tuple(self.mspa_dilations), self.dtype, name="body")(x, mask)
+        h = self.body()(x, mask)
         y = torch_conv(self.out_channels * self.scale**2, 3, dtype=self.dtype, name="upsampler")(h)
         return pixel_shuffle(y, self.scale).astype(jnp.float32)
 
 
-class MSPANIR(nn.Module):
+class MSPANIR(_MSPANTrunk):
     """MSPAN for other restoration tasks (denoising, deraining): same body, a 3x3 output conv,
     and a global residual, so the output is input + predicted correction."""
 
-    num_features: int = 48
-    num_blocks: int = 6
-    num_units: int = 3
-    distill_rate: float = 0.25
-    mspa_dilations: Sequence[int] = (1, 2)
-    in_channels: int = 3
-    out_channels: int = 3
-    dtype: Dtype = jnp.float32
     scale: int = 1  # restoration keeps the size; present so every model answers `.scale`
 
     @nn.compact
@@ -135,7 +136,6 @@ class MSPANIR(nn.Module):
         if self.scale != 1 or self.in_channels != self.out_channels:
             raise ValueError("MSPAN-IR needs scale 1 and in_channels == out_channels "
                              f"(got scale={self.scale}, {self.in_channels}->{self.out_channels})")
-        h = MSPANBody(self.num_features, self.num_blocks, self.num_units, self.distill_rate,
-                      tuple(self.mspa_dilations), self.dtype, name="body")(x, mask)
+        h = self.body()(x, mask)
         residual = torch_conv(self.out_channels, 3, dtype=self.dtype, name="out_conv")(h)
         return (x + residual).astype(jnp.float32)
