@@ -14,13 +14,14 @@ def get_config():
     config = sr_config(model="mspan", scale=4)
     config.data.source = "skimage"
     config.data.hr_patch_size = 96  # LR patches of 24x24
-    config.train.batch_size = 16
+    # Small batches and a 5x learning rate: on a CPU, many cheap updates beat few large ones.
+    config.train.batch_size = 4
     config.train.learning_rate = 1e-3
-    config.train.num_steps = 300
+    config.train.num_steps = 1200
     config.train.steps_per_epoch = 100
-    config.train.lr_decay_epochs = 2  # halve the learning rate every 200 steps
-    config.train.log_every_steps = 25
-    config.train.checkpoint_every_steps = 100
-    config.train.eval_every_steps = 150
+    config.train.lr_decay_epochs = 8  # halve the learning rate after 800 steps
+    config.train.log_every_steps = 100
+    config.train.checkpoint_every_steps = 400
+    config.train.eval_every_steps = 600
     config.eval.datasets = ("skimage_holdout",)
     return config

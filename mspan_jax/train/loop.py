@@ -196,6 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     log = print if is_chief else (lambda *a, **k: None)
 
     # Until the loop starts, a failure removes a workdir this call created (no partial output).
+    batches: Iterator[Mapping[str, np.ndarray]] | None = None
     try:
         mesh = sharding.create_mesh(None if devices is None else list(devices))
         local_batch = sharding.local_batch_size(config.train.batch_size, mesh)
@@ -206,7 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         checkpoints = TrainCheckpoints(workdir_path, config.train)
         checkpoints.check_model(config.model)
         start_step = checkpoints.latest_step() or 0
-        batches: Iterator[Mapping[str, np.ndarray]] = create_train_iterator(
+        batches = create_train_iterator(
             config, start_step=start_step, process_index=jax.process_index(),
             process_count=jax.process_count())
         first_batch = next(batches)
@@ -247,6 +248,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             f"(from step {start_step}), global batch {config.train.batch_size} on {mesh.size} "
             f"device(s), {jax.process_count()} process(es); workdir {workdir_path}")
     except BaseException:
+        if hasattr(batches, "close"):
+            batches.close()
         if fresh and jax.process_index() == 0:
             workdir_path.rmtree(missing_ok=True)
         raise
