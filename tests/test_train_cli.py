@@ -69,7 +69,7 @@ def test_killed_run_resumes_and_finishes(tmp_path, tiny_config):
     workdir = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "scripts/train.py", f"--config={tiny_config}", f"--workdir={workdir}",
-         "--config.train.num_steps=100000", "--config.train.async_checkpointing=False"],
+         "--config.train.num_steps=100000"],
         cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + TIMEOUT
@@ -83,11 +83,15 @@ def test_killed_run_resumes_and_finishes(tmp_path, tiny_config):
         if proc.poll() is None:
             proc.kill()
 
-    resumed = _train(f"--config={tiny_config}", f"--workdir={workdir}", "--config.train.num_steps=8")
+    saved = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    target = saved + 4
+    resumed = _train(f"--config={tiny_config}", f"--workdir={workdir}",
+                     f"--config.train.num_steps={target}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stdout and "step 8/8" in resumed.stdout
+    assert f"resumed from {workdir / 'checkpoints'} at step {saved}" in resumed.stdout
+    assert f"step {target}/{target}" in resumed.stdout
     results = json.loads((workdir / "eval_results.json").read_text())
-    assert results["step"] == 8 and set(results) == {"step", "skimage_holdout", "bicubic"}
+    assert results["step"] == target and set(results) == {"step", "skimage_holdout", "bicubic"}
     assert (workdir / "tensorboard").is_dir()
 
     # The workdir is also a checkpoint for evaluation (params_io.load_params reads its best params).
