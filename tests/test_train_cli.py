@@ -126,3 +126,27 @@ def test_bad_input_fails_in_one_line(tmp_path, tiny_config):
     line = _error_line(missing)
     assert missing.returncode == 2 and "div2k" in line and "tfds build div2k" in line
     assert not workdir.exists()
+
+
+def test_warm_start_from_official_imdn_validates_on_set5_at_the_paper_number(
+        tmp_path, set5_dir, imdn_x4_weights):
+    converted = tmp_path / "imdn_x4"
+    convert = subprocess.run(
+        [sys.executable, "scripts/convert_torch_weights.py", "--model=imdn", "--scale=4",
+         f"--src={imdn_x4_weights}", f"--out={converted}"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert convert.returncode == 0, convert.stderr[-2000:]
+    workdir = tmp_path / "run"
+    proc = _train("--config=configs/imdn_x4.py", f"--workdir={workdir}",
+                  f"--config.train.warm_start={converted}", "--config.train.learning_rate=0.0",
+                  "--config.train.num_steps=1", "--config.train.batch_size=1",
+                  "--config.data.source=skimage", "--config.data.hr_patch_size=64",
+                  f"--config.data.data_dir={tmp_path / 'tfds'}",
+                  f"--config.data.manual_dir={set5_dir.parent}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warm start from" in proc.stdout
+    results = json.loads((workdir / "eval_results.json").read_text())
+    # IMDN paper, Set5 x4: 32.21 / 0.8948 (the step had learning rate 0: the official weights).
+    assert results["set5"]["psnr"] == pytest.approx(32.21, abs=0.01)
+    assert results["set5"]["ssim"] == pytest.approx(0.8948, abs=0.0005)
+    assert results["bicubic"]["set5"]["psnr"] < 29
