@@ -1,8 +1,9 @@
 """MSPAN x4 in ~5 minutes on a 2-core CPU, with no download: scikit-image's bundled photos.
 
 Trains the full-size MSPAN x4 (C=48, B=6) on 5 bundled photos and validates on 2 held-out ones
-(`skimage_holdout`), against bicubic. Only the schedule differs from configs/x4.py: small patches,
-a higher learning rate and a few hundred steps.
+(`skimage_holdout`), against bicubic. Only the schedule differs from configs/x4.py: small patches
+and batches, a 5x learning rate and 1200 steps. Measured on a 2-core CPU: 4.5 minutes in all,
+29.99 dB vs bicubic's 29.38 dB on the held-out photos (docs/training.md).
 
     python scripts/train.py --config configs/quickstart.py --workdir /tmp/q
 """
