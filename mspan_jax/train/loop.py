@@ -153,6 +153,14 @@ def _host_params(params: PyTree) -> PyTree:
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), params)
 
 
+def _psnr_summary(results: Mapping[str, Any], dataset: str) -> str:
+    """'29.99 dB on set5 (bicubic 29.38)' from eval_results.json content; '-' if it lacks `dataset`."""
+    if dataset not in results or dataset not in results.get("bicubic", {}):
+        return "-"
+    return (f"{results[dataset]['psnr']:.2f} dB on {dataset} "
+            f"(bicubic {results['bicubic'][dataset]['psnr']:.2f})")
+
+
 def _initial_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
     """Warm start from a converted checkpoint (config.train.warm_start), else a seeded init."""
     if config.train.warm_start:
@@ -259,6 +267,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     results_path = workdir_path / EVAL_RESULTS_FILE
     if start_step and results_path.exists():
         last_results = json.loads(results_path.read_text())
+        last_psnr = _psnr_summary(last_results, config.eval.datasets[0])
     if start_step >= num_steps:
         log(f"{workdir_path} is already trained to step {start_step} (>= {num_steps}); nothing to do")
     pending: list[dict[str, jax.Array]] = []
@@ -322,8 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 first = next(iter(scores))
                 checkpoints.save_best(step, state.eval_params(), scores[first]["psnr"], config.model)
                 last_results = validator.results_json(step, scores)
-                bic = last_results["bicubic"][first]["psnr"]
-                last_psnr = f"{scores[first]['psnr']:.2f} dB on {first} (bicubic {bic:.2f})"
+                last_psnr = _psnr_summary(last_results, first)
                 if is_chief:
                     write_json_atomic(results_path, last_results)
                     bics = last_results["bicubic"]
