@@ -1,12 +1,14 @@
-"""What every script shares: absl start-up, and turning a user error into one line and exit 2."""
+"""What every script shares: absl start-up, config-file loading, and user errors as one line + exit 2."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from absl import app
+from absl import app, flags, logging
 
 # Errors that mean "the input is wrong", reported as one line without a traceback.
 # The package's own error classes (ImageReadError, CheckpointError, ...) subclass ValueError.
@@ -20,15 +22,58 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _config_file(argv: Sequence[str]) -> str | None:
+    """The --config value in argv (`--config X` or `--config=X`), before absl loads it."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl flag parsing, with a bad flag, config file or config override reported as one line."""
+    path = _config_file(argv)
+    if path is not None and not os.path.isfile(path.split(":", 1)[0]):
+        fail(f"--config {path}: no such file; use one of configs/*.py")
+    try:
+        remaining = flags.FLAGS(argv)
+        if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
+            flags.FLAGS["config"].value.keys()  # a config file that failed to import raises here
+        return remaining
+    except flags.Error as e:
+        fail(first_line(e))
+    except (AttributeError, KeyError) as e:  # config_flags: an override names no key of the config
+        key = next(iter(re.findall(r"\w+", str(e))), "?")
+        fail(f"unknown config key {key!r} in a --config.* override; see {path} and "
+             "mspan_jax/config_base.py for the keys")
+    except Exception as e:  # the config file itself failed to import (syntax error, bad import)
+        fail(f"--config {path}: cannot load it ({type(e).__name__}: {' '.join(first_line(e).split())})")
+
+
 def run(main: Callable[[Sequence[str]], None]) -> None:
-    """absl `app.run(main)`, with user errors reported as one line and a non-zero exit."""
+    """absl `app.run(main)` with one-line errors for bad flags, configs and inputs.
+
+    Logging drops to WARNING unless --verbosity is given: JAX and orbax log backend probing and
+    every checkpoint step at INFO, which would bury a script's own output.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     def guarded(argv: Sequence[str]) -> None:
         if len(argv) > 1:
             fail(f"unexpected arguments {list(argv[1:])}; flags are given as --name=value")
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
         try:
             main(argv)
         except USER_ERRORS as e:
-            fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            fail(first_line(e))
 
-    app.run(guarded)
+    app.run(guarded, flags_parser=parse_flags)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
@@ -54,7 +54,6 @@ def resolve_model_config() -> Any:
 
 
 def main(argv: Sequence[str]) -> None:
-    logging.set_verbosity(logging.WARNING)  # jax/orbax log backend probing and saving at INFO
     cfg = resolve_model_config()
     out = Path(_OUT.value)
     check_writable(out, overwrite=_OVERWRITE.value)

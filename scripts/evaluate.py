@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
@@ -103,7 +103,6 @@ def print_table(name: str, scale: int, model: EvalResult, bicubic: EvalResult, t
 
 
 def main(argv: Sequence[str]) -> None:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every restore step at INFO
     config = _CONFIG.value
     scale = int(config.model.scale)
     if _BUCKET.value < 1:

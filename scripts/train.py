@@ -8,15 +8,12 @@ cluster), or --coordinator_address/--num_processes/--process_id explicitly. See 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (TensorBoard events) start-up noise
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard events and eval_results.json "
@@ -29,34 +26,6 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
                                       "--coordinator_address).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None,
                                    "This process's index (with --coordinator_address).")
-
-
-def _config_file(argv: Sequence[str]) -> str | None:
-    """The --config value in argv (either `--config X` or `--config=X`), before absl loads it."""
-    for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
-
-
-def parse_flags(argv: Sequence[str]) -> list[str]:
-    """absl flag parsing, with a bad flag, config file or config override reported as one line."""
-    path = _config_file(argv)
-    if path is not None and not os.path.isfile(path.split(":", 1)[0]):
-        cli.fail(f"--config {path}: no such file; use one of configs/*.py")
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        cli.fail(str(e).strip().splitlines()[0])
-    except (AttributeError, KeyError) as e:  # config_flags: an override names no key of the config
-        key = str(e).strip("'\"")
-        cli.fail(f"unknown config key {key!r} in a --config.* override; see {path} and "
-                 "mspan_jax/config_base.py for the keys")
-    except Exception as e:  # the config file itself failed to import (syntax error, bad import)
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        cli.fail(f"--config {path}: cannot load it ({type(e).__name__}: {detail})")
 
 
 def initialize_distributed() -> None:
@@ -75,19 +44,11 @@ def initialize_distributed() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {list(argv[1:])}; flags are given as --name=value")
     if _CONFIG.value is None:
         cli.fail("--config is required, e.g. --config configs/quickstart.py")
     if not _WORKDIR.value:
         cli.fail("--workdir is required: where checkpoints and logs go (e.g. /tmp/q or gs://bucket/run)")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # keep orbax's INFO lines off the progress output
-    try:
-        config = _CONFIG.value
-        config.train  # noqa: B018 (a config file that failed to import raises here)
-    except OSError as e:
-        cli.fail(f"--config: {' '.join(str(e).split())}")
+    config = _CONFIG.value
     initialize_distributed()
 
     from mspan_jax.train.loop import TrainingDivergedError, train_and_evaluate
@@ -96,11 +57,9 @@ def main(argv: Sequence[str]) -> None:
         train_and_evaluate(config, _WORKDIR.value)
     except TrainingDivergedError as e:
         cli.fail(str(e), code=1)
-    except cli.USER_ERRORS as e:
-        cli.fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
     except KeyboardInterrupt:
         cli.fail(f"interrupted; run the same command again to resume from {_WORKDIR.value}", code=130)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main)

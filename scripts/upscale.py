@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
@@ -44,7 +44,6 @@ def input_images(path: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str]) -> None:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every restore step at INFO
     config = _CONFIG.value
     if _TILE.value < 1 or _TILE_OVERLAP.value < 0 or _TILE.value <= 2 * _TILE_OVERLAP.value:
         raise ValueError(f"--tile ({_TILE.value}) must exceed 2 x --tile-overlap "
