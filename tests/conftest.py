@@ -39,3 +39,30 @@ def set5_dir() -> Path:
 def imdn_x4_weights() -> Path:
     """../shared/weights/IMDN_x4.pth, the official IMDN x4 checkpoint."""
     return require_shared("weights/IMDN_x4.pth")
+
+
+# A training run small enough for a subprocess test: tiny MSPAN x4 on the bundled photos.
+TINY_TRAIN_SETTINGS = {
+    "model.num_features": 8, "model.num_blocks": 1, "model.num_units": 1,
+    "data.source": "skimage", "data.hr_patch_size": 32, "data.prefetch": 1,
+    "train.batch_size": 2, "train.num_steps": 6, "train.log_every_steps": 2,
+    "train.checkpoint_every_steps": 2, "train.eval_every_steps": 100,
+    "eval.datasets": ("skimage_holdout",),
+}
+
+
+def tiny_train_config_source(**overrides: object) -> str:
+    """Source of a configs/*.py-style file for a tiny run; overrides use `section__key=value`."""
+    settings = dict(TINY_TRAIN_SETTINGS)
+    settings.update({k.replace("__", "."): v for k, v in overrides.items()})
+    body = "".join(f"    config.{key} = {value!r}\n" for key, value in settings.items())
+    return ("from mspan_jax.config_base import sr_config\n\n\ndef get_config():\n"
+            '    config = sr_config("mspan", 4)\n' + body + "    return config\n")
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a script run in a subprocess: this checkout importable, one CPU device."""
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env.update(PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    return env

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,41 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import subprocess_env, tiny_train_config_source
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
 
-TINY_CONFIG = """
-from mspan_jax.config_base import sr_config
-
-
-def get_config():
-    config = sr_config("mspan", 4)
-    config.model.num_features = 8
-    config.model.num_blocks = 1
-    config.model.num_units = 1
-    config.data.source = "skimage"
-    config.data.hr_patch_size = 32
-    config.data.prefetch = 1
-    config.train.batch_size = 2
-    config.train.num_steps = 6
-    config.train.log_every_steps = 2
-    config.train.checkpoint_every_steps = 2
-    config.train.eval_every_steps = 100
-    config.eval.datasets = ("skimage_holdout",)
-    return config
-"""
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    env.update(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
-    return env
+TINY_CONFIG = tiny_train_config_source()
 
 
 def _train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "scripts/train.py", *args], cwd=REPO, env=_env(),
+    return subprocess.run([sys.executable, "scripts/train.py", *args], cwd=REPO, env=subprocess_env(),
                           capture_output=True, text=True, timeout=TIMEOUT)
 
 
@@ -70,7 +44,7 @@ def test_killed_run_resumes_and_finishes(tmp_path, tiny_config):
     proc = subprocess.Popen(
         [sys.executable, "scripts/train.py", f"--config={tiny_config}", f"--workdir={workdir}",
          "--config.train.num_steps=100000"],
-        cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + TIMEOUT
         while not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):
@@ -134,7 +108,7 @@ def test_warm_start_from_official_imdn_validates_on_set5_at_the_paper_number(
     convert = subprocess.run(
         [sys.executable, "scripts/convert_torch_weights.py", "--model=imdn", "--scale=4",
          f"--src={imdn_x4_weights}", f"--out={converted}"],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
     assert convert.returncode == 0, convert.stderr[-2000:]
     workdir = tmp_path / "run"
     proc = _train("--config=configs/imdn_x4.py", f"--workdir={workdir}",

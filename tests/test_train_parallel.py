@@ -7,7 +7,6 @@ Both run in subprocesses: the device count and jax.distributed are fixed when JA
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from conftest import subprocess_env, tiny_train_config_source
 
 from mspan_jax.train import loop
 from mspan_jax.train.checkpoint import load_latest_state
@@ -23,36 +23,10 @@ from mspan_jax.train.checkpoint import load_latest_state
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
 
-TINY_CONFIG = """
-from mspan_jax.config_base import sr_config
-
-
-def get_config():
-    config = sr_config("mspan", 4)
-    config.model.num_features = 8
-    config.model.num_blocks = 1
-    config.model.num_units = 1
-    config.data.source = "skimage"
-    config.data.hr_patch_size = 32
-    config.data.prefetch = 1
-    config.train.batch_size = 8
-    config.train.num_steps = 4
-    config.train.learning_rate = 1e-3
-    config.train.ema_decay = 0.5
-    config.train.log_every_steps = 1
-    config.train.checkpoint_every_steps = 2
-    config.train.eval_every_steps = 100
-    config.eval.datasets = ("skimage_holdout",)
-    config.eval.num_summary_images = 1
-    return config
-"""
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    env.update(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", **extra)
-    return env
+TINY_CONFIG = tiny_train_config_source(
+    train__batch_size=8, train__num_steps=4, train__learning_rate=1e-3, train__ema_decay=0.5,
+    train__log_every_steps=1, eval__num_summary_images=1,
+)
 
 
 def _losses(workdir: Path) -> dict[int, float]:
@@ -91,7 +65,7 @@ def test_eight_devices_match_one_device(tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
                           timeout=TIMEOUT,
-                          env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+                          env=subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "global batch 8 on 8 device(s)" in proc.stdout
     assert "global batch 8 on 1 device(s)" in proc.stdout
@@ -118,7 +92,7 @@ def _two_processes(config_file: Path, workdir: Path, num_steps: int) -> list[str
         [sys.executable, "scripts/train.py", f"--config={config_file}", f"--workdir={workdir}",
          f"--config.train.num_steps={num_steps}", f"--coordinator_address=localhost:{port}",
          "--num_processes=2", f"--process_id={i}"],
-        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
     outputs = []
     try:
