@@ -66,3 +66,16 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env.pop("XLA_FLAGS", None)
     env.update(PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2", **extra)
     return env
+
+
+def tiny_model_config(name: str = "mspan", scale: int = 2, **overrides: object):
+    """config.model of a registered model at test-sized widths (8 MSPAN / 16 IMDN features)."""
+    from mspan_jax.config_base import model_config
+
+    cfg = model_config(name, scale)
+    if name == "imdn":
+        cfg.update(num_features=16, num_modules=2, cca_reduction=4)
+    else:
+        cfg.update(num_features=8, num_blocks=2, num_units=2)
+    cfg.update(overrides)
+    return cfg

@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import tiny_model_config as tiny
 
 torch = pytest.importorskip("torch")
 
@@ -28,16 +29,6 @@ from mspan_jax.params_io import expected_variables, load_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "convert_torch_weights.py"
-
-
-def tiny(name: str, scale: int, **overrides):
-    cfg = model_config(name, scale)
-    if name == "imdn":
-        cfg.update(num_features=16, num_modules=2, cca_reduction=4)
-    else:
-        cfg.update(num_features=8, num_blocks=2, num_units=2)
-    cfg.update(overrides)
-    return cfg
 
 
 def random_torch_model(cfg, seed: int = 0):

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_model_config as tiny
 
-from mspan_jax.config_base import model_config
 from mspan_jax.params_io import (
     CheckpointError,
     expected_variables,
@@ -17,16 +17,6 @@ from mspan_jax.params_io import (
     read_metadata,
     save_params,
 )
-
-
-def tiny(name: str = "mspan", scale: int = 2, **overrides):
-    cfg = model_config(name, scale)
-    if name == "imdn":
-        cfg.update(num_features=8, num_modules=1, cca_reduction=4)
-    else:
-        cfg.update(num_features=8, num_blocks=1, num_units=1)
-    cfg.update(overrides)
-    return cfg
 
 
 def init(cfg, seed: int = 0):
