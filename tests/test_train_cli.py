@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import subprocess_env, tiny_train_config_source
 
@@ -124,3 +125,10 @@ def test_warm_start_from_official_imdn_validates_on_set5_at_the_paper_number(
     assert results["set5"]["psnr"] == pytest.approx(32.21, abs=0.01)
     assert results["set5"]["ssim"] == pytest.approx(0.8948, abs=0.0005)
     assert results["bicubic"]["set5"]["psnr"] < 29
+    # The validation picture: one row per shown image, bicubic | SR | HR crops of 128 pixels.
+    from mspan_jax.data.images import read_image
+
+    picture = read_image(workdir / "samples" / "set5_step0000001.png")
+    assert picture.shape == (3 * 128, 3 * 128, 3)
+    bicubic, sr, hr = (picture[:, i * 128:(i + 1) * 128].astype(float) for i in range(3))
+    assert np.abs(sr - hr).mean() < np.abs(bicubic - hr).mean()

@@ -21,6 +21,7 @@ import numpy as np
 from etils import epath
 
 from mspan_jax.data.datasets import load_benchmark
+from mspan_jax.data.images import write_image
 from mspan_jax.data.pipeline import create_train_iterator
 from mspan_jax.evaluation import bicubic_scores, evaluate_pairs
 from mspan_jax.models.registry import get_model
@@ -39,6 +40,7 @@ from mspan_jax.train.summary import SummaryWriter
 
 EVAL_RESULTS_FILE = "eval_results.json"
 TENSORBOARD_DIR = "tensorboard"
+SAMPLES_DIR = "samples"  # bicubic | SR | HR crops of each validation, as PNG
 
 
 class TrainingDivergedError(RuntimeError):
@@ -97,6 +99,11 @@ def progress_line(step: int, num_steps: int, loss: float, lr: float, steps_per_s
     eta = format_duration((num_steps - step) / steps_per_sec) if steps_per_sec > 0 else "?"
     return (f"step {step}/{num_steps} | loss {loss:.5f} | lr {lr:.2e} | {steps_per_sec:.2f} steps/s | "
             f"ETA {eta} | last PSNR {last_psnr}")
+
+
+def _is_local(path: epath.Path) -> bool:
+    """Whether `path` is on the local file system (not gs:// or another remote store)."""
+    return "://" not in str(path)
 
 
 def summary_crops(bicubic: np.ndarray, sr: np.ndarray, hr: np.ndarray, size: int) -> np.ndarray:
@@ -346,6 +353,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     for name, crops in images.items():
                         writer.image(f"eval/{name}/bicubic_sr_hr", crops, step)
                     writer.flush()
+                if is_chief and _is_local(workdir_path):  # a picture to open without TensorBoard
+                    for name, crops in images.items():
+                        write_image(workdir_path / SAMPLES_DIR / f"{name}_step{step:07d}.png",
+                                    np.concatenate(list(crops), axis=0))
             timer_start += time.perf_counter() - paused  # steps/s counts training time only
     finally:
         if hasattr(batches, "close"):
