@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from mspan_jax.data.builders.benchmarks import BENCHMARKS, SCALES, find_hr_folder
 from mspan_jax.data.builders.paired_folders import PAIRED_CONFIGS, SPLITS, PairedFolders
-from mspan_jax.data.degradations import DEGRADATIONS, degrade, seed_for_name
+from mspan_jax.data.degradations import DEGRADATIONS, add_gaussian_noise, degrade, seed_for_name
 from mspan_jax.data.imresize import modcrop
 from mspan_jax.data.pairs import EvalPair
 from mspan_jax.data.sample_images import sample_images
@@ -109,3 +110,21 @@ def load_paired(name: str, split: str = "test", data_dir: str | os.PathLike | No
     pairs = [EvalPair(name=ex["name"].decode("utf-8"), lr=ex["lq"], hr=ex["gt"])
              for ex in tfds.as_numpy(dataset)]
     return sorted(pairs, key=lambda p: p.name)
+
+
+def load_restoration_set(name: str, noise_sigma: float, *, gray_noise: bool = False,
+                         data_dir: str | os.PathLike | None = None,
+                         manual_dir: str | os.PathLike | None = None) -> list[EvalPair]:
+    """A validation set for MSPAN-IR (scale 1) as `EvalPair(name, lr=LQ, hr=GT)`.
+
+    A paired set (`load_paired`, its test split), or "skimage_holdout" with Gaussian noise of std
+    `noise_sigma` (0..255) added to each photo, seeded per image name so every run sees the same LQ.
+    """
+    if name in PAIRED_CONFIGS:
+        return load_paired(name, "test", data_dir=data_dir, manual_dir=manual_dir)
+    if name != "skimage_holdout":
+        raise ValueError(f"restoration (scale 1) validates on a paired set {list(PAIRED_CONFIGS)} or "
+                         f"'skimage_holdout', got {name!r}; set config.eval.datasets")
+    return [EvalPair(name=n, hr=img, lr=add_gaussian_noise(
+                img, noise_sigma, np.random.default_rng(seed_for_name(n)), gray=gray_noise))
+            for n, img in sample_images("holdout")]

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from mspan_jax.data.datasets import load_benchmark
+from mspan_jax.data.datasets import load_benchmark, load_restoration_set
 from mspan_jax.data.images import write_image
 from mspan_jax.data.pipeline import create_train_iterator
 from mspan_jax.evaluation import bicubic_scores, evaluate_pairs
@@ -120,12 +120,15 @@ class Validator:
     def __init__(self, config: ml_collections.ConfigDict, model: Any):
         self.config, self.model = config, model
         scale, ev = config.model.scale, config.eval
-        self.pairs = {
-            name: load_benchmark(name, scale, config.data.degradation,
-                                 data_dir=config.data.get("data_dir") or None,
-                                 manual_dir=config.data.get("manual_dir") or None)
-            for name in ev.datasets
-        }
+        dirs = dict(data_dir=config.data.get("data_dir") or None,
+                    manual_dir=config.data.get("manual_dir") or None)
+        if scale == 1:  # restoration (MSPAN-IR): LQ is noisy GT or a paired set; "bicubic" = the LQ
+            self.pairs = {name: load_restoration_set(name, config.data.noise_sigma,
+                                                     gray_noise=config.data.noise_gray, **dirs)
+                          for name in ev.datasets}
+        else:
+            self.pairs = {name: load_benchmark(name, scale, config.data.degradation, **dirs)
+                          for name in ev.datasets}
         self.bicubic = {name: bicubic_scores(pairs, scale=scale, crop_border=ev.crop_border,
                                              y_channel=ev.y_channel, round_y=ev.round_y,
                                              keep_outputs=True)
