@@ -12,9 +12,6 @@ unpadded inference and the number of compiled programs stays small (printed at t
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from mspan_jax import cli
 from mspan_jax.data.images import write_image
 from mspan_jax.data.pairs import EvalPair, load_folder_pairs
 from mspan_jax.evaluation import EvalResult, bicubic_scores, evaluate_pairs
+from mspan_jax.files import write_json_atomic
 from mspan_jax.models import get_model
 from mspan_jax.params_io import load_params
 
@@ -77,18 +75,8 @@ def eval_sets(config, scale: int) -> list[tuple[str, list[EvalPair]]]:
 
 def write_json(path: Path, results: dict[str, EvalResult]) -> None:
     """{dataset: {psnr, ssim, images}} written atomically (temp file + rename)."""
-    payload = {name: {"psnr": r.psnr, "ssim": r.ssim, "images": len(r.images)}
-               for name, r in results.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "x") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, {name: {"psnr": r.psnr, "ssim": r.ssim, "images": len(r.images)}
+                             for name, r in results.items()})
 
 
 def print_table(name: str, scale: int, model: EvalResult, bicubic: EvalResult, tag: str,

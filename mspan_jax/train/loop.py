@@ -24,6 +24,7 @@ from mspan_jax.data.datasets import load_benchmark, load_restoration_set
 from mspan_jax.data.images import write_image
 from mspan_jax.data.pipeline import create_train_iterator
 from mspan_jax.evaluation import bicubic_scores, evaluate_pairs
+from mspan_jax.files import write_json_atomic
 from mspan_jax.models.registry import get_model
 from mspan_jax.params_io import load_params
 from mspan_jax.train import sharding
@@ -77,13 +78,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if config.data.hr_patch_size % config.model.scale:
         raise ValueError(f"config.data.hr_patch_size={config.data.hr_patch_size} must be a multiple of "
                          f"config.model.scale={config.model.scale}")
-
-
-def write_json_atomic(path: epath.Path, payload: Mapping[str, Any]) -> None:
-    """Writes JSON to a temporary sibling, then renames it over `path` (never a partial file)."""
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def format_duration(seconds: float) -> str:
