@@ -40,7 +40,7 @@ class CheckpointError(ValueError):
     """A checkpoint directory is missing, unreadable, or does not match the model config."""
 
 
-def _config_dict(model_config: Mapping[str, Any]) -> dict[str, Any]:
+def model_config_dict(model_config: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON-ready plain dict of a `config.model` section (ConfigDict or dict)."""
     raw = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
     return json.loads(json.dumps(raw, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
@@ -118,7 +118,7 @@ def save_params(
         with ocp.StandardCheckpointer() as checkpointer:
             checkpointer.save(tmp / PARAMS_SUBDIR, tree)
         metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-                    "model": _config_dict(model_config)}
+                    "model": model_config_dict(model_config)}
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         if target.exists():
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
@@ -162,7 +162,7 @@ def check_model_config(directory: str | os.PathLike, saved: Mapping[str, Any],
                        model_config: Mapping[str, Any]) -> None:
     """Raises CheckpointError when the saved `config.model` differs from `model_config` in any key
     that shapes the parameters (everything but the compute dtype)."""
-    want = _config_dict(model_config)
+    want = model_config_dict(model_config)
     if (saved.get("name"), saved.get("scale")) != (want.get("name"), want.get("scale")):
         raise CheckpointError(f"{directory}: checkpoint is {_describe(saved)} but config.model is "
                               f"{_describe(want)}; pass the matching --config")
@@ -204,7 +204,7 @@ def load_params(directory: str | os.PathLike, model_config: Mapping[str, Any]) -
             mismatch = tree_mismatch(expected, stored)
             if mismatch:
                 raise CheckpointError(f"{path}: parameters do not fit config.model "
-                                      f"{_describe(_config_dict(model_config))}: {mismatch}")
+                                      f"{_describe(model_config_dict(model_config))}: {mismatch}")
             restored = checkpointer.restore(params_dir, expected)
     except CheckpointError:
         raise

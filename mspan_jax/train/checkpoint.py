@@ -16,17 +16,11 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
-from mspan_jax.params_io import check_model_config
+from mspan_jax.params_io import check_model_config, model_config_dict
 from mspan_jax.train.state import PyTree, TrainState
 
 RESUME_DIR = "checkpoints"
 BEST_DIR = "best"
-
-
-def model_meta(model_config: Mapping[str, Any]) -> dict[str, Any]:
-    """`config.model` as a JSON-able dict (lists for tuples), stored with every checkpoint."""
-    raw = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
-    return {k: list(v) if isinstance(v, tuple | list) else v for k, v in raw.items()}
 
 
 def _manager(directory: epath.Path, *, keep: int, async_save: bool, best: bool,
@@ -81,13 +75,13 @@ class TrainCheckpoints:
     def save(self, state: TrainState, model_config: Mapping[str, Any]) -> None:
         """Saves the full state at its step (asynchronously when configured)."""
         step = int(jax.device_get(state.step))
-        meta = {"model": model_meta(model_config), "step": step}
+        meta = {"model": model_config_dict(model_config), "step": step}
         self.resume.save(step, force=True, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
     def save_best(self, step: int, params: PyTree, psnr: float, model_config: Mapping[str, Any]) -> None:
         """Offers `params` validated at `step`; only the one with the highest `psnr` is kept."""
-        meta = {"model": model_meta(model_config), "step": step, "psnr": psnr}
+        meta = {"model": model_config_dict(model_config), "step": step, "psnr": psnr}
         self.best.save(step, force=True, metrics={"psnr": float(psnr)}, args=ocp.args.Composite(
             state=ocp.args.StandardSave({"params": params}), meta=ocp.args.JsonSave(meta)))
 
