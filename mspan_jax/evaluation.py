@@ -16,7 +16,8 @@ import numpy as np
 from mspan_jax import metrics
 from mspan_jax.data.imresize import bicubic_upscale
 from mspan_jax.data.pairs import EvalPair
-from mspan_jax.inference import ApplyFn, Predictor, ProgressLine
+from mspan_jax.inference import ApplyFn, Predictor
+from mspan_jax.progress import ProgressLine
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,41 +10,15 @@ all tiles share one padded shape, so a whole photo costs one compile and shows n
 from __future__ import annotations
 
 import math
-import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 
+from mspan_jax.progress import ProgressLine
+
 ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
-
-
-class ProgressLine:
-    """A compact one-line progress report with an ETA, redrawn in place on a terminal."""
-
-    def __init__(self, total: int, label: str, enabled: bool = True, stream=None):
-        self.total, self.label, self.enabled = total, label, enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self.start = time.perf_counter()
-        self.done = 0
-
-    def update(self, note: str = "") -> None:
-        """Marks one more item done and redraws the line."""
-        self.done += 1
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / self.done * (self.total - self.done)
-        line = (f"{self.label} {self.done}/{self.total} {note} "
-                f"[{elapsed:.0f}s elapsed, ETA {eta:.0f}s]")
-        end = "\n" if self.done == self.total else ""
-        if self.stream.isatty():
-            self.stream.write(f"\r\033[K{line}{end}")
-        elif self.done == self.total or self.done == 1 or self.done % max(1, self.total // 20) == 0:
-            self.stream.write(line + "\n")
-        self.stream.flush()
 
 
 def padded_size(length: int, bucket: int) -> int:

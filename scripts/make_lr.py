@@ -17,7 +17,7 @@ from absl import flags
 from mspan_jax import cli
 from mspan_jax.data.images import list_images, read_image, write_image
 from mspan_jax.data.imresize import bicubic_downscale
-from mspan_jax.inference import ProgressLine
+from mspan_jax.progress import ProgressLine
 
 _HR_DIR = flags.DEFINE_string("hr-dir", None, "Folder of HR images (png/bmp/jpg/tif).")
 _OUT_DIR = flags.DEFINE_string("out-dir", None, "Folder for the LR PNGs (created if missing).")

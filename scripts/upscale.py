@@ -18,10 +18,11 @@ from ml_collections import config_flags
 
 from mspan_jax import cli
 from mspan_jax.data.images import list_images, read_image, write_image
-from mspan_jax.inference import Predictor, ProgressLine, upscale_image
+from mspan_jax.inference import Predictor, upscale_image
 from mspan_jax.metrics import to_uint8
 from mspan_jax.models import get_model
 from mspan_jax.params_io import load_params
+from mspan_jax.progress import ProgressLine
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint directory (params_io).")

@@ -28,9 +28,7 @@ import collections
 import dataclasses
 import queue
 import re
-import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +42,7 @@ from mspan_jax.data.degradations import DEGRADATIONS, add_gaussian_noise, degrad
 from mspan_jax.data.images import ImageReadError, list_images, read_image
 from mspan_jax.data.imresize import bicubic_downscale, modcrop
 from mspan_jax.data.sample_images import sample_images
+from mspan_jax.progress import ProgressLine
 
 SOURCES = ("div2k", "div2k_folder", "folder", "skimage", "paired")
 DATA_KEYS = {
@@ -326,18 +325,9 @@ def prepare_image(spec: PipelineSpec, name: str, target: np.ndarray, source: np.
     return TrainImage(name, target, None if source is None else np.ascontiguousarray(source))
 
 
-def _progress(done: int, total: int, start: float, what: str) -> None:
-    elapsed = time.perf_counter() - start
-    eta = elapsed / done * (total - done) if done else float("nan")
-    end = "\n" if done == total else ""
-    print(f"\r{what}: {done}/{total} images, {elapsed:.0f}s elapsed, ETA {eta:.0f}s", end=end,
-          file=sys.stderr, flush=True)
-
-
 def load_train_images(spec: PipelineSpec, verbose: bool = True) -> list[TrainImage]:
     """Decodes this process's shard once (threads), in a fixed order; raises if nothing is usable."""
-    start = time.perf_counter()
-    what = f"decoding {spec.source} shard {spec.process_index + 1}/{spec.process_count}"
+    what = f"decoding {spec.source} shard {spec.process_index + 1}/{spec.process_count}:"
     if spec.source == "div2k":
         raw = list(_div2k_tfds_items(spec))
         with ThreadPoolExecutor(spec.num_workers) as pool:
@@ -353,11 +343,11 @@ def load_train_images(spec: PipelineSpec, verbose: bool = True) -> list[TrainIma
             return None if item is None else prepare_image(spec, *item)
 
         images = []
+        progress = ProgressLine(len(loaders), what, enabled=verbose)
         with ThreadPoolExecutor(spec.num_workers) as pool:
-            for k, image in enumerate(pool.map(work, loaders), start=1):
+            for image in pool.map(work, loaders):
                 images.append(image)
-                if verbose and (k == len(loaders) or k % 25 == 0):
-                    _progress(k, len(loaders), start, what)
+                progress.update("images")
     kept = [im for im in images if im is not None]
     if not kept:
         raise ValueError(f"config.data.source={spec.source!r}: every training image was skipped "
