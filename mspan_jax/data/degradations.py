@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mspan_jax.data.imresize import bicubic_downscale, modcrop
+from mspan_jax.data.imresize import bicubic_downscale, modcrop, round_uint8
 
 DEGRADATIONS = ("BI", "BD", "DN")
 BD_KERNEL_SIZE = 7
@@ -44,11 +44,6 @@ def _check_scale(scale: int) -> None:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
 
 
-def _quantize(x: np.ndarray) -> np.ndarray:
-    """float (0..255 units) -> uint8 with MATLAB rounding (half away from zero) and clipping."""
-    return np.clip(np.floor(x + 0.5), 0, 255).astype(np.uint8)
-
-
 def gaussian_kernel_1d(size: int = BD_KERNEL_SIZE, sigma: float = BD_SIGMA) -> np.ndarray:
     """Normalized 1-D Gaussian taps; their outer product is `fspecial('gaussian', size, sigma)`."""
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
@@ -65,7 +60,7 @@ def gaussian_blur(img: np.ndarray, size: int = BD_KERNEL_SIZE, sigma: float = BD
     h, w = img.shape[:2]
     rows = sum(k[i] * x[i:i + h] for i in range(size))  # vertical pass, keeps the padded width
     out = sum(k[i] * rows[:, i:i + w] for i in range(size))
-    return _quantize(out)
+    return round_uint8(out)
 
 
 def bicubic(hr: np.ndarray, scale: int) -> np.ndarray:
@@ -97,7 +92,7 @@ def bicubic_noise(hr: np.ndarray, scale: int, sigma: float = DN_SIGMA,
     """DN: BI, then Gaussian noise of std `sigma` (0..255 units) from `seed`, rounded, clipped, uint8."""
     lr = bicubic(hr, scale)
     rng = np.random.default_rng(seed)
-    return _quantize(lr.astype(np.float64) + sigma * rng.standard_normal(lr.shape))
+    return round_uint8(lr.astype(np.float64) + sigma * rng.standard_normal(lr.shape))
 
 
 def add_gaussian_noise(img: np.ndarray, sigma: float | Sequence[float], rng: np.random.Generator,
@@ -123,7 +118,7 @@ def add_gaussian_noise(img: np.ndarray, sigma: float | Sequence[float], rng: np.
     shape = (*img.shape[:2], 1) if gray else img.shape
     noise = rng.standard_normal(shape)
     if img.dtype == np.uint8:
-        return _quantize(img.astype(np.float64) + std * noise)
+        return round_uint8(img.astype(np.float64) + std * noise)
     return img.astype(np.float32) + np.float32(std / 255.0) * noise.astype(np.float32)
 
 

@@ -46,7 +46,7 @@ def contributions(in_length: int, out_length: int, scale: float,
     return weights[:, keep], indices[:, keep]
 
 
-def _round_uint8(x: np.ndarray) -> np.ndarray:
+def round_uint8(x: np.ndarray) -> np.ndarray:
     """MATLAB's double -> uint8: round half away from zero, saturate."""
     return np.clip(np.floor(x + 0.5), 0, 255).astype(np.uint8)
 
@@ -104,7 +104,7 @@ def imresize(img: np.ndarray, scale: float | None = None,
     for axis in order:
         out = _resize_axis(out, axis, out_shape[axis], scales[axis])
         if is_uint8:
-            out = _round_uint8(out).astype(np.float64)
+            out = round_uint8(out).astype(np.float64)
     return out.astype(np.uint8) if is_uint8 else out
 
 

@@ -40,7 +40,7 @@ import numpy as np
 from mspan_jax.data.builders.paired_folders import pair_files, read_pair
 from mspan_jax.data.degradations import DEGRADATIONS, add_gaussian_noise, degrade
 from mspan_jax.data.images import ImageReadError, list_images, read_image
-from mspan_jax.data.imresize import bicubic_downscale, modcrop
+from mspan_jax.data.imresize import bicubic_downscale, modcrop, round_uint8
 from mspan_jax.data.sample_images import sample_images
 from mspan_jax.progress import ProgressLine
 
@@ -290,7 +290,7 @@ def _div2k_tfds_items(spec: PipelineSpec) -> Iterator[tuple[str, np.ndarray, np.
 def _to_gray(img: np.ndarray) -> np.ndarray:
     """MATLAB rgb2gray (ITU-R BT.601 luma), uint8 (H, W, 1)."""
     y = img.astype(np.float64) @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
-    return np.clip(np.floor(y + 0.5), 0, 255).astype(np.uint8)[..., None]
+    return round_uint8(y)[..., None]
 
 
 def prepare_image(spec: PipelineSpec, name: str, target: np.ndarray, source: np.ndarray | None,
