@@ -79,3 +79,16 @@ def tiny_model_config(name: str = "mspan", scale: int = 2, **overrides: object):
         cfg.update(num_features=8, num_blocks=2, num_units=2)
     cfg.update(overrides)
     return cfg
+
+
+def read_tensorboard(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, str, object]]]:
+    """`{tag: [(step, plugin name, numpy value), ...]}` of a log directory, read by TensorBoard's own
+    loader (EventAccumulator), so a test sees what the dashboards see."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return {tag: [(event.step, accumulator.SummaryMetadata(tag).plugin_data.plugin_name,
+                   tensor_util.make_ndarray(event.tensor_proto)) for event in accumulator.Tensors(tag)]
+            for tag in accumulator.Tags()["tensors"]}

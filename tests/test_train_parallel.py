@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from conftest import subprocess_env, tiny_train_config_source
+from conftest import read_tensorboard, subprocess_env, tiny_train_config_source
 
 from mspan_jax.train import loop
 from mspan_jax.train.checkpoint import load_latest_state
@@ -31,15 +31,8 @@ TINY_CONFIG = tiny_train_config_source(
 
 def _losses(workdir: Path) -> dict[int, float]:
     """train/loss per step from the run's TensorBoard events."""
-    import tensorflow as tf
-
-    out = {}
-    for path in sorted((workdir / loop.TENSORBOARD_DIR).iterdir()):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                if value.tag == "train/loss":
-                    out[event.step] = float(tf.make_ndarray(value.tensor))
-    return out
+    events = read_tensorboard(workdir / loop.TENSORBOARD_DIR)
+    return {step: float(value) for step, _, value in events["train/loss"]}
 
 
 def _max_diff(a, b) -> float:

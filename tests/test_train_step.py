@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import read_tensorboard
 
 from mspan_jax.config_base import sr_config
 from mspan_jax.models.registry import get_model
@@ -116,24 +117,27 @@ def test_unknown_loss_is_rejected_by_the_loop_config_check():
 
 
 def test_summary_writer_events_are_readable(tmp_path):
-    import tensorflow as tf
+    import io
 
-    writer = SummaryWriter(str(tmp_path))
+    from PIL import Image
+
+    crops = np.arange(2 * 4 * 12 * 3, dtype=np.uint8).reshape(2, 4, 12, 3)
+    writer = SummaryWriter(str(tmp_path / "tb"))
     writer.scalar("train/loss", 0.25, 3)
-    writer.image("eval/crops", np.zeros((2, 4, 12, 3), np.uint8), 3)
-    writer.text("config", "hello", 0)
+    writer.scalar("train/loss", 0.125, 5)
+    writer.image("eval/crops", crops, 3)
+    writer.text("config", "hello \u00e9", 0)
     writer.close()
-    seen = {}
-    for path in tmp_path.iterdir():
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                seen[value.tag] = (event.step, value.metadata.plugin_data.plugin_name,
-                                   tf.make_ndarray(value.tensor))
-    assert seen["train/loss"][:2] == (3, "scalars")
-    np.testing.assert_allclose(seen["train/loss"][2], 0.25)
-    step, plugin, tensor = seen["eval/crops"]
+    seen = read_tensorboard(tmp_path / "tb")
+    assert [(step, plugin) for step, plugin, _ in seen["train/loss"]] == [(3, "scalars"), (5, "scalars")]
+    assert seen["train/loss"][1][2].dtype == np.float32
+    np.testing.assert_allclose([value for *_, value in seen["train/loss"]], [0.25, 0.125])
+    [(step, plugin, tensor)] = seen["eval/crops"]
     assert (step, plugin) == (3, "images") and list(tensor[:2]) == [b"12", b"4"] and len(tensor) == 4
-    assert seen["config"][1] == "text"
+    for png, crop in zip(tensor[2:], crops, strict=True):
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), crop)
+    [(step, plugin, text)] = seen["config"]
+    assert (step, plugin, text.item().decode("utf-8")) == (0, "text", "hello \u00e9")
 
 
 def test_warm_start_loads_a_converted_checkpoint(tmp_path):
