@@ -29,6 +29,19 @@ def require_shared(relative: str) -> Path:
     return path
 
 
+def require_torch():
+    """The torch module, for tests that compare with PyTorch; skips when it is not installed, fails
+    when MSPAN_REQUIRE_SHARED=1 (CI installs `.[test]`, so a proof test can never skip there)."""
+    try:
+        import torch
+    except ImportError:
+        if os.environ.get("MSPAN_REQUIRE_SHARED") == "1":
+            pytest.fail("torch is not installed and MSPAN_REQUIRE_SHARED=1 requires it "
+                        "(pip install -e .[test])")
+        pytest.skip("torch is not installed")
+    return torch
+
+
 @pytest.fixture
 def set5_dir() -> Path:
     """../shared/data/Set5 (HR/ and LR_bicubic/X{2,3,4}/)."""

@@ -1,17 +1,24 @@
-"""Reading PyTorch weight files into `dict[str, np.ndarray]` without unpickling code.
+"""Reading PyTorch weight files into `dict[str, np.ndarray]` without PyTorch and without running code.
 
-`.safetensors` files are read with `safetensors.numpy` (no torch needed); anything else is read
-with `torch.load(..., map_location="cpu", weights_only=True)`, which handles both the legacy
-(pre-1.6) serialization, e.g. the official IMDN files saved from CUDA, and the zip format.
+`.safetensors` files are read with `safetensors.numpy`; `.pth`/`.pt` files, in both torch.save
+formats (the zip format of PyTorch >= 1.6 and the legacy pickle stream, e.g. the official IMDN files
+saved from CUDA), through an allow-list unpickler that rebuilds only dicts, OrderedDicts, tensors and
+storages, into numpy arrays of the stored dtype (bfloat16 as `ml_dtypes.bfloat16`). Any other global
+in the pickle is refused, before it is imported, as a code-bearing object.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import os
+import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import ml_dtypes
 import numpy as np
 
 # Keys under which common training scripts nest the state_dict (tried in this order).
@@ -40,28 +47,206 @@ def strip_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# PyTorch storage classes -> the numpy dtype of their elements. bfloat16 stays bfloat16
+# (ml_dtypes, JAX's own; exact), and conversion casts every parameter to float32 afterwards.
+STORAGE_DTYPES: dict[str, np.dtype] = {
+    "DoubleStorage": np.dtype(np.float64), "FloatStorage": np.dtype(np.float32),
+    "HalfStorage": np.dtype(np.float16), "BFloat16Storage": np.dtype(ml_dtypes.bfloat16),
+    "LongStorage": np.dtype(np.int64), "IntStorage": np.dtype(np.int32),
+    "ShortStorage": np.dtype(np.int16), "CharStorage": np.dtype(np.int8),
+    "ByteStorage": np.dtype(np.uint8), "BoolStorage": np.dtype(np.bool_),
+}
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
+_LEGACY_PROTOCOL = 1001
+
+
+class _CodeBearing(pickle.UnpicklingError):
+    """The pickle names a global outside the allow-list."""
+
+
+class _Damaged(pickle.UnpicklingError):
+    """The pickle is well formed but its tensors do not fit their storages."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _StorageType:
+    name: str
+    dtype: np.dtype
+
+
+@dataclasses.dataclass
+class _Storage:
+    """One storage: `numel` elements of `dtype`; `data` is filled when its bytes are read."""
+    key: str
+    dtype: np.dtype
+    numel: int
+    data: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _TensorRef:
+    """A tensor to cut from its storage once every storage is read (the legacy format stores the
+    bytes after the pickle)."""
+    storage: _Storage
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *_: Any) -> _TensorRef:
+    """torch._utils._rebuild_tensor(_v2) for a storage, offset, size and stride (the rest, i.e.
+    requires_grad, backward hooks and metadata, does not change the values)."""
+    if not isinstance(storage, _Storage):
+        raise _Damaged(f"a tensor built from a {type(storage).__name__}, not a storage")
+    ints = (storage_offset, *tuple(size), *tuple(stride))
+    if not all(isinstance(v, int) and v >= 0 for v in ints) or len(tuple(size)) != len(tuple(stride)):
+        raise _Damaged(f"a tensor with offset {storage_offset!r}, size {size!r}, stride {stride!r}")
+    return _TensorRef(storage, storage_offset, tuple(size), tuple(stride))
+
+
+def _rebuild_parameter(data: Any, *_: Any) -> Any:
+    """torch._utils._rebuild_parameter(_with_state): an nn.Parameter is its tensor."""
+    return data
+
+
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    **{(module, name): _StorageType(name, dtype)
+       for module in ("torch", "torch.cuda") for name, dtype in STORAGE_DTYPES.items()},
+}
+
+
+class _StateDictUnpickler(pickle.Unpickler):
+    """Rebuilds only dicts, OrderedDicts, tensors and storages; any other global is refused before
+    it is imported, so no code in the file ever runs."""
+
+    def __init__(self, file: IO[bytes], storages: dict[str, _Storage], read_storage: Any = None):
+        super().__init__(file)
+        self._storages = storages
+        self._read_storage = read_storage
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise _CodeBearing(f"global {module}.{name}") from None
+
+    def persistent_load(self, pid: Any) -> _Storage:
+        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
+            kind = pid[0] if isinstance(pid, tuple) and pid else type(pid).__name__
+            raise _CodeBearing(f"persistent object {kind!r}")
+        storage_type, key, _location, numel, *view = pid[1:]
+        if not isinstance(storage_type, _StorageType) or not isinstance(numel, int) or numel < 0:
+            raise _Damaged(f"storage record {pid[:5]!r}")
+        if view and view[0] is not None:
+            raise _Damaged("storage views (files of PyTorch < 0.4) are not supported")
+        key = str(key)
+        if key not in self._storages:
+            storage = _Storage(key, storage_type.dtype, numel)
+            if self._read_storage is not None:
+                storage.data = self._read_storage(storage)
+            self._storages[key] = storage
+        return self._storages[key]
+
+
+def _materialize(obj: Any) -> Any:
+    """The unpickled object with every tensor cut out of its storage as a numpy array (a copy,
+    so tensors sharing a storage stay independent)."""
+    if isinstance(obj, _TensorRef):
+        data = obj.storage.data
+        if data is None:
+            raise _Damaged(f"storage {obj.storage.key} has no data")
+        if 0 in obj.size:
+            return np.zeros(obj.size, data.dtype)
+        last = obj.offset + sum((n - 1) * s for n, s in zip(obj.size, obj.stride, strict=True))
+        if last >= data.size:
+            raise _Damaged(f"a tensor reaches element {last} of storage {obj.storage.key}, which "
+                           f"holds {data.size}")
+        strides = tuple(s * data.itemsize for s in obj.stride)
+        return np.lib.stride_tricks.as_strided(data[obj.offset:], obj.size, strides).copy()
+    if isinstance(obj, dict):
+        return type(obj)((k, _materialize(v)) for k, v in obj.items())
+    if isinstance(obj, list | tuple):
+        return type(obj)(_materialize(v) for v in obj)
+    return obj
+
+
+def _native(raw: bytes, dtype: np.dtype, numel: int, big_endian: bool) -> np.ndarray:
+    array = np.frombuffer(raw, dtype.newbyteorder(">") if big_endian else dtype, count=numel)
+    return array.astype(dtype) if big_endian else array
+
+
+def _load_zip(path: Path) -> Any:
+    """torch.save's zip format (PyTorch >= 1.6): `<prefix>/data.pkl` + `<prefix>/data/<key>`."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        pickles = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
+        if len(pickles) != 1:
+            raise _Damaged(f"a zip without exactly one data.pkl ({len(pickles)} found)")
+        prefix = pickles[0][: -len("data.pkl")]
+        big_endian = (prefix + "byteorder" in names
+                      and archive.read(prefix + "byteorder").strip() == b"big")
+
+        def read_storage(storage: _Storage) -> np.ndarray:
+            raw = archive.read(f"{prefix}data/{storage.key}")
+            if len(raw) < storage.numel * storage.dtype.itemsize:
+                raise _Damaged(f"storage {storage.key} holds {len(raw)} bytes, fewer than its "
+                               f"{storage.numel} elements")
+            return _native(raw, storage.dtype, storage.numel, big_endian)
+
+        with archive.open(pickles[0]) as f:
+            obj = _StateDictUnpickler(f, {}, read_storage).load()
+    return _materialize(obj)
+
+
+def _load_legacy(path: Path) -> Any:
+    """torch.save's legacy format (`_use_new_zipfile_serialization=False`, PyTorch < 1.6): pickles
+    of the magic number, protocol and system info, the object, the storage keys; then each
+    storage's bytes as an int64 element count and the elements."""
+    storages: dict[str, _Storage] = {}
+    with open(path, "rb") as f:
+        header = [_StateDictUnpickler(f, storages).load() for _ in range(3)]
+        magic, protocol, sys_info = header
+        if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL or not isinstance(sys_info, dict):
+            raise _Damaged("not the legacy torch.save header (magic number, protocol 1001)")
+        big_endian = not sys_info.get("little_endian", True)
+        obj = _StateDictUnpickler(f, storages).load()
+        keys = _StateDictUnpickler(f, storages).load()
+        if not isinstance(keys, list) or set(map(str, keys)) != set(storages):
+            raise _Damaged("the storage key list does not match the tensors")
+        for key in map(str, keys):
+            storage = storages[key]
+            count = int.from_bytes(f.read(8), "big" if big_endian else "little")
+            raw = f.read(count * storage.dtype.itemsize)
+            if count != storage.numel or len(raw) != count * storage.dtype.itemsize:
+                raise _Damaged(f"storage {key}: {len(raw)} bytes for {storage.numel} elements")
+            storage.data = _native(raw, storage.dtype, count, big_endian)
+    return _materialize(obj)
+
+
 def _load_torch(path: Path) -> Any:
-    try:
-        import torch
-    except ImportError:
-        raise ConversionError(f"{path}: reading PyTorch files needs torch; run "
-                              "`pip install -e .[torch]` or convert the file to .safetensors") from None
+    """A .pth/.pt file (zip or legacy format) unpickled through the allow-list, tensors as numpy."""
     with open(path, "rb") as f:
         head = f.read(4)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+    if head.startswith(b"PK\x03\x04"):
+        loader = _load_zip
+    elif head[:1] == b"\x80":
+        loader = _load_legacy
+    else:
         raise ConversionError(f"{path}: not a PyTorch checkpoint (neither the zip nor the legacy pickle "
                               "format); expected a .pth/.pt file or a .safetensors file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError (truncated), ...
-        text = str(e)
-        if "Unsupported global" in text:
-            raise ConversionError(f"{path}: holds pickled Python objects besides tensors; refusing to "
-                                  "unpickle code (save a plain state_dict instead)") from None
-        detail = text.split("WeightsUnpickler error:", 1)[-1].strip() or text
-        detail = detail.splitlines()[0][:200] if detail.strip() else ""
+        return loader(path)
+    except _CodeBearing as e:
+        raise ConversionError(f"{path}: holds code-bearing objects ({e}), not only tensors and "
+                              "dicts; refusing to unpickle it (save a plain state_dict)") from None
+    except Exception as e:  # UnpicklingError, EOFError (truncated), BadZipFile, KeyError, ...
         raise ConversionError(f"{path}: not a readable PyTorch checkpoint, truncated or damaged "
-                              f"({type(e).__name__}: {detail})") from None
+                              f"({_first_line(e)})") from None
 
 
 def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -86,17 +271,8 @@ def _unwrap(obj: Any, path: Path) -> Mapping[str, Any]:
 
 
 def _to_numpy(value: Any) -> np.ndarray | None:
-    """A tensor or array as a numpy array (bfloat16 widened to float32); None for other values."""
-    if isinstance(value, np.ndarray):
-        return value
-    if hasattr(value, "detach") and hasattr(value, "dtype"):  # a torch.Tensor
-        import torch
-
-        tensor = value.detach().cpu()
-        if tensor.dtype == torch.bfloat16:
-            tensor = tensor.float()
-        return tensor.numpy()
-    return None
+    """A tensor (already a numpy array) as is; None for other values."""
+    return value if isinstance(value, np.ndarray) else None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -1,0 +1,140 @@
+"""The PyTorch-free .pth reader (mspan_jax.convert.torch_io) against torch.load(weights_only=True):
+the official legacy IMDN file, files written here in both formats and several dtypes, views with
+offsets and strides, shared storages, and files carrying code."""
+
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+
+import ml_dtypes
+import numpy as np
+import pytest
+from conftest import require_torch
+
+from mspan_jax.convert import ConversionError, read_state_dict
+from mspan_jax.convert.torch_io import STORAGE_DTYPES
+
+FORMATS = pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "zip"])
+
+
+def reference(torch, path) -> dict[str, np.ndarray]:
+    """torch.load(weights_only=True) of a flat state_dict, `module.` stripped, as numpy (bfloat16 as
+    ml_dtypes.bfloat16, bit for bit)."""
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    out = {}
+    for key, tensor in loaded.items():
+        tensor = tensor.detach()
+        if tensor.dtype == torch.bfloat16:
+            array = tensor.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        else:
+            array = tensor.numpy()
+        out[key.removeprefix("module.")] = array
+    return out
+
+
+def assert_same(read: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    assert sorted(read) == sorted(expected)
+    for key, want in expected.items():
+        assert read[key].dtype == want.dtype and read[key].shape == want.shape, key
+        assert read[key].tobytes() == want.tobytes(), key  # bit for bit, in C order
+
+
+def test_official_imdn_x4_equals_torch_load(imdn_x4_weights):
+    """The legacy, CUDA-saved official file with DataParallel's `module.` prefix."""
+    torch = require_torch()
+    read = read_state_dict(imdn_x4_weights)
+    assert len(read) == 92 and all(v.dtype == np.float32 for v in read.values())
+    assert_same(read, reference(torch, imdn_x4_weights))
+
+
+@FORMATS
+def test_dtypes_equal_torch_load(tmp_path, legacy):
+    torch = require_torch()
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(3, 5, generator=gen)
+    state = {"fp32": base, "fp16": base.half(), "bf16": base.bfloat16(), "fp64": base.double(),
+             "int64": torch.arange(7), "uint8": torch.arange(5, dtype=torch.uint8),
+             "bool": base > 0, "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4)}
+    path = tmp_path / "dtypes.pth"
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+    read = read_state_dict(path)
+    assert read["bf16"].dtype == ml_dtypes.bfloat16 and read["fp16"].dtype == np.float16
+    assert_same(read, reference(torch, path))
+    assert {str(d) for d in STORAGE_DTYPES.values()} >= {str(v.dtype) for v in read.values()}
+
+
+@FORMATS
+def test_views_and_shared_storages_equal_torch_load(tmp_path, legacy):
+    torch = require_torch()
+    base = torch.arange(48, dtype=torch.float32).reshape(4, 12)
+    state = {
+        "base": base,
+        "transposed": base.t(),                     # strides (1, 12)
+        "every_other": base[:, ::2],                # stride 2
+        "offset_block": base[1:3, 4:9],             # storage offset 16, non-contiguous
+        "expanded": base[0, :3].expand(5, 3),       # stride 0
+        "permuted": base.reshape(2, 2, 3, 4).permute(3, 0, 2, 1),
+        "own": torch.ones(2, 2),
+        "param": torch.nn.Parameter(base[2].clone()),  # rebuilt through _rebuild_parameter
+    }
+    path = tmp_path / "views.pth"
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+    read = read_state_dict(path)
+    expected = {k: v.detach().numpy() for k, v in state.items()}
+    assert_same(read, expected)
+    assert_same(read, reference(torch, path))
+    read["base"][:] = -1  # arrays are copies: a write to one does not show in another
+    assert read["transposed"][0, 1] == 12
+
+
+def _legacy_stream(*objects) -> bytes:
+    """A legacy-format torch.save stream (magic, protocol, sys info, object), written without torch."""
+    header = (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True})
+    return b"".join(pickle.dumps(o, protocol=2) for o in (*header, *objects))
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_code_bearing_objects_are_refused_naming_the_global(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pth"
+    path.write_bytes(_legacy_stream({"weight": _RunsCode()}, []))
+    with pytest.raises(ConversionError) as info:
+        read_state_dict(path)
+    message = str(info.value)
+    assert "holds code-bearing objects" in message and f"global {os.system.__module__}.system" in message
+    assert "\n" not in message and not (tmp_path / "pwned").exists()
+
+
+def test_code_bearing_objects_in_a_zip_file_are_refused(tmp_path, monkeypatch):
+    torch = require_torch()
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil_zip.pth"
+    torch.save({"weight": torch.zeros(2), "hook": _RunsCode()}, path)
+    refused = f"code-bearing objects .global {os.system.__module__}.system"
+    with pytest.raises(ConversionError, match=refused):
+        read_state_dict(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+@FORMATS
+def test_a_tensor_beyond_its_storage_is_refused_not_read(tmp_path, legacy):
+    """Sizes and strides come from the file: one that reaches past its storage must not read memory."""
+    torch = require_torch()
+    storage = torch.zeros(6).untyped_storage()
+
+    class Overreaching:
+        def __reduce__(self):
+            typed = torch.storage.TypedStorage(wrap_storage=storage, dtype=torch.float32, _internal=True)
+            return (torch._utils._rebuild_tensor_v2,
+                    (typed, 2, (4, 3), (3, 1), False, collections.OrderedDict()))
+
+    path = tmp_path / "w.pth"
+    torch.save({"w": Overreaching()}, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(ConversionError, match="damaged .*reaches element 13 of storage .*which holds 6"):
+        read_state_dict(path)
