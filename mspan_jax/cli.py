@@ -10,10 +10,14 @@ from typing import NoReturn
 
 from absl import app, flags, logging
 
+from mspan_jax.extras import MissingExtraError
+
 # Errors that mean "the input is wrong", reported as one line without a traceback.
-# The package's own error classes (ImageReadError, CheckpointError, ...) subclass ValueError.
+# The package's own error classes (ImageReadError, CheckpointError, ...) subclass ValueError;
+# MissingExtraError names the pyproject extra a feature needs.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError,
-                                                 NotADirectoryError, IsADirectoryError)
+                                                 NotADirectoryError, IsADirectoryError,
+                                                 MissingExtraError)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -22,6 +22,7 @@ from ml_collections import config_flags
 from mspan_jax import cli
 from mspan_jax.config_base import MODEL_DEFAULTS, model_config
 from mspan_jax.convert import convert_state_dict, read_state_dict
+from mspan_jax.extras import require
 from mspan_jax.params_io import check_writable, save_params
 
 VERIFY_TOLERANCE = 1e-4
@@ -57,17 +58,16 @@ def main(argv: Sequence[str]) -> None:
     cfg = resolve_model_config()
     out = Path(_OUT.value)
     check_writable(out, overwrite=_OVERWRITE.value)
+    if _VERIFY.value:
+        require("torch", "--verify (it runs the PyTorch reference model)")
     state_dict = read_state_dict(_SRC.value)
     n_params = sum(int(np.size(v)) for v in state_dict.values())
     print(f"read {len(state_dict)} tensors ({n_params:,} parameters) from {_SRC.value}")
     variables = convert_state_dict(cfg, state_dict)
     print(f"converted to {cfg['name']} x{cfg['scale']} (num_features={cfg['num_features']})")
     if _VERIFY.value:
-        try:
-            from mspan_jax.convert.torch_reference import max_abs_difference
-        except ImportError:
-            raise ValueError("--verify runs the PyTorch reference model and needs torch; run "
-                             "`pip install -e .[torch]`") from None
+        from mspan_jax.convert.torch_reference import max_abs_difference
+
         diff = max_abs_difference(cfg, state_dict, variables, VERIFY_INPUT_HW)
         h, w = VERIFY_INPUT_HW
         print(f"verify: max |flax - torch| = {diff:.3g} on a random 1x{cfg['in_channels']}x{h}x{w} "

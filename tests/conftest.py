@@ -6,6 +6,7 @@ Tests that need it skip on an outside machine, but FAIL when MSPAN_REQUIRE_SHARE
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -29,17 +30,28 @@ def require_shared(relative: str) -> Path:
     return path
 
 
-def require_torch():
-    """The torch module, for tests that compare with PyTorch; skips when it is not installed, fails
-    when MSPAN_REQUIRE_SHARED=1 (CI installs `.[test]`, so a proof test can never skip there)."""
+def require_extra(module: str, extra: str):
+    """`import module` of an optional extra; skips (also at module level) when it is not installed,
+    FAILS when MSPAN_REQUIRE_SHARED=1 (CI installs `.[test]`, which holds every extra, so a proof
+    test can never skip there)."""
     try:
-        import torch
+        return importlib.import_module(module)
     except ImportError:
+        message = f"{module} is not installed (pip install -e '.[{extra}]')"
         if os.environ.get("MSPAN_REQUIRE_SHARED") == "1":
-            pytest.fail("torch is not installed and MSPAN_REQUIRE_SHARED=1 requires it "
-                        "(pip install -e .[test])")
-        pytest.skip("torch is not installed")
-    return torch
+            pytest.fail(message + " and MSPAN_REQUIRE_SHARED=1 requires it", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+
+
+def require_torch():
+    """The torch module, for tests that compare with PyTorch (see `require_extra`)."""
+    return require_extra("torch", "torch")
+
+
+def require_tfds():
+    """tensorflow_datasets, with the TensorFlow its builders need (see `require_extra`)."""
+    require_extra("tensorflow", "tfds")
+    return require_extra("tensorflow_datasets", "tfds")
 
 
 @pytest.fixture

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
+from conftest import require_tfds
 from PIL import Image
 
-from mspan_jax.data import datasets
-from mspan_jax.data.builders import benchmarks, paired_folders
+from mspan_jax.data import datasets, pairs
 from mspan_jax.data.degradations import blur_downsample
 from mspan_jax.data.imresize import bicubic_downscale, modcrop
+
+tfds = require_tfds()
+from mspan_jax.data.builders import benchmarks  # noqa: E402
 
 
 def _rgb(h: int, w: int, seed: int) -> np.ndarray:
@@ -101,7 +103,7 @@ def test_skimage_holdout_pairs():
 
 
 def test_pair_key_matches_rain_and_sidd_names():
-    key = paired_folders.pair_key
+    key = pairs.pair_key
     assert key(Path("rain-001.png")) == key(Path("norain-001.png")) == "001"
     assert key(Path("s1/NOISY_SRGB_010.PNG")) == key(Path("s1/GT_SRGB_010.PNG")) == "s1/srgb_010"
     assert key(Path("raindrop_3.png")) == "raindrop_3"  # only whole tokens are role words

@@ -12,26 +12,30 @@ import os
 from pathlib import Path
 
 import numpy as np
-import tensorflow_datasets as tfds
 
-from mspan_jax.data.builders.benchmarks import BENCHMARKS, SCALES, find_hr_folder
-from mspan_jax.data.builders.paired_folders import PAIRED_CONFIGS, SPLITS, PairedFolders
 from mspan_jax.data.degradations import DEGRADATIONS, add_gaussian_noise, degrade, seed_for_name
 from mspan_jax.data.imresize import modcrop
-from mspan_jax.data.pairs import EvalPair
+from mspan_jax.data.pairs import PAIRED_CONFIGS, SPLITS, EvalPair
 from mspan_jax.data.sample_images import sample_images
+from mspan_jax.extras import require
 
-EVAL_SETS = (*BENCHMARKS, "skimage_holdout")
+# tensorflow_datasets and the builders are imported only where a tfds set is loaded: the core
+# install (no [tfds] extra) validates on "skimage_holdout" and evaluates image folders.
 
 
 def _check_args(name: str, scale: int, degradation: str) -> tuple[str, str]:
     key = str(name).lower()
-    if key not in EVAL_SETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {list(EVAL_SETS)}")
     deg = str(degradation).upper()
     if deg not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {degradation!r}; choose one of {list(DEGRADATIONS)}")
-    if key != "skimage_holdout" and scale not in SCALES:
+    if key == "skimage_holdout":
+        return key, deg
+    require("tfds", f"dataset {name!r} (a tfds builder; an image folder needs no extra)")
+    from mspan_jax.data.builders.benchmarks import BENCHMARKS, SCALES
+
+    if key not in BENCHMARKS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {[*BENCHMARKS, 'skimage_holdout']}")
+    if scale not in SCALES:
         raise ValueError(f"{key} is built for scales {list(SCALES)}, got scale {scale!r}")
     return key, deg
 
@@ -62,6 +66,10 @@ def load_benchmark(name: str, scale: int, degradation: str = "BI",
     data_dir, manual_dir = data_dir or None, manual_dir or None  # "" (a config's unset value) = default
     if key == "skimage_holdout":
         return skimage_holdout_pairs(scale, deg)
+    import tensorflow_datasets as tfds
+
+    from mspan_jax.data.builders.benchmarks import BENCHMARKS, find_hr_folder
+
     cls = BENCHMARKS[key]
     builder = cls(data_dir=None if data_dir is None else os.fspath(Path(data_dir).expanduser()),
                   config=f"{deg.lower()}_x{scale}")
@@ -91,6 +99,11 @@ def load_paired(name: str, split: str = "test", data_dir: str | os.PathLike | No
         raise ValueError(f"unknown paired set {name!r}; choose one of {list(PAIRED_CONFIGS)}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    require("tfds", f"paired set {name!r} (a tfds builder)")
+    import tensorflow_datasets as tfds
+
+    from mspan_jax.data.builders.paired_folders import PairedFolders
+
     builder = PairedFolders(data_dir=os.fspath(Path(data_dir).expanduser()) if data_dir else None,
                             config=name)
     if not builder.is_prepared():

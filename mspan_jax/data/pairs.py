@@ -1,14 +1,25 @@
-"""LR/HR evaluation pairs from image folders (the tfds benchmark loader returns the same `EvalPair`)."""
+"""Pairs from image folders: LR/HR evaluation pairs (the tfds benchmark loader returns the same
+`EvalPair`), and the LQ/GT pairing rule of restoration folders (the `paired_folders` tfds builder and
+the training pipeline share it; docs/data.md).
+
+LQ/GT files pair by relative folder + *normalized stem*: lower-cased, with the role words `noisy, gt,
+rain, rainy, norain, clean, input, target, lq, hq` removed as whole `_`/`-`/`.`-separated tokens. So
+`rain-001.png` pairs with `norain-001.png` (Rain100L) and `NOISY_SRGB_010.PNG` with `GT_SRGB_010.PNG`
+(SIDD). A file without a partner, or a pair whose sizes differ, is skipped with a warning naming it;
+two files with the same key in one folder are an error.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from mspan_jax.data.images import IMAGE_EXTENSIONS, list_images, read_image
+from mspan_jax.data.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
 from mspan_jax.data.imresize import bicubic_downscale, modcrop
 
 
@@ -63,3 +74,60 @@ def load_folder_pairs(hr_dir: str | os.PathLike, scale: int,
                                  f"({hr.shape[1]}x{hr.shape[0]})")
         pairs.append(EvalPair(name=hr_path.stem, lr=lr, hr=hr))
     return pairs
+
+
+_ROLE_WORDS = ("noisy", "gt", "rain", "rainy", "norain", "clean", "input", "target", "lq", "hq")
+_ROLE_TOKEN = re.compile(r"(?:^|(?<=[_\-.]))(?:" + "|".join(_ROLE_WORDS) + r")(?=$|[_\-.])")
+SPLITS = ("train", "test")
+PAIRED_CONFIGS = ("sidd", "rain100l", "rain100h", "custom")
+
+
+def pair_key(relative: Path) -> str:
+    """The key that pairs an LQ file with its GT file (see the module docstring)."""
+    stem = _ROLE_TOKEN.sub("", relative.stem.lower())
+    stem = re.sub(r"[_\-.]{2,}", "_", stem).strip("_-.")
+    return (relative.parent / stem).as_posix()
+
+
+def _keyed_files(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: folder does not exist")
+    keyed: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*")):
+        hidden = path.name.startswith(".")
+        if not path.is_file() or hidden or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        key = pair_key(path.relative_to(folder))
+        if key in keyed:
+            raise ValueError(f"{path} and {keyed[key]} have the same pairing key {key!r}; rename one")
+        keyed[key] = path
+    return keyed
+
+
+def pair_files(lq_dir: str | Path, gt_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """`(key, lq_path, gt_path)` sorted by key; unmatched files are skipped with a warning naming them.
+    Raises ValueError when no pair is found."""
+    lq, gt = _keyed_files(Path(lq_dir)), _keyed_files(Path(gt_dir))
+    for key in sorted(set(lq) ^ set(gt)):
+        path = lq.get(key) or gt.get(key)
+        warnings.warn(f"skipped: {path}: no partner in {gt_dir if key in lq else lq_dir}", stacklevel=2)
+    pairs = [(key, lq[key], gt[key]) for key in sorted(set(lq) & set(gt))]
+    if not pairs:
+        raise ValueError(f"{lq_dir} and {gt_dir}: no LQ/GT pairs found (file names must match, see "
+                         "docs/data.md)")
+    return pairs
+
+
+def read_pair(lq_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both images as uint8 RGB, or None (with a warning naming the file) when unreadable or the sizes
+    differ."""
+    try:
+        lq, gt = read_image(lq_path), read_image(gt_path)
+    except ImageReadError as e:
+        warnings.warn(f"skipped: {e}", stacklevel=2)
+        return None
+    if lq.shape != gt.shape:
+        warnings.warn(f"skipped: {lq_path}: size {lq.shape[1]}x{lq.shape[0]} differs from {gt_path} "
+                      f"({gt.shape[1]}x{gt.shape[0]})", stacklevel=2)
+        return None
+    return lq, gt

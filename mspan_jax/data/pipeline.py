@@ -37,11 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from mspan_jax.data.builders.paired_folders import pair_files, read_pair
 from mspan_jax.data.degradations import DEGRADATIONS, add_gaussian_noise, degrade
 from mspan_jax.data.images import ImageReadError, list_images, read_image
 from mspan_jax.data.imresize import bicubic_downscale, modcrop, round_uint8
+from mspan_jax.data.pairs import pair_files, read_pair
 from mspan_jax.data.sample_images import sample_images
+from mspan_jax.extras import require
 from mspan_jax.progress import ProgressLine
 
 SOURCES = ("div2k", "div2k_folder", "folder", "skimage", "paired")
@@ -268,6 +269,7 @@ def _source_loaders(spec: PipelineSpec) -> list[Loader]:
 
 def _div2k_tfds_items(spec: PipelineSpec) -> Iterator[tuple[str, np.ndarray, np.ndarray | None, str]]:
     """This process's part of tfds `div2k/bicubic_x{s}` train (images 0001-0800), decoded by tf.data."""
+    require("tfds", "config.data.source='div2k' (tfds DIV2K)")
     import tensorflow_datasets as tfds
 
     config = f"bicubic_x{spec.scale if spec.scale in (2, 3, 4) else 4}"

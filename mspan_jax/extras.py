@@ -1,0 +1,29 @@
+"""Optional dependencies (the extras in pyproject.toml): one check, and one error naming the extra.
+
+The core (`pip install -e .`) trains, evaluates on image folders, upscales and converts weights with
+neither TensorFlow nor PyTorch. The tfds builders (benchmark sets, paired folders, tfds DIV2K) need
+`[tfds]`: tensorflow-datasets encodes and reads their examples through TensorFlow. The PyTorch
+reference model behind `--verify` needs `[torch]`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "tfds": ("tensorflow_datasets", "tensorflow"),
+    "torch": ("torch",),
+}
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def require(extra: str, purpose: str) -> None:
+    """Raises MissingExtraError (one line: what needs it, the missing modules, the pip command)
+    unless every module of `extra` is installed. Looks the modules up without importing them."""
+    missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingExtraError(f"{purpose}: needs the [{extra}] extra ({', '.join(missing)} not "
+                                f"installed); pip install -e '.[{extra}]'")
