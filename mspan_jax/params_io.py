@@ -178,22 +178,10 @@ def load_params(directory: str | os.PathLike, model_config: Mapping[str, Any]) -
     """Variables `{'params': ...}` (jax arrays) of a params checkpoint made for `model_config`.
 
     Raises CheckpointError (one line naming the directory) when the directory is missing, is
-    not a checkpoint, or holds another model/scale/width or a tree of other paths/shapes.
+    not a checkpoint, or holds another model/scale/width or a tree of other paths/shapes. (A
+    training workdir is read by `mspan_jax.weights.load_weights`, which dispatches to this.)
     """
     path = Path(directory).absolute()
-    # Other checkpoint kinds (e.g. a training workdir with its CheckpointManager steps) are
-    # resolved here, before the params-checkpoint reader below.
-    from mspan_jax.train import checkpoint as train_checkpoint  # lazy: train imports this module
-
-    if not (path / METADATA_FILE).exists() and train_checkpoint.is_train_workdir(path):
-        try:  # WORKDIR/best (highest validation PSNR), else the latest WORKDIR/checkpoints step
-            params = train_checkpoint.load_workdir_params(path, model_config)
-        except FileNotFoundError as e:
-            raise CheckpointError(str(e)) from None
-        mismatch = tree_mismatch(expected_variables(model_config), {"params": params})
-        if mismatch:
-            raise CheckpointError(f"{path}: training checkpoint does not fit config.model: {mismatch}")
-        return {"params": jax.tree_util.tree_map(jnp.asarray, params)}
     metadata = read_metadata(path)
     check_model_config(path, metadata["model"], model_config)
     expected = expected_variables(model_config)

@@ -24,7 +24,7 @@ from mspan_jax.data.pairs import EvalPair, load_folder_pairs
 from mspan_jax.evaluation import EvalResult, bicubic_scores, evaluate_pairs
 from mspan_jax.files import write_json_atomic
 from mspan_jax.models import get_model
-from mspan_jax.params_io import load_params
+from mspan_jax.weights import load_weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint directory (params_io).")
@@ -99,7 +99,7 @@ def main(argv: Sequence[str]) -> None:
     if json_path is not None and json_path.is_dir():
         raise ValueError(f"--json {json_path} is a folder; give a file name")
     model = get_model(config.model)
-    variables = load_params(_CHECKPOINT.value, config.model)
+    variables = load_weights(_CHECKPOINT.value, config.model)
     sets = eval_sets(config, scale)
 
     crop = int(config.eval.crop_border)

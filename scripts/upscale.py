@@ -21,8 +21,8 @@ from mspan_jax.data.images import list_images, read_image, write_image
 from mspan_jax.inference import Predictor, upscale_image
 from mspan_jax.metrics import to_uint8
 from mspan_jax.models import get_model
-from mspan_jax.params_io import load_params
 from mspan_jax.progress import ProgressLine
+from mspan_jax.weights import load_weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint directory (params_io).")
@@ -64,7 +64,7 @@ def main(argv: Sequence[str]) -> None:
         names[name] = path
 
     model = get_model(config.model)
-    variables = load_params(_CHECKPOINT.value, config.model)
+    variables = load_weights(_CHECKPOINT.value, config.model)
     predictor = Predictor(model.apply, variables, scale=scale, bucket=_BUCKET.value)
     progress = ProgressLine(len(paths), f"x{scale}")
     for name, path in names.items():

@@ -69,12 +69,12 @@ def test_killed_run_resumes_and_finishes(tmp_path, tiny_config):
     assert results["step"] == target and set(results) == {"step", "skimage_holdout", "bicubic"}
     assert (workdir / "tensorboard").is_dir()
 
-    # The workdir is also a checkpoint for evaluation (params_io.load_params reads its best params).
-    from mspan_jax.params_io import load_params
+    # The workdir is also a checkpoint for evaluation (weights.load_weights reads its best params).
+    from mspan_jax.weights import load_weights
 
     namespace: dict = {}
     exec(TINY_CONFIG, namespace)
-    variables = load_params(workdir, namespace["get_config"]().model)
+    variables = load_weights(workdir, namespace["get_config"]().model)
     assert "upsampler" in variables["params"]
 
     # Another scale in the same workdir: refused in one line, naming both.

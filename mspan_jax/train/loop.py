@@ -26,7 +26,6 @@ from mspan_jax.data.pipeline import create_train_iterator
 from mspan_jax.evaluation import bicubic_scores, evaluate_pairs
 from mspan_jax.files import write_json_atomic
 from mspan_jax.models.registry import get_model
-from mspan_jax.params_io import load_params
 from mspan_jax.train import sharding
 from mspan_jax.train.checkpoint import TrainCheckpoints
 from mspan_jax.train.state import (
@@ -38,6 +37,7 @@ from mspan_jax.train.state import (
 )
 from mspan_jax.train.step import LOSSES, train_step
 from mspan_jax.train.summary import SummaryWriter
+from mspan_jax.weights import load_weights
 
 EVAL_RESULTS_FILE = "eval_results.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -166,9 +166,10 @@ def _psnr_summary(results: Mapping[str, Any], dataset: str) -> str:
 
 
 def _initial_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
-    """Warm start from a converted checkpoint (config.train.warm_start), else a seeded init."""
+    """Warm start from a converted checkpoint or a training workdir (config.train.warm_start), else a
+    seeded init."""
     if config.train.warm_start:
-        return load_params(config.train.warm_start, config.model)["params"]
+        return load_weights(config.train.warm_start, config.model)["params"]
     return jax.jit(lambda: _seeded_params(config, model))()
 
 
