@@ -108,6 +108,12 @@ def test_evaluate_errors_are_one_line(tiny_checkpoint, hr_folder, tmp_path):
                                      directory, "--hr-dir", tmp_path / "nope", "--json",
                                      tmp_path / "s.json"), "nope")
     assert not (tmp_path / "s.json").exists()
+    tiny_folder = tmp_path / "tiny"
+    write_image(tiny_folder / "dot.png", np.zeros((1, 1, 3), np.uint8))
+    assert_one_line_error(run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
+                                     directory, "--hr-dir", tiny_folder, "--json", tmp_path / "s.json"),
+                          f"{tiny_folder / 'dot.png'}: a 1x1 image is smaller than the scale 2")
+    assert not (tmp_path / "s.json").exists()
 
 
 def test_upscale_whole_and_tiled(tiny_checkpoint, hr_folder, tmp_path):

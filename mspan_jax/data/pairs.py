@@ -62,7 +62,11 @@ def load_folder_pairs(hr_dir: str | os.PathLike, scale: int,
         lr_files = {p.name.lower(): p for p in lr_dir.iterdir() if p.is_file()}
     pairs = []
     for hr_path in hr_paths:
-        hr = modcrop(read_image(hr_path), scale)
+        hr = read_image(hr_path)
+        if min(hr.shape[:2]) < scale:
+            raise ValueError(f"{hr_path}: a {hr.shape[1]}x{hr.shape[0]} image is smaller than the scale "
+                             f"{scale}; remove it from the folder")
+        hr = modcrop(hr, scale)
         if lr_dir is None:
             lr = bicubic_downscale(hr, scale)
         else:
