@@ -4,7 +4,9 @@ Each value is a tensor summary carrying the plugin name that TensorBoard's scala
 dashboards read, exactly what `tf.summary.scalar/image/text` write: a float32 scalar, a string
 vector `[width, height, png, ...]`, a string. Records are framed by tensorboard's `RecordWriter`
 (the TFRecord format with CRCs) into `events.out.tfevents.<time>.<host>.<pid>`, synchronously, so
-`flush()` means on disk. Why `tensorboard` and not TensorFlow or tensorboardX: docs/training.md.
+`flush()` means on disk. A remote log dir (gs://, through etils.epath) gets the whole local file
+copied over it at each flush, as TensorFlow's GCS writer re-uploads its file (objects cannot be
+appended). Why `tensorboard` and not TensorFlow or tensorboardX: docs/training.md.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import io
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from etils import epath
 from PIL import Image
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
@@ -34,11 +38,13 @@ class SummaryWriter:
     """Scalars, images and text for one log directory (created if missing)."""
 
     def __init__(self, log_dir: str | os.PathLike):
-        directory = Path(log_dir)
+        directory = epath.Path(log_dir)
         directory.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}"
         self.path = directory / name
-        self._file = open(self.path, "wb")  # closed by close()
+        self._staging = None if "://" not in os.fspath(directory) else tempfile.TemporaryDirectory()
+        local = Path(self._staging.name) / name if self._staging else Path(os.fspath(self.path))
+        self._file = open(local, "wb")  # closed by close()
         self._records = RecordWriter(self._file)
         self._metadata = {
             plugin: summary_pb2.SummaryMetadata(
@@ -70,7 +76,12 @@ class SummaryWriter:
 
     def flush(self) -> None:
         self._records.flush()
+        if self._staging is not None:
+            epath.Path(self._file.name).copy(self.path, overwrite=True)
 
     def close(self) -> None:
         if not self._file.closed:
+            self.flush()
             self._records.close()
+        if self._staging is not None:
+            self._staging.cleanup()
