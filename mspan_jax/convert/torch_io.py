@@ -175,9 +175,10 @@ def _materialize(obj: Any) -> Any:
     return obj
 
 
-def _native(raw: bytes, dtype: np.dtype, numel: int, big_endian: bool) -> np.ndarray:
-    array = np.frombuffer(raw, dtype.newbyteorder(">") if big_endian else dtype, count=numel)
-    return array.astype(dtype) if big_endian else array
+def _from_bytes(raw: bytes, dtype: np.dtype, numel: int, byteorder: str) -> np.ndarray:
+    """`numel` elements of `dtype` stored in `byteorder` ("<" or ">"), in native order."""
+    array = np.frombuffer(raw, dtype.newbyteorder(byteorder), count=numel)
+    return array if array.dtype.isnative else array.astype(dtype)
 
 
 def _load_zip(path: Path) -> Any:
@@ -188,15 +189,15 @@ def _load_zip(path: Path) -> Any:
         if len(pickles) != 1:
             raise _Damaged(f"a zip without exactly one data.pkl ({len(pickles)} found)")
         prefix = pickles[0][: -len("data.pkl")]
-        big_endian = (prefix + "byteorder" in names
-                      and archive.read(prefix + "byteorder").strip() == b"big")
+        # Storages are in the saving machine's order, recorded since PyTorch 2.1 (little before).
+        big = prefix + "byteorder" in names and archive.read(prefix + "byteorder").strip() == b"big"
 
         def read_storage(storage: _Storage) -> np.ndarray:
             raw = archive.read(f"{prefix}data/{storage.key}")
             if len(raw) < storage.numel * storage.dtype.itemsize:
                 raise _Damaged(f"storage {storage.key} holds {len(raw)} bytes, fewer than its "
                                f"{storage.numel} elements")
-            return _native(raw, storage.dtype, storage.numel, big_endian)
+            return _from_bytes(raw, storage.dtype, storage.numel, ">" if big else "<")
 
         with archive.open(pickles[0]) as f:
             obj = _StateDictUnpickler(f, {}, read_storage).load()
@@ -206,25 +207,25 @@ def _load_zip(path: Path) -> Any:
 def _load_legacy(path: Path) -> Any:
     """torch.save's legacy format (`_use_new_zipfile_serialization=False`, PyTorch < 1.6): pickles
     of the magic number, protocol and system info, the object, the storage keys; then each
-    storage's bytes as an int64 element count and the elements."""
+    storage's bytes as an int64 element count and the elements, both little-endian whatever the
+    saving machine (torch's writeFileRaw converts)."""
     storages: dict[str, _Storage] = {}
     with open(path, "rb") as f:
         header = [_StateDictUnpickler(f, storages).load() for _ in range(3)]
         magic, protocol, sys_info = header
         if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL or not isinstance(sys_info, dict):
             raise _Damaged("not the legacy torch.save header (magic number, protocol 1001)")
-        big_endian = not sys_info.get("little_endian", True)
         obj = _StateDictUnpickler(f, storages).load()
         keys = _StateDictUnpickler(f, storages).load()
         if not isinstance(keys, list) or set(map(str, keys)) != set(storages):
             raise _Damaged("the storage key list does not match the tensors")
         for key in map(str, keys):
             storage = storages[key]
-            count = int.from_bytes(f.read(8), "big" if big_endian else "little")
+            count = int.from_bytes(f.read(8), "little")
             raw = f.read(count * storage.dtype.itemsize)
             if count != storage.numel or len(raw) != count * storage.dtype.itemsize:
                 raise _Damaged(f"storage {key}: {len(raw)} bytes for {storage.numel} elements")
-            storage.data = _native(raw, storage.dtype, count, big_endian)
+            storage.data = _from_bytes(raw, storage.dtype, count, "<")
     return _materialize(obj)
 
 
