@@ -51,10 +51,10 @@ def lean_env(tmp_path_factory) -> dict[str, str]:
     return env
 
 
-def run(env: dict[str, str], script: str, *args: object) -> subprocess.CompletedProcess:
+def run(env: dict[str, str], script: str, *args: object, code: int = 0) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), *map(str, args)],
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"{script}: {result.stderr[-3000:]}"
+    assert result.returncode == code, f"{script}: {result.stderr[-3000:]}"
     return result
 
 
@@ -92,6 +92,12 @@ def test_train_convert_evaluate_upscale_without_tensorflow_or_torch(lean_env, tm
     scores = json.loads((tmp_path / "set5.json").read_text())
     assert scores["Set5"]["images"] == 5
     assert scores["Set5"]["psnr"] == pytest.approx(IMDN_SET5_X4_PSNR, abs=0.005)
+    # A tfds benchmark by name needs the [tfds] extra: one line that names it, exit 2.
+    refused = run(lean_env, "evaluate.py", "--config", REPO_ROOT / "configs" / "imdn_x4.py",
+                  "--checkpoint", converted, "--datasets", "set5", code=2)
+    assert [line for line in refused.stderr.splitlines() if line.startswith("error:")] == [
+        "error: dataset 'set5' (a tfds builder; an image folder needs no extra): needs the [tfds] "
+        "extra (tensorflow_datasets, tensorflow not installed); pip install -e '.[tfds]'"]
     lr = set5_dir / "LR_bicubic" / "X4" / "birdx4.bmp"
     run(lean_env, "upscale.py", "--config", REPO_ROOT / "configs" / "imdn_x4.py", "--checkpoint",
         converted, "--input", lr, "--output", tmp_path / "sr")
