@@ -108,7 +108,7 @@ def test_train_convert_evaluate_upscale_without_tensorflow_or_torch(lean_env, tm
 
 
 def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
-    monkeypatch.setitem(extras.EXTRAS, "tfds", ("tensorflow_datasets", "no_such_module_here"))
+    monkeypatch.setitem(extras.EXTRAS, "tfds", ("json", "no_such_module_here"))
     with pytest.raises(extras.MissingExtraError) as info:
         extras.require("tfds", "dataset 'set5'")
     assert str(info.value) == ("dataset 'set5': needs the [tfds] extra (no_such_module_here not "
