@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -138,6 +139,42 @@ def test_summary_writer_events_are_readable(tmp_path):
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), crop)
     [(step, plugin, text)] = seen["config"]
     assert (step, plugin, text.item().decode("utf-8")) == (0, "text", "hello \u00e9")
+
+
+def test_summary_writer_copies_events_to_a_remote_log_dir_at_each_flush(tmp_path, monkeypatch):
+    """gs:// objects cannot be appended: events are written to a local staging file whose whole
+    content is copied over the remote one at each flush (and at close)."""
+    from mspan_jax.train import summary
+
+    bucket = tmp_path / "bucket"
+
+    class FakeGcsPath:  # the bits of epath.Path the writer uses; bytes land under `bucket`
+        def __init__(self, path: str):
+            self.uri = str(path)
+
+        def __fspath__(self) -> str:
+            return self.uri
+
+        def __truediv__(self, name: str) -> FakeGcsPath:
+            return FakeGcsPath(f"{self.uri}/{name}")
+
+        def mkdir(self, **_) -> None:
+            pass
+
+        def write_bytes(self, data: bytes) -> None:
+            local = bucket / self.uri.removeprefix("gs://b/")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(data)
+
+    monkeypatch.setattr(summary.epath, "Path", FakeGcsPath)
+    writer = SummaryWriter("gs://b/run/tb")
+    writer.scalar("train/loss", 0.5, 1)
+    writer.flush()
+    assert [v for *_, v in read_tensorboard(bucket / "run" / "tb")["train/loss"]] == [0.5]
+    writer.scalar("train/loss", 0.25, 2)
+    writer.close()
+    assert [v for *_, v in read_tensorboard(bucket / "run" / "tb")["train/loss"]] == [0.5, 0.25]
+    assert not Path(writer._file.name).exists()  # the staging copy is gone
 
 
 def test_warm_start_loads_a_converted_checkpoint(tmp_path):

@@ -77,7 +77,7 @@ class SummaryWriter:
     def flush(self) -> None:
         self._records.flush()
         if self._staging is not None:
-            epath.Path(self._file.name).copy(self.path, overwrite=True)
+            self.path.write_bytes(Path(self._file.name).read_bytes())
 
     def close(self) -> None:
         if not self._file.closed:
