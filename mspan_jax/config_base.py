@@ -52,7 +52,10 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
     config.data.noise_gray = False  # one noise field for all channels instead of colour noise
     config.data.augment = True  # random h/v flips + transpose (all 8 rot90 variants), same on LR and HR
     config.data.prefetch = 2  # batches assembled ahead by the input thread
-    config.data.num_workers = 8  # threads decoding the images once at start; min(this, 4) cut batches
+    # Processes decoding the images once at start, then assembling batches (grain; docs/data.md):
+    # -1 = one per core (at most 16), 0 = none (one thread of the training process).
+    config.data.num_workers = -1
+    config.data.cache_dir = ""  # local folder keeping the decoded images for the next run ("" = none)
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 16

@@ -70,6 +70,7 @@ def imdn_x4_weights() -> Path:
 TINY_TRAIN_SETTINGS = {
     "model.num_features": 8, "model.num_blocks": 1, "model.num_units": 1,
     "data.source": "skimage", "data.hr_patch_size": 32, "data.prefetch": 1,
+    "data.num_workers": 0,  # in-process batches: no worker start-up in every small run
     "train.batch_size": 2, "train.num_steps": 6, "train.log_every_steps": 2,
     "train.checkpoint_every_steps": 2, "train.eval_every_steps": 100,
     "eval.datasets": ("skimage_holdout",),

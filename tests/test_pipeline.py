@@ -24,12 +24,12 @@ def _save(path: Path, arr: np.ndarray) -> None:
 
 
 def _config(source: str = "folder", train_dir: Path | str = "", scale: int = 2, batch: int = 4,
-            model: str = "mspan"):
+            model: str = "mspan", workers: int = 0):
     config = sr_config(model, scale)
     config.data.source = source
     config.data.train_dir = str(train_dir)
     config.data.hr_patch_size = 8 * scale
-    config.data.num_workers = 2
+    config.data.num_workers = workers
     config.train.batch_size = batch
     return config
 
@@ -221,3 +221,79 @@ def test_div2k_tfds_source_reads_through_tfds(monkeypatch):
     assert len(images) == 5 and batch["lr"].shape == (4, 2, 2, 3) and batch["hr"].shape == (4, 4, 4, 3)
     for im in images:
         np.testing.assert_array_equal(im.source, pipeline.degrade(im.target, 2, "BD"))
+
+
+def _temp_caches() -> list[Path]:
+    """This process's temporary decoded-image files (shared memory or temp folder)."""
+    import os
+    import tempfile
+
+    return [p for folder in (Path("/dev/shm"), Path(tempfile.gettempdir())) if folder.is_dir()
+            for p in folder.glob(f"mspan_jax-decoded-{os.getpid()}-*")]
+
+
+def test_worker_processes_give_the_same_batches_and_resume_exactly(tmp_path):
+    """grain workers (2 processes: decoding, then batches) == in-process, from any start step; the
+    worker-decoded images' warnings reach this process; the shared temporary file is gone after."""
+    for k in range(3):
+        _save(tmp_path / f"im{k}.png", _rgb(24, 36, k))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="broken.png"):
+        in_process = _batches(_config("folder", tmp_path, workers=0), 6)
+    with pytest.warns(UserWarning, match="broken.png"):
+        workers = _batches(_config("folder", tmp_path, workers=2), 4, start_step=2)
+    for a, b in zip(in_process[2:], workers, strict=True):
+        np.testing.assert_array_equal(a["lr"], b["lr"])
+        np.testing.assert_array_equal(a["hr"], b["hr"])
+    assert _temp_caches() == []
+
+
+def test_decoded_cache_is_reused_and_rebuilt_when_stale_or_damaged(tmp_path, monkeypatch):
+    images = tmp_path / "images"
+    for k in range(2):
+        _save(images / f"im{k}.png", _rgb(24, 36, k))
+    config = _config("folder", images)
+    plain = _batches(config, 3)
+    config.data.cache_dir = str(tmp_path / "cache")
+    decoded = []
+    real = pipeline._load_and_prepare
+    monkeypatch.setattr(pipeline, "_load_and_prepare",
+                        lambda spec, loader: decoded.append(loader) or real(spec, loader))
+
+    def run() -> list[dict[str, np.ndarray]]:
+        decoded.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a valid cache is used silently
+            return _batches(config, 3)
+
+    for batches in (run(), run()):
+        for a, b in zip(plain, batches, strict=True):
+            np.testing.assert_array_equal(a["hr"], b["hr"])
+    assert decoded == []  # the second run mapped the cache instead of decoding
+    (index,) = (tmp_path / "cache").glob("*.json")
+    (data,) = (tmp_path / "cache").glob("*.u8")
+
+    raw = bytearray(data.read_bytes())
+    raw[100] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match=r"damaged \(im0 fails its CRC-32 check\); decoding"):
+        np.testing.assert_array_equal(_batches(config, 1)[0]["hr"], plain[0]["hr"])
+    assert len(decoded) == 2
+    (data,) = (tmp_path / "cache").glob("*.u8")  # rebuilt; the damaged file is gone
+    data.write_bytes(data.read_bytes()[:-10])
+    with pytest.warns(UserWarning, match=r"damaged \(.*\.u8 is \d+ bytes, expected \d+ bytes\)"):
+        _batches(config, 1)
+
+    _save(images / "im2.png", _rgb(24, 36, 2))  # the source changed: stale
+    with pytest.warns(UserWarning, match=r"stale \(built for other inputs, num_inputs\)"):
+        _batches(config, 1)
+    config.data.hr_patch_size = 12
+    with pytest.warns(UserWarning, match=r"stale \(built for other hr_patch\)"):
+        _batches(config, 1)
+    assert len(list((tmp_path / "cache").glob("*.u8"))) == 1
+
+    index.write_text("my notes")  # not ours: refused, not overwritten
+    with pytest.raises(ValueError, match=r"\.json: not a decoded-image cache of mspan_jax .*"
+                                         r"delete it or set config.data.cache_dir") as e:
+        _batches(config, 1)
+    assert "\n" not in str(e.value) and index.read_text() == "my notes"

@@ -24,6 +24,7 @@ def tiny_config(scale: int = 4):
     config.data.source = "skimage"
     config.data.hr_patch_size = 8 * scale
     config.data.prefetch = 1
+    config.data.num_workers = 0  # in-process batches (grain workers: tests/test_pipeline.py)
     config.train.batch_size = 2
     config.train.num_steps = NUM_STEPS
     config.train.learning_rate = 1e-3

@@ -3,10 +3,11 @@
 Design (docs/data.md, "Training pipeline"):
 
 * **Decode once.** This process's shard of the training images is decoded (and, when the LR is made
-  on the fly, degraded) once, in parallel threads, into an in-memory uint8 cache; every later patch is
-  a slice of it. PNG decoding of 2K images therefore never runs during training. Memory: about
-  H*W*3*(1 + 1/s^2) bytes per image, ~7 GB for all 800 DIV2K x4 training images on one host,
-  divided by the number of processes.
+  on the fly, degraded) once, by the worker processes, into a uint8 cache (`decoded_cache.py`): in
+  memory, or one memory-mapped file that every worker maps instead of copying, optionally kept in
+  `config.data.cache_dir` so that a restarted run does not decode again. Every later patch is a slice
+  of it. Memory: about H*W*3*(1 + 1/s^2) bytes per image, ~7 GB for all 800 DIV2K x4 training images
+  on one host, divided by the number of processes.
 * **Random access by step.** Sample `j` of step `k` on process `p` uses image `perm_e[i % n]` with
   `i = k * B_local + j`, `e = i // n` and `perm_e` a permutation of the shard seeded by
   `(seed, p, e)` (every image once per epoch), and its crop / flips / rot90 / noise come from an RNG
@@ -14,9 +15,10 @@ Design (docs/data.md, "Training pipeline"):
   and `start_step=k` starts there without touching the first k batches.
 * **Sharding.** Process `p` of `P` keeps a contiguous, even slice of the sorted image list (tfds'
   `even_splits` rule; `tfds.split_for_jax_process` for the tfds `div2k` source): disjoint, covering.
-* **Prefetch.** A background thread keeps `config.data.prefetch` batches ready; up to 4 worker threads
-  (`min(num_workers, 4)`) assemble consecutive batches in parallel, cut as uint8 and converted to
-  float32 once per batch.
+* **Workers.** grain: a `MapDataset` over step indices mapped to `batch(k)`, assembled by
+  `config.data.num_workers` processes (`mp_prefetch`; 0 = one thread of this process; -1 = one per
+  core), each `config.data.prefetch` batches ahead. Worker i builds steps i, i + N, ...; grain hands
+  them back in step order, so any worker count gives the same batches.
 
 Sources (`config.data.source`): "div2k" (tfds), "div2k_folder" (DIV2K_train_HR [+ LR_bicubic]),
 "folder" (any HR images), "skimage" (bundled photos), "paired" (LQ/GT folders, restoration).
@@ -24,19 +26,30 @@ Sources (`config.data.source`): "div2k" (tfds), "div2k_folder" (DIV2K_train_HR [
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import queue
+import functools
+import json
+import os
 import re
 import threading
+import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import grain
 import numpy as np
 
+from mspan_jax.data.decoded_cache import (
+    CacheWriter,
+    DecodedImages,
+    DiskCache,
+    TrainImage,
+    fingerprint,
+    temporary_cache_path,
+)
 from mspan_jax.data.degradations import DEGRADATIONS, add_gaussian_noise, degrade
 from mspan_jax.data.images import ImageReadError, list_images, read_image
 from mspan_jax.data.imresize import bicubic_downscale, modcrop, round_uint8
@@ -48,8 +61,9 @@ from mspan_jax.progress import ProgressLine
 SOURCES = ("div2k", "div2k_folder", "folder", "skimage", "paired")
 DATA_KEYS = {
     "source", "data_dir", "train_dir", "manual_dir", "hr_patch_size", "degradation", "noise_sigma",
-    "noise_sigma_range", "noise_gray", "image_range", "augment", "prefetch", "num_workers",
+    "noise_sigma_range", "noise_gray", "image_range", "augment", "prefetch", "num_workers", "cache_dir",
 }
+MAX_AUTO_WORKERS = 16  # num_workers=-1 starts one worker per core, at most this many
 Batch = dict[str, np.ndarray]
 
 
@@ -73,6 +87,7 @@ class PipelineSpec:
     augment: bool
     prefetch: int
     num_workers: int
+    cache_dir: str
     data_dir: str
     train_dir: str
     image_range: tuple[int, int]
@@ -157,10 +172,26 @@ def resolve_spec(config: Any, process_index: int | None = None, process_count: i
         restoration=restoration, degradation=degradation, noise_sigma=sigma,
         noise_gray=bool(get("noise_gray", False)), gray_output=in_channels == 1,
         augment=bool(get("augment", True)), prefetch=_as_int(get("prefetch", 2), "data.prefetch", 1),
-        num_workers=_as_int(get("num_workers", 8), "data.num_workers", 1),
-        data_dir=str(get("data_dir", "") or ""), train_dir=train_dir,
+        num_workers=resolve_workers(get("num_workers", -1)),
+        cache_dir=str(get("cache_dir", "") or ""), data_dir=str(get("data_dir", "") or ""),
+        train_dir=train_dir,
         image_range=(int(image_range[0]), int(image_range[1])),
     )
+
+
+def host_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(value: Any) -> int:
+    """`config.data.num_workers`: -1 -> one per core (at most MAX_AUTO_WORKERS), 0 -> in-process."""
+    if value == -1:
+        return min(host_cores(), MAX_AUTO_WORKERS)
+    return _as_int(value, "data.num_workers", 0)
 
 
 # ----------------------------------------------------------------------------- sharding
@@ -179,20 +210,10 @@ def shard(items: Sequence[Any], process_index: int, process_count: int) -> list[
 
 
 # ----------------------------------------------------------------------------- decoded-once images
-@dataclasses.dataclass(frozen=True)
-class TrainImage:
-    """One decoded training image: `target` (HR / GT) and `source` (LR / LQ) uint8, aligned so that
-    `source.shape[:2] * scale == target.shape[:2]`. `source` is None when it is made per patch
-    (restoration by synthetic noise)."""
-
-    name: str
-    target: np.ndarray
-    source: np.ndarray | None
-
-
 # A loader returns (name, target uint8, premade source uint8 | None, origin for messages: the file),
-# or None to skip (it warned).
-Loader = Callable[[], "tuple[str, np.ndarray, np.ndarray | None, str] | None"]
+# or None to skip (it warned). Loaders are sent to the decoding worker processes and name their inputs
+# (`inputs()`) for the decoded-image cache's key.
+LoadedItem = "tuple[str, np.ndarray, np.ndarray | None, str] | None"
 
 
 def _read_or_skip(path: Path) -> np.ndarray | None:
@@ -203,25 +224,56 @@ def _read_or_skip(path: Path) -> np.ndarray | None:
         return None
 
 
-def _hr_loader(path: Path, lr_path: Path | None = None) -> Loader:
-    def load():
-        hr = _read_or_skip(path)
-        lr = None if hr is None or lr_path is None else _read_or_skip(lr_path)
-        if hr is None or (lr_path is not None and lr is None):
+def _file_stamp(path: Path | None) -> list:
+    if path is None:
+        return []
+    st = path.stat()
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+@dataclasses.dataclass(frozen=True)
+class _HRLoader:
+    path: Path
+    lr_path: Path | None = None
+
+    def __call__(self) -> LoadedItem:
+        hr = _read_or_skip(self.path)
+        lr = None if hr is None or self.lr_path is None else _read_or_skip(self.lr_path)
+        if hr is None or (self.lr_path is not None and lr is None):
             return None
-        return path.stem, hr, lr, str(path)
-    return load
+        return self.path.stem, hr, lr, str(self.path)
+
+    def inputs(self) -> list:
+        return _file_stamp(self.path) + _file_stamp(self.lr_path)
 
 
-def _array_loader(name: str, img: np.ndarray) -> Loader:
-    return lambda: (name, img, None, f"skimage.data {name}")
+@dataclasses.dataclass(frozen=True)
+class _ArrayLoader:
+    name: str
+    img: np.ndarray
+
+    def __call__(self) -> LoadedItem:
+        return self.name, self.img, None, f"skimage.data {self.name}"
+
+    def inputs(self) -> list:
+        return [self.name, list(self.img.shape), zlib.crc32(np.ascontiguousarray(self.img).data)]
 
 
-def _paired_loader(key: str, lq_path: Path, gt_path: Path) -> Loader:
-    def load():
-        pair = read_pair(lq_path, gt_path)
-        return None if pair is None else (key, pair[1], pair[0], f"{lq_path} / {gt_path}")
-    return load
+@dataclasses.dataclass(frozen=True)
+class _PairedLoader:
+    key: str
+    lq_path: Path
+    gt_path: Path
+
+    def __call__(self) -> LoadedItem:
+        pair = read_pair(self.lq_path, self.gt_path)
+        return None if pair is None else (self.key, pair[1], pair[0], f"{self.lq_path} / {self.gt_path}")
+
+    def inputs(self) -> list:
+        return [self.key] + _file_stamp(self.lq_path) + _file_stamp(self.gt_path)
+
+
+Loader = _HRLoader | _ArrayLoader | _PairedLoader
 
 
 _DIV2K_NAME = re.compile(r"^(\d{4})$")
@@ -246,7 +298,7 @@ def _div2k_folder_loaders(spec: PipelineSpec) -> list[Loader]:
             if lr_path is None:
                 raise FileNotFoundError(f"{lr_dir}: no LR image for {path.name} "
                                         f"(expected {path.stem}x{spec.scale}.png)")
-        loaders.append(_hr_loader(path, lr_path))
+        loaders.append(_HRLoader(path, lr_path))
     if not loaders:
         raise ValueError(f"{hr_dir}: no DIV2K images numbered {first:04d}-{last:04d} "
                          "(names like 0001.png; see docs/data.md)")
@@ -256,19 +308,19 @@ def _div2k_folder_loaders(spec: PipelineSpec) -> list[Loader]:
 def _source_loaders(spec: PipelineSpec) -> list[Loader]:
     """All loaders of the source in a fixed order (sorted names), before sharding."""
     if spec.source == "skimage":
-        return [_array_loader(name, img) for name, img in sample_images("train")]
+        return [_ArrayLoader(name, img) for name, img in sample_images("train")]
     if spec.source == "folder":
-        return [_hr_loader(p) for p in list_images(Path(spec.train_dir).expanduser())]
+        return [_HRLoader(p) for p in list_images(Path(spec.train_dir).expanduser())]
     if spec.source == "div2k_folder":
         return _div2k_folder_loaders(spec)
     if spec.source == "paired":
         root = Path(spec.train_dir).expanduser()
-        return [_paired_loader(k, lq, gt) for k, lq, gt in pair_files(root / "LQ", root / "GT")]
+        return [_PairedLoader(k, lq, gt) for k, lq, gt in pair_files(root / "LQ", root / "GT")]
     raise AssertionError(spec.source)
 
 
-def _div2k_tfds_items(spec: PipelineSpec) -> Iterator[tuple[str, np.ndarray, np.ndarray | None, str]]:
-    """This process's part of tfds `div2k/bicubic_x{s}` train (images 0001-0800), decoded by tf.data."""
+def _div2k_tfds(spec: PipelineSpec) -> tuple[Any, str, str]:
+    """(builder, this process's split, config name) of tfds `div2k/bicubic_x{s}` train (0001-0800)."""
     require("tfds", "config.data.source='div2k' (tfds DIV2K)")
     import tensorflow_datasets as tfds
 
@@ -281,6 +333,14 @@ def _div2k_tfds_items(spec: PipelineSpec) -> Iterator[tuple[str, np.ndarray, np.
             "config.data.source='div2k_folder'; see docs/data.md")
     split = tfds.split_for_jax_process("train", process_index=spec.process_index,
                                        process_count=spec.process_count)
+    return builder, str(split), config
+
+
+def _div2k_tfds_items(spec: PipelineSpec, builder: Any, split: str, config: str
+                      ) -> Iterator[tuple[str, np.ndarray, np.ndarray | None, str]]:
+    """The examples of `split`, decoded by tf.data (in parallel, in TensorFlow's threads)."""
+    import tensorflow_datasets as tfds
+
     use_lr = spec.degradation == "BI" and not spec.restoration and spec.scale in (2, 3, 4)
     dataset = builder.as_dataset(split=split, shuffle_files=False)
     for k, example in enumerate(tfds.as_numpy(dataset)):
@@ -327,35 +387,147 @@ def prepare_image(spec: PipelineSpec, name: str, target: np.ndarray, source: np.
     return TrainImage(name, target, None if source is None else np.ascontiguousarray(source))
 
 
-def load_train_images(spec: PipelineSpec, verbose: bool = True) -> list[TrainImage]:
-    """Decodes this process's shard once (threads), in a fixed order; raises if nothing is usable."""
+def _prepare_recorded(spec: PipelineSpec, item: LoadedItem) -> tuple[Any, list]:
+    """`prepare_image` of a loaded item, with the warnings it raised returned (as (message, category)
+    pairs) instead of shown, so that a worker process can hand them to the training process."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = None if item is None else prepare_image(spec, *item)
+    found = None if image is None else (image.name, image.target, image.source)
+    return found, [(str(w.message), w.category) for w in caught]
+
+
+def _load_and_prepare(spec: PipelineSpec, loader: Loader) -> tuple[Any, list]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        item = loader()
+    found, messages = _prepare_recorded(spec, item)
+    return found, [(str(w.message), w.category) for w in caught] + messages
+
+
+def _worker_init(index: int, count: int) -> None:
+    """Runs first in every grain worker: exit when the training process is gone (killed by SIGKILL,
+    say) instead of lingering as an orphan that holds memory."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="mspan-orphan-watch").start()
+
+
+def _mark_flags_parsed() -> None:
+    """grain reads absl flags; outside an absl app (tests, argparse scripts) they are not parsed yet."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def _in_workers(dataset: grain.MapDataset, workers: int, buffer: int) -> grain.IterDataset:
+    """`dataset` read in order, its elements made by `workers` processes (0: one thread here)."""
+    iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=buffer))
+    if workers == 0:
+        return iterable
+    _mark_flags_parsed()
+    return iterable.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=buffer),
+        worker_init_fn=_worker_init)
+
+
+def _decoded_items(spec: PipelineSpec, loaders: Sequence[Loader] | None, tfds_source: Any
+                   ) -> Iterator[tuple[Any, list]]:
+    """(prepared image or None, warnings) per input, in input order."""
+    if loaders is None:  # tfds: tf.data decodes in its own threads; degradation (if any) here
+        for item in _div2k_tfds_items(spec, *tfds_source):
+            yield _prepare_recorded(spec, item)
+        return
+    work = functools.partial(_load_and_prepare, spec)
+    workers = min(spec.num_workers, len(loaders))
+    if workers == 0:
+        yield from map(work, loaders)
+        return
+    iterator = iter(_in_workers(grain.MapDataset.source(list(loaders)).map(work), workers, 1))
+    try:
+        yield from iterator
+    finally:
+        iterator.close()
+
+
+def _cache_key(spec: PipelineSpec, inputs: list) -> dict[str, Any]:
+    """What the decoded bytes depend on (JSON-normalised, as the index stores it)."""
+    key = dict(source=spec.source, scale=spec.scale, hr_patch=spec.lr_patch * spec.scale,
+               degradation=spec.degradation, restoration=spec.restoration, gray=spec.gray_output,
+               shard=[spec.process_index, spec.process_count], image_range=list(spec.image_range),
+               inputs=fingerprint(inputs), num_inputs=len(inputs))
+    return json.loads(json.dumps(key))
+
+
+def load_train_images(spec: PipelineSpec, verbose: bool = True) -> DecodedImages:
+    """Decodes this process's shard once, in a fixed order, with `spec.num_workers` processes; raises
+    if nothing is usable. The images are file-backed (shareable with worker processes) when there are
+    workers or a `cache_dir`; a valid cache in `cache_dir` is mapped instead of decoding."""
     what = f"decoding {spec.source} shard {spec.process_index + 1}/{spec.process_count}:"
+    loaders: list[Loader] | None = None
+    tfds_source = None
     if spec.source == "div2k":
-        raw = list(_div2k_tfds_items(spec))
-        with ThreadPoolExecutor(spec.num_workers) as pool:
-            images = list(pool.map(lambda r: prepare_image(spec, *r), raw))
+        tfds_source = _div2k_tfds(spec)
+        builder, split, _ = tfds_source
+        inputs = [builder.name, str(builder.version), str(builder.data_dir), split]
+        try:
+            total = int(builder.info.splits[split].num_examples)
+        except (KeyError, ValueError, TypeError):
+            total = 0
     else:
         loaders = shard(_source_loaders(spec), spec.process_index, spec.process_count)
         if not loaders:
             raise ValueError(f"config.data.source={spec.source!r}: process {spec.process_index} of "
                              f"{spec.process_count} has no images (fewer images than processes)")
+        inputs, total = [loader.inputs() for loader in loaders], len(loaders)
 
-        def work(loader: Loader) -> TrainImage | None:
-            item = loader()
-            return None if item is None else prepare_image(spec, *item)
+    cache = None
+    if spec.cache_dir:
+        tag = (f"{spec.source}-x{spec.scale}-{spec.degradation.lower()}"
+               f"-p{spec.process_index + 1}of{spec.process_count}")
+        cache = DiskCache(spec.cache_dir, tag, _cache_key(spec, inputs))
+        found = cache.open(verbose)
+        if found is not None:
+            return found
+        writer: CacheWriter | None = cache.writer()
+    elif spec.num_workers:
+        writer = CacheWriter(temporary_cache_path(), temporary=True)
+    else:
+        writer = None
 
-        images = []
-        progress = ProgressLine(len(loaders), what, enabled=verbose)
-        with ThreadPoolExecutor(spec.num_workers) as pool:
-            for image in pool.map(work, loaders):
-                images.append(image)
-                progress.update("images")
-    kept = [im for im in images if im is not None]
-    if not kept:
-        raise ValueError(f"config.data.source={spec.source!r}: every training image was skipped "
-                         f"(see the warnings above; need images of at least "
-                         f"{spec.lr_patch * spec.scale}px per side)")
-    return kept
+    kept: list[TrainImage] = []  # in memory (no writer)
+    written = 0
+    progress = ProgressLine(total, what, enabled=verbose and total > 0)
+    try:
+        for found, messages in _decoded_items(spec, loaders, tfds_source):
+            for message, category in messages:
+                warnings.warn(message, category, stacklevel=2)
+            progress.update("images")
+            if found is None:
+                continue
+            image = TrainImage(*found)
+            if writer is not None:
+                writer.add(image)
+                written += 1
+            else:
+                kept.append(image)
+        if not kept and not written:
+            raise ValueError(f"config.data.source={spec.source!r}: every training image was skipped "
+                             f"(see the warnings above; need images of at least "
+                             f"{spec.lr_patch * spec.scale}px per side)")
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is None:
+        return DecodedImages(kept)
+    return cache.commit(writer) if cache is not None else writer.finish()
 
 
 # ----------------------------------------------------------------------------- patches and batches
@@ -375,7 +547,9 @@ class BatchSampler:
     """Batch `k` of this process as a pure function of (seed, process, k) over the decoded images."""
 
     def __init__(self, spec: PipelineSpec, images: Sequence[TrainImage]):
-        self.spec, self.images = spec, list(images)
+        # DecodedImages pickle as (file, layout): worker processes map the images, not copy them.
+        self.spec = spec
+        self.images = images if isinstance(images, DecodedImages) else DecodedImages(images)
         self._perms: dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -428,57 +602,40 @@ class BatchSampler:
         return {"lr": lr, "hr": hr}
 
 
+_LAST_STEP = 2**62  # the step dataset is "endless": training stops long before
+
+
 class TrainIterator(Iterator[Batch]):
-    """Yields `sampler.batch(k)` for k = start_step, start_step + 1, ... in order, assembled by
-    `threads` worker threads (NumPy copies release the GIL) up to `prefetch` batches ahead.
-    `close()` stops the workers; an error in one re-raises on `next()`."""
+    """Yields `sampler.batch(k)` for k = start_step, start_step + 1, ... in order.
 
-    def __init__(self, sampler: BatchSampler, start_step: int = 0, prefetch: int = 2, threads: int = 2):
-        self.sampler, self.step, self.threads = sampler, start_step, threads
-        self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, args=(start_step,), daemon=True,
-                                        name="train-input")
-        self._thread.start()
+    grain: a MapDataset over the step numbers mapped to `sampler.batch`, assembled by `workers`
+    processes (`mp_prefetch`, worker i makes steps start + i, start + i + N, ...) or, with 0, by one
+    thread of this process; each keeps `prefetch` batches ready. The workers unpickle the sampler, so
+    they map the decoded images' file instead of copying them. `close()` stops them; an error in a
+    worker re-raises on `next()`."""
 
-    def _produce(self, step: int) -> None:
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="train-batch") as pool:
-            pending: collections.deque = collections.deque()
-            while not self._stop.is_set():
-                try:
-                    while len(pending) < self.threads:
-                        pending.append(pool.submit(self.sampler.batch, step))
-                        step += 1
-                    item: Any = pending.popleft().result()
-                except RuntimeError as e:  # interpreter shutting down: the pool takes no more work
-                    if "shutdown" in str(e):
-                        return
-                    item = e
-                except BaseException as e:  # handed to the consumer
-                    item = e
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if isinstance(item, BaseException):
-                    self._stop.set()
-            for future in pending:
-                future.cancel()
+    def __init__(self, sampler: BatchSampler, start_step: int = 0, prefetch: int = 2, workers: int = 0):
+        self.sampler, self.step, self.workers = sampler, start_step, workers
+        steps = grain.MapDataset.range(start_step, _LAST_STEP).map(sampler.batch)
+        self._iterator = iter(_in_workers(steps, workers, prefetch))
+        self._received = 0
 
     def __next__(self) -> Batch:
-        if self._stop.is_set() and self._queue.empty():
+        if self._iterator is None:
             raise StopIteration
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            self.close()
-            raise item
+        batch = self._iterator.__next__()
         self.step += 1
-        return item
+        self._received += 1
+        if self._received == self.workers:  # every worker has mapped the images by now
+            self.sampler.images.release_temporary()
+        return batch
 
     def close(self) -> None:
-        self._stop.set()
+        iterator, self._iterator = getattr(self, "_iterator", None), None
+        if iterator is not None and hasattr(iterator, "close"):
+            iterator.close()
+        if hasattr(self, "sampler"):
+            self.sampler.images.release_temporary()
 
     def __del__(self) -> None:
         self.close()
@@ -503,11 +660,11 @@ def create_train_iterator(config: Any, *, start_step: int = 0, process_index: in
     spec = resolve_spec(config, process_index, process_count)
     images = load_train_images(spec, verbose=verbose)
     return TrainIterator(BatchSampler(spec, images), int(start_step), spec.prefetch,
-                         threads=min(spec.num_workers, 4))
+                         workers=spec.num_workers)
 
 
 __all__ = [
-    "SOURCES", "BatchSampler", "PipelineSpec", "TrainImage", "TrainIterator", "augment_pair",
-    "create_train_iterator", "load_train_images", "prepare_image", "resolve_spec", "shard",
-    "shard_bounds",
+    "SOURCES", "BatchSampler", "DecodedImages", "PipelineSpec", "TrainImage", "TrainIterator",
+    "augment_pair", "create_train_iterator", "load_train_images", "prepare_image", "resolve_spec",
+    "shard", "shard_bounds",
 ]
