@@ -37,6 +37,7 @@ from mspan_jax.train.state import (
 )
 from mspan_jax.train.step import LOSSES, train_step
 from mspan_jax.train.summary import SummaryWriter
+from mspan_jax.train.workdir_lock import WorkdirLock
 from mspan_jax.weights import load_weights
 
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -207,6 +208,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     workdir_path = prepare_workdir(workdir)
     is_chief = jax.process_index() == 0
     log = print if is_chief else (lambda *a, **k: None)
+    # One run per workdir: process 0 holds its lock until the run ends (a second run is refused).
+    lock = WorkdirLock(workdir_path) if is_chief and _is_local(workdir_path) else None
+    took_over = lock.acquire() if lock is not None else None
+    if took_over:
+        log(took_over)
 
     # Until the loop starts, a failure removes a workdir this call created (no partial output).
     batches: Iterator[Mapping[str, np.ndarray]] | None = None
@@ -263,6 +269,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     except BaseException:
         if hasattr(batches, "close"):
             batches.close()
+        if lock is not None:
+            lock.release()
         if fresh and jax.process_index() == 0:
             workdir_path.rmtree(missing_ok=True)
         raise
@@ -363,4 +371,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         checkpoints.close()
         if writer is not None:
             writer.close()
+        if lock is not None:
+            lock.release()
     return last_results
