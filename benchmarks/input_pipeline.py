@@ -1,11 +1,23 @@
-"""Does the training input pipeline keep up with training? Patches/s of `create_train_iterator`
-next to the patches/s a jitted full-size MSPAN x4 train step (L1, Adam) consumes at the same batch,
-both measured in this run on this machine. Target: pipeline >= 3x the train step.
+"""Does the training input pipeline keep up with training, and scale with the cores? Patches/s of
+`create_train_iterator` at each worker count (0 = in-process, 1, 2, 4, ... up to the cores), next to
+the patches/s a jitted full-size MSPAN x4 train step (L1, Adam) consumes at the same batch, all
+measured in this run on this machine; then the memory of all processes together at each worker count.
 
-    python benchmarks/input_pipeline.py [--json] [--images 8] [--batches 100] [--steps 3]
+    python benchmarks/input_pipeline.py [--json] [--images 8] [--batches 200] [--rounds 3] [--steps 3]
+                                        [--memory-images 100]
 
 The pipeline reads a folder of synthetic 2K-class PNGs written to a temp dir (source "folder", LR made
-by BI on the fly), so decoding and degradation are real; the decode-once start-up is reported apart.
+by BI on the fly), so decoding and degradation are real; the decode-once start-up (all workers) and
+the restart from `config.data.cache_dir` are reported apart. Worker counts are timed in interleaved
+rounds (median reported), each after its workers started and filled their buffers, because the
+machine may be shared. Targets: 2 workers >= 1.5x the patches/s of 0 workers; pipeline >= 3x the
+train step; memory with N workers <= 1.3x that of 0 workers.
+
+Memory: `--memory-images` random 2040x1356 images (DIV2K-sized; 800 would be all of DIV2K, ~7 GB)
+are put in the decoded cache without decoding, 100 batches are cut, and /proc/<pid>/smaps_rollup is
+summed over the training process and its workers. RSS counts a page shared by k processes k times;
+PSS splits it among them, so the PSS sum is the memory of all processes together (the training process
+maps the whole cache, so every cache page is counted exactly once).
 """
 
 from __future__ import annotations
@@ -13,6 +25,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -24,8 +38,15 @@ import numpy as np
 from scipy import ndimage
 
 from mspan_jax.config_base import sr_config
+from mspan_jax.data.decoded_cache import CacheWriter, DecodedImages, TrainImage, temporary_cache_path
 from mspan_jax.data.images import write_image
-from mspan_jax.data.pipeline import create_train_iterator
+from mspan_jax.data.pipeline import (
+    BatchSampler,
+    TrainIterator,
+    create_train_iterator,
+    host_cores,
+    resolve_spec,
+)
 from mspan_jax.models.registry import get_model
 from mspan_jax.train.state import create_optimizer, create_train_state, learning_rate_schedule
 from mspan_jax.train.step import train_step
@@ -39,20 +60,104 @@ def synthetic_photo(h: int, w: int, seed: int) -> np.ndarray:
     return np.clip(base + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
-def measure_pipeline(config, folder: Path, batches: int) -> dict[str, float]:
+def worker_counts(cores: int) -> list[int]:
+    """0, 1, 2, 4, ... up to the cores (and the cores themselves)."""
+    counts, n = [0, 1], 2
+    while n < cores:
+        counts.append(n)
+        n *= 2
+    return sorted(set(counts + [cores]))
+
+
+def _patches_per_s(it, batches: int, batch_size: int, workers: int, prefetch: int) -> float:
+    for _ in range(max(1, workers) * prefetch + 3):  # workers started, buffers full: steady state
+        next(it)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def measure_pipeline(config, folder: Path, cache: Path, batches: int, rounds: int, counts: list[int]
+                     ) -> dict:
+    """Decode-once start-up, restart from the cache, then patches/s per worker count (median)."""
     config.data.source, config.data.train_dir = "folder", str(folder)
+    config.data.cache_dir = str(cache)
     start = time.perf_counter()
     with create_train_iterator(config, process_index=0, process_count=1, verbose=False) as it:
         next(it)
         startup = time.perf_counter() - start
-        for _ in range(3):  # let the prefetch queue reach steady state
-            next(it)
-        start = time.perf_counter()
-        for _ in range(batches):
-            next(it)
-        elapsed = time.perf_counter() - start
-    return {"startup_s": startup,
-            "pipeline_patches_per_s": batches * config.train.batch_size / elapsed}
+    start = time.perf_counter()
+    with create_train_iterator(config, process_index=0, process_count=1, verbose=False) as it:
+        next(it)
+        restart = time.perf_counter() - start
+    speeds: dict[int, list[float]] = {n: [] for n in counts}
+    for _ in range(rounds):
+        for n in counts:
+            config.data.num_workers = n
+            with create_train_iterator(config, process_index=0, process_count=1, verbose=False) as it:
+                speeds[n].append(_patches_per_s(it, batches, config.train.batch_size, n,
+                                                config.data.prefetch))
+    return {"startup_s": startup, "restart_from_cache_s": restart,
+            "scaling": [{"workers": n, "patches_per_s": statistics.median(v),
+                         "patches_per_s_rounds": v} for n, v in speeds.items()]}
+
+
+def _smaps(pid: int) -> dict[str, int]:
+    """Rss / Pss of a process in bytes, from /proc/<pid>/smaps_rollup."""
+    values = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss"):
+            values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+def _process_tree(pid: int) -> list[int]:
+    children, found = {}, [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    for p in found:
+        found.extend(children.get(p, []))
+    return found
+
+
+def measure_memory(config, images: int, counts: list[int]) -> list[dict]:
+    """Summed RSS / PSS of this process and its workers with `images` 2040x1356 images cached."""
+    config.data.source, config.data.train_dir, config.data.cache_dir = "skimage", "", ""
+    rng = np.random.default_rng(0)
+    pattern = rng.integers(0, 256, (1356, 2040, 3), dtype=np.uint8)
+    s = config.model.scale
+    results = []
+    for n in counts:
+        config.data.num_workers = n
+        spec = resolve_spec(config, 0, 1)
+        rolled = (np.roll(pattern, k, axis=1) for k in range(images))
+        made = (TrainImage(f"{k:04d}", hr, hr[::s, ::s]) for k, hr in enumerate(rolled))
+        if n == 0:  # in memory, as the pipeline keeps it without workers
+            decoded = DecodedImages(list(made))
+        else:  # one temporary file in shared memory, as the pipeline makes it for workers
+            writer = CacheWriter(temporary_cache_path(), temporary=True)
+            for image in made:
+                writer.add(image)
+            decoded = writer.finish()
+        with TrainIterator(BatchSampler(spec, decoded), 0, config.data.prefetch, workers=n) as it:
+            for _ in range(100):
+                next(it)
+            for image in decoded:  # the training process maps every cache page (see the docstring)
+                int(image.target[::64, ::64].sum()) + int(image.source[::16, ::16].sum())
+            tree = _process_tree(os.getpid())
+            use = [_smaps(pid) for pid in tree if Path(f"/proc/{pid}/smaps_rollup").exists()]
+        decoded.release_temporary()
+        results.append({"workers": n, "processes": len(use), "cache_mb": decoded.nbytes / 2**20,
+                        "rss_sum_mb": sum(u["Rss"] for u in use) / 2**20,
+                        "pss_sum_mb": sum(u["Pss"] for u in use) / 2**20})
+        del decoded
+    return results
 
 
 def measure_train_step(config, steps: int) -> dict[str, float]:
@@ -84,39 +189,67 @@ def measure_train_step(config, steps: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--images", type=int, default=8, help="synthetic HR images (1020x1356 each)")
-    parser.add_argument("--batches", type=int, default=100, help="pipeline batches timed")
+    parser.add_argument("--images", type=int, default=8, help="synthetic HR images (1356x1020 each)")
+    parser.add_argument("--batches", type=int, default=200, help="pipeline batches timed per count")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the counts")
+    parser.add_argument("--max-workers", type=int, default=0, help="highest count (default: cores)")
     parser.add_argument("--steps", type=int, default=3, help="train steps timed after the first")
+    parser.add_argument("--memory-images", type=int, default=100,
+                        help="2040x1356 images in the memory test (0: skip it)")
     args = parser.parse_args()
-    if min(args.images, args.batches, args.steps) < 1:
-        print("error: --images, --batches and --steps must be >= 1", file=sys.stderr)
+    if min(args.images, args.batches, args.steps, args.rounds) < 1 or args.memory_images < 0:
+        print("error: --images, --batches, --rounds and --steps must be >= 1, --memory-images >= 0",
+              file=sys.stderr)
         sys.exit(2)
     config = sr_config("mspan", 4)  # = configs/x4.py: full-size MSPAN, batch 16, HR patch 192
+    cores = host_cores()
+    counts = worker_counts(args.max_workers or cores)
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mspan_pipeline_bench_") as tmp:
+        folder = Path(tmp) / "images"
         say(f"writing {args.images} synthetic 1356x1020 PNGs ...")
         for k in range(args.images):
-            write_image(Path(tmp) / f"{k + 1:04d}.png", synthetic_photo(1020, 1356, k))
-        say("timing the input pipeline ...")
-        result = measure_pipeline(config, Path(tmp), args.batches)
+            write_image(folder / f"{k + 1:04d}.png", synthetic_photo(1020, 1356, k))
+        say(f"timing the input pipeline at {counts} workers, {args.rounds} rounds ...")
+        result = measure_pipeline(config, folder, Path(tmp) / "cache", args.batches, args.rounds,
+                                  counts)
+    speed = {row["workers"]: row["patches_per_s"] for row in result["scaling"]}
+    default_workers = min(cores, 16)
+    result["pipeline_patches_per_s"] = speed.get(default_workers, max(speed.values()))
+    if args.memory_images:
+        say(f"memory with {args.memory_images} cached 2040x1356 images at {counts} workers ...")
+        result["memory"] = measure_memory(sr_config("mspan", 4), args.memory_images, counts)
     say(f"timing the jitted MSPAN x4 train step on {jax.devices()[0].platform} (compiling first) ...")
     result.update(measure_train_step(config, args.steps))
     result.update(
         ratio=result["pipeline_patches_per_s"] / result["train_step_patches_per_s"],
         batch_size=config.train.batch_size, lr_patch=config.data.hr_patch_size // config.model.scale,
         scale=config.model.scale, images=args.images, device=str(jax.devices()[0].device_kind),
-        target_ratio=3.0,
+        target_ratio=3.0, cores=cores, default_workers=default_workers,
+        load_average=[load_before, os.getloadavg()],
     )
+    if 2 in speed:
+        result["speedup_2_workers"] = speed[2] / speed[0]
     if args.json:
         print(json.dumps(result, sort_keys=True))
         return
-    print(f"input pipeline : {result['pipeline_patches_per_s']:10.1f} patches/s "
-          f"(decode-once start-up {result['startup_s']:.1f} s for {args.images} images)")
-    print(f"train step     : {result['train_step_patches_per_s']:10.1f} patches/s "
+    print(f"decode-once start-up: {result['startup_s']:.1f} s for {args.images} images "
+          f"({default_workers} workers); restart from cache_dir: {result['restart_from_cache_s']:.1f} s")
+    for row in result["scaling"]:
+        print(f"input pipeline, {row['workers']:2d} workers: {row['patches_per_s']:10.1f} patches/s "
+              f"({row['patches_per_s'] / speed[0]:.2f}x of 0 workers)")
+    for row in result.get("memory", []):
+        print(f"memory, {row['workers']:2d} workers: PSS sum {row['pss_sum_mb']:7.0f} MB "
+              f"({row['pss_sum_mb'] / result['memory'][0]['pss_sum_mb']:.2f}x of 0 workers), "
+              f"RSS sum {row['rss_sum_mb']:7.0f} MB, {row['processes']} processes, "
+              f"cache {row['cache_mb']:.0f} MB")
+    print(f"train step          : {result['train_step_patches_per_s']:10.1f} patches/s "
           f"({result['train_step_s']:.2f} s/step at batch {config.train.batch_size}, "
           f"{result['device']})")
     verdict = "OK" if result["ratio"] >= 3 else "BELOW TARGET"
-    print(f"ratio          : {result['ratio']:10.1f}x  (target >= 3x: {verdict})")
+    print(f"ratio               : {result['ratio']:10.1f}x  (target >= 3x: {verdict})")
+    print(f"load average (1, 5, 15 min) before / after: {load_before} / {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -84,8 +84,8 @@ def test_same_seed_same_batches_and_resume_without_replay(tmp_path, monkeypatch)
     assert not np.array_equal(_batches(config, 1)[0]["hr"], first[0]["hr"])
     config.seed = 0
     built = []
-    original = pipeline.BatchSampler.batch
-    monkeypatch.setattr(pipeline.BatchSampler, "batch",
+    original = pipeline.BatchSampler.patches
+    monkeypatch.setattr(pipeline.BatchSampler, "patches",
                         lambda self, step: built.append(step) or original(self, step))
     resumed = _batches(config, 2, start_step=3)
     np.testing.assert_array_equal(resumed[0]["hr"], first[3]["hr"])

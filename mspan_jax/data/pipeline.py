@@ -586,20 +586,33 @@ class BatchSampler:
             lr_out[...] = lr
         return rng
 
-    def batch(self, step: int) -> Batch:
-        """`{"lr", "hr"}` float32 in [0, 1] (a noisy restoration input may leave [0, 1] slightly)."""
+    def patches(self, step: int) -> Batch:
+        """Batch `step` as cut: `{"lr", "hr"}` uint8 (a quarter of float32's bytes to move between
+        processes), except the noisy restoration input, float32 (it may leave [0, 1] slightly)."""
         spec = self.spec
         b, p, s, c = spec.batch_local, spec.lr_patch, spec.scale, 1 if spec.gray_output else 3
         lr_u8 = np.empty((b, p, p, c), np.uint8)
         hr_u8 = np.empty((b, p * s, p * s, c), np.uint8)
         rngs = [self.fill(step, j, lr_u8[j], hr_u8[j]) for j in range(b)]
-        hr = np.multiply(hr_u8, np.float32(1 / 255), dtype=np.float32)
         if spec.restoration and self.images[0].source is None:  # LQ = GT + Gaussian noise (float)
+            hr = to_float(hr_u8)
             lr = np.stack([add_gaussian_noise(hr[j], spec.noise_sigma, rngs[j], gray=spec.noise_gray)
                            for j in range(b)])
-        else:
-            lr = np.multiply(lr_u8, np.float32(1 / 255), dtype=np.float32)
-        return {"lr": lr, "hr": hr}
+            return {"lr": lr, "hr": hr_u8}
+        return {"lr": lr_u8, "hr": hr_u8}
+
+    def batch(self, step: int) -> Batch:
+        """`{"lr", "hr"}` float32 in [0, 1] (a noisy restoration input may leave [0, 1] slightly)."""
+        return batch_to_float(self.patches(step))
+
+
+def to_float(x: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1]; float32 unchanged."""
+    return x if x.dtype == np.float32 else np.multiply(x, np.float32(1 / 255), dtype=np.float32)
+
+
+def batch_to_float(batch: Batch) -> Batch:
+    return {key: to_float(value) for key, value in batch.items()}
 
 
 _LAST_STEP = 2**62  # the step dataset is "endless": training stops long before
@@ -608,16 +621,19 @@ _LAST_STEP = 2**62  # the step dataset is "endless": training stops long before
 class TrainIterator(Iterator[Batch]):
     """Yields `sampler.batch(k)` for k = start_step, start_step + 1, ... in order.
 
-    grain: a MapDataset over the step numbers mapped to `sampler.batch`, assembled by `workers`
-    processes (`mp_prefetch`, worker i makes steps start + i, start + i + N, ...) or, with 0, by one
-    thread of this process; each keeps `prefetch` batches ready. The workers unpickle the sampler, so
-    they map the decoded images' file instead of copying them. `close()` stops them; an error in a
-    worker re-raises on `next()`."""
+    grain: a MapDataset over the step numbers mapped to `sampler.patches`, cut by `workers` processes
+    (`mp_prefetch`, worker i makes steps start + i, start + i + N, ...) or, with 0, by one thread of
+    this process; each keeps `prefetch` batches ready. The uint8 patches cross to this process
+    (shared memory) and a thread here converts them to float32, `prefetch` batches ahead. The workers
+    unpickle the sampler, so they map the decoded images' file instead of copying them. `close()`
+    stops them; an error in a worker re-raises on `next()`."""
 
     def __init__(self, sampler: BatchSampler, start_step: int = 0, prefetch: int = 2, workers: int = 0):
         self.sampler, self.step, self.workers = sampler, start_step, workers
-        steps = grain.MapDataset.range(start_step, _LAST_STEP).map(sampler.batch)
-        self._iterator = iter(_in_workers(steps, workers, prefetch))
+        steps = grain.MapDataset.range(start_step, _LAST_STEP).map(sampler.patches)
+        floats = _in_workers(steps, workers, prefetch).map(batch_to_float)
+        self._iterator = iter(grain.experimental.ThreadPrefetchIterDataset(
+            floats, prefetch_buffer_size=prefetch))
         self._received = 0
 
     def __next__(self) -> Batch:
@@ -665,6 +681,6 @@ def create_train_iterator(config: Any, *, start_step: int = 0, process_index: in
 
 __all__ = [
     "SOURCES", "BatchSampler", "DecodedImages", "PipelineSpec", "TrainImage", "TrainIterator",
-    "augment_pair", "create_train_iterator", "load_train_images", "prepare_image", "resolve_spec",
-    "shard", "shard_bounds",
+    "augment_pair", "batch_to_float", "create_train_iterator", "load_train_images", "prepare_image",
+    "resolve_spec", "shard", "shard_bounds",
 ]
