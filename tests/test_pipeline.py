@@ -207,9 +207,10 @@ def test_skimage_source_gray_output():
 
 
 @pytest.mark.filterwarnings("ignore:.*not divisible by scale:UserWarning")
-def test_div2k_tfds_source_reads_through_tfds(monkeypatch):
+def test_div2k_tfds_source_reads_through_tfds(monkeypatch, tmp_path):
     """The `div2k` source on tfds' mocked div2k (random images of random sizes): decoded, degraded by BD
-    from HR, and cropped. (The mock ignores sub-splits, so sharding is covered by the folder tests.)"""
+    from HR, and cropped; into the same cache and the same grain workers as the other sources. (The
+    mock ignores sub-splits, so sharding is covered by the folder tests.)"""
     import tensorflow_datasets as tfds
 
     config = _config("div2k", scale=2, batch=4)
@@ -218,6 +219,10 @@ def test_div2k_tfds_source_reads_through_tfds(monkeypatch):
     with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
         images = load_train_images(resolve_spec(config, 0, 1), verbose=False)
         (batch,) = _batches(config, 1)
+        config.data.num_workers, config.data.cache_dir = 2, str(tmp_path)
+        (from_workers,) = _batches(config, 1)
+    np.testing.assert_array_equal(from_workers["hr"], batch["hr"])
+    assert len(list(tmp_path.glob("div2k-x2-bd-p1of1.*"))) == 2  # index + data
     assert len(images) == 5 and batch["lr"].shape == (4, 2, 2, 3) and batch["hr"].shape == (4, 4, 4, 3)
     for im in images:
         np.testing.assert_array_equal(im.source, pipeline.degrade(im.target, 2, "BD"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -174,8 +175,17 @@ class CacheWriter:
         return [start, list(array.shape)]
 
     def add(self, image: TrainImage) -> None:
-        self.entries.append({"name": image.name, "target": self._put(image.target),
-                             "source": self._put(image.source),
+        try:
+            target, source = self._put(image.target), self._put(image.source)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            self.abort()
+            raise ValueError(
+                f"{self.path.parent}: no space left for the decoded images ({self._offset >> 20} MB "
+                "written); set config.data.cache_dir to a local folder with room, or "
+                "config.data.num_workers=0 to keep them in memory") from None
+        self.entries.append({"name": image.name, "target": target, "source": source,
                              "crc32": _crc([image.target, image.source])})
 
     def finish(self) -> DecodedImages:
@@ -186,6 +196,7 @@ class CacheWriter:
         return DecodedImages.map_file(self.path, self.entries, temporary=self.temporary)
 
     def abort(self) -> None:
+        """Closes and removes the unfinished file (safe to call twice)."""
         self._file.close()
         self._tmp.unlink(missing_ok=True)
 
