@@ -137,7 +137,8 @@ def measure_memory(config, images: int, counts: list[int]) -> list[dict]:
         config.data.num_workers = n
         spec = resolve_spec(config, 0, 1)
         rolled = (np.roll(pattern, k, axis=1) for k in range(images))
-        made = (TrainImage(f"{k:04d}", hr, hr[::s, ::s]) for k, hr in enumerate(rolled))
+        made = (TrainImage(f"{k:04d}", hr, np.ascontiguousarray(hr[::s, ::s]))
+                for k, hr in enumerate(rolled))
         if n == 0:  # in memory, as the pipeline keeps it without workers
             decoded = DecodedImages(list(made))
         else:  # one temporary file in shared memory, as the pipeline makes it for workers
@@ -149,7 +150,8 @@ def measure_memory(config, images: int, counts: list[int]) -> list[dict]:
             for _ in range(100):
                 next(it)
             for image in decoded:  # the training process maps every cache page (see the docstring)
-                int(image.target[::64, ::64].sum()) + int(image.source[::16, ::16].sum())
+                for array in (image.target, image.source):
+                    int(array.reshape(-1)[::4096].sum())
             tree = _process_tree(os.getpid())
             use = [_smaps(pid) for pid in tree if Path(f"/proc/{pid}/smaps_rollup").exists()]
         decoded.release_temporary()
