@@ -302,3 +302,25 @@ def test_decoded_cache_is_reused_and_rebuilt_when_stale_or_damaged(tmp_path, mon
                                          r"delete it or set config.data.cache_dir") as e:
         _batches(config, 1)
     assert "\n" not in str(e.value) and index.read_text() == "my notes"
+
+
+def test_temporary_cache_of_a_dead_process_is_removed(tmp_path, monkeypatch):
+    """A run killed before its workers mapped the shared file leaves it behind; the next start deletes
+    it (only files of processes that are gone)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from mspan_jax.data import decoded_cache
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(decoded_cache, "_free_bytes", lambda folder: 0)  # no room in /dev/shm
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    left = tmp_path / f"mspan_jax-decoded-{int(dead.stdout)}-0000.u8"
+    mine = tmp_path / f"mspan_jax-decoded-{os.getpid()}-0000.u8"
+    left.write_bytes(b"x")
+    mine.write_bytes(b"x")
+    path = decoded_cache.temporary_cache_path(1)
+    assert path.parent == tmp_path and not left.exists() and mine.exists()
