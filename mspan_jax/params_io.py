@@ -2,11 +2,13 @@
 
 A params checkpoint is a directory with
   - `params/`     an orbax (StandardCheckpointer) checkpoint of the variables tree, and
-  - `model.json`  the format version and the `config.model` section that built the model.
+  - `model.json`  the format version, the `config.model` section that built the model, and a
+                  content hash of every array (`mspan_jax.checksums`).
 
 Loading checks the recorded model config and the tree's structure and shapes against the
 config it is asked to load into, so a checkpoint of another model, scale or width fails with
-one clear line instead of a shape error deep inside `model.apply`.
+one clear line instead of a shape error deep inside `model.apply`; it then checks every restored
+array against its recorded hash, so a damaged file fails with one line naming the array.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mspan_jax import checksums
 from mspan_jax.models.complexity import abstract_variables
 from mspan_jax.models.registry import get_model
 
 FORMAT_NAME = "mspan_jax.params"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model.json records array checksums
 METADATA_FILE = "model.json"
 PARAMS_SUBDIR = "params"
 # Keys of config.model that do not change the parameter tree (compute dtype only).
@@ -118,7 +121,7 @@ def save_params(
         with ocp.StandardCheckpointer() as checkpointer:
             checkpointer.save(tmp / PARAMS_SUBDIR, tree)
         metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-                    "model": model_config_dict(model_config)}
+                    "model": model_config_dict(model_config), "checksums": checksums.record(tree)}
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         if target.exists():
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
@@ -152,7 +155,8 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{meta_file}: not a {FORMAT_NAME} metadata file")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{meta_file}: format_version {metadata.get('format_version')!r} is not "
-                              f"supported (this version reads {FORMAT_VERSION})")
+                              f"supported (this version reads {FORMAT_VERSION}, which records "
+                              "checksums); convert or save the checkpoint again")
     if not isinstance(metadata.get("model"), dict):
         raise CheckpointError(f"{meta_file}: has no 'model' section")
     return metadata
@@ -199,4 +203,8 @@ def load_params(directory: str | os.PathLike, model_config: Mapping[str, Any]) -
     except Exception as e:  # orbax raises many types for a damaged checkpoint
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: unreadable params checkpoint ({first})") from None
+    try:
+        checksums.verify(restored, metadata.get("checksums"), path)
+    except checksums.ChecksumError as e:
+        raise CheckpointError(str(e)) from None
     return jax.tree_util.tree_map(jnp.asarray, restored)

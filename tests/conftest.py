@@ -66,6 +66,22 @@ def imdn_x4_weights() -> Path:
     return require_shared("weights/IMDN_x4.pth")
 
 
+def flip_bytes(checkpoint_dir: Path, count: int = 64, at: float = 0.25) -> Path:
+    """Flips `count` bytes at fraction `at` of the largest data file orbax wrote under
+    `checkpoint_dir` (its OCDBT `d/` files): what a bad disk or a broken copy does. Arrays of a few
+    KB or more lie there unprotected; small ones sit inside OCDBT's own (CRC-checked) tree nodes.
+    Returns the damaged file."""
+    files = [p for p in Path(checkpoint_dir).rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert files, f"no orbax data files under {checkpoint_dir}"
+    target = max(files, key=lambda p: (p.stat().st_size, p.name))
+    data = bytearray(target.read_bytes())
+    start = int(len(data) * at)
+    for i in range(start, min(start + count, len(data))):
+        data[i] ^= 0xFF
+    target.write_bytes(bytes(data))
+    return target
+
+
 # A training run small enough for a subprocess test: tiny MSPAN x4 on the bundled photos.
 TINY_TRAIN_SETTINGS = {
     "model.num_features": 8, "model.num_blocks": 1, "model.num_units": 1,

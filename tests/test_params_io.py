@@ -1,4 +1,4 @@
-"""Params checkpoints: round trip, refusal of another model/scale/width, garbage directories."""
+"""Params checkpoints: round trip, refusal of another model/scale/width, garbage directories, damage."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+from conftest import flip_bytes
 from conftest import tiny_model_config as tiny
 
 from mspan_jax.params_io import (
+    FORMAT_VERSION,
     CheckpointError,
     expected_variables,
     load_params,
@@ -104,7 +107,38 @@ def test_garbage_directories_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="unreadable metadata"):
         load_params(bad, cfg)
     (bad / "model.json").write_text(json.dumps(
-        {"format": "mspan_jax.params", "format_version": 1, "model": dict(cfg.to_dict())}
+        {"format": "mspan_jax.params", "format_version": FORMAT_VERSION, "model": dict(cfg.to_dict())}
     ))
     with pytest.raises(CheckpointError, match="unreadable params checkpoint"):
         load_params(bad, cfg)
+
+
+def test_flipped_bytes_are_caught_naming_the_array(tmp_path):
+    cfg = tiny("mspan", 2)
+    variables = init(cfg)
+    save_params(tmp_path / "c", variables, cfg)
+    flip_bytes(tmp_path / "c")
+    # orbax alone reads the damaged file without complaint: the values are silently different.
+    with ocp.StandardCheckpointer() as checkpointer:
+        raw = checkpointer.restore(tmp_path / "c" / "params", expected_variables(cfg))
+    flat_raw = jax.tree_util.tree_flatten_with_path(raw)[0]
+    changed = ["/".join(k.key for k in path) for (path, a), b in
+               zip(flat_raw, jax.tree_util.tree_leaves(variables), strict=True)
+               if not np.array_equal(np.asarray(a), b)]
+    assert changed, "the flipped bytes changed no array: the test damaged nothing"
+    with pytest.raises(CheckpointError) as info:
+        load_params(tmp_path / "c", cfg)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'c'}: array {changed[0]} does not match its recorded "
+                              "checksum"), message
+    assert "\n" not in message
+
+
+def test_a_checkpoint_without_checksums_is_refused(tmp_path):
+    cfg = tiny("mspan", 2)
+    save_params(tmp_path / "c", init(cfg), cfg)
+    meta = json.loads((tmp_path / "c" / "model.json").read_text())
+    del meta["checksums"]
+    (tmp_path / "c" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="records no checksums"):
+        load_params(tmp_path / "c", cfg)

@@ -1,17 +1,21 @@
-"""Checkpoint/resume: N steps straight == N/2, interrupted, resumed; NaN guard; model mismatch."""
+"""Checkpoint/resume: N steps straight == N/2, interrupted, resumed; NaN guard; model mismatch;
+best/ and pruning; damaged checkpoints are caught and skipped."""
 
 from __future__ import annotations
 
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import flip_bytes
 
 from mspan_jax.config_base import sr_config
 from mspan_jax.params_io import CheckpointError
 from mspan_jax.train import loop
-from mspan_jax.train.checkpoint import load_latest_state, load_workdir_params
+from mspan_jax.train.checkpoint import TrainCheckpoints, load_latest_state, load_workdir_params
+from mspan_jax.train.state import create_optimizer, create_train_state
 
 NUM_STEPS = 6
 
@@ -100,6 +104,15 @@ def test_interrupted_and_resumed_run_equals_a_straight_run(tmp_path, monkeypatch
     again = loop.train_and_evaluate(config, str(straight))
     assert again == results and "nothing to do" in capsys.readouterr().out
 
+    # A damaged latest checkpoint is said, moved aside and skipped: the run resumes from the one
+    # before it and ends where the straight run ended, never from the damaged values.
+    flip_bytes(straight / "checkpoints" / str(NUM_STEPS))
+    again = loop.train_and_evaluate(config, str(straight))
+    out = capsys.readouterr().out
+    assert f"damaged checkpoint: {straight / 'checkpoints' / str(NUM_STEPS)}: array " in out
+    assert f"at step {NUM_STEPS // 2}" in out and (straight / "damaged" / str(NUM_STEPS)).is_dir()
+    assert _max_diff(load_latest_state(straight)["params"], a["params"]) <= 1e-6
+
     # The workdir is refused for another scale, with a line naming both.
     with pytest.raises(CheckpointError, match="mspan x4 but config.model is mspan x2"):
         loop.train_and_evaluate(tiny_config(scale=2), str(straight))
@@ -128,3 +141,71 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
                        r"\(step 3\)"):
         loop.train_and_evaluate(config, str(tmp_path / "w"))
     assert int(load_latest_state(tmp_path / "w")["step"]) == 3
+
+
+def _states(config, steps):
+    """Small TrainStates (a 9 KB kernel, a bias, EMA kept) at `steps`, distinct values; no model."""
+    optimizer = create_optimizer(config.train)
+    for step in steps:
+        rng = np.random.default_rng(step)  # random: orbax stores it as is, not compressed away
+        params = {"conv": {"kernel": jnp.asarray(rng.standard_normal((3, 3, 16, 16)), jnp.float32),
+                           "bias": jnp.arange(16.0) + step}}
+        state = create_train_state(params, optimizer, ema_decay=0.9)
+        yield state.replace(step=jnp.asarray(step, jnp.int32))
+
+
+def _checkpoints(tmp_path, keep=3):
+    config = tiny_config()
+    config.train.keep_checkpoints = keep
+    config.train.async_checkpointing = False
+    return config, TrainCheckpoints(tmp_path / "w", config.train)
+
+
+def test_best_keeps_the_highest_psnr_and_pruning_keeps_the_newest(tmp_path):
+    config, ckpts = _checkpoints(tmp_path, keep=2)
+    states = list(_states(config, [2, 4, 6, 8]))
+    for state, psnr in zip(states, [30.0, 31.5, 29.0, 31.0], strict=True):
+        ckpts.save(state, config.model)
+        ckpts.save_best(int(state.step), state.params, psnr, config.model)
+    assert ckpts.best_psnr() == 31.5
+    ckpts.close()
+    assert sorted(int(p.name) for p in (tmp_path / "w" / "checkpoints").iterdir()) == [6, 8]
+    assert [p.name for p in (tmp_path / "w" / "best").iterdir() if p.name.isdigit()] == ["4"]
+    best = load_workdir_params(tmp_path / "w", config.model)  # step 4's params, not the later 8's
+    assert _max_diff(best, states[1].params) == 0
+    assert int(load_latest_state(tmp_path / "w")["step"]) == 8
+
+
+def test_a_damaged_latest_checkpoint_is_skipped_and_none_intact_stops(tmp_path):
+    config, ckpts = _checkpoints(tmp_path)
+    states = list(_states(config, [2, 4, 6]))
+    for state in states:
+        ckpts.save(state, config.model)
+    ckpts.save_best(6, states[2].params, 30.0, config.model)
+    ckpts.close()
+    run = tmp_path / "w"
+    flip_bytes(run / "checkpoints" / "6")
+    with pytest.raises(CheckpointError, match=f"{run / 'checkpoints' / '6'}: array .* does not match"):
+        load_latest_state(run)
+    flip_bytes(run / "best" / "6")
+    with pytest.raises(CheckpointError, match=f"{run / 'best' / '6'}: array params/conv/.* does not"):
+        load_workdir_params(run, config.model)
+
+    said = []
+    ckpts = TrainCheckpoints(run, config.train)
+    abstract = jax.eval_shape(lambda: states[0])
+    step, state = ckpts.restore(abstract, log=said.append)
+    assert step == 4 and _max_diff(state, states[1]) == 0
+    assert len(said) == 1 and said[0].startswith(f"damaged checkpoint: {run / 'checkpoints' / '6'}: "
+                                                 "array ")
+    assert (run / "damaged" / "6").is_dir() and ckpts.latest_step() == 4
+    ckpts.save(states[2], config.model)  # the step can be written again
+    ckpts.close()
+
+    for step in (2, 4, 6):
+        flip_bytes(run / "checkpoints" / str(step))
+    ckpts = TrainCheckpoints(run, config.train)
+    with pytest.raises(CheckpointError, match=r"no intact checkpoint \(steps \[2, 4, 6\] were damaged"):
+        ckpts.restore(abstract, log=said.append)
+    ckpts.close()
+    assert len(said) == 4

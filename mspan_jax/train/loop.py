@@ -225,7 +225,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         # Fail fast on anything missing before compiling: checkpoints of another model, data, eval sets.
         checkpoints = TrainCheckpoints(workdir_path, config.train)
         checkpoints.check_model(config.model)
-        start_step = checkpoints.latest_step() or 0
+        optimizer = create_optimizer(config.train)
+        schedule = learning_rate_schedule(config.train)
+        replicated = sharding.replicated(mesh)
+        make_state = jax.jit(
+            functools.partial(create_train_state, optimizer=optimizer, ema_decay=config.train.ema_decay),
+            out_shardings=replicated)
+        resumed = None
+        if checkpoints.latest_step() is not None:  # the newest checkpoint that passes its checksums
+            abstract = jax.eval_shape(make_state, jax.eval_shape(lambda: _seeded_params(config, model)))
+            abstract = jax.tree.map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
+            resumed = checkpoints.restore(abstract, log=log)
+        start_step = resumed[0] if resumed else 0
         batches = create_train_iterator(
             config, start_step=start_step, process_index=jax.process_index(),
             process_count=jax.process_count())
@@ -233,17 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         _check_batch(first_batch, local_batch, config)
         validator = Validator(config, model)
 
-        optimizer = create_optimizer(config.train)
-        schedule = learning_rate_schedule(config.train)
-        replicated = sharding.replicated(mesh)
-        make_state = jax.jit(
-            functools.partial(create_train_state, optimizer=optimizer, ema_decay=config.train.ema_decay),
-            out_shardings=replicated)
-        if start_step:
-            abstract = jax.eval_shape(make_state, jax.eval_shape(lambda: _seeded_params(config, model)))
-            abstract = jax.tree.map(
-                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
-            state = checkpoints.restore(abstract)
+        if resumed:
+            state = resumed[1]
             log(f"resumed from {workdir_path / 'checkpoints'} at step {start_step}")
         else:
             state = make_state(_initial_params(config, model))
