@@ -19,7 +19,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
-from mspan_jax.data.images import write_image
+from mspan_jax.data.images import list_images, write_image
 from mspan_jax.data.pairs import EvalPair, load_folder_pairs
 from mspan_jax.evaluation import EvalResult, bicubic_scores, evaluate_pairs
 from mspan_jax.files import write_json_atomic
@@ -53,13 +53,18 @@ def folder_set_name(hr_dir: Path) -> str:
     return hr_dir.parent.name if hr_dir.name.lower() == "hr" and hr_dir.parent.name else hr_dir.name
 
 
-def eval_sets(config, scale: int) -> list[tuple[str, list[EvalPair]]]:
-    """(name, pairs) of every set asked for on the command line or in config.eval.datasets."""
+def eval_sets(config, scale: int) -> list[tuple[str, list[EvalPair], list[str]]]:
+    """(name, pairs, names of skipped images) of every set asked for on the command line or in
+    config.eval.datasets. A standard benchmark is whole or fails; a --hr-dir folder skips unreadable
+    or too small files (warning naming each), reported as "N of M images"."""
     if _HR_DIR.value is not None:
         if _DATASETS.value:
             raise ValueError("give either --hr-dir or --datasets, not both")
         hr_dir = Path(_HR_DIR.value)
-        return [(folder_set_name(hr_dir), load_folder_pairs(hr_dir, scale, _LR_DIR.value))]
+        pairs = load_folder_pairs(hr_dir, scale, _LR_DIR.value, skip_unusable=True)
+        scored = {p.name for p in pairs}
+        skipped = [path.name for path in list_images(hr_dir) if path.stem not in scored]
+        return [(folder_set_name(hr_dir), pairs, skipped)]
     if _LR_DIR.value is not None:
         raise ValueError("--lr-dir needs --hr-dir")
     from mspan_jax.data.datasets import load_benchmark  # tensorflow only when benchmarks are used
@@ -69,21 +74,29 @@ def eval_sets(config, scale: int) -> list[tuple[str, list[EvalPair]]]:
         raise ValueError("no datasets: give --datasets or --hr-dir, or set config.eval.datasets")
     degradation = config.data.get("degradation", "BI")
     return [(name, load_benchmark(name, scale, degradation, data_dir=_DATA_DIR.value,
-                                  manual_dir=_MANUAL_DIR.value, download=_DOWNLOAD.value))
+                                  manual_dir=_MANUAL_DIR.value, download=_DOWNLOAD.value), [])
             for name in names]
 
 
-def write_json(path: Path, results: dict[str, EvalResult]) -> None:
-    """{dataset: {psnr, ssim, images}} written atomically (temp file + rename)."""
-    write_json_atomic(path, {name: {"psnr": r.psnr, "ssim": r.ssim, "images": len(r.images)}
+def count_line(result: EvalResult, skipped: Sequence[str]) -> str:
+    """'5 images', or '2 of 3 images' when files of a folder were skipped."""
+    n = len(result.images)
+    return f"{n} of {n + len(skipped)} images" if skipped else f"{n} images"
+
+
+def write_json(path: Path, results: dict[str, EvalResult], skipped: dict[str, list[str]]) -> None:
+    """{dataset: {psnr, ssim, images[, skipped]}} written atomically (temp file + rename); `images` is
+    the number scored, `skipped` the files of a folder that were not."""
+    write_json_atomic(path, {name: {"psnr": r.psnr, "ssim": r.ssim, "images": len(r.images),
+                                    **({"skipped": skipped[name]} if skipped.get(name) else {})}
                              for name, r in results.items()})
 
 
 def print_table(name: str, scale: int, model: EvalResult, bicubic: EvalResult, tag: str,
-                channel: str) -> None:
+                channel: str, skipped: Sequence[str]) -> None:
     """Per-image PSNR/SSIM of the model beside bicubic, and the means."""
     width = max(12, *(len(s.name) for s in model.images))
-    print(f"\n{name} x{scale} ({len(model.images)} images), PSNR (dB) / SSIM on {channel}")
+    print(f"\n{name} x{scale} ({count_line(model, skipped)}), PSNR (dB) / SSIM on {channel}")
     print(f"  {'image':<{width}}  {tag + ' PSNR':>13} {'SSIM':>7}  {'bicubic PSNR':>13} {'SSIM':>7}")
     rows = [(m.name, m, b) for m, b in zip(model.images, bicubic.images, strict=True)]
     for label, m, b in [*rows, ("mean", model, bicubic)]:
@@ -111,14 +124,15 @@ def main(argv: Sequence[str]) -> None:
           f"crop_border={crop}; self-ensemble {'on' if _SELF_ENSEMBLE.value else 'off'}")
 
     results: dict[str, EvalResult] = {}
+    skipped = {name: names for name, _, names in sets}
     shapes: set[tuple[int, ...]] = set()
-    for name, pairs in sets:
+    for name, pairs, _ in sets:
         result = evaluate_pairs(model.apply, variables, pairs, scale=scale, crop_border=crop,
                                 y_channel=y_channel, round_y=round_y, self_ensemble=_SELF_ENSEMBLE.value,
                                 bucket=_BUCKET.value, keep_outputs=_SAVE_IMAGES.value is not None)
         bicubic = bicubic_scores(pairs, scale=scale, crop_border=crop, y_channel=y_channel,
                                  round_y=round_y)
-        print_table(name, scale, result, bicubic, tag, channel)
+        print_table(name, scale, result, bicubic, tag, channel, skipped[name])
         if _SAVE_IMAGES.value is not None:
             for image_name, sr in result.outputs.items():
                 write_image(Path(_SAVE_IMAGES.value) / name / f"{image_name}.png", sr)
@@ -128,12 +142,12 @@ def main(argv: Sequence[str]) -> None:
     print(f"\nsummary x{scale} ({channel}, crop {crop}):")
     width = max(len(name) for name in results)
     for name, r in results.items():
-        print(f"  {name:<{width}}  {r.psnr:6.2f} / {r.ssim:.4f}  ({len(r.images)} images)")
+        print(f"  {name:<{width}}  {r.psnr:6.2f} / {r.ssim:.4f}  ({count_line(r, skipped[name])})")
     print(f"compiled programs: {len(shapes)} (bucket {_BUCKET.value})")
     if _SAVE_IMAGES.value is not None:
         print(f"SR images written to {_SAVE_IMAGES.value}/<dataset>/")
     if json_path is not None:
-        write_json(json_path, results)
+        write_json(json_path, results, skipped)
         print(f"scores written to {json_path}")
 
 

@@ -28,21 +28,19 @@ def _save(path: Path, arr: np.ndarray) -> None:
     Image.fromarray(arr).save(path)
 
 
-def test_set5_builder_bad_files_and_reload(tmp_path):
+def test_set5_builder_converts_files_and_reloads(tmp_path):
     hr_dir = tmp_path / "manual" / "Set5" / "HR"
     _save(hr_dir / "a.png", _rgb(24, 36, 0))
     _save(hr_dir / "b_odd.png", _rgb(25, 38, 1))  # not divisible by 2: cropped, with a warning
     _save(hr_dir / "c_gray.png", _rgb(24, 24, 2)[..., 0])  # converted, with a warning
     _save(hr_dir / "d_rgba.png", np.dstack([_rgb(24, 24, 3), np.full((24, 24), 255, np.uint8)]))
     _save(hr_dir / "e_16bit.png", (_rgb(24, 24, 4)[..., 0].astype(np.uint16) * 257))
-    _save(hr_dir / "f_tiny.png", _rgb(3, 3, 5))  # smaller than 2 x scale: skipped
-    (hr_dir / "g_corrupt.png").write_bytes(b"\x89PNG not really")  # skipped
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pairs = datasets.load_benchmark("set5", 2, data_dir=tmp_path / "data",
                                         manual_dir=tmp_path / "manual")
     messages = "\n".join(str(w.message) for w in caught)
-    for name in ("b_odd.png", "c_gray.png", "d_rgba.png", "e_16bit.png", "f_tiny.png", "g_corrupt.png"):
+    for name in ("b_odd.png", "c_gray.png", "d_rgba.png", "e_16bit.png"):
         assert name in messages, f"no warning names {name}:\n{messages}"
     assert [p.name for p in pairs] == ["a", "b_odd", "c_gray", "d_rgba", "e_16bit"]
     for p in pairs:
@@ -57,7 +55,45 @@ def test_set5_builder_bad_files_and_reload(tmp_path):
     assert tfds.builder_cls("set5") is not None
 
 
-def test_bd_config_and_alias_folder(tmp_path):
+@pytest.mark.parametrize("problem, needle", [
+    ("tiny", "a_tiny.png: a 3x3 image is too small for scale 2"),
+    ("corrupt", "a_corrupt.png"),
+    ("missing", "holds 4"),
+    ("extra", "holds 6"),
+])
+def test_a_standard_set_is_whole_or_fails_in_one_line(tmp_path, problem, needle):
+    hr_dir = tmp_path / "manual" / "Set5" / "HR"
+    for i in range(4 if problem == "missing" else 5):
+        _save(hr_dir / f"img{i}.png", _rgb(24, 24, i))
+    if problem == "tiny":
+        _save(hr_dir / "a_tiny.png", _rgb(3, 3, 5))
+    elif problem == "corrupt":
+        (hr_dir / "a_corrupt.png").write_bytes(b"\x89PNG not really")
+    elif problem == "extra":
+        _save(hr_dir / "extra.png", _rgb(24, 24, 9))
+    if problem in ("tiny", "corrupt"):
+        (hr_dir / "img0.png").unlink()  # the bad file takes a good one's place: 5 files
+    with pytest.raises(benchmarks.IncompleteSetError) as e:
+        datasets.load_benchmark("set5", 2, data_dir=tmp_path / "data", manual_dir=tmp_path / "manual")
+    message = str(e.value)
+    assert message.startswith("set5: the set has 5 images but ") and needle in message, message
+    assert "\n" not in message
+    assert not tfds.builder("set5/bi_x2", data_dir=str(tmp_path / "data")).is_prepared()
+
+
+def test_a_set_prepared_incomplete_is_refused(tmp_path, monkeypatch):
+    for i in range(5):
+        _save(tmp_path / "manual" / "Set5" / "HR" / f"img{i}.png", _rgb(24, 24, i))
+    assert len(datasets.load_benchmark("set5", 3, data_dir=tmp_path / "data",
+                                       manual_dir=tmp_path / "manual")) == 5
+    monkeypatch.setitem(benchmarks.EXPECTED_IMAGES, "set5", 6)  # as if an older version skipped one
+    with pytest.raises(benchmarks.IncompleteSetError, match=r"set5: the set has 6 images but .*"
+                       r"bi_x3.* was prepared with 5; delete that folder"):
+        datasets.load_benchmark("set5", 3, data_dir=tmp_path / "data")
+
+
+def test_bd_config_and_alias_folder(tmp_path, monkeypatch):
+    monkeypatch.setitem(benchmarks.EXPECTED_IMAGES, "b100", 1)  # one image stands for the 100
     _save(tmp_path / "manual" / "BSD100" / "x.png", _rgb(24, 30, 6))  # images directly in the folder
     builder = benchmarks.B100(data_dir=str(tmp_path / "data"), config="bd_x3")
     builder.download_and_prepare(
@@ -80,6 +116,7 @@ def test_missing_files_give_one_line_errors(tmp_path):
 
 
 def test_download_path_finds_benchmark_tar_layout(tmp_path, monkeypatch):
+    monkeypatch.setitem(benchmarks.EXPECTED_IMAGES, "urban100", 1)  # one image stands for the 100
     extracted = tmp_path / "extracted"
     _save(extracted / "benchmark" / "Urban100" / "HR" / "img_001.png", _rgb(24, 24, 7))
     calls = []

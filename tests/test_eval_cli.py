@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import flip_bytes
 
 from mspan_jax.config_base import sr_config
 from mspan_jax.data.images import read_image, write_image
@@ -108,12 +110,73 @@ def test_evaluate_errors_are_one_line(tiny_checkpoint, hr_folder, tmp_path):
                                      directory, "--hr-dir", tmp_path / "nope", "--json",
                                      tmp_path / "s.json"), "nope")
     assert not (tmp_path / "s.json").exists()
+    # A folder whose only image is too small: nothing to score, one line naming the file.
     tiny_folder = tmp_path / "tiny"
     write_image(tiny_folder / "dot.png", np.zeros((1, 1, 3), np.uint8))
     assert_one_line_error(run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
                                      directory, "--hr-dir", tiny_folder, "--json", tmp_path / "s.json"),
-                          f"{tiny_folder / 'dot.png'}: a 1x1 image is smaller than the scale 2")
+                          f"{tiny_folder / 'dot.png'}: a 1x1 image is too small for scale 2")
     assert not (tmp_path / "s.json").exists()
+    # A checkpoint damaged on disk: one line naming it and the damaged array, no scores written.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(directory, damaged)
+    flip_bytes(damaged)
+    assert_one_line_error(run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
+                                     damaged, "--hr-dir", hr_folder, "--json", tmp_path / "s.json"),
+                          f"{damaged}: array params/", "does not match its recorded checksum")
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_evaluate_lr_dir_self_ensemble_round_y_and_skipped_files(tiny_checkpoint, tmp_path):
+    """Each flag reaches the library (the scores equal evaluate_pairs with it and differ without it);
+    an unreadable file of a folder is skipped and the summary says "N of M images"."""
+    directory, model, variables = tiny_checkpoint
+    hr_dir, lr_dir = tmp_path / "Mixed" / "HR", tmp_path / "Mixed" / "LR"
+    for name, (h, w) in {"one": (36, 30), "two": (28, 90)}.items():
+        write_image(hr_dir / f"{name}.png", RNG.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        write_image(lr_dir / f"{name}x2.png", RNG.integers(0, 256, (h // 2, w // 2, 3), dtype=np.uint8))
+    (hr_dir / "bad.png").write_bytes(b"\x89PNG damaged")
+    result = run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint", directory,
+                        "--hr-dir", hr_dir, "--lr-dir", lr_dir, "--self-ensemble", "--round-y",
+                        "--json", tmp_path / "scores.json", "--bucket", 32)
+    assert result.returncode == 0, result.stderr
+    assert "(2 of 3 images)" in result.stdout and "bad.png" in result.stderr
+    scores = json.loads((tmp_path / "scores.json").read_text())["Mixed"]
+    assert scores["images"] == 2 and scores["skipped"] == ["bad.png"]
+
+    def library(lr=lr_dir, **flags):
+        pairs = load_folder_pairs(hr_dir, 2, lr, skip_unusable=True)
+        options = dict(self_ensemble=True, round_y=True) | flags
+        return evaluate_pairs(model.apply, variables, pairs, scale=2, crop_border=2, bucket=32,
+                              progress=False, **options).psnr
+
+    assert scores["psnr"] == pytest.approx(library(), abs=1e-6)
+    for other in (library(lr=None), library(self_ensemble=False), library(round_y=False)):
+        assert abs(other - scores["psnr"]) > 1e-4
+
+
+def test_evaluate_datasets_are_whole_or_fail(tiny_checkpoint, tmp_path):
+    directory, model, variables = tiny_checkpoint
+    for name, count in (("Set5", 5), ("Set14", 13)):  # Set14 lacks an image
+        for i in range(count):
+            write_image(tmp_path / "manual" / name / "HR" / f"img{i:02d}.png",
+                        RNG.integers(0, 256, (24, 20, 3), dtype=np.uint8))
+    data = ["--data-dir", tmp_path / "tfds", "--manual-dir", tmp_path / "manual"]
+    result = run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint", directory,
+                        "--datasets", "set5", *data, "--json", tmp_path / "scores.json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert list(scores) == ["set5"] and scores["set5"]["images"] == 5 and "(5 images)" in result.stdout
+    from mspan_jax.data.datasets import load_benchmark
+
+    pairs = load_benchmark("set5", 2, data_dir=tmp_path / "tfds")
+    expected = evaluate_pairs(model.apply, variables, pairs, scale=2, crop_border=2, progress=False)
+    assert scores["set5"]["psnr"] == pytest.approx(expected.psnr, abs=1e-6)
+
+    failed = run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint", directory,
+                        "--datasets", "set5,set14", *data, "--json", tmp_path / "partial.json")
+    assert_one_line_error(failed, "set14: the set has 14 images but ", "holds 13")
+    assert not (tmp_path / "partial.json").exists()
 
 
 def test_upscale_whole_and_tiled(tiny_checkpoint, hr_folder, tmp_path):

@@ -60,7 +60,9 @@ def load_benchmark(name: str, scale: int, degradation: str = "BI",
     on first use from the HR images in `manual_dir`, see docs/data.md) or "skimage_holdout".
     `data_dir` / `manual_dir` None or "": tfds's defaults.
     download: when `manual_dir` lacks the set, fetch EDSR's benchmark.tar instead (Set5/Set14/B100/
-    Urban100). Raises FileNotFoundError with one line saying where to put missing files.
+    Urban100). Raises FileNotFoundError with one line saying where to put missing files, and
+    benchmarks.IncompleteSetError when a standard set does not hold exactly its `EXPECTED_IMAGES`, all
+    usable.
     """
     key, deg = _check_args(name, scale, degradation)
     data_dir, manual_dir = data_dir or None, manual_dir or None  # "" (a config's unset value) = default
@@ -68,6 +70,7 @@ def load_benchmark(name: str, scale: int, degradation: str = "BI",
         return skimage_holdout_pairs(scale, deg)
     import tensorflow_datasets as tfds
 
+    from mspan_jax.data.builders import benchmarks
     from mspan_jax.data.builders.benchmarks import BENCHMARKS, find_hr_folder
 
     cls = BENCHMARKS[key]
@@ -87,6 +90,11 @@ def load_benchmark(name: str, scale: int, degradation: str = "BI",
     dataset = builder.as_dataset(split="test", shuffle_files=False)
     pairs = [EvalPair(name=ex["name"].decode("utf-8"), lr=ex["lr"], hr=ex["hr"])
              for ex in tfds.as_numpy(dataset)]
+    expected = benchmarks.EXPECTED_IMAGES.get(key)
+    if expected is not None and len(pairs) != expected:  # prepared by a version that skipped files
+        raise benchmarks.IncompleteSetError(benchmarks.incomplete_set_message(
+            key, expected, f"{builder.data_dir} was prepared with {len(pairs)}; delete that folder "
+            "to prepare it again"))
     return sorted(pairs, key=lambda p: p.name)
 
 

@@ -32,6 +32,16 @@ class EvalPair:
     hr: np.ndarray
 
 
+def read_hr(path: Path, scale: int) -> np.ndarray:
+    """An HR image as uint8 (h, w, 3); ImageReadError (one line naming the file) when it cannot be
+    read or is smaller than 2 x scale on a side (too small to make an LR of and score)."""
+    hr = read_image(path)
+    if min(hr.shape[:2]) < 2 * scale:
+        raise ImageReadError(f"{path}: a {hr.shape[1]}x{hr.shape[0]} image is too small for scale "
+                             f"{scale} (under {2 * scale} pixels a side); remove it from the folder")
+    return hr
+
+
 def _find_lr(lr_dir: Path, by_name: dict[str, Path], stem: str, scale: int) -> Path:
     """`<stem>x{scale}.<ext>` or `<stem>.<ext>` among lr_dir's files (`by_name`: lower-case name ->
     path), any image extension, any case."""
@@ -45,11 +55,15 @@ def _find_lr(lr_dir: Path, by_name: dict[str, Path], stem: str, scale: int) -> P
 
 
 def load_folder_pairs(hr_dir: str | os.PathLike, scale: int,
-                      lr_dir: str | os.PathLike | None = None) -> list[EvalPair]:
+                      lr_dir: str | os.PathLike | None = None, *,
+                      skip_unusable: bool = False) -> list[EvalPair]:
     """Pairs for every HR image in hr_dir (sorted by name), HR modcropped to a multiple of `scale`.
 
     LR is MATLAB bicubic of the HR (`bicubic_downscale`) unless lr_dir is given; then each HR stem
     is matched to `<stem>x{scale}.<ext>` or `<stem>.<ext>` there and its size is checked.
+    An unreadable or too small HR (`read_hr`) raises ImageReadError, or with `skip_unusable` is
+    skipped with a warning naming it (callers then report "N of M images"); when every file is
+    unusable the first one's error is raised all the same.
     """
     if int(scale) != scale or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
@@ -60,13 +74,16 @@ def load_folder_pairs(hr_dir: str | os.PathLike, scale: int,
         if not lr_dir.is_dir():
             raise ValueError(f"{lr_dir}: LR folder does not exist or is not a folder")
         lr_files = {p.name.lower(): p for p in lr_dir.iterdir() if p.is_file()}
-    pairs = []
+    pairs, unusable = [], []
     for hr_path in hr_paths:
-        hr = read_image(hr_path)
-        if min(hr.shape[:2]) < scale:
-            raise ValueError(f"{hr_path}: a {hr.shape[1]}x{hr.shape[0]} image is smaller than the scale "
-                             f"{scale}; remove it from the folder")
-        hr = modcrop(hr, scale)
+        try:
+            hr = modcrop(read_hr(hr_path, scale), scale)
+        except ImageReadError as e:
+            if not skip_unusable:
+                raise
+            warnings.warn(f"skipped: {e}", stacklevel=2)
+            unusable.append(e)
+            continue
         if lr_dir is None:
             lr = bicubic_downscale(hr, scale)
         else:
@@ -77,6 +94,8 @@ def load_folder_pairs(hr_dir: str | os.PathLike, scale: int,
                                  f"not match the modcropped HR {hr_path.name} "
                                  f"({hr.shape[1]}x{hr.shape[0]})")
         pairs.append(EvalPair(name=hr_path.stem, lr=lr, hr=hr))
+    if unusable and not pairs:
+        raise unusable[0]
     return pairs
 
 

@@ -24,11 +24,28 @@ import tensorflow_datasets as tfds
 
 from mspan_jax.data.builders.common import LocalBuilder, is_registered
 from mspan_jax.data.degradations import DEGRADATIONS, DN_SEED, DN_SIGMA, degrade, seed_for_name
-from mspan_jax.data.images import ImageReadError, list_images, read_image
+from mspan_jax.data.images import ImageReadError, list_images
 from mspan_jax.data.imresize import modcrop
+from mspan_jax.data.pairs import read_hr
 
 SCALES = (2, 3, 4)
 EDSR_BENCHMARK_URL = "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"
+# The number of images of each standard set, by builder name. A set is scored whole or not at all:
+# building fails on a missing, extra, unreadable or too-small image, so a published-style mean can
+# never silently cover fewer images. A builder whose name is absent here skips bad files instead.
+EXPECTED_IMAGES: dict[str, int] = {
+    "set5": 5, "set14": 14, "b100": 100, "urban100": 100, "manga109": 109,
+}
+
+
+class IncompleteSetError(ValueError):
+    """A standard benchmark set does not hold exactly its images, all usable."""
+
+
+def incomplete_set_message(name: str, expected: int, problem: str) -> str:
+    """The one line for a set that is not whole: its name, expected count and what is wrong."""
+    return (f"{name}: the set has {expected} images but {problem}; scores on part of a set are not "
+            "comparable to published ones, so restore the missing or damaged files (docs/data.md)")
 
 
 class BenchmarkConfig(tfds.core.BuilderConfig):
@@ -62,21 +79,20 @@ def find_hr_folder(root: Path, folder_names: tuple[str, ...]) -> Path | None:
 
 
 def degraded_pairs(hr_dir: Path, scale: int, degradation: str, dn_sigma: float = DN_SIGMA,
-                   dn_seed: int = DN_SEED) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+                   dn_seed: int = DN_SEED, *,
+                   skip_unusable: bool = True) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """`(name, hr, lr)` for every readable image of `hr_dir`: HR modcropped, LR made by `degradation`.
 
     Non-RGB-8-bit files are converted by `read_image` (warning naming the file); corrupt files and
-    images smaller than 2 x scale are skipped with a warning naming the file; HR not divisible by the
-    scale is cropped (warning naming the file)."""
+    images smaller than 2 x scale are skipped with a warning naming the file, or raise ImageReadError
+    when not `skip_unusable`; HR not divisible by the scale is cropped (warning naming the file)."""
     for path in list_images(hr_dir):
         try:
-            hr = read_image(path)
+            hr = read_hr(path, scale)
         except ImageReadError as e:
+            if not skip_unusable:
+                raise
             warnings.warn(f"skipped: {e}", stacklevel=2)
-            continue
-        if min(hr.shape[:2]) < 2 * scale:
-            warnings.warn(f"skipped: {path}: {hr.shape[1]}x{hr.shape[0]} is too small for scale {scale}",
-                          stacklevel=2)
             continue
         if hr.shape[0] % scale or hr.shape[1] % scale:
             warnings.warn(f"{path}: {hr.shape[1]}x{hr.shape[0]} is not divisible by {scale}; "
@@ -138,10 +154,20 @@ class _Benchmark(LocalBuilder, skip_registration=True):
 
     def _generate_examples(self, hr_dir: Path):
         cfg = self.builder_config
+        expected = EXPECTED_IMAGES.get(self.name)
+        if expected is not None:
+            found = len(list_images(hr_dir))
+            if found != expected:
+                raise IncompleteSetError(incomplete_set_message(self.name, expected,
+                                                                f"{hr_dir} holds {found}"))
         count = 0
-        for name, hr, lr in degraded_pairs(hr_dir, cfg.scale, cfg.degradation):
-            count += 1
-            yield name, {"name": name, "hr": hr, "lr": lr}
+        try:
+            for name, hr, lr in degraded_pairs(hr_dir, cfg.scale, cfg.degradation,
+                                               skip_unusable=expected is None):
+                count += 1
+                yield name, {"name": name, "hr": hr, "lr": lr}
+        except ImageReadError as e:  # raised only for a set with an expected count
+            raise IncompleteSetError(incomplete_set_message(self.name, expected, str(e))) from None
         if count == 0:
             raise ValueError(f"{hr_dir}: no usable images for {self.name} (all were skipped)")
 
