@@ -21,7 +21,7 @@ from ml_collections import config_flags
 
 from mspan_jax import cli
 from mspan_jax.config_base import MODEL_DEFAULTS, model_config
-from mspan_jax.convert import convert_state_dict, read_state_dict
+from mspan_jax.convert import convert_state_dict, read_weights
 from mspan_jax.extras import require
 from mspan_jax.params_io import check_writable, save_params
 
@@ -36,6 +36,9 @@ _SRC = flags.DEFINE_string("src", None, "PyTorch weight file (.pth, .pt or .safe
 _OUT = flags.DEFINE_string("out", None, "Output params checkpoint directory (must not exist).")
 _VERIFY = flags.DEFINE_bool("verify", False, "Compare PyTorch and Flax outputs before writing.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out directory.")
+_PARAM_KEY = flags.DEFINE_string("param-key", None, "The entry of a file holding several state_dicts "
+                                 "to convert, e.g. 'params' of a BasicSR file (default: 'params_ema' "
+                                 "when present, the EMA weights BasicSR tests with).")
 flags.mark_flags_as_required(["src", "out"])
 
 
@@ -60,9 +63,13 @@ def main(argv: Sequence[str]) -> None:
     check_writable(out, overwrite=_OVERWRITE.value)
     if _VERIFY.value:
         require("torch", "--verify (it runs the PyTorch reference model)")
-    state_dict = read_state_dict(_SRC.value)
+    state_dict, entry, others = read_weights(_SRC.value, _PARAM_KEY.value)
     n_params = sum(int(np.size(v)) for v in state_dict.values())
-    print(f"read {len(state_dict)} tensors ({n_params:,} parameters) from {_SRC.value}")
+    where = f" (entry '{entry}')" if entry else ""
+    print(f"read {len(state_dict)} tensors ({n_params:,} parameters) from {_SRC.value}{where}")
+    if others:
+        print(f"the file also holds {', '.join(repr(k) for k in others)}; pass --param-key to convert "
+              "that instead")
     variables = convert_state_dict(cfg, state_dict)
     print(f"converted to {cfg['name']} x{cfg['scale']} (num_features={cfg['num_features']})")
     if _VERIFY.value:

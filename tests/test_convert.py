@@ -21,6 +21,7 @@ from mspan_jax.convert import (  # noqa: E402
     convert_state_dict,
     key_map,
     read_state_dict,
+    read_weights,
     to_state_dict,
 )
 from mspan_jax.convert.torch_reference import build_torch_model, max_abs_difference  # noqa: E402
@@ -284,3 +285,81 @@ def test_cli_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path, tiny_stat
                        (tmp_path / "trunc.pth", "not a readable PyTorch checkpoint")):
         result = run_cli("--model=imdn", "--scale=4", f"--src={src}", f"--out={out}")
         assert_one_line_error(result, out, match=match)
+
+
+def _basicsr_file(path: Path, state) -> dict:
+    """A BasicSR-style file: {'params': raw weights, 'params_ema': the EMA (other values)}."""
+    ema = {k: v + np.float32(0.5) for k, v in state.items()}
+    torch.save({"params": tensors(state), "params_ema": tensors(ema)}, path)
+    return ema
+
+
+def test_basicsr_files_give_the_ema_unless_asked(tmp_path, tiny_state):
+    ema = _basicsr_file(tmp_path / "basicsr.pth", tiny_state)
+    state, entry, others = read_weights(tmp_path / "basicsr.pth")
+    check_same(state, ema)
+    assert (entry, others) == ("params_ema", ["params"])
+    state, entry, others = read_weights(tmp_path / "basicsr.pth", "params")
+    check_same(state, tiny_state)
+    assert (entry, others) == ("params", ["params_ema"])
+    with pytest.raises(ConversionError, match=r"has no 'ema' entry \(entries holding tensors: "
+                       r"\['params', 'params_ema'\]\)"):
+        read_weights(tmp_path / "basicsr.pth", "ema")
+    assert read_weights(tmp_path / "basicsr.pth")[0].keys() == read_state_dict(
+        tmp_path / "basicsr.pth").keys()
+
+
+def test_cli_basicsr_choice_safetensors_and_a_failing_verify(tmp_path, tiny_state):
+    config = tmp_path / "tiny_x2.py"
+    config.write_text("from mspan_jax.config_base import sr_config\n\n\ndef get_config():\n"
+                      "    config = sr_config('mspan', 2)\n"
+                      "    config.model.update(num_features=8, num_blocks=2, num_units=2)\n"
+                      "    return config\n")
+    ema = _basicsr_file(tmp_path / "basicsr.pth", tiny_state)
+    cfg = tiny("mspan", 2)
+    bias = ("params", "body", "fea_conv", "bias")
+
+    def converted_bias(out):
+        node = load_params(out, cfg)
+        for key in bias:
+            node = node[key]
+        return np.asarray(node)
+
+    src = f"--src={tmp_path / 'basicsr.pth'}"
+    result = run_cli(f"--config={config}", src, f"--out={tmp_path / 'a'}")
+    assert result.returncode == 0, result.stderr
+    assert "(entry 'params_ema')" in result.stdout and "also holds 'params'" in result.stdout
+    np.testing.assert_array_equal(converted_bias(tmp_path / "a"), ema["fea_conv.bias"])
+    result = run_cli(f"--config={config}", src, f"--out={tmp_path / 'b'}", "--param-key=params")
+    assert result.returncode == 0, result.stderr
+    assert "(entry 'params')" in result.stdout
+    np.testing.assert_array_equal(converted_bias(tmp_path / "b"), tiny_state["fea_conv.bias"])
+
+    # .safetensors through the CLI, verified against the PyTorch reference.
+    from safetensors.numpy import save_file
+
+    save_file(tiny_state, str(tmp_path / "w.safetensors"))
+    result = run_cli(f"--config={config}", f"--src={tmp_path / 'w.safetensors'}",
+                     f"--out={tmp_path / 'c'}", "--verify")
+    assert result.returncode == 0, result.stderr
+    assert "verify: max |flax - torch| = " in result.stdout
+    np.testing.assert_array_equal(converted_bias(tmp_path / "c"), tiny_state["fea_conv.bias"])
+
+    # A converter bug (the upsampler's bias off by 0.01) fails --verify: exit 1, nothing written.
+    out = tmp_path / "d"
+    driver = (
+        "import runpy, sys\n"
+        "import mspan_jax.convert as convert\n"
+        "real = convert.convert_state_dict\n"
+        "def buggy(cfg, state):\n"
+        "    variables = real(cfg, state)\n"
+        "    up = variables['params']['upsampler']\n"
+        "    up['bias'] = up['bias'] + 0.01\n"
+        "    return variables\n"
+        "convert.convert_state_dict = buggy\n"
+        f"sys.argv = [{str(SCRIPT)!r}, '--config={config}', '--src={tmp_path / 'w.safetensors'}', "
+        f"'--out={out}', '--verify']\n"
+        f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", driver], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert_one_line_error(result, out, code=1, match="verification failed: max abs difference 0.01")

@@ -5,6 +5,7 @@ explicitly).
 """
 
 from mspan_jax.convert.rules import convert_state_dict, key_map, to_state_dict
-from mspan_jax.convert.torch_io import ConversionError, read_state_dict
+from mspan_jax.convert.torch_io import ConversionError, read_state_dict, read_weights
 
-__all__ = ["ConversionError", "convert_state_dict", "key_map", "read_state_dict", "to_state_dict"]
+__all__ = ["ConversionError", "convert_state_dict", "key_map", "read_state_dict", "read_weights",
+           "to_state_dict"]

@@ -21,8 +21,9 @@ from typing import IO, Any
 import ml_dtypes
 import numpy as np
 
-# Keys under which common training scripts nest the state_dict (tried in this order).
-WRAPPER_KEYS = ("state_dict", "model", "params", "params_ema")
+# Keys under which common training scripts nest the state_dict (tried in this order). BasicSR saves
+# {'params': ..., 'params_ema': ...}: the EMA weights come first, as BasicSR's own testing uses them.
+WRAPPER_KEYS = ("state_dict", "model", "params_ema", "params")
 # Prefixes added by torch.nn.DataParallel / DistributedDataParallel.
 STRIP_PREFIXES = ("module.",)
 
@@ -259,16 +260,25 @@ def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
         raise ConversionError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
 
 
-def _unwrap(obj: Any, path: Path) -> Mapping[str, Any]:
-    """The innermost state_dict of a raw dict or a {'state_dict' | 'model' | 'params': ...} wrapper."""
+def _unwrap(obj: Any, path: Path, param_key: str | None) -> tuple[Mapping[str, Any], list[str]]:
+    """The innermost state_dict of a raw dict or a {'state_dict' | 'model' | 'params_ema' | 'params':
+    ...} wrapper, and the keys walked to it. `param_key` names the top-level entry to take instead."""
+    walked: list[str] = []
+    if param_key is not None:
+        if not isinstance(obj, Mapping) or not isinstance(obj.get(param_key), Mapping):
+            have = sorted(str(k) for k, v in obj.items() if isinstance(v, Mapping)) if isinstance(
+                obj, Mapping) else []
+            raise ConversionError(f"{path}: has no {param_key!r} entry (entries holding tensors: "
+                                  f"{have or 'none'})")
+        obj, walked = obj[param_key], [param_key]
     for _ in range(3):
         if not isinstance(obj, Mapping):
             raise ConversionError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
-        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
-            return obj
-        obj = inner
-    return obj
+        key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if key is None:
+            return obj, walked
+        obj, walked = obj[key], [*walked, key]
+    return obj, walked
 
 
 def _to_numpy(value: Any) -> np.ndarray | None:
@@ -276,11 +286,22 @@ def _to_numpy(value: Any) -> np.ndarray | None:
     return value if isinstance(value, np.ndarray) else None
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_state_dict(path: str | os.PathLike, param_key: str | None = None) -> dict[str, np.ndarray]:
     """`{torch key: array}` of a .pth/.pt (legacy or zip) or .safetensors file, `module.` stripped.
 
     Raises ConversionError (one line naming the file) for a missing, unreadable, truncated or
-    non-checkpoint file, or one that holds no tensors.
+    non-checkpoint file, or one that holds no tensors. See `read_weights` for `param_key`.
+    """
+    return read_weights(path, param_key)[0]
+
+
+def read_weights(path: str | os.PathLike,
+                 param_key: str | None = None) -> tuple[dict[str, np.ndarray], str, list[str]]:
+    """(state_dict, the entry it was taken from, the other top-level entries that hold tensors).
+
+    The entry is '' for a bare state_dict, else the wrapper keys walked, e.g. 'params_ema' for a
+    BasicSR file holding both 'params' and 'params_ema' (the EMA is taken unless `param_key` names
+    the top-level entry to use, e.g. 'params').
     """
     path = Path(path)
     if not path.exists():
@@ -291,7 +312,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         obj: Any = _load_safetensors(path)
     else:
         obj = _load_torch(path)
-    state = _unwrap(obj, path)
+    state, walked = _unwrap(obj, path, param_key)
+    others = []  # e.g. 'params' beside the 'params_ema' taken: the caller says which was used
+    if walked and isinstance(obj, Mapping):
+        others = sorted(str(k) for k, v in obj.items() if isinstance(v, Mapping) and k != walked[0])
     arrays, other = {}, []
     for key, value in state.items():
         array = _to_numpy(value)
@@ -304,4 +328,4 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if other:
         raise ConversionError(f"{path}: state_dict has non-tensor entries {sorted(other)[:8]}; save "
                               "model.state_dict() alone")
-    return strip_prefixes(arrays)
+    return strip_prefixes(arrays), "/".join(walked), others
