@@ -1,7 +1,7 @@
-"""Shared test fixtures: the read-only ../shared folder (Set5, official IMDN weights).
+"""Shared test fixtures: the read-only ../shared folder (Set5, official IMDN weights) and extras.
 
-Tests that need it skip on an outside machine, but FAIL when MSPAN_REQUIRE_SHARED=1
-(set by .ci/run), so a missing folder can never turn the proof tests green by skipping.
+Tests that need them skip on an outside machine, but FAIL when MSPAN_REQUIRE_SHARED=1
+(set by .ci/run), so a missing folder or package can never turn the proof tests green by skipping.
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ import jax
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import require_torch
 from conftest import tiny_model_config as tiny
 
-torch = pytest.importorskip("torch")
+torch = require_torch()
 
 from mspan_jax.config_base import model_config  # noqa: E402
 from mspan_jax.convert import (  # noqa: E402

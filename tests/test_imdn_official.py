@@ -14,8 +14,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import require_torch
 
-torch = pytest.importorskip("torch")
+torch = require_torch()
 
 from mspan_jax.config_base import model_config  # noqa: E402
 from mspan_jax.convert import convert_state_dict, read_state_dict  # noqa: E402

@@ -62,21 +62,29 @@ def _setup(config, patch=6):
     return state, step, {"lr": jnp.asarray(lr), "hr": jnp.asarray(hr)}
 
 
+def _max_leaf_diff(a, b) -> float:
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
 def test_train_step_learns_keeps_an_ema_and_guards_against_nan():
-    config = tiny_config(ema_decay=0.5, learning_rate=1e-3)
+    # decay 0.9, not 0.5: at 0.5 the two weights are equal and swapped EMA terms would pass.
+    config = tiny_config(ema_decay=0.9, learning_rate=1e-3)
     state0, step, batch = _setup(config)
     state1, m1 = step(state0, batch)
     state2, m2 = step(state1, batch)
+    # EMA by hand after two steps: 0.9 (0.9 p0 + 0.1 p1) + 0.1 p2 = 0.81 p0 + 0.09 p1 + 0.1 p2.
+    expect = jax.tree.map(lambda p0, p1, p2: 0.81 * p0 + 0.09 * p1 + 0.1 * p2,
+                          state0.params, state1.params, state2.params)
+    for a, b in zip(jax.tree.leaves(expect), jax.tree.leaves(state2.ema_params), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    assert _max_leaf_diff(state2.ema_params, state2.params) > 0  # the EMA lags the params
+    assert state1.eval_params() is state1.ema_params
     for _ in range(3):
         state2, m2 = step(state2, batch)
     assert int(state2.step) == 5 and int(m2["nonfinite"]) == 0
     assert float(m2["loss"]) < float(m1["loss"])
     np.testing.assert_allclose(float(m1["learning_rate"]), 1e-3)
-    # EMA after one step: 0.5 * init + 0.5 * new params.
-    expect = jax.tree.map(lambda a, b: 0.5 * a + 0.5 * b, state0.params, state1.params)
-    for a, b in zip(jax.tree.leaves(expect), jax.tree.leaves(state1.ema_params), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-7)
-    assert state1.eval_params() is state1.ema_params
 
     bad = dict(batch, hr=batch["hr"].at[0, 0, 0, 0].set(jnp.nan))
     state3, m3 = step(state2, bad)
