@@ -29,18 +29,29 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
 
 
 def initialize_distributed() -> None:
-    """Starts jax.distributed when asked to, before any JAX computation."""
+    """Starts jax.distributed when asked to, before any JAX computation; bad flags fail in one line."""
     if _COORDINATOR.value:
         import jax
 
         if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
             cli.fail("--coordinator_address needs --num_processes and --process_id")
+        if _NUM_PROCESSES.value < 1 or not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value:
+            cli.fail(f"--process_id={_PROCESS_ID.value} must be in [0, --num_processes="
+                     f"{_NUM_PROCESSES.value}) and --num_processes at least 1")
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                    num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+    elif _NUM_PROCESSES.value is not None or _PROCESS_ID.value is not None:
+        cli.fail("--num_processes and --process_id need --coordinator_address (or use --multihost "
+                 "where the cluster is auto-detected)")
     elif _MULTIHOST.value:
         import jax
 
-        jax.distributed.initialize()
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError) as e:
+            cli.fail(f"--multihost: jax.distributed.initialize() found no cluster to join "
+                     f"({cli.first_line(e)}); on one machine drop --multihost, elsewhere pass "
+                     "--coordinator_address, --num_processes and --process_id")
 
 
 def main(argv: Sequence[str]) -> None:

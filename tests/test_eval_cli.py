@@ -197,3 +197,21 @@ def test_upscale_whole_and_tiled(tiny_checkpoint, hr_folder, tmp_path):
     assert_one_line_error(run_script("upscale.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
                                      directory, "--input", tmp_path / "none.png", "--output",
                                      tmp_path / "o2"), "none.png")
+
+
+def test_model_info_reports_the_official_imdn_size():
+    """IMDN x4: the official file's 715,176 parameters and 40.89 G mult-adds (README: 40.9 G) at 720p."""
+    result = run_script("model_info.py", "--config", "configs/imdn_x4.py", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert (info["model"], info["scale"], info["params"]) == ("imdn", 4, 715_176)
+    assert info["macs_g"] == 40.89 and info["output_hw"] == [720, 1280]
+    assert info["input_shape_nhwc"] == [1, 180, 320, 3]
+    table = run_script("model_info.py", "--config", "configs/imdn_x4.py", "--depth", 1)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert "params     715,176" in lines and "mult-adds  40.89 G" in table.stdout
+    tree = lines[lines.index("module tree (params):") + 1:]
+    rows = {line.split()[0]: line.split()[1] for line in tree}
+    assert rows["upsampler"] == f"{3 * 3 * 64 * 48 + 48:,}"  # 3x3 conv 64 -> 3*4^2 channels + bias
+    assert sum(int(n.replace(",", "")) for n in rows.values()) == 715_176

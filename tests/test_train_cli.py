@@ -94,6 +94,17 @@ def test_bad_input_fails_in_one_line(tmp_path, tiny_config):
     line = _error_line(_train(f"--config={tiny_config}", f"--workdir={blocker / 'run'}"))
     assert "not writable" in line and str(blocker / "run") in line
 
+    # Multi-host flags: each wrong combination is one line, before any workdir is made.
+    for flags, needle in ((["--multihost"], "--multihost: jax.distributed.initialize() found no"),
+                          (["--coordinator_address=localhost:1"], "needs --num_processes and "
+                           "--process_id"),
+                          (["--coordinator_address=localhost:1", "--num_processes=2", "--process_id=2"],
+                           "--process_id=2 must be in [0, --num_processes=2)"),
+                          (["--num_processes=2", "--process_id=0"], "need --coordinator_address")):
+        line = _error_line(_train(f"--config={tiny_config}", f"--workdir={tmp_path / 'mh'}", *flags))
+        assert needle in line, (flags, line)
+    assert not (tmp_path / "mh").exists()
+
     # configs/x4.py without DIV2K: fails fast, says how to get it, leaves no workdir behind.
     workdir = tmp_path / "x4"
     missing = _train("--config=configs/x4.py", f"--workdir={workdir}",
