@@ -1,4 +1,5 @@
-"""scripts/train.py end to end: a run killed with SIGKILL resumes; bad input fails in one line."""
+"""scripts/train.py end to end: a run SIGKILLed during an async save resumes to the straight run's
+result; bad input fails in one line."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from conftest import subprocess_env, tiny_train_config_source
@@ -40,33 +41,61 @@ def tiny_config(tmp_path) -> Path:
     return path
 
 
-def test_killed_run_resumes_and_finishes(tmp_path, tiny_config):
-    workdir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "scripts/train.py", f"--config={tiny_config}", f"--workdir={workdir}",
-         "--config.train.num_steps=100000"],
-        cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):
-            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
-            time.sleep(0.2)
-        time.sleep(0.5)  # likely mid-step or mid-save: nothing may depend on where it dies
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+# Runs the tiny config in-process and SIGKILLs itself right after the asynchronous save of step
+# KILL_AT has started, while its background write is still in flight.
+KILL_DURING_SAVE = """
+import os, signal, sys
+import jax
+from mspan_jax.train import checkpoint
+from mspan_jax.train.loop import train_and_evaluate
 
-    saved = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-    target = saved + 4
-    resumed = _train(f"--config={tiny_config}", f"--workdir={workdir}",
-                     f"--config.train.num_steps={target}")
+config_path, workdir, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+real_save = checkpoint.TrainCheckpoints.save
+
+def save_then_die(self, state, model_config):
+    real_save(self, state, model_config)
+    if int(jax.device_get(state.step)) == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+checkpoint.TrainCheckpoints.save = save_then_die
+namespace = {}
+exec(open(config_path).read(), namespace)
+train_and_evaluate(namespace["get_config"](), workdir)
+"""
+
+
+def _step_dirs(workdir: Path) -> list[str]:
+    return sorted(p.name for p in (workdir / "checkpoints").iterdir())
+
+
+def test_killed_during_an_async_save_resumes_to_the_straight_result(tmp_path, tiny_config):
+    from mspan_jax.train.checkpoint import load_latest_state
+
+    straight, workdir = tmp_path / "straight", tmp_path / "run"
+    done = _train(f"--config={tiny_config}", f"--workdir={straight}")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(tiny_config), str(workdir),
+                             "4"], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    finished = [int(name) for name in _step_dirs(workdir) if name.isdigit()]
+    # Killed mid-save, step 4 is an uncommitted orbax temp dir (rarely, it was already committed).
+    assert max(finished) == 4 or any(name.startswith("4.") for name in _step_dirs(workdir)), \
+        _step_dirs(workdir)
+
+    resumed = _train(f"--config={tiny_config}", f"--workdir={workdir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resumed from {workdir / 'checkpoints'} at step {saved}" in resumed.stdout
-    assert f"step {target}/{target}" in resumed.stdout
+    assert f"resumed from {workdir / 'checkpoints'} at step {max(finished)}" in resumed.stdout
+    assert "step 6/6" in resumed.stdout
+    a, b = load_latest_state(straight), load_latest_state(workdir)
+    assert int(a["step"]) == int(b["step"]) == 6
+    for key in ("params", "opt_state"):
+        for x, y in zip(jax.tree.leaves(a[key]), jax.tree.leaves(b[key]), strict=True):
+            np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-6, err_msg=key)
     results = json.loads((workdir / "eval_results.json").read_text())
-    assert results["step"] == target and set(results) == {"step", "skimage_holdout", "bicubic"}
+    assert results == json.loads((straight / "eval_results.json").read_text())
+    assert results["step"] == 6 and set(results) == {"step", "skimage_holdout", "bicubic"}
     assert (workdir / "tensorboard").is_dir()
 
     # The workdir is also a checkpoint for evaluation (weights.load_weights reads its best params).
