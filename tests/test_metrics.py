@@ -1,4 +1,5 @@
-"""PSNR/SSIM in the papers' MATLAB convention, checked against values computed by hand."""
+"""PSNR/SSIM in the papers' MATLAB convention, checked against values computed by hand; the
+papers' bicubic row reproduced on Set5."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import math
 import numpy as np
 import pytest
 
+from mspan_jax import metrics
+from mspan_jax.data.images import read_image
+from mspan_jax.data.imresize import bicubic_downscale, imresize, modcrop, round_uint8
+from mspan_jax.data.pairs import EvalPair
+from mspan_jax.evaluation import bicubic_scores
 from mspan_jax.metrics import gaussian_window_1d, psnr, rgb_to_y, ssim, to_uint8
 
 RNG = np.random.default_rng(0)
@@ -100,3 +106,30 @@ def test_bad_inputs_are_refused():
         psnr(a, a, crop_border=8)
     with pytest.raises(ValueError, match="11x11"):
         ssim(a, a, crop_border=3)
+
+
+def _srcnn_bicubic(hr: np.ndarray, scale: int) -> tuple[float, float]:
+    """SRCNN's bicubic protocol: Y of rgb2ycbcr on uint8 (rounded), modcrop, Y-only bicubic down and
+    up in [0, 1] floats, uint8(sr * 255), `scale` pixels shaved; PSNR and SSIM of the Y planes."""
+    y = modcrop(np.round(metrics.rgb_to_y(hr))[..., None], scale)
+    sr = imresize(imresize(y / 255.0, 1 / scale), scale) * 255.0
+    sr_rgb, y_rgb = (np.repeat(round_uint8(p), 3, axis=2) for p in (sr, y))  # gray: R = G = B = Y'
+    opts = dict(crop_border=scale, y_channel=False)
+    return metrics.psnr(sr_rgb, y_rgb, **opts), metrics.ssim(sr_rgb, y_rgb, **opts)
+
+
+@pytest.mark.parametrize("scale, ours, paper", [
+    (2, (33.67, 0.9303), (33.66, 0.9299)),
+    (4, (28.43, 0.8111), (28.42, 0.8104)),
+])
+def test_the_papers_bicubic_row_is_srcnns_protocol(set5_dir, scale, ours, paper):
+    """docs/evaluation.md: our bicubic baseline (RGB LR, the model's metric) and the row the IMDN
+    paper copied from SRCNN/VDSR (a Y-only degradation), both computed with our code."""
+    hrs = {p.stem: read_image(p) for p in sorted((set5_dir / "HR").iterdir())}
+    assert len(hrs) == 5
+    pairs = [EvalPair(name, bicubic_downscale(modcrop(hr, scale), scale), modcrop(hr, scale))
+             for name, hr in hrs.items()]
+    baseline = bicubic_scores(pairs, scale=scale, crop_border=scale)
+    assert (round(baseline.psnr, 2), round(baseline.ssim, 4)) == ours
+    srcnn = np.mean([_srcnn_bicubic(hr, scale) for hr in hrs.values()], axis=0)
+    assert (round(srcnn[0], 2), round(srcnn[1], 4)) == paper
