@@ -1,6 +1,7 @@
 """The one shared base of every config in configs/: paper defaults for each section.
 
-configs/*.py call `sr_config(...)` and change only what really differs.
+configs/*.py call `sr_config(...)` (super-resolution) or `restoration_config(...)` (MSPAN-IR:
+denoising, deraining) and change only what really differs.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
     config.data.train_dir = ""  # folder for the div2k_folder / folder / paired sources
     config.data.manual_dir = ""  # benchmark HR images for their first tfds preparation ("" = tfds's)
     config.data.image_range = (1, 800)  # div2k_folder: DIV2K images 0001-0800 train (IMDN)
-    config.data.noise_sigma = 30.0  # DN noise, and MSPAN-IR's synthetic noise (0..255 units)
-    config.data.noise_sigma_range = ()  # (lo, hi): MSPAN-IR draws sigma per patch from [lo, hi] instead
+    # DN noise, and MSPAN-IR's synthetic noise (0..255 units): training noise, and always the
+    # validation / evaluation noise level (scripts/evaluate.py --noise-sigma overrides it there).
+    config.data.noise_sigma = 30.0
+    config.data.noise_sigma_range = ()  # (lo, hi): MSPAN-IR trains on a sigma per patch from [lo, hi]
     config.data.noise_gray = False  # one noise field for all channels instead of colour noise
     config.data.augment = True  # random h/v flips + transpose (all 8 rot90 variants), same on LR and HR
     config.data.prefetch = 2  # batches assembled ahead by the input thread
@@ -86,4 +89,41 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
     config.eval.round_y = False
     config.eval.num_summary_images = 3  # validation crops (bicubic | SR | HR) written to TensorBoard
     config.eval.summary_crop_size = 128  # HR pixels per side of those crops
+    # Restoration: also score scikit-image's non-local means (with its estimated sigma) on the
+    # validation sets, once, as a classical baseline beside the LQ input (docs/restoration.md).
+    config.eval.classical_baseline = False
+    return config
+
+
+# Gaussian denoising: the noise levels of the DnCNN / FFDNet tables, and the blind range (DnCNN-B).
+NOISE_LEVELS = (15, 25, 50)
+BLIND_SIGMA_RANGE = (0.0, 55.0)
+
+
+def noise_level(arg: str | None, default: int = 25) -> tuple[float, tuple[float, ...]]:
+    """`(noise_sigma, noise_sigma_range)` of a denoising config's argument: the text after ':' in
+    `--config configs/denoise_color.py:25` ("15" | "25" | "50"), or "blind" (train on sigma drawn
+    from BLIND_SIGMA_RANGE per patch, validate at `default`); None (no ':'): `default`."""
+    if arg is None or str(arg).strip() == "":
+        return float(default), ()
+    text = str(arg).strip().lower()
+    if text == "blind":
+        return float(default), BLIND_SIGMA_RANGE
+    if text.isdigit() and int(text) in NOISE_LEVELS:
+        return float(text), ()
+    raise ValueError(f"noise level {arg!r}: use one of {list(NOISE_LEVELS)} or 'blind', e.g. "
+                     "--config configs/denoise_color.py:25")
+
+
+def restoration_config(channels: int = 3) -> ml_collections.ConfigDict:
+    """A full MSPAN-IR config (scale 1) for `channels` (3: colour, 1: grayscale) images: the SR
+    recipe's optimizer and schedule on 128x128 patches, scored without a border shave.
+
+    The MSPAN paper gives no training recipe for its restoration results: the patch size is the
+    SwinIR / DRUNet one, everything else is IMDN's SR recipe (docs/restoration.md)."""
+    config = sr_config(model="mspan_ir", scale=1)
+    config.model.in_channels = config.model.out_channels = channels
+    config.data.hr_patch_size = 128  # input = target patch at scale 1
+    config.eval.crop_border = 0
+    config.eval.y_channel = False  # denoising scores RGB (or the gray plane); deraining sets True
     return config

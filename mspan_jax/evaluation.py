@@ -1,4 +1,5 @@
-"""Evaluate a model (or the bicubic baseline) on LR/HR pairs: PSNR/SSIM per image and their means.
+"""Evaluate a model (or a baseline: bicubic, the restoration input itself, non-local means) on LR/HR
+pairs: PSNR/SSIM per image and their means.
 
 Images of mixed sizes run through `inference.Predictor`: zero-padded to multiples of `bucket`
 with a validity mask, so results equal unpadded inference while the number of compiled programs
@@ -48,8 +49,10 @@ def _check_pair(pair: EvalPair, scale: int) -> None:
 
 
 def _score_all(pairs: Sequence[EvalPair], upscale, *, scale: int, crop_border: int, y_channel: bool,
-               round_y: bool, keep_outputs: bool, progress: bool, label: str) -> EvalResult:
-    """Scores `upscale(pair) -> uint8 SR` on every pair."""
+               round_y: bool, keep_outputs: bool, progress: bool, label: str,
+               unquantized: bool = False) -> EvalResult:
+    """Scores `upscale(pair) -> uint8 SR` on every pair (`unquantized`: float SR in 0..255 scored as
+    it is; kept outputs are quantized)."""
     if not pairs:
         raise ValueError("no pairs to evaluate")
     scores, outputs = [], {} if keep_outputs else None
@@ -57,16 +60,34 @@ def _score_all(pairs: Sequence[EvalPair], upscale, *, scale: int, crop_border: i
     for pair in pairs:
         _check_pair(pair, scale)
         sr = upscale(pair)
-        opts = dict(crop_border=crop_border, y_channel=y_channel, round_y=round_y)
+        opts = dict(crop_border=crop_border, y_channel=y_channel, round_y=round_y,
+                    unquantized=unquantized)
         score = ImageScore(pair.name, metrics.psnr(sr, pair.hr, **opts),
                            metrics.ssim(sr, pair.hr, **opts))
         scores.append(score)
         if outputs is not None:
-            outputs[pair.name] = sr
+            outputs[pair.name] = sr if sr.dtype == np.uint8 else metrics.to_uint8(sr / 255.0)
         bar.update(f"{pair.name} {score.psnr:.2f} dB")
     return EvalResult(psnr=float(np.mean([s.psnr for s in scores])),
                       ssim=float(np.mean([s.ssim for s in scores])),
                       images=scores, num_compiled=0, outputs=outputs)
+
+
+def model_input(lr: np.ndarray) -> np.ndarray:
+    """A pair's LR / LQ as the float32 model input in [0, 1] (a float LQ, e.g. unclipped synthetic
+    noise, is already in that scale and goes in as it is)."""
+    return lr.astype(np.float32) / 255.0 if lr.dtype == np.uint8 else lr.astype(np.float32)
+
+
+def input_scores(pairs: Sequence[EvalPair], *, crop_border: int, y_channel: bool = False,
+                 round_y: bool = False, keep_outputs: bool = False) -> EvalResult:
+    """The restoration baseline (scale 1): the LQ input itself scored against the GT; a float LQ
+    (synthetic noise, not clipped) unquantized, as the denoising papers report the noisy PSNR."""
+    def as_is(pair: EvalPair) -> np.ndarray:
+        return pair.lr if pair.lr.dtype == np.uint8 else pair.lr.astype(np.float64) * 255.0
+    return _score_all(pairs, as_is, scale=1, crop_border=crop_border, y_channel=y_channel,
+                      round_y=round_y, keep_outputs=keep_outputs, progress=False, label="input",
+                      unquantized=True)
 
 
 def evaluate_pairs(apply_fn: ApplyFn, variables: Any, pairs: Sequence[EvalPair], *, scale: int,
@@ -82,7 +103,7 @@ def evaluate_pairs(apply_fn: ApplyFn, variables: Any, pairs: Sequence[EvalPair],
     predictor = Predictor(apply_fn, variables, scale=scale, bucket=bucket)
 
     def upscale(pair: EvalPair) -> np.ndarray:
-        return metrics.to_uint8(predictor(pair.lr.astype(np.float32) / 255.0, self_ensemble))
+        return metrics.to_uint8(predictor(model_input(pair.lr), self_ensemble))
 
     result = _score_all(pairs, upscale, scale=scale, crop_border=crop_border, y_channel=y_channel,
                         round_y=round_y, keep_outputs=keep_outputs, progress=progress, label="eval")
@@ -97,3 +118,30 @@ def bicubic_scores(pairs: Sequence[EvalPair], *, scale: int, crop_border: int, y
     return _score_all(pairs, lambda pair: bicubic_upscale(pair.lr, scale), scale=scale,
                       crop_border=crop_border, y_channel=y_channel, round_y=round_y,
                       keep_outputs=keep_outputs, progress=False, label="bicubic")
+
+
+# scikit-image's non-local means as its gallery runs it with an estimated sigma ("Non-local means
+# denoising for preserving textures", the best of its fast-mode settings): 5x5 patches searched
+# within 6 pixels, h = 0.6 sigma_est.
+NL_MEANS_SETTINGS = dict(patch_size=5, patch_distance=6, fast_mode=True)
+NL_MEANS_H = 0.6
+
+
+def nl_means_denoise(noisy: np.ndarray) -> np.ndarray:
+    """Classical baseline: skimage `denoise_nl_means` of an (H, W, C) image (uint8, or float in [0, 1]
+    as `model_input` takes it) with the noise sigma it estimates itself (`estimate_sigma`, wavelet MAD;
+    needs PyWavelets); uint8 out."""
+    from skimage.restoration import denoise_nl_means, estimate_sigma
+
+    x = model_input(noisy).astype(np.float64)
+    sigma = float(np.mean(estimate_sigma(x, channel_axis=-1)))
+    out = denoise_nl_means(x, h=NL_MEANS_H * sigma, sigma=sigma, channel_axis=-1, **NL_MEANS_SETTINGS)
+    return metrics.to_uint8(out.reshape(noisy.shape))
+
+
+def nl_means_scores(pairs: Sequence[EvalPair], *, crop_border: int, y_channel: bool = False,
+                    keep_outputs: bool = False, progress: bool = False) -> EvalResult:
+    """The classical denoising baseline (`nl_means_denoise` of each LQ), scored like a model."""
+    return _score_all(pairs, lambda pair: nl_means_denoise(pair.lr), scale=1, crop_border=crop_border,
+                      y_channel=y_channel, round_y=False, keep_outputs=keep_outputs,
+                      progress=progress, label="non-local means")

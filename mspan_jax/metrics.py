@@ -2,8 +2,9 @@
 and BasicSR): on the Y channel of MATLAB's rgb2ycbcr, kept in float, with `crop_border` pixels
 shaved on every side; SSIM is Wang's ssim_index.m (11x11 Gaussian window, sigma 1.5, 'valid').
 
-Inputs are uint8 (H, W, 3) RGB. A float SR output is quantized with `to_uint8` first, the one
-quantizer of the package, exactly as saving the output to a PNG would.
+Inputs are uint8 (H, W, 3) RGB, or (H, W, 1) gray (scored on that plane). A float SR output is
+quantized with `to_uint8` first, the one quantizer of the package, exactly as saving the output to a
+PNG would.
 """
 
 from __future__ import annotations
@@ -38,19 +39,20 @@ def rgb_to_y(img: np.ndarray, round_y: bool = False) -> np.ndarray:
 
 
 def _prepare(sr: np.ndarray, hr: np.ndarray, crop_border: int, y_channel: bool,
-             round_y: bool) -> tuple[np.ndarray, np.ndarray]:
+             round_y: bool, unquantized: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Checks the pair, shaves `crop_border` pixels and returns float64 (H, W, C) planes."""
     sr, hr = np.asarray(sr), np.asarray(hr)
     if sr.shape != hr.shape:
         raise ValueError(f"SR shape {sr.shape} differs from HR shape {hr.shape}")
-    if sr.dtype != np.uint8 or hr.dtype != np.uint8:
+    float_ok = unquantized and sr.dtype.kind == "f"
+    if (sr.dtype != np.uint8 and not float_ok) or hr.dtype != np.uint8:
         raise ValueError(f"metrics need uint8 images (quantize with to_uint8), "
                          f"got {sr.dtype}/{hr.dtype}")
-    if sr.ndim != 3 or sr.shape[2] != 3:
-        raise ValueError(f"metrics need (H, W, 3) RGB images, got shape {sr.shape}")
+    if sr.ndim != 3 or sr.shape[2] not in (1, 3):
+        raise ValueError(f"metrics need (H, W, 3) RGB or (H, W, 1) gray images, got shape {sr.shape}")
     if crop_border < 0 or 2 * crop_border >= min(sr.shape[:2]):
         raise ValueError(f"crop_border={crop_border} leaves nothing of a {sr.shape[:2]} image")
-    if y_channel:
+    if y_channel and sr.shape[2] == 3:  # a gray image is scored on its one plane
         sr, hr = rgb_to_y(sr, round_y)[..., None], rgb_to_y(hr, round_y)[..., None]
     else:
         sr, hr = sr.astype(np.float64), hr.astype(np.float64)
@@ -61,9 +63,12 @@ def _prepare(sr: np.ndarray, hr: np.ndarray, crop_border: int, y_channel: bool,
 
 
 def psnr(sr: np.ndarray, hr: np.ndarray, *, crop_border: int, y_channel: bool = True,
-         round_y: bool = False) -> float:
-    """PSNR in dB of uint8 RGB images (Y channel by default); inf when they are equal."""
-    a, b = _prepare(sr, hr, crop_border, y_channel, round_y)
+         round_y: bool = False, unquantized: bool = False) -> float:
+    """PSNR in dB of uint8 RGB images (Y channel by default) or gray ones; inf when they are equal.
+
+    `unquantized`: `sr` may be float in 0..255, scored as it is (not rounded or clipped): the
+    synthetic noisy input of a denoising test, whose own PSNR the literature reports that way."""
+    a, b = _prepare(sr, hr, crop_border, y_channel, round_y, unquantized)
     mse = float(np.mean((a - b) ** 2))
     return math.inf if mse == 0 else 10.0 * math.log10(PIXEL_MAX**2 / mse)
 
@@ -100,7 +105,8 @@ def _ssim_plane(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def ssim(sr: np.ndarray, hr: np.ndarray, *, crop_border: int, y_channel: bool = True,
-         round_y: bool = False) -> float:
-    """SSIM of uint8 RGB images (Y channel by default; RGB = mean over the three channels)."""
-    a, b = _prepare(sr, hr, crop_border, y_channel, round_y)
+         round_y: bool = False, unquantized: bool = False) -> float:
+    """SSIM of uint8 RGB images (Y channel by default; RGB = mean over the three channels) or gray
+    ones. `unquantized`: as in `psnr`."""
+    a, b = _prepare(sr, hr, crop_border, y_channel, round_y, unquantized)
     return float(np.mean([_ssim_plane(a[..., c], b[..., c]) for c in range(a.shape[2])]))

@@ -49,6 +49,11 @@ def model_config_dict(model_config: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(raw, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
 
 
+def _task(cfg: Mapping[str, Any]) -> str:
+    """'restoration' for a scale-1 model (MSPAN-IR: denoising, deraining), else 'super-resolution'."""
+    return "restoration" if cfg.get("scale") == 1 else "super-resolution"
+
+
 def _describe(cfg: Mapping[str, Any]) -> str:
     return f"{cfg.get('name')} x{cfg.get('scale')}"
 
@@ -167,6 +172,11 @@ def check_model_config(directory: str | os.PathLike, saved: Mapping[str, Any],
     """Raises CheckpointError when the saved `config.model` differs from `model_config` in any key
     that shapes the parameters (everything but the compute dtype)."""
     want = model_config_dict(model_config)
+    tasks = [_task(cfg) for cfg in (saved, want)]
+    if tasks[0] != tasks[1]:  # e.g. an SR x4 checkpoint given to a denoising config
+        raise CheckpointError(f"{directory}: checkpoint is a {tasks[0]} model ({_describe(saved)}) "
+                              f"but config.model is {tasks[1]} ({_describe(want)}); pass the --config "
+                              "it was trained with")
     if (saved.get("name"), saved.get("scale")) != (want.get("name"), want.get("scale")):
         raise CheckpointError(f"{directory}: checkpoint is {_describe(saved)} but config.model is "
                               f"{_describe(want)}; pass the matching --config")

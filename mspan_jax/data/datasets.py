@@ -1,9 +1,10 @@
-"""Evaluation sets as `EvalPair` lists: the SR benchmarks through their tfds builders, and the
-held-out scikit-image photos.
+"""Evaluation sets as `EvalPair` lists: the SR benchmarks and the denoising sets through their tfds
+builders, paired restoration folders, and the held-out scikit-image photos.
 
     pairs = load_benchmark("set5", 4)                      # BI x4, prepared on first use
     pairs = load_benchmark("urban100", 3, "BD", manual_dir="~/sr_data")
     pairs = load_paired("rain100l", "test", manual_dir="~/ir_data")   # restoration: lr = LQ, hr = GT
+    pairs = load_restoration_set("cbsd68", 25.0, manual_dir="~/ir_data")  # clean + seeded noise
 """
 
 from __future__ import annotations
@@ -13,18 +14,27 @@ from pathlib import Path
 
 import numpy as np
 
-from mspan_jax.data.degradations import DEGRADATIONS, add_gaussian_noise, degrade, seed_for_name
+from mspan_jax.data.degradations import DEGRADATIONS, degrade, seed_for_name
 from mspan_jax.data.imresize import modcrop
-from mspan_jax.data.pairs import PAIRED_CONFIGS, SPLITS, EvalPair
+from mspan_jax.data.pairs import PAIRED_CONFIGS, SPLITS, EvalPair, noisy_pairs, to_channels
 from mspan_jax.data.sample_images import sample_images
 from mspan_jax.extras import require
 
 # tensorflow_datasets and the builders are imported only where a tfds set is loaded: the core
 # install (no [tfds] extra) validates on "skimage_holdout" and evaluates image folders.
 
+# What a restoration (scale 1) model validates and evaluates on: clean sets that get seeded noise (the
+# keys of builders.benchmarks.DENOISING_SETS, and the bundled photos) and paired LQ/GT sets.
+DENOISING_SET_NAMES = ("cbsd68", "kodak24", "mcmaster", "set12", "bsd68")
+NOISE_SETS = (*DENOISING_SET_NAMES, "skimage_holdout")
+RESTORATION_SETS = (*NOISE_SETS, *PAIRED_CONFIGS)
+
 
 def _check_args(name: str, scale: int, degradation: str) -> tuple[str, str]:
     key = str(name).lower()
+    if key in RESTORATION_SETS and key != "skimage_holdout":
+        raise ValueError(f"{key} is a restoration (denoising / deraining) set; evaluate a restoration "
+                         "model on it (configs/denoise_color.py, configs/derain.py, ...)")
     deg = str(degradation).upper()
     if deg not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {degradation!r}; choose one of {list(DEGRADATIONS)}")
@@ -70,32 +80,77 @@ def load_benchmark(name: str, scale: int, degradation: str = "BI",
         return skimage_holdout_pairs(scale, deg)
     import tensorflow_datasets as tfds
 
-    from mspan_jax.data.builders import benchmarks
-    from mspan_jax.data.builders.benchmarks import BENCHMARKS, find_hr_folder
+    from mspan_jax.data.builders.benchmarks import BENCHMARKS
 
     cls = BENCHMARKS[key]
     builder = cls(data_dir=None if data_dir is None else os.fspath(Path(data_dir).expanduser()),
                   config=f"{deg.lower()}_x{scale}")
-    if not builder.is_prepared():
-        manual = (Path(manual_dir).expanduser() if manual_dir is not None
-                  else Path(builder.data_dir_root) / "downloads" / "manual")
-        if find_hr_folder(manual, cls.FOLDER_NAMES) is None and not (download and cls.DOWNLOAD_URL):
-            how = " (or pass download=True / --download)" if cls.DOWNLOAD_URL else ""
-            raise FileNotFoundError(
-                f"{key} is not prepared in {builder.data_dir_root} and "
-                f"{manual}/{cls.FOLDER_NAMES[0]}/HR has no images: put the {cls.FOLDER_NAMES[0]} HR "
-                f"images there{how}; see docs/data.md")
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual)))
+    how = " (or pass download=True / --download)" if cls.DOWNLOAD_URL else ""
+    _prepare_from_manual(builder, key, cls.FOLDER_NAMES, manual_dir, "HR", how, "docs/data.md",
+                         download=download and bool(cls.DOWNLOAD_URL))
     dataset = builder.as_dataset(split="test", shuffle_files=False)
     pairs = [EvalPair(name=ex["name"].decode("utf-8"), lr=ex["lr"], hr=ex["hr"])
              for ex in tfds.as_numpy(dataset)]
-    expected = benchmarks.EXPECTED_IMAGES.get(key)
-    if expected is not None and len(pairs) != expected:  # prepared by a version that skipped files
-        raise benchmarks.IncompleteSetError(benchmarks.incomplete_set_message(
-            key, expected, f"{builder.data_dir} was prepared with {len(pairs)}; delete that folder "
-            "to prepare it again"))
+    _check_whole(key, len(pairs), builder)
     return sorted(pairs, key=lambda p: p.name)
+
+
+def _check_whole(key: str, count: int, builder) -> None:
+    """benchmarks.IncompleteSetError when a prepared standard set holds another number of images than
+    its `EXPECTED_IMAGES` (prepared by a version that skipped files)."""
+    from mspan_jax.data.builders import benchmarks
+
+    expected = benchmarks.EXPECTED_IMAGES.get(key)
+    if expected is not None and count != expected:
+        raise benchmarks.IncompleteSetError(benchmarks.incomplete_set_message(
+            key, expected, f"{builder.data_dir} was prepared with {count}; delete that folder "
+            "to prepare it again"))
+
+
+def _prepare_from_manual(builder, key: str, folder_names: tuple[str, ...],
+                         manual_dir: str | os.PathLike | None, what: str, how: str, doc: str,
+                         download: bool = False) -> None:
+    """Prepares tfds `builder` on first use from `<manual_dir>/<folder>` (tfds's manual folder when
+    None); FileNotFoundError in one line when the folder is missing and nothing can be downloaded."""
+    if builder.is_prepared():
+        return
+    import tensorflow_datasets as tfds
+
+    from mspan_jax.data.builders.benchmarks import find_hr_folder
+
+    manual = (Path(manual_dir).expanduser() if manual_dir is not None
+              else Path(builder.data_dir_root) / "downloads" / "manual")
+    if find_hr_folder(manual, folder_names) is None and not download:
+        raise FileNotFoundError(
+            f"{key} is not prepared in {builder.data_dir_root} and {manual}/{folder_names[0]}"
+            f"{'/' + what if what == 'HR' else ''} has no images: put the {folder_names[0]} "
+            f"{what} images there{how}; see {doc}")
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual)))
+
+
+def load_clean_set(name: str, data_dir: str | os.PathLike | None = None,
+                   manual_dir: str | os.PathLike | None = None) -> list[tuple[str, np.ndarray]]:
+    """`(image name, clean uint8 (H, W, C))` of a denoising set, sorted by name: "skimage_holdout"
+    (the held-out bundled photos) or a tfds denoising builder (cbsd68, kodak24, mcmaster: RGB;
+    set12, bsd68: gray, C = 1), prepared on first use from `<manual_dir>/<Folder>/`."""
+    if name == "skimage_holdout":
+        return sample_images("holdout")
+    if name not in DENOISING_SET_NAMES:
+        raise ValueError(f"unknown denoising set {name!r}; choose one of {list(NOISE_SETS)}")
+    require("tfds", f"denoising set {name!r} (a tfds builder; an image folder needs no extra)")
+    import tensorflow_datasets as tfds
+
+    from mspan_jax.data.builders.benchmarks import DENOISING_SETS
+
+    cls = DENOISING_SETS[name]
+    builder = cls(data_dir=os.fspath(Path(data_dir).expanduser()) if data_dir else None)
+    _prepare_from_manual(builder, name, cls.FOLDER_NAMES, manual_dir or None, "clean", "",
+                         "docs/restoration.md")
+    dataset = builder.as_dataset(split="test", shuffle_files=False)
+    images = [(ex["name"].decode("utf-8"), ex["clean"]) for ex in tfds.as_numpy(dataset)]
+    _check_whole(name, len(images), builder)
+    return sorted(images, key=lambda item: item[0])
 
 
 def load_paired(name: str, split: str = "test", data_dir: str | os.PathLike | None = None,
@@ -134,18 +189,21 @@ def load_paired(name: str, split: str = "test", data_dir: str | os.PathLike | No
 
 
 def load_restoration_set(name: str, noise_sigma: float, *, gray_noise: bool = False,
-                         data_dir: str | os.PathLike | None = None,
+                         channels: int = 3, data_dir: str | os.PathLike | None = None,
                          manual_dir: str | os.PathLike | None = None) -> list[EvalPair]:
-    """A validation set for MSPAN-IR (scale 1) as `EvalPair(name, lr=LQ, hr=GT)`.
+    """A validation / test set for MSPAN-IR (scale 1) as `EvalPair(name, lr=LQ, hr=GT)`.
 
-    A paired set (`load_paired`, its test split), or "skimage_holdout" with Gaussian noise of std
-    `noise_sigma` (0..255) added to each photo, seeded per image name so every run sees the same LQ.
+    A paired set (`load_paired`, its test split), or a clean set (`load_clean_set`: "skimage_holdout",
+    cbsd68, kodak24, mcmaster, set12, bsd68) with seeded Gaussian noise of std `noise_sigma`
+    (`pairs.noisy_pairs`: the same noisy input on every run). `channels`: 3, or 1 for a grayscale
+    model (colour images converted by MATLAB rgb2gray before the noise).
     """
     if name in PAIRED_CONFIGS:
-        return load_paired(name, "test", data_dir=data_dir, manual_dir=manual_dir)
-    if name != "skimage_holdout":
-        raise ValueError(f"restoration (scale 1) validates on a paired set {list(PAIRED_CONFIGS)} or "
-                         f"'skimage_holdout', got {name!r}; set config.eval.datasets")
-    return [EvalPair(name=n, hr=img, lr=add_gaussian_noise(
-                img, noise_sigma, np.random.default_rng(seed_for_name(n)), gray=gray_noise))
-            for n, img in sample_images("holdout")]
+        return [EvalPair(name=p.name, lr=to_channels(p.lr, channels, name),
+                         hr=to_channels(p.hr, channels, name))
+                for p in load_paired(name, "test", data_dir=data_dir, manual_dir=manual_dir)]
+    if name not in NOISE_SETS:
+        raise ValueError(f"restoration (scale 1) validates on a denoising set {list(NOISE_SETS)} or a "
+                         f"paired set {list(PAIRED_CONFIGS)}, got {name!r}; set config.eval.datasets")
+    return noisy_pairs(load_clean_set(name, data_dir=data_dir, manual_dir=manual_dir), noise_sigma,
+                       channels=channels, gray_noise=gray_noise, set_name=name)

@@ -122,6 +122,16 @@ def add_gaussian_noise(img: np.ndarray, sigma: float | Sequence[float], rng: np.
     return img.astype(np.float32) + np.float32(std / 255.0) * noise.astype(np.float32)
 
 
+def rgb_to_gray(img: np.ndarray) -> np.ndarray:
+    """MATLAB `rgb2gray` (ITU-R BT.601 luma) of a uint8 (H, W, 3) image: uint8 (H, W, 1). A gray image
+    stored as three equal channels comes back unchanged (the weights sum to 1)."""
+    _check_uint8_image(img, "rgb_to_gray input")
+    if img.shape[2] == 1:
+        return img
+    y = img.astype(np.float64) @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+    return round_uint8(y)[..., None]
+
+
 def degrade(hr: np.ndarray, scale: int, name: str, *, sigma: float = DN_SIGMA, seed: int = DN_SEED
             ) -> np.ndarray:
     """Makes the LR image of a uint8 HR image under degradation `name` ("BI" | "BD" | "DN").

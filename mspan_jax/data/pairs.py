@@ -1,6 +1,7 @@
 """Pairs from image folders: LR/HR evaluation pairs (the tfds benchmark loader returns the same
-`EvalPair`), and the LQ/GT pairing rule of restoration folders (the `paired_folders` tfds builder and
-the training pipeline share it; docs/data.md).
+`EvalPair`), the LQ/GT pairing rule of restoration folders (the `paired_folders` tfds builder and
+the training pipeline share it; docs/data.md), and restoration test pairs: clean images with seeded
+Gaussian noise, or paired LQ/GT folders.
 
 LQ/GT files pair by relative folder + *normalized stem*: lower-cased, with the role words `noisy, gt,
 rain, rainy, norain, clean, input, target, lq, hq` removed as whole `_`/`-`/`.`-separated tokens. So
@@ -19,13 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
+from mspan_jax.data.degradations import add_gaussian_noise, rgb_to_gray, seed_for_name
 from mspan_jax.data.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
 from mspan_jax.data.imresize import bicubic_downscale, modcrop
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalPair:
-    """One test image: uint8 (h, w, 3) LR and its uint8 HR, modcropped to (scale h, scale w, 3)."""
+    """One test image: uint8 (h, w, C) LR and its uint8 HR, modcropped to (scale h, scale w, C); for
+    restoration (scale 1) `lr` is the LQ (noisy, rainy) image and `hr` its GT, and a synthetic noisy
+    LQ is float32 in [0, 1] units, not clipped (`noisy_pairs`). C: 3, or 1 (gray)."""
 
     name: str
     lr: np.ndarray
@@ -154,3 +158,69 @@ def read_pair(lq_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray] | N
                       f"({gt.shape[1]}x{gt.shape[0]})", stacklevel=2)
         return None
     return lq, gt
+
+
+def to_channels(img: np.ndarray, channels: int, set_name: str) -> np.ndarray:
+    """A uint8 (H, W, 3|1) image for a model of `channels` inputs: RGB -> gray by MATLAB rgb2gray; a
+    gray set for an RGB model is refused (its scores would not be the literature's colour ones)."""
+    if channels not in (1, 3):
+        raise ValueError(f"restoration images are RGB (3) or gray (1), got channels={channels}")
+    if channels == img.shape[2]:
+        return img
+    if channels == 1:
+        return rgb_to_gray(img)
+    raise ValueError(f"{set_name} is a grayscale set but the model takes {channels} channels; "
+                     "evaluate a grayscale model (configs/denoise_gray.py) on it")
+
+
+def noisy_pairs(images: list[tuple[str, np.ndarray]], noise_sigma: float, *, channels: int = 3,
+                gray_noise: bool = False, set_name: str = "") -> list[EvalPair]:
+    """`EvalPair(name, lr=noisy, hr=clean)` of clean uint8 images: Gaussian noise of std `noise_sigma`
+    (0..255 units) added to the clean image in [0, 1], float32, neither rounded nor clipped (the
+    DnCNN / FFDNet test protocol: at sigma 25 the noisy input scores 20log10(255/25) = 20.17 dB), from
+    a seed of the image's name (`seed_for_name`), so every run and every model sees the same input."""
+    pairs = []
+    for name, clean in images:
+        clean = to_channels(clean, channels, set_name)
+        rng = np.random.default_rng(seed_for_name(name))
+        noisy = add_gaussian_noise(clean.astype(np.float32) / 255.0, noise_sigma, rng, gray=gray_noise)
+        pairs.append(EvalPair(name=name, hr=clean, lr=noisy))
+    return pairs
+
+
+def load_folder_restoration_pairs(gt_dir: str | os.PathLike, lq_dir: str | os.PathLike | None = None,
+                                  *, noise_sigma: float = 25.0, channels: int = 3,
+                                  gray_noise: bool = False) -> tuple[list[EvalPair], list[str]]:
+    """Restoration pairs of a folder sorted by name, and the names of the files skipped.
+
+    With `lq_dir`: LQ/GT files paired by name (`pair_files`; unmatched files are skipped with a
+    warning, and so are unreadable pairs and pairs whose sizes differ, `read_pair`). Without: the
+    clean images of `gt_dir` with seeded noise (`noisy_pairs`), unreadable files skipped with a
+    warning naming them. When nothing is usable, the first file's error is raised.
+    """
+    set_name = Path(gt_dir).name
+    skipped: list[str] = []
+    if lq_dir is None:
+        images, errors = [], []
+        for path in list_images(gt_dir):
+            try:
+                images.append((path.stem, read_image(path)))
+            except ImageReadError as e:
+                warnings.warn(f"skipped: {e}", stacklevel=2)
+                errors.append(e)
+                skipped.append(path.name)
+        if not images:
+            raise errors[0]
+        return noisy_pairs(images, noise_sigma, channels=channels, gray_noise=gray_noise,
+                           set_name=set_name), skipped
+    pairs = []
+    for key, lq_path, gt_path in pair_files(lq_dir, gt_dir):
+        pair = read_pair(lq_path, gt_path)
+        if pair is None:
+            skipped.append(gt_path.relative_to(gt_dir).as_posix())
+            continue
+        pairs.append(EvalPair(name=key, lr=to_channels(pair[0], channels, set_name),
+                              hr=to_channels(pair[1], channels, set_name)))
+    if not pairs:
+        raise ValueError(f"{lq_dir} and {gt_dir}: no usable LQ/GT pair (see the warnings above)")
+    return pairs, skipped

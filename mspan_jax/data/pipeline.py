@@ -50,9 +50,9 @@ from mspan_jax.data.decoded_cache import (
     fingerprint,
     temporary_cache_path,
 )
-from mspan_jax.data.degradations import DEGRADATIONS, add_gaussian_noise, degrade
+from mspan_jax.data.degradations import DEGRADATIONS, add_gaussian_noise, degrade, rgb_to_gray
 from mspan_jax.data.images import ImageReadError, list_images, read_image
-from mspan_jax.data.imresize import bicubic_downscale, modcrop, round_uint8
+from mspan_jax.data.imresize import bicubic_downscale, modcrop
 from mspan_jax.data.pairs import pair_files, read_pair
 from mspan_jax.data.sample_images import sample_images
 from mspan_jax.extras import require
@@ -349,12 +349,6 @@ def _div2k_tfds_items(spec: PipelineSpec, builder: Any, split: str, config: str
         yield name, example["hr"], example["lr"] if use_lr else None, name
 
 
-def _to_gray(img: np.ndarray) -> np.ndarray:
-    """MATLAB rgb2gray (ITU-R BT.601 luma), uint8 (H, W, 1)."""
-    y = img.astype(np.float64) @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
-    return round_uint8(y)[..., None]
-
-
 def prepare_image(spec: PipelineSpec, name: str, target: np.ndarray, source: np.ndarray | None,
                   origin: str) -> TrainImage | None:
     """Aligns / degrades one decoded image; None (with a warning naming `origin`) when it cannot give a
@@ -381,8 +375,8 @@ def prepare_image(spec: PipelineSpec, name: str, target: np.ndarray, source: np.
         source = bicubic_downscale(target, s) if spec.degradation == "DN" else \
             degrade(target, s, spec.degradation)
     if spec.gray_output:
-        target = _to_gray(target)
-        source = None if source is None else _to_gray(source)
+        target = rgb_to_gray(target)
+        source = None if source is None else rgb_to_gray(source)
     target = np.ascontiguousarray(target)
     return TrainImage(name, target, None if source is None else np.ascontiguousarray(source))
 

@@ -23,7 +23,7 @@ from etils import epath
 from mspan_jax.data.datasets import load_benchmark, load_restoration_set
 from mspan_jax.data.images import write_image
 from mspan_jax.data.pipeline import create_train_iterator
-from mspan_jax.evaluation import bicubic_scores, evaluate_pairs
+from mspan_jax.evaluation import bicubic_scores, evaluate_pairs, input_scores, nl_means_scores
 from mspan_jax.files import write_json_atomic
 from mspan_jax.models.registry import get_model
 from mspan_jax.train import sharding
@@ -102,32 +102,51 @@ def _is_local(path: epath.Path) -> bool:
 
 
 def summary_crops(bicubic: np.ndarray, sr: np.ndarray, hr: np.ndarray, size: int) -> np.ndarray:
-    """A centred `size` crop of bicubic | SR | HR (uint8 HxWx3 each) side by side."""
+    """A centred `size` crop of bicubic | SR | HR (uint8 HxWxC each) side by side, as RGB (a gray
+    model's crops are repeated to three channels)."""
     h, w = hr.shape[:2]
     size = min(size, h, w)
     top, left = (h - size) // 2, (w - size) // 2
-    return np.concatenate([img[top:top + size, left:left + size] for img in (bicubic, sr, hr)], axis=1)
+    row = np.concatenate([img[top:top + size, left:left + size] for img in (bicubic, sr, hr)], axis=1)
+    return np.repeat(row, 3, axis=2) if row.shape[2] == 1 else row
+
+
+def baseline_key(scale: int) -> str:
+    """The eval_results.json key of the baseline every model is compared with: "bicubic" for SR,
+    "input" (the noisy / rainy LQ itself) for restoration (scale 1)."""
+    return "input" if scale == 1 else "bicubic"
 
 
 class Validator:
-    """Validation sets loaded once, their bicubic scores, and PSNR/SSIM of a model on them."""
+    """Validation sets loaded once, their baseline scores, and PSNR/SSIM of a model on them.
+
+    The baseline (`self.bicubic`) is bicubic for SR and the LQ input itself for restoration (scale 1,
+    `input_scores`); with `config.eval.classical_baseline` restoration also scores scikit-image's
+    non-local means once (`self.nl_means`)."""
 
     def __init__(self, config: ml_collections.ConfigDict, model: Any):
         self.config, self.model = config, model
         scale, ev = config.model.scale, config.eval
         dirs = dict(data_dir=config.data.get("data_dir") or None,
                     manual_dir=config.data.get("manual_dir") or None)
-        if scale == 1:  # restoration (MSPAN-IR): LQ is noisy GT or a paired set; "bicubic" = the LQ
+        if scale == 1:  # restoration (MSPAN-IR): LQ is noisy GT or a paired set
             self.pairs = {name: load_restoration_set(name, config.data.noise_sigma,
-                                                     gray_noise=config.data.noise_gray, **dirs)
+                                                     gray_noise=config.data.noise_gray,
+                                                     channels=config.model.in_channels, **dirs)
                           for name in ev.datasets}
         else:
             self.pairs = {name: load_benchmark(name, scale, config.data.degradation, **dirs)
                           for name in ev.datasets}
-        self.bicubic = {name: bicubic_scores(pairs, scale=scale, crop_border=ev.crop_border,
-                                             y_channel=ev.y_channel, round_y=ev.round_y,
-                                             keep_outputs=True)
+        opts = dict(crop_border=ev.crop_border, y_channel=ev.y_channel, round_y=ev.round_y,
+                    keep_outputs=True)
+        self.bicubic = {name: input_scores(pairs, **opts) if scale == 1 else
+                        bicubic_scores(pairs, scale=scale, **opts)
                         for name, pairs in self.pairs.items()}
+        self.nl_means = {}
+        if scale == 1 and ev.get("classical_baseline", False):
+            self.nl_means = {name: nl_means_scores(pairs, crop_border=ev.crop_border,
+                                                   y_channel=ev.y_channel)
+                             for name, pairs in self.pairs.items()}
 
     def __call__(self, params: PyTree) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
         """Scores per dataset and, per dataset, bicubic|SR|HR crops for TensorBoard."""
@@ -147,10 +166,15 @@ class Validator:
         return scores, images
 
     def results_json(self, step: int, scores: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
-        """`{"step": n, "<dataset>": {"psnr", "ssim"}, "bicubic": {"<dataset>": {...}}}`."""
-        bicubic = {name: {"psnr": float(r.psnr), "ssim": float(r.ssim)}
-                   for name, r in self.bicubic.items()}
-        return {"step": step, **scores, "bicubic": bicubic}
+        """`{"step": n, "<dataset>": {"psnr", "ssim"}, "<baseline>": {"<dataset>": {...}}}`; baseline
+        "bicubic" (SR), or "input" and, when scored, "nl_means" (restoration)."""
+        results: dict[str, Any] = {"step": step, **scores}
+        baselines = {baseline_key(self.config.model.scale): self.bicubic, "nl_means": self.nl_means}
+        for key, baseline in baselines.items():
+            if baseline:
+                results[key] = {name: {"psnr": float(r.psnr), "ssim": float(r.ssim)}
+                                for name, r in baseline.items()}
+        return results
 
 
 def _host_params(params: PyTree) -> PyTree:
@@ -158,12 +182,12 @@ def _host_params(params: PyTree) -> PyTree:
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), params)
 
 
-def _psnr_summary(results: Mapping[str, Any], dataset: str) -> str:
+def _psnr_summary(results: Mapping[str, Any], dataset: str, baseline: str = "bicubic") -> str:
     """'29.99 dB on set5 (bicubic 29.38)' from eval_results.json content; '-' if it lacks `dataset`."""
-    if dataset not in results or dataset not in results.get("bicubic", {}):
+    if dataset not in results or dataset not in results.get(baseline, {}):
         return "-"
     return (f"{results[dataset]['psnr']:.2f} dB on {dataset} "
-            f"(bicubic {results['bicubic'][dataset]['psnr']:.2f})")
+            f"({baseline} {results[baseline][dataset]['psnr']:.2f})")
 
 
 def _initial_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
@@ -283,7 +307,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     results_path = workdir_path / EVAL_RESULTS_FILE
     if start_step and results_path.exists():
         last_results = json.loads(results_path.read_text())
-        last_psnr = _psnr_summary(last_results, config.eval.datasets[0])
+        last_psnr = _psnr_summary(last_results, config.eval.datasets[0],
+                                  baseline_key(config.model.scale))
     if start_step >= num_steps:
         log(f"{workdir_path} is already trained to step {start_step} (>= {num_steps}); nothing to do")
     pending: list[dict[str, jax.Array]] = []
@@ -347,14 +372,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 first = next(iter(scores))
                 checkpoints.save_best(step, state.eval_params(), scores[first]["psnr"], config.model)
                 last_results = validator.results_json(step, scores)
-                last_psnr = _psnr_summary(last_results, first)
+                base = baseline_key(config.model.scale)
+                last_psnr = _psnr_summary(last_results, first, base)
                 if is_chief:
                     write_json_atomic(results_path, last_results)
-                    bics = last_results["bicubic"]
+                    others = [k for k in (base, "nl_means") if k in last_results]
                     log(f"validation at step {step}: " + ", ".join(
-                        f"{n} {s['psnr']:.2f} dB / {s['ssim']:.4f} (bicubic "
-                        f"{bics[n]['psnr']:.2f} / {bics[n]['ssim']:.4f})" for n, s in scores.items()),
-                        flush=True)
+                        f"{n} {s['psnr']:.2f} dB / {s['ssim']:.4f} (" + ", ".join(
+                            f"{k} {last_results[k][n]['psnr']:.2f} / {last_results[k][n]['ssim']:.4f}"
+                            for k in others) + ")" for n, s in scores.items()), flush=True)
                 if writer is not None:
                     for name, s in scores.items():
                         writer.scalar(f"eval/{name}/psnr", s["psnr"], step)

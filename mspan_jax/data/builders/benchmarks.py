@@ -1,4 +1,5 @@
-"""tfds builders for the SR benchmark sets: Set5, Set14, B100, Urban100, Manga109.
+"""tfds builders for the SR benchmark sets (Set5, Set14, B100, Urban100, Manga109) and the Gaussian
+denoising sets (CBSD68, Kodak24, McMaster, Set12, BSD68).
 
 Each builder reads the HR images from `manual_dir` and makes the LR images at build time, one builder
 config per degradation and scale: `bi_x2` ... `dn_x4` (`degradations.degrade`: BI, BD, DN). The HR
@@ -10,6 +11,10 @@ stored is cropped to a multiple of the scale, so `lr.shape == hr.shape // s` alw
 Set5, Set14, B100 and Urban100 can instead be fetched from EDSR's public `benchmark.tar` (about 200 MB,
 HR + LR_bicubic) when `manual_dir` lacks them; Manga109 is only distributed on request
 (http://www.manga109.org), so it is manual only. `datasets.load_benchmark` is the usual entry point.
+
+The denoising sets store only the clean images (config `clean`): the noise is added when a set is
+loaded (`datasets.load_restoration_set`), at the sigma asked for, seeded per image name. Like the SR
+sets they are whole-or-fail (`EXPECTED_IMAGES`).
 """
 
 from __future__ import annotations
@@ -23,8 +28,15 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mspan_jax.data.builders.common import LocalBuilder, is_registered
-from mspan_jax.data.degradations import DEGRADATIONS, DN_SEED, DN_SIGMA, degrade, seed_for_name
-from mspan_jax.data.images import ImageReadError, list_images
+from mspan_jax.data.degradations import (
+    DEGRADATIONS,
+    DN_SEED,
+    DN_SIGMA,
+    degrade,
+    rgb_to_gray,
+    seed_for_name,
+)
+from mspan_jax.data.images import ImageReadError, list_images, read_image
 from mspan_jax.data.imresize import modcrop
 from mspan_jax.data.pairs import read_hr
 
@@ -35,6 +47,8 @@ EDSR_BENCHMARK_URL = "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"
 # never silently cover fewer images. A builder whose name is absent here skips bad files instead.
 EXPECTED_IMAGES: dict[str, int] = {
     "set5": 5, "set14": 14, "b100": 100, "urban100": 100, "manga109": 109,
+    # denoising sets (clean images; noise added at load time)
+    "cbsd68": 68, "kodak24": 24, "mcmaster": 18, "set12": 12, "bsd68": 68,
 }
 
 
@@ -221,4 +235,107 @@ class Manga109(_Benchmark, skip_registration=is_registered("manga109")):
 
 BENCHMARKS: dict[str, type[_Benchmark]] = {
     "set5": Set5, "set14": Set14, "b100": B100, "urban100": Urban100, "manga109": Manga109,
+}
+
+
+# ----------------------------------------------------------------------------- denoising sets
+class _DenoisingSet(LocalBuilder, skip_registration=True):
+    """Clean test images of a Gaussian denoising benchmark, read whole from `manual_dir` (image count:
+    `EXPECTED_IMAGES`); a subclass names its folders and whether it is grayscale."""
+
+    FOLDER_NAMES: tuple[str, ...] = ()
+    GRAY: bool = False  # grayscale set: stored as (H, W, 1)
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="clean", description="The clean images.")]
+
+    @classmethod
+    def manual_instructions(cls) -> str:
+        folder = cls.FOLDER_NAMES[0]
+        return (f"Put the {EXPECTED_IMAGES[cls.name]} {folder} images in `<manual_dir>/{folder}/` (also "
+                f"accepted: `<manual_dir>/{folder}/HR/`, folder names {list(cls.FOLDER_NAMES)}); "
+                "see docs/restoration.md for where to get them.")
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        channels = 1 if self.GRAY else 3
+        return self.dataset_info_from_configs(
+            description=f"{self.FOLDER_NAMES[0]} denoising benchmark: clean images, noise added at "
+                        "load time.",
+            features=tfds.features.FeaturesDict({
+                "name": tfds.features.Text(),
+                "clean": tfds.features.Image(shape=(None, None, channels), encoding_format="png"),
+            }),
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        try:
+            manual = Path(dl_manager.manual_dir)
+        except AssertionError:  # manual_dir missing or empty
+            manual = None
+        found = find_hr_folder(manual, self.FOLDER_NAMES) if manual is not None else None
+        if found is None:
+            raise FileNotFoundError(f"{self.name}: no images under manual_dir {manual}. "
+                                    + self.manual_instructions())
+        return {"test": self._generate_examples(found)}
+
+    def _generate_examples(self, folder: Path):
+        paths, expected = list_images(folder), EXPECTED_IMAGES[self.name]
+        if len(paths) != expected:
+            raise IncompleteSetError(incomplete_set_message(self.name, expected,
+                                                            f"{folder} holds {len(paths)}"))
+        for path in paths:
+            with warnings.catch_warnings():  # a gray set's gray files are expected
+                if self.GRAY:
+                    warnings.filterwarnings("ignore", message=".*grayscale image converted to RGB")
+                try:
+                    img = read_image(path)
+                except ImageReadError as e:
+                    raise IncompleteSetError(incomplete_set_message(self.name, expected, str(e))) \
+                        from None
+            yield path.stem, {"name": path.stem, "clean": rgb_to_gray(img) if self.GRAY else img}
+
+
+class CBSD68(_DenoisingSet, skip_registration=is_registered("cbsd68")):
+    """CBSD68: the 68 colour BSD test images of Roth & Black's BSD68 split (481x321)."""
+
+    name = "cbsd68"
+    FOLDER_NAMES = ("CBSD68",)
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "CBSD68: `<manual_dir>/CBSD68/*.png`. " + _INSTRUCTIONS_NOTE
+
+
+class Kodak24(_DenoisingSet, skip_registration=is_registered("kodak24")):
+    """Kodak24: the 24 Kodak PhotoCD images (768x512)."""
+
+    name = "kodak24"
+    FOLDER_NAMES = ("Kodak24", "Kodak")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Kodak24: `<manual_dir>/Kodak24/kodim*.png`. " + _INSTRUCTIONS_NOTE
+
+
+class McMaster(_DenoisingSet, skip_registration=is_registered("mcmaster")):
+    """McMaster: 18 colour crops (500x500) of the McMaster demosaicking set."""
+
+    name = "mcmaster"
+    FOLDER_NAMES = ("McMaster", "McMaster18")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "McMaster: `<manual_dir>/McMaster/*.tif|png`. " + _INSTRUCTIONS_NOTE
+
+
+class Set12(_DenoisingSet, skip_registration=is_registered("set12")):
+    """Set12: DnCNN's 12 grayscale test images (256x256 and 512x512)."""
+
+    name = "set12"
+    FOLDER_NAMES = ("Set12",)
+    GRAY = True
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Set12: `<manual_dir>/Set12/*.png`. " + _INSTRUCTIONS_NOTE
+
+
+class BSD68(_DenoisingSet, skip_registration=is_registered("bsd68")):
+    """BSD68: the grayscale versions of CBSD68's 68 images (DnCNN's test set)."""
+
+    name = "bsd68"
+    FOLDER_NAMES = ("BSD68",)
+    GRAY = True
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "BSD68: `<manual_dir>/BSD68/*.png`. " + _INSTRUCTIONS_NOTE
+
+
+DENOISING_SETS: dict[str, type[_DenoisingSet]] = {
+    "cbsd68": CBSD68, "kodak24": Kodak24, "mcmaster": McMaster, "set12": Set12, "bsd68": BSD68,
 }

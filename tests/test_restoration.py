@@ -1,0 +1,283 @@
+"""Restoration (MSPAN-IR, scale 1): configs, seeded noisy test sets, the denoising benchmark builders,
+scripts/evaluate.py's restoration mode and its wrong-task errors, and training validation."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, require_shared, subprocess_env, tiny_model_config
+
+from mspan_jax import metrics
+from mspan_jax.config_base import BLIND_SIGMA_RANGE
+from mspan_jax.data import datasets
+from mspan_jax.data.degradations import seed_for_name
+from mspan_jax.data.images import write_image
+from mspan_jax.data.pairs import load_folder_restoration_pairs
+from mspan_jax.evaluation import evaluate_pairs, input_scores, nl_means_scores
+from mspan_jax.models import get_model
+from mspan_jax.params_io import CheckpointError, load_params, save_params
+
+RNG = np.random.default_rng(0)
+TINY = ["--config.model.num_features=8", "--config.model.num_blocks=1", "--config.model.num_units=1"]
+
+
+def load_config(name: str, arg: str | None = None):
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config() if arg is None else module.get_config(arg)
+
+
+def run_script(name: str, *args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / name), *map(str, args)],
+                          cwd=REPO_ROOT, env=subprocess_env(JAX_PLATFORMS="cpu"), capture_output=True,
+                          text=True, timeout=300)
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr[-2000:]
+    return lines[0]
+
+
+def random_variables(model_config, channels: int = 3):
+    shapes = jax.eval_shape(get_model(model_config).init, jax.random.key(0),
+                            jax.ShapeDtypeStruct((1, 8, 8, channels), jnp.float32))
+    rng = np.random.default_rng(1)
+    return jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.05).astype(np.float32), shapes)
+
+
+def tiny_ir(channels: int = 3):
+    return tiny_model_config("mspan_ir", 1, num_blocks=1, num_units=1, in_channels=channels,
+                             out_channels=channels)
+
+
+# ----------------------------------------------------------------------------- configs
+@pytest.mark.parametrize("arg, sigma, sigma_range", [
+    (None, 25.0, ()), ("15", 15.0, ()), ("25", 25.0, ()), ("50", 50.0, ()),
+    ("blind", 25.0, BLIND_SIGMA_RANGE),
+])
+def test_denoise_configs_take_the_noise_level(arg, sigma, sigma_range):
+    for name, channels, val in (("denoise_color", 3, "cbsd68"), ("denoise_gray", 1, "set12")):
+        config = load_config(name, arg)
+        assert (config.model.name, config.model.scale, config.model.in_channels) == ("mspan_ir", 1,
+                                                                                      channels)
+        assert config.model.out_channels == channels
+        assert config.data.noise_sigma == sigma and tuple(config.data.noise_sigma_range) == sigma_range
+        assert config.eval.datasets == (val,) and not config.eval.y_channel
+        assert config.eval.crop_border == 0
+    with pytest.raises(ValueError, match="use one of \\[15, 25, 50\\] or 'blind'"):
+        load_config("denoise_color", "30")
+
+
+def test_paired_configs_score_the_literature_channel():
+    real = load_config("denoise_real")
+    assert real.data.source == "paired" and real.eval.datasets == ("sidd",) and not real.eval.y_channel
+    for arg, name in ((None, "rain100l"), ("rain100h", "rain100h")):
+        derain = load_config("derain", arg)
+        assert derain.data.source == "paired" and derain.eval.datasets == (name,)
+        assert derain.eval.y_channel and derain.eval.crop_border == 0
+    with pytest.raises(ValueError, match="use one of \\['rain100l', 'rain100h'\\]"):
+        load_config("derain", "rain800")
+    quick = load_config("quickstart_denoise")
+    assert quick.data.source == "skimage" and quick.data.noise_sigma == 25
+    assert quick.eval.classical_baseline and quick.eval.datasets == ("skimage_holdout",)
+
+
+# ----------------------------------------------------------------------------- test sets
+@pytest.fixture(scope="module")
+def clean_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("sets") / "Clean"
+    for name, (h, w) in {"one": (40, 36), "two": (30, 52)}.items():
+        write_image(folder / f"{name}.png", RNG.integers(40, 216, (h, w, 3), dtype=np.uint8))
+    return folder
+
+
+def test_folder_noise_is_seeded_per_image_and_gray_models_get_gray(clean_folder):
+    pairs, skipped = load_folder_restoration_pairs(clean_folder, noise_sigma=25.0)
+    again, _ = load_folder_restoration_pairs(clean_folder, noise_sigma=25.0)
+    assert skipped == []
+    assert [p.name for p in pairs] == ["one", "two"]
+    noises = []
+    for p, q in zip(pairs, again, strict=True):
+        np.testing.assert_array_equal(p.lr, q.lr)  # every run sees the same noisy input
+        assert p.lr.dtype == np.float32 and p.hr.dtype == np.uint8
+        noises.append(p.lr.astype(np.float64) * 255 - p.hr)  # float, not rounded nor clipped
+        assert abs(noises[-1].std() - 25.0) < 1.0 and abs(noises[-1].mean()) < 1.0
+    # Each image has its own noise field, not one shared field.
+    assert np.abs(noises[0][:30, :36] - noises[1][:30, :36]).max() > 1
+    gray, _ = load_folder_restoration_pairs(clean_folder, noise_sigma=25.0, channels=1)
+    assert gray[0].hr.shape == (40, 36, 1) and gray[0].lr.shape == (40, 36, 1)
+
+
+def test_paired_folder_pairs_by_name(tmp_path):
+    gt = RNG.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    write_image(tmp_path / "GT" / "norain-001.png", gt)
+    write_image(tmp_path / "LQ" / "rain-001.png", 255 - gt)
+    pairs, skipped = load_folder_restoration_pairs(tmp_path / "GT", tmp_path / "LQ")
+    assert [p.name for p in pairs] == ["001"] and skipped == []
+    np.testing.assert_array_equal(pairs[0].lr, 255 - gt)
+    write_image(tmp_path / "LQ" / "rain-002.png", gt[:10])  # sizes differ: skipped, named
+    write_image(tmp_path / "GT" / "norain-002.png", gt)
+    with pytest.warns(UserWarning, match="rain-002.png: size 24x10 differs"):
+        pairs, skipped = load_folder_restoration_pairs(tmp_path / "GT", tmp_path / "LQ")
+    assert [p.name for p in pairs] == ["001"] and skipped == ["norain-002.png"]
+
+
+def test_metrics_score_gray_images_on_their_plane():
+    a = RNG.integers(0, 256, (24, 24, 1), dtype=np.uint8)
+    b = np.clip(a.astype(int) + 5, 0, 255).astype(np.uint8)
+    mse = np.mean((a.astype(float) - b) ** 2)
+    assert metrics.psnr(b, a, crop_border=0) == pytest.approx(10 * math.log10(255**2 / mse))
+    assert metrics.psnr(b, a, crop_border=0, y_channel=False) == metrics.psnr(b, a, crop_border=0)
+    assert 0 < metrics.ssim(b, a, crop_border=0) < 1
+
+
+def test_denoising_builders_are_whole_or_fail_and_gray_sets_stay_gray(tmp_path):
+    manual = tmp_path / "manual"
+    for i in range(12):
+        img = RNG.integers(0, 256, (24, 20), dtype=np.uint8)
+        write_image(manual / "Set12" / f"{i + 1:02d}.png", np.repeat(img[..., None], 3, axis=2))
+    pairs = datasets.load_restoration_set("set12", 15.0, channels=1, data_dir=tmp_path / "tfds",
+                                          manual_dir=manual)
+    assert len(pairs) == 12 and pairs[0].hr.shape == pairs[0].lr.shape == (24, 20, 1)
+    with pytest.raises(ValueError, match="set12 is a grayscale set but the model takes 3 channels"):
+        datasets.load_restoration_set("set12", 15.0, data_dir=tmp_path / "tfds", manual_dir=manual)
+
+    for i in range(3):
+        write_image(manual / "Kodak24" / f"kodim{i + 1:02d}.png",
+                    RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="kodak24: the set has 24 images but .*Kodak24 holds 3"):
+        datasets.load_restoration_set("kodak24", 25.0, data_dir=tmp_path / "tfds", manual_dir=manual)
+    with pytest.raises(FileNotFoundError, match="McMaster has no images: put the McMaster clean"):
+        datasets.load_restoration_set("mcmaster", 25.0, data_dir=tmp_path / "tfds", manual_dir=manual)
+    with pytest.raises(ValueError, match="cbsd68 is a restoration .* set; evaluate a restoration"):
+        datasets.load_benchmark("cbsd68", 4)
+
+
+def test_cbsd68_noisy_baseline_is_the_published_sigma_25_psnr(tmp_path):
+    """The real CBSD68 (68 images, 481x321) through its builder: sigma 25 noise seeded per image and
+    not clipped (the DnCNN / FFDNet protocol) gives the noisy input the published 20log10(255/25) =
+    20.17 dB, from the noise field of each image's own seed, the same on every load."""
+    folder = require_shared("data/CBSD68")
+    pairs = datasets.load_restoration_set("cbsd68", 25.0, data_dir=tmp_path, manual_dir=folder.parent)
+    assert len(pairs) == 68 and pairs[0].name == "101085"
+    assert {p.hr.shape for p in pairs} == {(321, 481, 3), (481, 321, 3)}
+    baseline = input_scores(pairs, crop_border=0, y_channel=False)
+    assert baseline.psnr == pytest.approx(20.17, abs=0.01)
+    for p in pairs[:3]:
+        noise = 25.0 * np.random.default_rng(seed_for_name(p.name)).standard_normal(p.hr.shape)
+        np.testing.assert_allclose(p.lr.astype(np.float64) * 255, p.hr + noise, atol=1e-3)
+    again = datasets.load_restoration_set("cbsd68", 25.0, data_dir=tmp_path, manual_dir=folder.parent)
+    np.testing.assert_array_equal(pairs[7].lr, again[7].lr)
+
+
+# ----------------------------------------------------------------------------- evaluate.py
+@pytest.fixture(scope="module")
+def ir_checkpoint(tmp_path_factory):
+    config = tiny_ir()
+    variables = random_variables(config)
+    directory = tmp_path_factory.mktemp("ckpt") / "tiny_ir"
+    save_params(directory, variables, config)
+    return directory, get_model(config), variables
+
+
+def test_evaluate_denoising_folder_json(ir_checkpoint, clean_folder, tmp_path):
+    directory, model, variables = ir_checkpoint
+    result = run_script("evaluate.py", "--config", "configs/quickstart_denoise.py", *TINY,
+                        "--checkpoint", directory, "--hr-dir", clean_folder, "--noise-sigma", 15,
+                        "--json", tmp_path / "scores.json", "--bucket", 32)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads((tmp_path / "scores.json").read_text())["Clean"]
+    pairs, _ = load_folder_restoration_pairs(clean_folder, noise_sigma=15.0)
+    expected = evaluate_pairs(model.apply, variables, pairs, scale=1, crop_border=0, y_channel=False,
+                              bucket=32, progress=False)
+    noisy = input_scores(pairs, crop_border=0, y_channel=False)
+    classical = nl_means_scores(pairs, crop_border=0)
+    assert scores["psnr"] == pytest.approx(expected.psnr, abs=1e-6)
+    assert scores["input"]["psnr"] == pytest.approx(noisy.psnr, abs=1e-9)
+    assert scores["nl_means"]["psnr"] == pytest.approx(classical.psnr, abs=1e-9)
+    assert scores["channel"] == "RGB" and scores["noise_sigma"] == 15.0 and scores["images"] == 2
+    assert noisy.psnr == pytest.approx(24.6, abs=0.3)  # sigma 15: 20log10(255/15) = 24.61 dB
+    assert "Gaussian noise sigma 15, seeded per image" in result.stdout and "on RGB" in result.stdout
+
+
+def test_evaluate_deraining_pairs_on_y(ir_checkpoint, tmp_path):
+    directory, _, _ = ir_checkpoint
+    for i in range(2):
+        gt = RNG.integers(0, 256, (20, 28, 3), dtype=np.uint8)
+        write_image(tmp_path / "test" / "GT" / f"norain-{i}.png", gt)
+        write_image(tmp_path / "test" / "LQ" / f"rain-{i}.png", np.maximum(gt, 200))
+    result = run_script("evaluate.py", "--config", "configs/derain.py", *TINY, "--checkpoint", directory,
+                        "--hr-dir", tmp_path / "test" / "GT", "--lr-dir", tmp_path / "test" / "LQ",
+                        "--json", tmp_path / "scores.json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads((tmp_path / "scores.json").read_text())["test"]
+    assert scores["channel"] == "Y" and "noise_sigma" not in scores and scores["images"] == 2
+    assert "paired LQ/GT" in result.stdout
+
+
+def test_a_checkpoint_of_the_other_task_fails_in_one_line(ir_checkpoint, tmp_path):
+    directory, _, _ = ir_checkpoint
+    line = error_line(run_script("evaluate.py", "--config", "configs/x4.py", *TINY, "--checkpoint",
+                                 directory, "--hr-dir", tmp_path))
+    assert "checkpoint is a restoration model (mspan_ir x1) but config.model is super-resolution " \
+           "(mspan x4)" in line
+    sr = tiny_model_config("mspan", 4, num_blocks=1, num_units=1)
+    save_params(tmp_path / "sr_x4", random_variables(sr), sr)
+    with pytest.raises(CheckpointError, match="checkpoint is a super-resolution model \\(mspan x4\\) "
+                                              "but config.model is restoration \\(mspan_ir x1\\)"):
+        load_params(tmp_path / "sr_x4", tiny_ir())
+    line = error_line(run_script("evaluate.py", "--config", "configs/x4.py", *TINY, "--checkpoint",
+                                 tmp_path / "sr_x4", "--noise-sigma", 25, "--hr-dir", tmp_path))
+    assert "--noise-sigma is for restoration models" in line
+
+
+# ----------------------------------------------------------------------------- training validation
+def test_gray_validation_scores_the_noisy_input_and_nl_means():
+    from mspan_jax.config_base import restoration_config
+    from mspan_jax.train.loop import Validator
+
+    config = restoration_config(channels=1)
+    config.model.update(num_features=8, num_blocks=1, num_units=1)
+    config.eval.datasets = ("skimage_holdout",)
+    config.eval.classical_baseline = True
+    config.data.noise_sigma = 25.0
+    validator = Validator(config, get_model(config.model))
+    pairs = validator.pairs["skimage_holdout"]
+    assert all(p.lr.shape[2] == 1 and p.hr.shape[2] == 1 for p in pairs)
+    params = random_variables(config.model, channels=1)["params"]
+    scores, images = validator(params)
+    results = validator.results_json(7, scores)
+    assert set(results) == {"step", "skimage_holdout", "input", "nl_means"}
+    assert results["input"]["skimage_holdout"]["psnr"] == pytest.approx(20.17, abs=0.05)
+    psnr = {key: results[key]["skimage_holdout"]["psnr"] for key in ("input", "nl_means")}
+    assert psnr["nl_means"] > psnr["input"] + 5
+    assert images["skimage_holdout"].shape[-1] == 3  # gray crops shown as RGB
+
+
+def test_quickstart_denoise_trains_with_scripts_train(tmp_path):
+    """The quickstart config through scripts/train.py (tiny widths, 2 steps): eval_results.json holds
+    the model, the noisy input and non-local means."""
+    workdir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "scripts/train.py", "--config", "configs/quickstart_denoise.py", "--workdir",
+         workdir, *TINY, "--config.train.num_steps=2", "--config.data.hr_patch_size=16",
+         "--config.train.checkpoint_every_steps=2", "--config.data.prefetch=1"],
+        cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((workdir / "eval_results.json").read_text())
+    assert set(results) == {"step", "skimage_holdout", "input", "nl_means"} and results["step"] == 2
+    assert "(input " in proc.stdout and "nl_means " in proc.stdout
+    assert os.path.isdir(workdir / "samples")
