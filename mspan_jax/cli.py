@@ -53,6 +53,9 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
             flags.FLAGS["config"].value.keys()  # a config file that failed to import raises here
         return remaining
     except flags.Error as e:
+        if "Error whilst parsing config file" in str(e):  # get_config(arg) raised: say what it said
+            last = [line for line in str(e).splitlines() if line.strip()][-1]
+            fail(f"--config {path}: cannot load it ({' '.join(last.split())})")
         fail(first_line(e))
     except (AttributeError, KeyError) as e:  # config_flags: an override names no key of the config
         key = next(iter(re.findall(r"\w+", str(e))), "?")

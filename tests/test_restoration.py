@@ -281,3 +281,13 @@ def test_quickstart_denoise_trains_with_scripts_train(tmp_path):
     assert set(results) == {"step", "skimage_holdout", "input", "nl_means"} and results["step"] == 2
     assert "(input " in proc.stdout and "nl_means " in proc.stdout
     assert os.path.isdir(workdir / "samples")
+
+
+def test_a_bad_config_argument_fails_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "scripts/train.py", "--config", "configs/denoise_color.py:30", "--workdir",
+         tmp_path / "run"], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
+        timeout=300)
+    line = error_line(proc)
+    assert "configs/denoise_color.py:30: cannot load it (ValueError: noise level '30'" in line
+    assert not (tmp_path / "run").exists()
