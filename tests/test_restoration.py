@@ -164,6 +164,9 @@ def test_denoising_builders_are_whole_or_fail_and_gray_sets_stay_gray(tmp_path):
         datasets.load_restoration_set("mcmaster", 25.0, data_dir=tmp_path / "tfds", manual_dir=manual)
     with pytest.raises(ValueError, match="cbsd68 is a restoration .* set; evaluate a restoration"):
         datasets.load_benchmark("cbsd68", 4)
+    from mspan_jax.data.builders.benchmarks import DENOISING_SETS
+
+    assert datasets.DENOISING_SET_NAMES == tuple(DENOISING_SETS)  # the tfds-free copy of the names
 
 
 def test_cbsd68_noisy_baseline_is_the_published_sigma_25_psnr(tmp_path):
