@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mspan_jax.models.layers import TorchConv
+
 SR_OUTPUT_HW = (720, 1280)  # the papers' convention: a 1280x720 SR output
 
 
@@ -27,15 +29,16 @@ def abstract_variables(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-adds of every nn.Conv in one forward pass on an input of `input_shape` (NHWC)."""
+    """Multiply-adds of every conv (`TorchConv`) in one forward pass on an input of `input_shape`
+    (NHWC)."""
     total = 0
 
     def interceptor(next_fun, args, kwargs, context):
         nonlocal total
         out = next_fun(*args, **kwargs)
         module = context.module
-        if isinstance(module, nn.Conv) and context.method_name == "__call__":
-            taps = math.prod(module.kernel_size) * args[0].shape[-1] // module.feature_group_count
+        if isinstance(module, TorchConv) and context.method_name == "__call__":
+            taps = module.kernel_size**2 * args[0].shape[-1] // module.groups
             total += math.prod(out.shape[:-1]) * taps * out.shape[-1]
         return out
 

@@ -6,11 +6,13 @@ PyTorch weights must give the same outputs here.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 Array = jax.Array
 Dtype = Any
@@ -32,6 +34,95 @@ def apply_mask(x: Array, mask: Array | None) -> Array:
     return x if mask is None else x * mask.astype(x.dtype)
 
 
+def _shift_add(x: Array, kernel: Array, dilation: int) -> Array:
+    """sum_ij shift_ij(x) * kernel[i, j, 0]: the depthwise 'same' conv as k*k fused taps."""
+    k = kernel.shape[0]
+    _, h, w, _ = x.shape
+    pad = (k - 1) // 2 * dilation
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out = None
+    for i in range(k):
+        for j in range(k):
+            window = xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :]
+            out = window * kernel[i, j, 0] if out is None else out + window * kernel[i, j, 0]
+    return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def depthwise_conv(x: Array, kernel: Array, dilation: int = 1) -> Array:
+    """Depthwise k x k conv without bias ('same' zero padding, stride 1, odd k); kernel is
+    (k, k, 1, C), nn.Conv's grouped layout.
+
+    A sum of k*k shifted, per-channel scaled copies of x, with a hand-written VJP: the input
+    gradient is the same sum over the output gradient with the flipped kernel, the kernel gradient
+    k*k float32-accumulated reductions. Equals lax's grouped convolution (feature_group_count=C) to
+    float32 rounding, outputs and gradients, but XLA fuses it into a few elementwise loops where its
+    grouped convolution is slow: forward + backward ~2-3x faster on CPU, up to ~80x on GPU at
+    dilation 2 (docs/performance.md).
+    """
+    return _shift_add(x, kernel, dilation)
+
+
+def _depthwise_fwd(x: Array, kernel: Array, dilation: int) -> tuple[Array, tuple[Array, Array]]:
+    return _shift_add(x, kernel, dilation), (x, kernel)
+
+
+def _depthwise_bwd(dilation: int, res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
+    x, kernel = res
+    k = kernel.shape[0]
+    _, h, w, _ = x.shape
+    dx = _shift_add(g, kernel[::-1, ::-1], dilation)
+    pad = (k - 1) // 2 * dilation
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    taps = [jnp.sum(xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :] * g,
+                    axis=(0, 1, 2), dtype=jnp.float32)
+            for i in range(k) for j in range(k)]
+    return dx, jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+
+
+depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+class TorchConv(nn.Module):
+    """PyTorch's Conv2d(in, features, k, stride 1, padding=(k - 1) // 2 * dilation, dilation,
+    groups, bias) on NHWC input.
+
+    Parameters are nn.Conv's: `kernel` (k, k, in/groups, features) and `bias` (features,), float32
+    whatever the compute `dtype`, same initializers, so checkpoints and converted weights load
+    unchanged. The computation is the fastest form XLA has for the case (docs/performance.md):
+    a 1x1 conv is a matmul (its weight gradient as a conv is ~6x slower on CPU), a depthwise
+    conv is `depthwise_conv`, anything else is lax's convolution.
+    """
+
+    features: int
+    kernel_size: int = 3
+    dilation: int = 1
+    groups: int = 1
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        k, cin, groups = self.kernel_size, x.shape[-1], self.groups
+        if cin % groups or self.features % groups:
+            raise ValueError(f"TorchConv: {cin} -> {self.features} channels are not divisible by "
+                             f"groups={groups}")
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (k, k, cin // groups, self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+        if k == 1 and groups == 1:
+            y = lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
+        elif groups == cin == self.features:
+            y = depthwise_conv(x, kernel, self.dilation)
+        else:
+            pad = (k - 1) // 2 * self.dilation
+            y = lax.conv_general_dilated(x, kernel, (1, 1), ((pad, pad), (pad, pad)),
+                                         rhs_dilation=(self.dilation, self.dilation),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                         feature_group_count=groups)
+        return y + bias
+
+
 def torch_conv(
     features: int,
     kernel_size: int = 3,
@@ -40,22 +131,12 @@ def torch_conv(
     groups: int = 1,
     dtype: Dtype = jnp.float32,
     name: str | None = None,
-) -> nn.Conv:
-    """nn.Conv equal to PyTorch's Conv2d(k, padding=(k - 1) // 2 * dilation, stride 1, bias).
+) -> TorchConv:
+    """A `TorchConv`, PyTorch's Conv2d(k, padding=(k - 1) // 2 * dilation, stride 1, bias).
 
     Params stay float32 whatever the compute `dtype`.
     """
-    pad = (kernel_size - 1) // 2 * dilation
-    return nn.Conv(
-        features,
-        (kernel_size, kernel_size),
-        padding=((pad, pad), (pad, pad)),
-        kernel_dilation=(dilation, dilation),
-        feature_group_count=groups,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        name=name,
-    )
+    return TorchConv(features, kernel_size, dilation, groups, dtype, name=name)
 
 
 def pixel_shuffle(x: Array, scale: int) -> Array:
