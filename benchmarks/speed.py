@@ -1,0 +1,471 @@
+"""Speed of our jitted MSPAN x4 / IMDN x4 train step and inference against the PyTorch reference
+models (mspan_jax/convert/torch_reference.py) at the same shapes, on the machine at hand.
+
+    python benchmarks/speed.py [--json] [--quick] [--tiny] [--models mspan,imdn] [--rounds N]
+                                [--no-torch-compile]
+
+Train: L1 + Adam (the project's `train_step` and `create_optimizer`, no EMA), LR patch 48x48, batch
+16 and 64. Inference: one image at LR 320x180 (720p out) and 256x256. JAX float32 and bfloat16
+compute (float32 params and loss); PyTorch eager fp32, eager bf16 autocast, channels_last fp32 and
+torch.compile fp32 (skipped, with the error, where it does not compile within --compile-timeout).
+
+JAX and PyTorch run in separate worker processes that this script drives over pipes. On a CPU both
+stay alive and the variants of one case are timed round-robin, one round at a time, so a noisy
+shared machine slows all of them alike; on a GPU the JAX worker finishes before PyTorch starts, so
+the two allocators never share the device. The first call (compilation) is reported apart as
+`compile_s`, never in the step times, which are medians over rounds. `--quick` (batch 16, smaller
+inference, 3 rounds, no torch.compile) fits a few minutes on a 2-core CPU; `--tiny` swaps in
+test-sized models for checking the output schema. `--json` prints one object: `train` rows
+{framework, variant, model, dtype, batch, s_per_step, cpu_s_per_step, compile_s}, `infer` rows
+{framework, variant, model, dtype, lr_hw, s_per_image, cpu_s_per_image, compile_s}, `ratios`
+(ours / PyTorch, wall and process-CPU time; < 1 is faster) and a `summary` (MSPAN / IMDN and
+bfloat16 / float32 train-step ratios). On a shared CPU the process-CPU time is the steadier measure
+of work; PyTorch's OpenMP threads are told to sleep when idle (OMP_WAIT_POLICY=PASSIVE) so that
+they neither spin against JAX nor bill spinning as work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+JAX_VARIANTS = [("jit", "float32"), ("jit", "bfloat16")]
+TORCH_VARIANTS = [("eager", "float32"), ("eager_autocast", "bfloat16"),
+                  ("channels_last", "float32"), ("compile", "float32")]
+TINY_MODELS = {"mspan": dict(num_features=8, num_blocks=2, num_units=2),
+               "imdn": dict(num_features=16, num_modules=2, cca_reduction=4)}
+
+
+def model_config(name: str, tiny: bool) -> dict[str, Any]:
+    """config.model of MSPAN x4 or IMDN x4 as a plain dict (tiny widths when `tiny`)."""
+    from mspan_jax.config_base import model_config as base
+
+    cfg = dict(base(name, 4))
+    if tiny:
+        cfg.update(TINY_MODELS[name])
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers: one process per framework, one JSON command per line on stdin, one reply on stdout.
+# ---------------------------------------------------------------------------------------------
+
+
+class JaxRunner:
+    """Builds a jitted train step or inference call for one (case, dtype) and times it."""
+
+    def __init__(self) -> None:
+        import jax
+
+        self.jax = jax
+        self.fns: dict[str, Any] = {}
+
+    def info(self) -> dict[str, Any]:
+        dev = self.jax.devices()[0]
+        return {"backend": dev.platform, "device": dev.device_kind, "jax": self.jax.__version__}
+
+    def setup(self, key: str, case: dict[str, Any], variant: str, dtype: str) -> float:
+        import functools
+
+        import jax.numpy as jnp
+        import numpy as np
+
+        from mspan_jax.config_base import sr_config
+        from mspan_jax.models.registry import get_model
+        from mspan_jax.train.state import create_optimizer, create_train_state, learning_rate_schedule
+        from mspan_jax.train.step import train_step
+
+        del variant  # one JAX variant: jit
+        cfg = dict(case["model_config"], dtype=dtype)
+        model = get_model(cfg)
+        rng = np.random.default_rng(0)
+        if case["kind"] == "train":
+            b, p, s = case["batch"], case["lr_patch"], cfg["scale"]
+            batch = {"lr": jnp.asarray(rng.uniform(0, 1, (b, p, p, 3)), jnp.float32),
+                     "hr": jnp.asarray(rng.uniform(0, 1, (b, p * s, p * s, 3)), jnp.float32)}
+            params = model.init(self.jax.random.key(0), batch["lr"][:1])["params"]
+            train_config = sr_config(cfg["name"], 4).train
+            optimizer = create_optimizer(train_config)
+            state = create_train_state(params, optimizer, ema_decay=0.0)
+            step = self.jax.jit(functools.partial(
+                train_step, apply_fn=model.apply, optimizer=optimizer, loss="l1", ema_decay=0.0,
+                schedule=learning_rate_schedule(train_config)), donate_argnums=0)
+            holder = {"state": state}
+
+            def run() -> Any:
+                holder["state"], metrics = step(holder["state"], batch)
+                return metrics["loss"]
+        else:
+            h, w = case["lr_hw"]
+            x = jnp.asarray(rng.uniform(0, 1, (1, h, w, 3)), jnp.float32)
+            variables = model.init(self.jax.random.key(0), x[:, :16, :16])
+            apply = self.jax.jit(model.apply)
+
+            def run() -> Any:
+                return apply(variables, x)
+        start = time.perf_counter()
+        self.jax.block_until_ready(run())
+        compile_s = time.perf_counter() - start
+        self.fns[key] = run
+        return compile_s
+
+    def time(self, key: str, calls: int) -> list[float]:
+        run = self.fns[key]
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(calls):
+            out = run()
+        self.jax.block_until_ready(out)
+        return [(time.perf_counter() - start) / calls, (time.process_time() - cpu) / calls]
+
+    def drop(self) -> None:
+        self.fns.clear()
+
+
+class TorchRunner:
+    """The PyTorch reference model of one (case, variant): eager, autocast, channels_last, compile."""
+
+    def __init__(self, compile_timeout: float) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.compile_timeout = compile_timeout
+        self.fns: dict[str, Any] = {}
+
+    def info(self) -> dict[str, Any]:
+        t = self.torch
+        name = t.cuda.get_device_name() if self.device == "cuda" else platform.processor() or "cpu"
+        return {"backend": self.device, "device": name, "torch": t.__version__,
+                "threads": t.get_num_threads()}
+
+    def sync(self) -> None:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+    def setup(self, key: str, case: dict[str, Any], variant: str, dtype: str) -> float:
+        import contextlib
+
+        from mspan_jax.convert.torch_reference import build_torch_model
+
+        t = self.torch
+        t.manual_seed(0)
+        model = build_torch_model(case["model_config"]).to(self.device)
+        fmt = t.channels_last if variant == "channels_last" else t.contiguous_format
+        model = model.to(memory_format=fmt)
+        if variant == "eager_autocast":
+            autocast = lambda: t.autocast(self.device, dtype=t.bfloat16)  # noqa: E731
+        else:
+            autocast = contextlib.nullcontext
+        net = t.compile(model) if variant == "compile" else model
+        gen = t.Generator().manual_seed(0)
+
+        def tensor(*shape: int) -> Any:
+            return t.rand(*shape, generator=gen).to(self.device).contiguous(memory_format=fmt)
+
+        if case["kind"] == "train":
+            b, p, s = case["batch"], case["lr_patch"], case["model_config"]["scale"]
+            lr, hr = tensor(b, 3, p, p), tensor(b, 3, p * s, p * s)
+            model.train()
+            opt = t.optim.Adam(model.parameters(), lr=2e-4)
+
+            def run() -> None:
+                opt.zero_grad(set_to_none=True)
+                with autocast():
+                    out = net(lr)
+                loss = t.nn.functional.l1_loss(out.float(), hr)
+                loss.backward()
+                opt.step()
+        else:
+            h, w = case["lr_hw"]
+            x = tensor(1, 3, h, w)
+            model.eval()
+
+            def run() -> None:
+                with t.inference_mode(), autocast():
+                    net(x)
+
+        def alarm(*_: Any) -> None:
+            raise TimeoutError(f"did not compile within {self.compile_timeout:.0f} s")
+
+        previous = signal.signal(signal.SIGALRM, alarm)
+        signal.alarm(int(self.compile_timeout) if variant == "compile" else 0)
+        try:
+            start = time.perf_counter()
+            run()
+            self.sync()
+            compile_s = time.perf_counter() - start
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+        self.fns[key] = run
+        return compile_s
+
+    def time(self, key: str, calls: int) -> list[float]:
+        run = self.fns[key]
+        self.sync()
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(calls):
+            run()
+        self.sync()
+        return [(time.perf_counter() - start) / calls, (time.process_time() - cpu) / calls]
+
+    def drop(self) -> None:
+        self.fns.clear()
+        if self.device == "cuda":
+            self.torch.cuda.empty_cache()
+
+
+def worker(framework: str, compile_timeout: float) -> None:
+    """Serves commands from the driver: info, setup, time, drop; replies {"ok": ...} or {"error"}."""
+    out = sys.stdout
+    sys.stdout = sys.stderr  # libraries' prints must not corrupt the protocol
+    runner: JaxRunner | TorchRunner | None = None
+    try:
+        runner = JaxRunner() if framework == "jax" else TorchRunner(compile_timeout)
+    except ImportError as e:
+        failure = f"{framework} is not installed ({e})"
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if runner is None:
+            reply = {"error": failure}
+        else:
+            try:
+                cmd = msg.pop("cmd")
+                reply = {"ok": getattr(runner, cmd)(**msg)}
+            except Exception as e:  # noqa: BLE001 - reported to the driver, which skips the variant
+                first = str(e).splitlines()[0] if str(e) else ""
+                reply = {"error": f"{type(e).__name__}: {first}"}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+
+
+class Worker:
+    """A worker process and its pipe; `call` sends one command and returns its reply."""
+
+    def __init__(self, framework: str, compile_timeout: float) -> None:
+        self.framework = framework
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+            TF_CPP_MIN_LOG_LEVEL="2", OMP_WAIT_POLICY="PASSIVE")
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", framework, "--compile-timeout", str(compile_timeout)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    def call(self, cmd: str, **kwargs: Any) -> dict[str, Any]:
+        assert self.proc.stdin and self.proc.stdout
+        try:
+            self.proc.stdin.write(json.dumps({"cmd": cmd, **kwargs}) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            return {"error": f"the {self.framework} worker exited (code {self.proc.poll()})"}
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def cases(quick: bool, tiny: bool, models: list[str]) -> list[dict[str, Any]]:
+    """The (kind, model, shape) cases to measure, in order."""
+    batches = [2] if tiny else [16] if quick else [16, 64]
+    sizes = [(12, 16)] if tiny else [(90, 160), (128, 128)] if quick else [(180, 320), (256, 256)]
+    out = []
+    for name in models:
+        cfg = model_config(name, tiny)
+        out += [{"kind": "train", "model": name, "model_config": cfg, "batch": b,
+                 "lr_patch": 16 if tiny else 48} for b in batches]
+        out += [{"kind": "infer", "model": name, "model_config": cfg, "lr_hw": list(hw)} for hw in sizes]
+    return out
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def measure_case(case: dict[str, Any], groups: list[tuple[Worker, list[tuple[str, str]]]],
+                 rounds: int, calls: int) -> list[dict[str, Any]]:
+    """Sets up every variant of `case` in `groups` (worker, variants), then times them round-robin;
+    rows carry the median seconds per call and the compile time."""
+    live, rows = [], []
+    for w, variants in groups:
+        for variant, dtype in variants:
+            key = f"{w.framework}/{variant}/{dtype}"
+            reply = w.call("setup", key=key, case=case, variant=variant, dtype=dtype)
+            if "error" in reply:
+                log(f"  {key}: skipped ({reply['error']})")
+                continue
+            w.call("time", key=key, calls=1)  # one warm-up call after compilation
+            live.append((w, key, variant, dtype, reply["ok"], []))
+    for _ in range(rounds):
+        for w, key, *_rest, times in live:
+            reply = w.call("time", key=key, calls=calls)
+            if "ok" in reply:
+                times.append(reply["ok"])
+    for w, key, variant, dtype, compile_s, times in live:
+        if not times:
+            continue
+        row = {"framework": "jax" if w.framework == "jax" else "pytorch", "variant": variant,
+               "model": case["model"], "dtype": dtype}
+        seconds = statistics.median(t[0] for t in times)
+        cpu = statistics.median(t[1] for t in times)
+        if case["kind"] == "train":
+            row.update(batch=case["batch"], s_per_step=seconds, cpu_s_per_step=cpu)
+        else:
+            row.update(lr_hw=case["lr_hw"], s_per_image=seconds, cpu_s_per_image=cpu)
+        row["compile_s"] = compile_s
+        rows.append(row)
+        log(f"  {key:32s} {seconds * 1e3:10.2f} ms  cpu {cpu * 1e3:10.2f} ms  "
+            f"(compile {compile_s:.1f} s)")
+    for w, _ in groups:
+        w.call("drop")
+    return rows
+
+
+def ratios(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """ours / PyTorch time per (model, size): float32 vs eager fp32 and vs the fastest PyTorch fp32
+    variant, bfloat16 vs eager bf16 autocast."""
+    size_key, time_key = ("batch", "s_per_step") if kind == "train" else ("lr_hw", "s_per_image")
+    out = []
+    sizes = sorted({(r["model"], json.dumps(r[size_key])) for r in rows}, reverse=True)
+    for model, size in sizes:
+        same = [r for r in rows if r["model"] == model and json.dumps(r[size_key]) == size]
+        ours = {r["dtype"]: r for r in same if r["framework"] == "jax"}
+        torch_rows = {r["variant"]: r for r in same if r["framework"] == "pytorch"}
+        fp32 = [r for v, r in torch_rows.items() if v != "eager_autocast"]
+        best = min(fp32, key=lambda r: r[time_key]) if fp32 else None
+        pairs = [("float32", "eager", torch_rows.get("eager")),
+                 ("float32", f"best_fp32:{best['variant']}" if best else "best_fp32", best),
+                 ("bfloat16", "eager_autocast", torch_rows.get("eager_autocast"))]
+        for dtype, versus, theirs in pairs:
+            if dtype in ours and theirs:
+                out.append({"model": model, size_key: json.loads(size), "dtype": dtype,
+                            "versus": versus, "ratio": ours[dtype][time_key] / theirs[time_key],
+                            "cpu_ratio": ours[dtype][f"cpu_{time_key}"] / theirs[f"cpu_{time_key}"]})
+    return out
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers: MSPAN / IMDN JAX float32 train step, bf16 / f32 per row."""
+    out: dict[str, Any] = {}
+    for prefix, key in (("", "s_per_step"), ("cpu_", "cpu_s_per_step")):
+        train = {(r["model"], r["dtype"], r["batch"]): r[key] for r in result["train"]
+                 if r["framework"] == "jax"}
+        for (model, dtype, batch), s in sorted(train.items()):
+            if model == "mspan" and ("imdn", dtype, batch) in train:
+                out[f"{prefix}mspan_over_imdn_train_{dtype}_b{batch}"] = s / train["imdn", dtype, batch]
+            if dtype == "bfloat16" and (model, "float32", batch) in train:
+                out[f"{prefix}{model}_bf16_over_f32_train_b{batch}"] = s / train[model, "float32", batch]
+    return out
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    print(f"machine: {result['machine']}")
+    for kind, size_key, time_key in (("train", "batch", "s_per_step"),
+                                     ("infer", "lr_hw", "s_per_image")):
+        print(f"\n{kind}: {'model':6s} {size_key:>10s} {'framework/variant':26s} {'dtype':9s} "
+              f"{'ms':>10s} {'cpu ms':>10s} {'compile s':>10s}")
+        for r in result[kind]:
+            size = r[size_key] if kind == "train" else "x".join(map(str, r[size_key]))
+            print(f"       {r['model']:6s} {size!s:>10s} {r['framework'] + '/' + r['variant']:26s} "
+                  f"{r['dtype']:9s} {r[time_key] * 1e3:10.2f} {r['cpu_' + time_key] * 1e3:10.2f} "
+                  f"{r['compile_s']:10.1f}")
+        print(f"\n{kind} ratios (ours / PyTorch time):")
+        for q in result["ratios"][kind]:
+            print(f"  {q['model']:6s} {q[size_key]!s:>10s} {q['dtype']:9s} vs {q['versus']:28s} "
+                  f"{q['ratio']:.2f}  (cpu time {q['cpu_ratio']:.2f})")
+    print("\nsummary:", json.dumps(result["summary"], indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    ap.add_argument("--quick", action="store_true",
+                    help="batch 16 only, smaller inference, 3 rounds, no torch.compile")
+    ap.add_argument("--tiny", action="store_true", help="test-sized models and shapes (schema checks)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="timing rounds per case (default 5, quick 3)")
+    ap.add_argument("--models", default="mspan,imdn", help="comma-separated, of mspan and imdn")
+    ap.add_argument("--no-torch-compile", action="store_true")
+    ap.add_argument("--compile-timeout", type=float, default=240.0,
+                    help="seconds torch.compile may take before that variant is skipped")
+    ap.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.compile_timeout)
+        return 0
+    if args.rounds is not None and args.rounds < 1:
+        print("speed.py: --rounds must be >= 1", file=sys.stderr)
+        return 2
+    if not set(args.models.split(",")) <= set(TINY_MODELS):
+        print(f"speed.py: --models {args.models!r}: choose from mspan,imdn", file=sys.stderr)
+        return 2
+    rounds = args.rounds or (1 if args.tiny else 3 if args.quick else 5)
+    calls = 1 if args.quick or args.tiny else 2
+    torch_variants = [v for v in TORCH_VARIANTS
+                      if v[0] != "compile" or not (args.quick or args.tiny or args.no_torch_compile)]
+
+    jax_worker = Worker("jax", args.compile_timeout)
+    info = jax_worker.call("info")
+    if "error" in info:
+        print(f"speed.py: the JAX worker failed: {info['error']}", file=sys.stderr)
+        return 1
+    machine = dict(info["ok"], cpu=platform.processor() or platform.machine(), cpus=os.cpu_count())
+    interleave = machine["backend"] == "cpu"
+    all_cases = cases(args.quick, args.tiny, args.models.split(","))
+    rows: list[dict[str, Any]] = []
+    torch_worker = Worker("torch", args.compile_timeout) if interleave else None
+    for case in all_cases:
+        size = case.get("batch", case.get("lr_hw"))
+        log(f"{case['kind']} {case['model']} {size}")
+        groups = [(jax_worker, JAX_VARIANTS)]
+        if torch_worker:
+            groups.append((torch_worker, torch_variants))
+        rows += measure_case(case, groups, rounds, calls)
+    jax_worker.close()
+    if not interleave:  # GPU: PyTorch only after JAX has released the device
+        torch_worker = Worker("torch", args.compile_timeout)
+        for case in all_cases:
+            log(f"{case['kind']} {case['model']} (pytorch)")
+            rows += measure_case(case, [(torch_worker, torch_variants)], rounds, calls)
+    assert torch_worker is not None
+    torch_info = torch_worker.call("info")
+    torch_worker.close()
+    if "ok" in torch_info:
+        machine["torch"] = torch_info["ok"]
+    result: dict[str, Any] = {
+        "machine": machine,
+        "settings": {"quick": args.quick, "tiny": args.tiny, "rounds": rounds, "calls_per_round": calls,
+                     "interleaved": interleave},
+        "train": [r for r in rows if "batch" in r],
+        "infer": [r for r in rows if "lr_hw" in r],
+    }
+    result["ratios"] = {k: ratios(result[k], k) for k in ("train", "infer")}
+    result["summary"] = summary(result)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print_tables(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

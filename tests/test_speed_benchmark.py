@@ -1,0 +1,82 @@
+"""benchmarks/speed.py: its ratio and summary arithmetic, and the --json schema of a tiny run.
+No timing is asserted: timings belong in the benchmark, never in tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT, subprocess_env
+
+SCRIPT = REPO_ROOT / "benchmarks" / "speed.py"
+
+
+def load_speed():
+    spec = importlib.util.spec_from_file_location("speed_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(framework, variant, model, dtype, batch, seconds, cpu):
+    return {"framework": framework, "variant": variant, "model": model, "dtype": dtype,
+            "batch": batch, "s_per_step": seconds, "cpu_s_per_step": cpu, "compile_s": 1.0}
+
+
+def test_ratios_pair_each_dtype_with_its_pytorch_counterpart():
+    speed = load_speed()
+    rows = [row("jax", "jit", "mspan", "float32", 16, 1.0, 2.0),
+            row("jax", "jit", "mspan", "bfloat16", 16, 3.0, 3.0),
+            row("pytorch", "eager", "mspan", "float32", 16, 2.0, 2.0),
+            row("pytorch", "channels_last", "mspan", "float32", 16, 0.5, 4.0),
+            row("pytorch", "eager_autocast", "mspan", "bfloat16", 16, 6.0, 1.0)]
+    got = {(q["dtype"], q["versus"]): (q["ratio"], q["cpu_ratio"]) for q in speed.ratios(rows, "train")}
+    assert got == {("float32", "eager"): (0.5, 1.0),
+                   ("float32", "best_fp32:channels_last"): (2.0, 0.5),
+                   ("bfloat16", "eager_autocast"): (0.5, 3.0)}
+
+
+def test_summary_compares_mspan_with_imdn_and_bf16_with_f32():
+    speed = load_speed()
+    result = {"train": [row("jax", "jit", "mspan", "float32", 16, 1.0, 2.0),
+                        row("jax", "jit", "mspan", "bfloat16", 16, 1.5, 1.0),
+                        row("jax", "jit", "imdn", "float32", 16, 4.0, 4.0),
+                        row("pytorch", "eager", "imdn", "float32", 16, 8.0, 8.0)]}
+    assert speed.summary(result) == {
+        "mspan_over_imdn_train_float32_b16": 0.25, "mspan_bf16_over_f32_train_b16": 1.5,
+        "cpu_mspan_over_imdn_train_float32_b16": 0.5, "cpu_mspan_bf16_over_f32_train_b16": 0.5}
+
+
+def test_tiny_run_prints_the_json_schema():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--json", "--models", "mspan"],
+                          capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["machine"]["backend"] == "cpu" and result["settings"]["interleaved"]
+    train_keys = {"framework", "variant", "model", "dtype", "batch", "s_per_step", "cpu_s_per_step",
+                  "compile_s"}
+    infer_keys = {"framework", "variant", "model", "dtype", "lr_hw", "s_per_image", "cpu_s_per_image",
+                  "compile_s"}
+    assert all(set(r) == train_keys for r in result["train"])
+    assert all(set(r) == infer_keys for r in result["infer"])
+    ours = {(kind, r["dtype"]) for kind in ("train", "infer") for r in result[kind]
+            if r["framework"] == "jax"}
+    assert ours == {(k, d) for k in ("train", "infer") for d in ("float32", "bfloat16")}
+    assert all(r["s_per_step"] > 0 and r["compile_s"] > 0 for r in result["train"])
+    assert "mspan_bf16_over_f32_train_b2" in result["summary"]
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("PyTorch is not installed: no reference rows to check")
+    theirs = {(r["variant"], r["dtype"]) for r in result["train"] if r["framework"] == "pytorch"}
+    assert theirs == {("eager", "float32"), ("eager_autocast", "bfloat16"), ("channels_last", "float32")}
+    versus = {(q["dtype"], q["versus"].split(":")[0]) for q in result["ratios"]["train"]}
+    assert versus == {("float32", "eager"), ("float32", "best_fp32"), ("bfloat16", "eager_autocast")}
+    assert {tuple(q["lr_hw"]) for q in result["ratios"]["infer"]} == {(12, 16)}
+
+
+def test_rejects_unknown_model():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--models", "edsr"], capture_output=True,
+                          text=True, env=subprocess_env(), timeout=120)
+    assert proc.returncode == 2 and "choose from mspan,imdn" in proc.stderr
