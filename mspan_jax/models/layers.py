@@ -55,10 +55,10 @@ def depthwise_conv(x: Array, kernel: Array, dilation: int = 1) -> Array:
 
     A sum of k*k shifted, per-channel scaled copies of x, with a hand-written VJP: the input
     gradient is the same sum over the output gradient with the flipped kernel, the kernel gradient
-    k*k float32-accumulated reductions. Equals lax's grouped convolution (feature_group_count=C) to
-    float32 rounding, outputs and gradients, but XLA fuses it into a few elementwise loops where its
-    grouped convolution is slow: forward + backward ~2-3x faster on CPU, up to ~80x on GPU at
-    dilation 2 (docs/performance.md).
+    one float32-accumulated variadic reduction of the k*k tap products. Equals lax's grouped
+    convolution (feature_group_count=C) to float32 rounding, outputs and gradients, but XLA fuses
+    it into a few elementwise loops where its grouped convolution is slow: forward + backward
+    ~2-3x faster on CPU, up to ~80x on GPU at dilation 2 (docs/performance.md).
     """
     return _shift_add(x, kernel, dilation)
 
@@ -74,9 +74,13 @@ def _depthwise_bwd(dilation: int, res: tuple[Array, Array], g: Array) -> tuple[A
     dx = _shift_add(g, kernel[::-1, ::-1], dilation)
     pad = (k - 1) // 2 * dilation
     xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    taps = [jnp.sum(xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :] * g,
-                    axis=(0, 1, 2), dtype=jnp.float32)
-            for i in range(k) for j in range(k)]
+    prods = [(xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :] * g)
+             .astype(jnp.float32) for i in range(k) for j in range(k)]
+    # One variadic reduction for all k*k taps: XLA fuses the shifted windows into a single pass.
+    # k*k separate sums would each go to a library reduce that needs its window materialized
+    # (k*k copies of x per conv; ~10% of MSPAN's CPU step, docs/performance.md).
+    taps = lax.reduce(prods, [jnp.float32(0)] * len(prods),
+                      lambda a, b: [u + v for u, v in zip(a, b, strict=True)], (0, 1, 2))
     return dx, jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
 
 
