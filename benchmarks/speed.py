@@ -10,18 +10,18 @@ compute (float32 params and loss); PyTorch eager fp32, eager bf16 autocast, chan
 torch.compile fp32 (skipped, with the error, where it does not compile within --compile-timeout).
 
 JAX and PyTorch run in separate worker processes that this script drives over pipes. On a CPU both
-stay alive and the variants of one case are timed round-robin, one round at a time, so a noisy
-shared machine slows all of them alike; on a GPU the JAX worker finishes before PyTorch starts, so
-the two allocators never share the device. The first call (compilation) is reported apart as
-`compile_s`, never in the step times, which are medians over rounds. `--quick` (batch 16, smaller
-inference, 3 rounds, no torch.compile) fits a few minutes on a 2-core CPU; `--tiny` swaps in
-test-sized models for checking the output schema. `--json` prints one object: `train` rows
-{framework, variant, model, dtype, batch, s_per_step, cpu_s_per_step, compile_s}, `infer` rows
-{framework, variant, model, dtype, lr_hw, s_per_image, cpu_s_per_image, compile_s}, `ratios`
-(ours / PyTorch, wall and process-CPU time; < 1 is faster) and a `summary` (MSPAN / IMDN and
-bfloat16 / float32 train-step ratios). On a shared CPU the process-CPU time is the steadier measure
-of work; PyTorch's OpenMP threads are told to sleep when idle (OMP_WAIT_POLICY=PASSIVE) so that
-they neither spin against JAX nor bill spinning as work.
+stay alive and all variants of one shape (both models, every framework and dtype) are timed
+round-robin, one round at a time, so a noisy shared machine slows all of them alike; on a GPU the
+JAX worker finishes before PyTorch starts, so the two allocators never share the device. The first
+call (compilation) is reported apart as `compile_s`, never in the step times, which are medians
+over rounds. `--quick` (batch 16, smaller inference, 3 rounds, no torch.compile) fits a few minutes
+on a 2-core CPU; `--tiny` swaps in test-sized models for checking the output schema. `--json`
+prints one object: `train` rows {framework, variant, model, dtype, batch, s_per_step,
+cpu_s_per_step, compile_s}, `infer` rows {framework, variant, model, dtype, lr_hw, s_per_image,
+cpu_s_per_image, compile_s}, `ratios` (ours / PyTorch, wall and process-CPU time; < 1 is faster)
+and a `summary` (MSPAN / IMDN and bfloat16 / float32 train-step ratios). On a shared CPU the
+process-CPU time is the steadier measure of work; PyTorch's OpenMP threads are told to sleep when
+idle (OMP_WAIT_POLICY=PASSIVE) so that they neither spin against JAX nor bill spinning as work.
 """
 
 from __future__ import annotations
@@ -284,43 +284,45 @@ class Worker:
         self.proc.wait()
 
 
-def cases(quick: bool, tiny: bool, models: list[str]) -> list[dict[str, Any]]:
-    """The (kind, model, shape) cases to measure, in order."""
+def case_groups(quick: bool, tiny: bool, models: list[str]) -> list[list[dict[str, Any]]]:
+    """The cases to measure, grouped by (kind, shape): one case per model in each group, so the
+    models are timed in the same rounds and their ratio (MSPAN / IMDN) is interleaved too."""
     batches = [2] if tiny else [16] if quick else [16, 64]
     sizes = [(12, 16)] if tiny else [(90, 160), (128, 128)] if quick else [(180, 320), (256, 256)]
-    out = []
-    for name in models:
-        cfg = model_config(name, tiny)
-        out += [{"kind": "train", "model": name, "model_config": cfg, "batch": b,
-                 "lr_patch": 16 if tiny else 48} for b in batches]
-        out += [{"kind": "infer", "model": name, "model_config": cfg, "lr_hw": list(hw)} for hw in sizes]
-    return out
+    configs = {name: model_config(name, tiny) for name in models}
+    groups = [[{"kind": "train", "model": name, "model_config": cfg, "batch": b,
+                "lr_patch": 16 if tiny else 48} for name, cfg in configs.items()] for b in batches]
+    groups += [[{"kind": "infer", "model": name, "model_config": cfg, "lr_hw": list(hw)}
+                for name, cfg in configs.items()] for hw in sizes]
+    return groups
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def measure_case(case: dict[str, Any], groups: list[tuple[Worker, list[tuple[str, str]]]],
-                 rounds: int, calls: int) -> list[dict[str, Any]]:
-    """Sets up every variant of `case` in `groups` (worker, variants), then times them round-robin;
-    rows carry the median seconds per call and the compile time."""
+def measure_group(cases: list[dict[str, Any]], workers: list[tuple[Worker, list[tuple[str, str]]]],
+                  rounds: int, calls: int) -> list[dict[str, Any]]:
+    """Sets up every (case, variant) of `cases` x `workers` (worker, its variants), then times them
+    round-robin, one call batch each per round; rows carry the median seconds per call (wall and
+    process-CPU) and the compile time."""
     live, rows = [], []
-    for w, variants in groups:
-        for variant, dtype in variants:
-            key = f"{w.framework}/{variant}/{dtype}"
-            reply = w.call("setup", key=key, case=case, variant=variant, dtype=dtype)
-            if "error" in reply:
-                log(f"  {key}: skipped ({reply['error']})")
-                continue
-            w.call("time", key=key, calls=1)  # one warm-up call after compilation
-            live.append((w, key, variant, dtype, reply["ok"], []))
+    for case in cases:
+        for w, variants in workers:
+            for variant, dtype in variants:
+                key = f"{case['model']} {w.framework}/{variant}/{dtype}"
+                reply = w.call("setup", key=key, case=case, variant=variant, dtype=dtype)
+                if "error" in reply:
+                    log(f"  {key}: skipped ({reply['error']})")
+                    continue
+                w.call("time", key=key, calls=1)  # one warm-up call after compilation
+                live.append((case, w, key, variant, dtype, reply["ok"], []))
     for _ in range(rounds):
-        for w, key, *_rest, times in live:
+        for _case, w, key, *_rest, times in live:
             reply = w.call("time", key=key, calls=calls)
             if "ok" in reply:
                 times.append(reply["ok"])
-    for w, key, variant, dtype, compile_s, times in live:
+    for case, w, key, variant, dtype, compile_s, times in live:
         if not times:
             continue
         row = {"framework": "jax" if w.framework == "jax" else "pytorch", "variant": variant,
@@ -333,9 +335,9 @@ def measure_case(case: dict[str, Any], groups: list[tuple[Worker, list[tuple[str
             row.update(lr_hw=case["lr_hw"], s_per_image=seconds, cpu_s_per_image=cpu)
         row["compile_s"] = compile_s
         rows.append(row)
-        log(f"  {key:32s} {seconds * 1e3:10.2f} ms  cpu {cpu * 1e3:10.2f} ms  "
+        log(f"  {key:38s} {seconds * 1e3:10.2f} ms  cpu {cpu * 1e3:10.2f} ms  "
             f"(compile {compile_s:.1f} s)")
-    for w, _ in groups:
+    for w, _ in workers:
         w.call("drop")
     return rows
 
@@ -430,22 +432,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     machine = dict(info["ok"], cpu=platform.processor() or platform.machine(), cpus=os.cpu_count())
     interleave = machine["backend"] == "cpu"
-    all_cases = cases(args.quick, args.tiny, args.models.split(","))
+    groups = case_groups(args.quick, args.tiny, args.models.split(","))
     rows: list[dict[str, Any]] = []
     torch_worker = Worker("torch", args.compile_timeout) if interleave else None
-    for case in all_cases:
-        size = case.get("batch", case.get("lr_hw"))
-        log(f"{case['kind']} {case['model']} {size}")
-        groups = [(jax_worker, JAX_VARIANTS)]
+    for group in groups:
+        log(f"{group[0]['kind']} {group[0].get('batch', group[0].get('lr_hw'))}")
+        workers = [(jax_worker, JAX_VARIANTS)]
         if torch_worker:
-            groups.append((torch_worker, torch_variants))
-        rows += measure_case(case, groups, rounds, calls)
+            workers.append((torch_worker, torch_variants))
+        rows += measure_group(group, workers, rounds, calls)
     jax_worker.close()
     if not interleave:  # GPU: PyTorch only after JAX has released the device
         torch_worker = Worker("torch", args.compile_timeout)
-        for case in all_cases:
-            log(f"{case['kind']} {case['model']} (pytorch)")
-            rows += measure_case(case, [(torch_worker, torch_variants)], rounds, calls)
+        for group in groups:
+            log(f"{group[0]['kind']} {group[0].get('batch', group[0].get('lr_hw'))} (pytorch)")
+            rows += measure_group(group, [(torch_worker, torch_variants)], rounds, calls)
     assert torch_worker is not None
     torch_info = torch_worker.call("info")
     torch_worker.close()

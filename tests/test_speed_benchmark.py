@@ -51,7 +51,7 @@ def test_summary_compares_mspan_with_imdn_and_bf16_with_f32():
 
 
 def test_tiny_run_prints_the_json_schema():
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--json", "--models", "mspan"],
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--json"],
                           capture_output=True, text=True, env=subprocess_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
@@ -66,14 +66,17 @@ def test_tiny_run_prints_the_json_schema():
             if r["framework"] == "jax"}
     assert ours == {(k, d) for k in ("train", "infer") for d in ("float32", "bfloat16")}
     assert all(r["s_per_step"] > 0 and r["compile_s"] > 0 for r in result["train"])
-    assert "mspan_bf16_over_f32_train_b2" in result["summary"]
+    assert {r["model"] for r in result["train"]} == {"mspan", "imdn"}
+    assert {"mspan_bf16_over_f32_train_b2", "mspan_over_imdn_train_float32_b2",
+            "cpu_mspan_over_imdn_train_float32_b2"} <= set(result["summary"])
     if importlib.util.find_spec("torch") is None:
         pytest.skip("PyTorch is not installed: no reference rows to check")
     theirs = {(r["variant"], r["dtype"]) for r in result["train"] if r["framework"] == "pytorch"}
     assert theirs == {("eager", "float32"), ("eager_autocast", "bfloat16"), ("channels_last", "float32")}
     versus = {(q["dtype"], q["versus"].split(":")[0]) for q in result["ratios"]["train"]}
     assert versus == {("float32", "eager"), ("float32", "best_fp32"), ("bfloat16", "eager_autocast")}
-    assert {tuple(q["lr_hw"]) for q in result["ratios"]["infer"]} == {(12, 16)}
+    assert {(q["model"], tuple(q["lr_hw"])) for q in result["ratios"]["infer"]} == {
+        ("mspan", (12, 16)), ("imdn", (12, 16))}
 
 
 def test_rejects_unknown_model():
