@@ -165,10 +165,31 @@ def test_warm_start_from_official_imdn_validates_on_set5_at_the_paper_number(
     assert results["set5"]["psnr"] == pytest.approx(32.21, abs=0.01)
     assert results["set5"]["ssim"] == pytest.approx(0.8948, abs=0.0005)
     assert results["bicubic"]["set5"]["psnr"] < 29
-    # The validation picture: one row per shown image, bicubic | SR | HR crops of 128 pixels.
+    # The validation picture: one row per shown image, bicubic | SR | HR crops of 128 pixels in
+    # equal cells, each labelled; the first row's crops are found by their exact pixels.
     from mspan_jax.data.images import read_image
+    from mspan_jax.data.imresize import bicubic_downscale, bicubic_upscale
 
     picture = read_image(workdir / "samples" / "set5_step0000001.png")
-    assert picture.shape == (3 * 128, 3 * 128, 3)
-    bicubic, sr, hr = (picture[:, i * 128:(i + 1) * 128].astype(float) for i in range(3))
+    assert picture.shape[0] > 3 * 128 and picture.shape[1] > 3 * 128  # room for the labels
+    hr_image = read_image(set5_dir / "HR" / "baby.bmp")
+    h, w = hr_image.shape[:2]
+    hr_crop = hr_image[(h - 128) // 2:(h + 128) // 2, (w - 128) // 2:(w + 128) // 2]
+    bic = bicubic_upscale(bicubic_downscale(hr_image, 4), 4)
+    bic_crop = bic[(h - 128) // 2:(h + 128) // 2, (w - 128) // 2:(w + 128) // 2]
+    (y, x_hr), (y_bic, x_bic) = _find(picture, hr_crop), _find(picture, bic_crop)
+    assert y == y_bic and x_bic < x_hr
+    x_sr = (x_bic + x_hr) // 2
+    sr, hr, bicubic = (picture[y:y + 128, x:x + 128].astype(float) for x in (x_sr, x_hr, x_bic))
     assert np.abs(sr - hr).mean() < np.abs(bicubic - hr).mean()
+
+
+def _find(picture: np.ndarray, crop: np.ndarray) -> tuple[int, int]:
+    """(row, column) of the top-left corner of the first exact copy of `crop` in `picture`."""
+    windows = np.lib.stride_tricks.sliding_window_view(picture, crop.shape[1], axis=1)
+    for y in range(picture.shape[0] - crop.shape[0] + 1):
+        hits = np.flatnonzero((windows[y] == np.moveaxis(crop[0], 0, -1)).all(axis=(1, 2)))
+        for x in hits:
+            if np.array_equal(picture[y:y + crop.shape[0], x:x + crop.shape[1]], crop):
+                return y, int(x)
+    raise AssertionError("crop not found in the picture")

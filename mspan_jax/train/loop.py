@@ -22,8 +22,16 @@ from etils import epath
 
 from mspan_jax.data.datasets import load_benchmark, load_restoration_set
 from mspan_jax.data.images import write_image
+from mspan_jax.data.pairs import EvalPair
 from mspan_jax.data.pipeline import create_train_iterator
-from mspan_jax.evaluation import bicubic_scores, evaluate_pairs, input_scores, nl_means_scores
+from mspan_jax.drawing import Panel, panel_grid
+from mspan_jax.evaluation import (
+    EvalResult,
+    bicubic_scores,
+    evaluate_pairs,
+    input_scores,
+    nl_means_scores,
+)
 from mspan_jax.files import write_json_atomic
 from mspan_jax.models.registry import get_model
 from mspan_jax.train import sharding
@@ -42,7 +50,7 @@ from mspan_jax.weights import load_weights
 
 EVAL_RESULTS_FILE = "eval_results.json"
 TENSORBOARD_DIR = "tensorboard"
-SAMPLES_DIR = "samples"  # bicubic | SR | HR crops of each validation, as PNG
+SAMPLES_DIR = "samples"  # labelled bicubic | SR | HR crops of each validation, as PNG
 
 
 class TrainingDivergedError(RuntimeError):
@@ -101,14 +109,28 @@ def _is_local(path: epath.Path) -> bool:
     return "://" not in str(path)
 
 
-def summary_crops(bicubic: np.ndarray, sr: np.ndarray, hr: np.ndarray, size: int) -> np.ndarray:
-    """A centred `size` crop of bicubic | SR | HR (uint8 HxWxC each) side by side, as RGB (a gray
-    model's crops are repeated to three channels)."""
-    h, w = hr.shape[:2]
-    size = min(size, h, w)
-    top, left = (h - size) // 2, (w - size) // 2
-    row = np.concatenate([img[top:top + size, left:left + size] for img in (bicubic, sr, hr)], axis=1)
-    return np.repeat(row, 3, axis=2) if row.shape[2] == 1 else row
+def summary_figure(pairs: Sequence[EvalPair], baseline: EvalResult, result: EvalResult, size: int,
+                   model_label: str, scale: int) -> np.ndarray:
+    """One row per pair: centred `size` crops of baseline | model | HR, each labelled with its
+    whole-image PSNR / SSIM (drawing.panel_grid), as a uint8 (H, W, 3) picture."""
+    base_label, ref_label = ("noisy input", "ground truth") if scale == 1 else ("bicubic", "HR")
+    base_scores = {s.name: s for s in baseline.images}
+    model_scores = {s.name: s for s in result.images}
+    panels = []
+    for pair in pairs:
+        h, w = pair.hr.shape[:2]
+        top, left = (h - size) // 2, (w - size) // 2
+
+        def crop(img: np.ndarray, top=top, left=left) -> np.ndarray:
+            return img[top:top + size, left:left + size]
+
+        b, m = base_scores[pair.name], model_scores[pair.name]
+        panels += [Panel(crop(baseline.outputs[pair.name]), base_label,
+                         f"{b.psnr:.2f} dB / {b.ssim:.4f}"),
+                   Panel(crop(result.outputs[pair.name]), model_label,
+                         f"{m.psnr:.2f} dB / {m.ssim:.4f}"),
+                   Panel(crop(pair.hr), f"{ref_label}: {pair.name}", "PSNR / SSIM")]
+    return panel_grid(panels, columns=3)
 
 
 def baseline_key(scale: int) -> str:
@@ -149,7 +171,7 @@ class Validator:
                              for name, pairs in self.pairs.items()}
 
     def __call__(self, params: PyTree) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
-        """Scores per dataset and, per dataset, bicubic|SR|HR crops for TensorBoard."""
+        """Scores per dataset and, per dataset, a labelled picture of baseline | model | HR crops."""
         ev, scores, images = self.config.eval, {}, {}
         for name, pairs in self.pairs.items():
             result = evaluate_pairs(self.model.apply, {"params": params}, pairs,
@@ -160,9 +182,9 @@ class Validator:
             shown = pairs[:ev.num_summary_images]
             if shown:
                 size = min([ev.summary_crop_size] + [min(p.hr.shape[:2]) for p in shown])
-                images[name] = np.stack([
-                    summary_crops(self.bicubic[name].outputs[p.name], result.outputs[p.name], p.hr, size)
-                    for p in shown])
+                images[name] = summary_figure(shown, self.bicubic[name], result, size,
+                                              f"{self.config.model.name} x{self.config.model.scale}",
+                                              self.config.model.scale)
         return scores, images
 
     def results_json(self, step: int, scores: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
@@ -385,13 +407,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     for name, s in scores.items():
                         writer.scalar(f"eval/{name}/psnr", s["psnr"], step)
                         writer.scalar(f"eval/{name}/ssim", s["ssim"], step)
-                    for name, crops in images.items():
-                        writer.image(f"eval/{name}/bicubic_sr_hr", crops, step)
+                    for name, picture in images.items():
+                        writer.image(f"eval/{name}/bicubic_sr_hr", picture[None], step)
                     writer.flush()
                 if is_chief and _is_local(workdir_path):  # a picture to open without TensorBoard
-                    for name, crops in images.items():
-                        write_image(workdir_path / SAMPLES_DIR / f"{name}_step{step:07d}.png",
-                                    np.concatenate(list(crops), axis=0))
+                    for name, picture in images.items():
+                        write_image(workdir_path / SAMPLES_DIR / f"{name}_step{step:07d}.png", picture)
             timer_start += time.perf_counter() - paused  # steps/s counts training time only
     finally:
         if hasattr(batches, "close"):
