@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
@@ -63,6 +64,22 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
              "mspan_jax/config_base.py for the keys")
     except Exception as e:  # the config file itself failed to import (syntax error, bad import)
         fail(f"--config {path}: cannot load it ({type(e).__name__}: {' '.join(first_line(e).split())})")
+
+
+def load_config(spec: str):
+    """The ConfigDict of a config file given as `path` or `path:arg` (as --config takes it), for
+    scripts that take several configs; one-line ValueError for a missing or broken file."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ValueError(f"config {path}: no such file; use one of configs/*.py")
+    try:
+        module_spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module.get_config(arg) if arg else module.get_config()
+    except Exception as e:
+        raise ValueError(f"config {spec}: cannot load it ({type(e).__name__}: "
+                         f"{' '.join(first_line(e).split())})") from None
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:

@@ -23,6 +23,18 @@ WRITE_FORMATS = {".png": "PNG", ".bmp": "BMP", ".jpg": "JPEG", ".jpeg": "JPEG"}
 _SWAPPED_16BIT = {"16B": "16L", "16L": "16B", "16N": "16B" if sys.byteorder == "little" else "16L"}
 
 
+# MATLAB rgb2gray's weights (ITU-R BT.601 luma): gray = GRAY_WEIGHTS . (R, G, B).
+GRAY_WEIGHTS = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+
+
+def rgb_to_gray(img: np.ndarray) -> np.ndarray:
+    """MATLAB rgb2gray of an (H, W, 3) image, unrounded, in the input's units: float64 (H, W)."""
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"rgb_to_gray needs an (H, W, 3) image, got shape {img.shape}")
+    return img.astype(np.float64) @ GRAY_WEIGHTS
+
+
 class ImageReadError(ValueError):
     """A file that cannot be read as an image; the message is one line naming the file."""
 

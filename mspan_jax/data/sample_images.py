@@ -8,8 +8,11 @@ Only images whose files ship in the wheel are used (`skimage.data.astronaut` etc
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
+
+from mspan_jax.data.images import read_image
 
 # name -> how to get it from skimage.data (stereo_motorcycle returns (left, right, disparity)).
 _LOADERS = {
@@ -21,6 +24,7 @@ _LOADERS = {
     "chelsea": lambda d: d.chelsea(),
     "coffee": lambda d: d.coffee(),
 }
+SAMPLE_PREFIX = "skimage:"  # `--image skimage:chelsea` names a bundled photo in the scripts
 TRAIN_NAMES: tuple[str, ...] = (
     "astronaut", "rocket", "motorcycle_left", "motorcycle_right", "hubble_deep_field",
 )
@@ -48,3 +52,11 @@ def sample_images(split: str) -> list[tuple[str, np.ndarray]]:
     if names is None:
         raise ValueError(f"sample image split must be 'train' or 'holdout', got {split!r}")
     return [(n, load_sample_image(n)) for n in names]
+
+
+def read_image_or_sample(spec: str) -> tuple[str, np.ndarray]:
+    """`(name, uint8 HxWx3)` of an image file, or of a bundled photo given as `skimage:NAME`."""
+    if spec.startswith(SAMPLE_PREFIX):
+        name = spec[len(SAMPLE_PREFIX):]
+        return name, np.array(load_sample_image(name))
+    return Path(spec).stem, read_image(spec)

@@ -43,7 +43,12 @@ class MSPA(nn.Module):
         return nn.sigmoid(m)
 
     def __call__(self, x: Array, mask: Array | None = None) -> Array:
-        return x * self.attention(x, mask)
+        attention = self.attention(x, mask)
+        out = x * attention
+        # For scripts/visualize_mspa.py: kept only when apply(..., mutable=["intermediates"]).
+        for key, value in (("input", x), ("attention", attention), ("output", out)):
+            self.sow("intermediates", key, value)
+        return out
 
 
 class IDDB(nn.Module):

@@ -1,0 +1,150 @@
+"""The SR papers' visual comparison: one image, a marked box, and that box from every method.
+
+  python scripts/compare.py --image skimage:chelsea \
+      --model configs/quickstart.py=/tmp/quickstart_sr --model configs/imdn_x4.py=ckpt/imdn_x4 \
+      --labels "MSPAN (quickstart),IMDN" --out compare.png
+
+The image is the reference (HR, or the clean image for a restoration model); `skimage:NAME` names a
+photo bundled with scikit-image. Its input is made as evaluation makes it: the MATLAB bicubic LR
+(config.data.degradation of the first model) for SR models, or Gaussian noise of --sigma seeded by
+the image's name for scale-1 restoration models (MSPAN-IR), so every run and every model sees the
+same input. The figure shows the reference with the box outlined, then the box cropped (enlarged
+--zoom times, nearest neighbour) from the reference, from bicubic upscaling (or the noisy input) and
+from each --model, labelled with the whole image's PSNR / SSIM: on Y with `scale` pixels shaved for
+SR, on RGB for restoration (the papers' conventions). All models must share one scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from absl import flags
+
+from mspan_jax import cli, metrics
+from mspan_jax.data.degradations import add_gaussian_noise, degrade, seed_for_name
+from mspan_jax.data.images import rgb_to_gray, write_image
+from mspan_jax.data.imresize import bicubic_upscale, modcrop
+from mspan_jax.data.sample_images import read_image_or_sample
+from mspan_jax.drawing import Panel, comparison_figure, zoom
+from mspan_jax.inference import Predictor
+from mspan_jax.models import get_model
+from mspan_jax.params_io import load_params
+
+_IMAGE = flags.DEFINE_string("image", None, "The reference (HR / clean) image, or skimage:NAME.")
+_MODEL = flags.DEFINE_multi_string("model", None, "CONFIG=CHECKPOINT, e.g. configs/x4.py=ckpt/x4 "
+                                   "(repeat for more models; CONFIG may be path:arg).")
+_LABELS = flags.DEFINE_list("labels", None, "One label per --model (default: model name and "
+                            "checkpoint folder).")
+_BOX = flags.DEFINE_list("box", None, "TOP,LEFT of the box in reference pixels (default: the "
+                         "window with the most texture, by Sobel energy).")
+_CROP = flags.DEFINE_integer("crop", 64, "Side of the box in reference pixels.")
+_ZOOM = flags.DEFINE_integer("zoom", 3, "Enlargement of the crops (nearest neighbour).")
+_COLUMNS = flags.DEFINE_integer("columns", None, "Crops per row (default: two rows).")
+_SIGMA = flags.DEFINE_float("sigma", 25.0, "Noise std (0..255) for scale-1 (restoration) models.")
+_OUT = flags.DEFINE_string("out", None, "The figure (.png).")
+flags.mark_flags_as_required(["image", "model", "out"])
+
+
+def parse_model(spec: str) -> tuple[str, str]:
+    config, sep, checkpoint = spec.partition("=")
+    if not sep or not config or not checkpoint:
+        raise ValueError(f"--model {spec!r}: give CONFIG=CHECKPOINT, e.g. configs/x4.py=ckpt/x4")
+    return config, checkpoint
+
+
+def textured_box(img: np.ndarray, size: int) -> tuple[int, int]:
+    """(top, left) of the `size` window of `img` with the largest summed squared Sobel gradient."""
+    gray = rgb_to_gray(img)
+    gx = np.zeros_like(gray)
+    gy = np.zeros_like(gray)
+    gx[1:-1, 1:-1] = (gray[:-2, 2:] + 2 * gray[1:-1, 2:] + gray[2:, 2:]
+                      - gray[:-2, :-2] - 2 * gray[1:-1, :-2] - gray[2:, :-2])
+    gy[1:-1, 1:-1] = (gray[2:, :-2] + 2 * gray[2:, 1:-1] + gray[2:, 2:]
+                      - gray[:-2, :-2] - 2 * gray[:-2, 1:-1] - gray[:-2, 2:])
+    energy = np.pad(gx**2 + gy**2, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    sums = (energy[size:, size:] - energy[:-size, size:] - energy[size:, :-size]
+            + energy[:-size, :-size])
+    top, left = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(top), int(left)
+
+
+def choose_box(img: np.ndarray, size: int, box: Sequence[str] | None) -> tuple[int, int, int, int]:
+    h, w = img.shape[:2]
+    if not 8 <= size <= min(h, w):
+        raise ValueError(f"--crop {size}: must be between 8 and the image's shorter side {min(h, w)}")
+    if box is None:
+        top, left = textured_box(img, size)
+    else:
+        try:
+            top, left = (int(v) for v in box)
+        except ValueError:
+            raise ValueError(f"--box {','.join(box)}: give TOP,LEFT in pixels, e.g. 40,120") from None
+        if not (0 <= top <= h - size and 0 <= left <= w - size):
+            raise ValueError(f"--box {top},{left} with --crop {size} leaves the {w}x{h} image")
+    return top, left, size, size
+
+
+def run_model(config, checkpoint: str, lq: np.ndarray) -> np.ndarray:
+    """The model's uint8 RGB output for a uint8 RGB input (gray models see and give luma)."""
+    model = get_model(config.model)
+    variables = load_params(checkpoint, config.model)
+    x = lq.astype(np.float32) / 255.0
+    if int(config.model.in_channels) == 1:
+        x = rgb_to_gray(x)[..., None].astype(np.float32)
+    y = Predictor(model.apply, variables, scale=int(config.model.scale))(x)
+    return metrics.to_uint8(np.repeat(y, 3, axis=2) if y.shape[2] == 1 else y)
+
+
+def main(argv: Sequence[str]) -> None:
+    if not str(_OUT.value).lower().endswith(".png"):
+        raise ValueError(f"--out {_OUT.value}: the figure is written as PNG; give a .png path")
+    if _ZOOM.value < 1:
+        raise ValueError(f"--zoom must be a positive integer, got {_ZOOM.value}")
+    specs = [parse_model(s) for s in _MODEL.value]
+    labels = _LABELS.value or [None] * len(specs)
+    if len(labels) != len(specs):
+        raise ValueError(f"--labels has {len(labels)} labels for {len(specs)} --model")
+    configs = [cli.load_config(c) for c, _ in specs]
+    scales = {int(c.model.scale) for c in configs}
+    if len(scales) > 1:
+        raise ValueError(f"the models have different scales {sorted(scales)}; "
+                         "compare one scale at a time")
+    scale = scales.pop()
+    name, hr = read_image_or_sample(_IMAGE.value)
+    hr = modcrop(hr, scale)
+    if scale == 1:
+        lq = add_gaussian_noise(hr, _SIGMA.value, np.random.default_rng(seed_for_name(name)))
+        baseline, base_label = lq, f"noisy (sigma {_SIGMA.value:g})"
+        opts = dict(crop_border=0, y_channel=False)
+    else:
+        lq = degrade(hr, scale, configs[0].data.get("degradation", "BI"))
+        baseline, base_label = bicubic_upscale(lq, scale), "bicubic"
+        opts = dict(crop_border=scale, y_channel=True)
+    box = choose_box(hr, _CROP.value, _BOX.value)
+    top, left, size, _ = box
+
+    def panel(img: np.ndarray, title: str, scored: bool = True) -> Panel:
+        caption = (f"{metrics.psnr(img, hr, **opts):.2f} dB / {metrics.ssim(img, hr, **opts):.4f}"
+                   if scored else "PSNR / SSIM")
+        return Panel(zoom(img[top:top + size, left:left + size], _ZOOM.value), title, caption)
+
+    panels = [panel(hr, "HR" if scale > 1 else "clean", scored=False), panel(baseline, base_label)]
+    for (_, checkpoint), config, label in zip(specs, configs, labels, strict=True):
+        out = run_model(config, checkpoint, lq)
+        label = label or f"{config.model.name} ({Path(checkpoint).name})"
+        panels.append(panel(out, label))
+        print(f"{label}: {panels[-1].caption}")
+    print(f"{base_label}: {panels[1].caption}")
+    measured = "Y, shave " + str(scale) if scale > 1 else "RGB"
+    reference = Panel(hr, f"{name} ({hr.shape[1]}x{hr.shape[0]}), x{scale}" if scale > 1 else name,
+                      f"PSNR / SSIM of the whole image on {measured}")
+    columns = _COLUMNS.value or math.ceil(len(panels) / 2)
+    write_image(_OUT.value, comparison_figure(reference, box, panels, columns))
+    print(f"wrote {_OUT.value} (box top={top}, left={left}, size={size})")
+
+
+if __name__ == "__main__":
+    cli.run(main)

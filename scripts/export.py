@@ -1,0 +1,70 @@
+"""Serializes a trained or converted model's inference function with `jax.export`.
+
+  python scripts/export.py --config configs/x4.py --checkpoint ckpt/x4 --out mspan_x4.jaxexport
+
+The file holds the StableHLO of `x -> model.apply(params, x)` with the parameters inside, for
+float32 NHWC input in [0, 1] of symbolic batch, height and width (every model here is fully
+convolutional, with same-size padding and a pixel shuffle, so any H, W >= 1 works), giving
+float32 (N, scale H, scale W, C) output (unclipped, as the model's). It runs with jax alone, without
+this package or flax:
+
+  from jax import export
+  exported = export.deserialize(open("mspan_x4.jaxexport", "rb").read())
+  sr = exported.call(lr)  # lr: float32 (N, H, W, 3) in [0, 1]
+
+--platforms lowers for several backends at once (e.g. cpu,cuda,tpu), so one file serves them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from absl import flags
+from jax import export
+from ml_collections import config_flags
+
+from mspan_jax import cli
+from mspan_jax.files import write_bytes_atomic
+from mspan_jax.models import get_model
+from mspan_jax.params_io import load_params
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint or training workdir.")
+_OUT = flags.DEFINE_string("out", None, "The serialized function, e.g. model.jaxexport.")
+_PLATFORMS = flags.DEFINE_list("platforms", ["cpu"], "Backends to lower for: cpu, cuda, rocm, tpu.")
+flags.mark_flags_as_required(["config", "checkpoint", "out"])
+
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+
+def export_model(model, variables, in_channels: int, platforms: Sequence[str]) -> export.Exported:
+    """`jax.export` of `x -> model.apply(variables, x)` for float32 (b, h, w, in_channels), all
+    three symbolic; the variables become constants of the exported program."""
+    def infer(x: jax.Array) -> jax.Array:
+        return model.apply(variables, x)
+
+    b, h, w = export.symbolic_shape("b, h, w")
+    spec = jax.ShapeDtypeStruct((b, h, w, in_channels), jnp.float32)
+    return export.export(jax.jit(infer), platforms=tuple(platforms))(spec)
+
+
+def main(argv: Sequence[str]) -> None:
+    config = _CONFIG.value
+    platforms = [p.lower() for p in _PLATFORMS.value]
+    unknown = sorted(set(platforms) - set(PLATFORMS))
+    if unknown or not platforms:
+        raise ValueError(f"--platforms {','.join(_PLATFORMS.value)}: choose from {','.join(PLATFORMS)}")
+    model = get_model(config.model)
+    variables = load_params(_CHECKPOINT.value, config.model)
+    exported = export_model(model, variables, int(config.model.in_channels), platforms)
+    data = exported.serialize()
+    write_bytes_atomic(_OUT.value, bytes(data))
+    (arg,), out = exported.in_avals, exported.out_avals[0]
+    print(f"wrote {_OUT.value} ({len(data) / 1e6:.1f} MB): {config.model.name} x{config.model.scale}, "
+          f"{arg.str_short()} in [0, 1] -> {out.str_short()}, platforms {','.join(platforms)}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
