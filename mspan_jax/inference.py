@@ -130,22 +130,25 @@ def tile_grid(length: int, tile: int, overlap: int) -> list[tuple[int, int, int,
 
 def upscale_image(predictor: Predictor, lr: np.ndarray, *, tile: int = 256, tile_overlap: int = 16,
                   self_ensemble: bool = False, progress: bool = False) -> np.ndarray:
-    """Float32 SR (scale H, scale W, C) in model range of a uint8 (H, W, C) image.
+    """Float32 SR (scale H, scale W, C_out) in model range of a uint8 (H, W, C) image or a float
+    one in [0, 1] (e.g. from 16-bit samples).
 
     Whole-image when both sides fit in `tile`; otherwise overlapping tiles, all padded to
     (tile, tile) so they share one compiled program.
     """
-    x = lr.astype(np.float32) / 255.0
+    x = lr.astype(np.float32) / 255.0 if lr.dtype == np.uint8 else np.asarray(lr, np.float32)
     h, w = lr.shape[:2]
     if h <= tile and w <= tile:
         return predictor(x, self_ensemble)
     s = predictor.scale
-    out = np.zeros((s * h, s * w, lr.shape[2]), np.float32)
+    out = None
     rows, cols = tile_grid(h, tile, tile_overlap), tile_grid(w, tile, tile_overlap)
     bar = ProgressLine(len(rows) * len(cols), "tiles", enabled=progress)
     for y0, y1, iy0, iy1 in rows:
         for x0, x1, ix0, ix1 in cols:
             y = predictor(x[iy0:iy1, ix0:ix1], self_ensemble, pad_to=(tile, tile))
+            if out is None:  # the model's output channels
+                out = np.zeros((s * h, s * w, y.shape[2]), np.float32)
             core = y[s * (y0 - iy0):s * (y1 - iy0), s * (x0 - ix0):s * (x1 - ix0)]
             out[s * y0:s * y1, s * x0:s * x1] = core
             bar.update()

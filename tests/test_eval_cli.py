@@ -13,13 +13,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tifffile
 from conftest import flip_bytes
+from PIL import Image
 
 from mspan_jax.config_base import sr_config
-from mspan_jax.data.images import read_image, write_image
-from mspan_jax.data.imresize import bicubic_downscale
+from mspan_jax.data.images import (
+    png16_bytes,
+    read_image,
+    read_stored_image,
+    rgb_to_gray,
+    write_image,
+)
+from mspan_jax.data.imresize import bicubic_downscale, imresize
 from mspan_jax.data.pairs import load_folder_pairs
 from mspan_jax.evaluation import evaluate_pairs
+from mspan_jax.metrics import to_uint8
 from mspan_jax.models import get_model
 from mspan_jax.params_io import save_params
 
@@ -215,3 +224,91 @@ def test_model_info_reports_the_official_imdn_size():
     rows = {line.split()[0]: line.split()[1] for line in tree}
     assert rows["upsampler"] == f"{3 * 3 * 64 * 48 + 48:,}"  # 3x3 conv 64 -> 3*4^2 channels + bias
     assert sum(int(n.replace(",", "")) for n in rows.values()) == 715_176
+
+
+def _apply(model, variables, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model.apply(variables, jnp.asarray(x[None], jnp.float32)))[0]
+
+
+def test_upscale_keeps_alpha_gray_and_16_bits(tiny_checkpoint, tmp_path):
+    directory, model, variables = tiny_checkpoint
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rgba = RNG.integers(0, 256, (12, 10, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
+    gray = RNG.integers(0, 256, (12, 10), dtype=np.uint8)
+    Image.fromarray(gray, "L").save(folder / "gray.png")
+    rgb16 = RNG.integers(0, 65536, (12, 10, 3), dtype=np.uint16)
+    (folder / "rgb16.png").write_bytes(png16_bytes(rgb16))
+    gray16 = RNG.integers(0, 65536, (12, 10), dtype=np.uint16)
+    tifffile.imwrite(folder / "gray16.tif", gray16)
+    out = tmp_path / "out"
+    result = run_script("upscale.py", "--config", "configs/x2.py", *TINY, "--checkpoint", directory,
+                        "--input", folder, "--output", out)
+    assert result.returncode == 0, result.stderr
+    assert "compiled programs: 1" in result.stdout  # every input is 12x10
+
+    def sr(x: np.ndarray) -> np.ndarray:
+        return np.clip(_apply(model, variables, x), 0, 1)
+
+    # RGBA: colour through the model, alpha through the MATLAB bicubic, 8 bits each.
+    with Image.open(out / "rgba_x2.png") as im:
+        assert im.mode == "RGBA" and im.size == (20, 24)
+        got = np.asarray(im)
+    np.testing.assert_array_equal(got[..., :3], to_uint8(sr(rgba[..., :3] / 255)))
+    alpha = np.clip(imresize(rgba[..., 3] / 255.0, 2.0), 0, 1)
+    np.testing.assert_array_equal(got[..., 3], np.round(alpha * 255).astype(np.uint8))
+    # Gray: R = G = B through the RGB model, back with rgb2gray's weights.
+    with Image.open(out / "gray_x2.png") as im:
+        assert im.mode == "L"
+        got = np.asarray(im).astype(int)
+    raw = _apply(model, variables, np.repeat(gray[..., None], 3, 2) / 255)  # unclipped, then gray
+    want = np.round(np.clip(rgb_to_gray(raw), 0, 1) * 255)
+    assert np.abs(got - want).max() <= 1
+    # 16 bits in, 16 bits out: the model saw x / 65535 and its output is not rounded to 8 bits.
+    back = read_stored_image(out / "rgb16_x2.png")
+    assert back.bits == 16 and back.color.shape == (24, 20, 3) and back.alpha is None
+    got16 = np.round(back.color * 65535)
+    assert np.abs(got16 - np.round(sr(rgb16 / 65535.0) * 65535)).max() <= 2
+    inside = got16[(got16 > 0) & (got16 < 65535)]  # unclipped: not 8-bit values scaled up
+    assert inside.size > 100 and np.mean(inside % 257 != 0) > 0.9
+    back = read_stored_image(out / "gray16_x2.png")  # 16-bit gray TIFF -> 16-bit gray PNG
+    assert back.bits == 16 and back.color.shape == (24, 20, 1)
+    with Image.open(out / "gray16_x2.png") as im:
+        assert im.mode == "I;16"
+
+
+def test_upscale_restoration_model_and_bad_inputs(tiny_checkpoint, tmp_path):
+    directory, _, _ = tiny_checkpoint
+    config = tmp_path / "ir.py"
+    config.write_text("from mspan_jax.config_base import sr_config\n\n\ndef get_config():\n"
+                      "    config = sr_config('mspan_ir', 1)\n"
+                      "    config.model.update(num_features=8, num_blocks=1, num_units=1)\n"
+                      "    return config\n")
+    ir_config = sr_config("mspan_ir", 1)
+    ir_config.model.update(num_features=8, num_blocks=1, num_units=1)
+    ir = get_model(ir_config.model)
+    variables = ir.init(jax.random.key(3), jnp.zeros((1, 8, 8, 3)))
+    save_params(tmp_path / "ir_ckpt", variables, ir_config.model)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rgba = RNG.integers(0, 256, (9, 11, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(folder / "a.png")
+    result = run_script("upscale.py", "--config", config, "--checkpoint", tmp_path / "ir_ckpt",
+                        "--input", folder, "--output", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "out" / "a_x1.png") as im:
+        got = np.asarray(im)
+    assert im.mode == "RGBA" and got.shape == (9, 11, 4)
+    np.testing.assert_array_equal(got[..., 3], rgba[..., 3])  # scale 1: alpha as it was
+    want = to_uint8(_apply(ir, variables, rgba[..., :3] / 255.0))
+    np.testing.assert_array_equal(got[..., :3], want)
+
+    # A checkpoint of the other task, and a corrupt image in the folder: one line each.
+    assert_one_line_error(run_script("upscale.py", "--config", config, "--checkpoint", directory,
+                                     "--input", folder, "--output", tmp_path / "o2"),
+                          "mspan x2", "mspan_ir x1")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert_one_line_error(run_script("upscale.py", "--config", config, "--checkpoint",
+                                     tmp_path / "ir_ckpt", "--input", folder, "--output",
+                                     tmp_path / "o3"), "broken.png")

@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
-from mspan_jax.data.images import ImageReadError, list_images, read_image, write_image
+from mspan_jax.data.images import (
+    ImageReadError,
+    StoredImage,
+    list_images,
+    png16_bytes,
+    read_image,
+    read_stored_image,
+    write_image,
+    write_stored_image,
+)
 
 RNG = np.random.default_rng(0)
 
 
 def _write_png16(path, samples: np.ndarray) -> None:
-    """A 16-bit PNG (grayscale, RGB or RGBA) written by hand: Pillow cannot write 16-bit RGB."""
-    h, w, c = samples.shape
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    raw = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-                     + chunk(b"IEND", b""))
+    """A 16-bit PNG (grayscale, RGB or RGBA): Pillow cannot write 16-bit RGB."""
+    path.write_bytes(png16_bytes(samples))
 
 
 def _rounded_8bit(x16: np.ndarray) -> np.ndarray:
@@ -153,3 +150,40 @@ def test_list_images_errors_name_the_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty: holds no images"):
         list_images(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_stored_image_keeps_gray_alpha_and_16_bits(tmp_path, channels, bits):
+    top = 255 if bits == 8 else 65535
+    samples = RNG.integers(0, top + 1, (5, 7, channels)).astype(np.uint16 if bits == 16 else np.uint8)
+    x = samples.astype(np.float32) / top
+    alpha = x[:, :, -1] if channels in (2, 4) else None
+    colour = x[:, :, :-1] if alpha is not None else x
+    write_stored_image(tmp_path / "a.png", StoredImage(colour, alpha, bits))
+    if channels == 2 and bits == 16:  # Pillow decodes only the high bytes of 16-bit gray + alpha
+        with pytest.raises(ImageReadError, match="16-bit grayscale \\+ alpha is not supported"):
+            read_stored_image(tmp_path / "a.png")
+        return
+    with Image.open(tmp_path / "a.png") as im:  # what other programs see
+        assert im.mode == {1: "I;16" if bits == 16 else "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
+    back = read_stored_image(tmp_path / "a.png")
+    assert back.bits == bits and back.color.shape == colour.shape
+    np.testing.assert_array_equal(np.round(back.color * top), samples[:, :, :colour.shape[2]])
+    if alpha is None:
+        assert back.alpha is None
+    else:
+        np.testing.assert_array_equal(np.round(back.alpha * top), samples[:, :, -1])
+
+
+def test_stored_image_reads_16bit_tiff_and_rejects_other_suffixes(tmp_path):
+    g16 = RNG.integers(0, 65536, (4, 6), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "g.tif", g16)
+    back = read_stored_image(tmp_path / "g.tif")
+    assert back.bits == 16 and back.color.shape == (4, 6, 1) and back.alpha is None
+    np.testing.assert_array_equal(np.round(back.color[:, :, 0] * 65535), g16)
+    with pytest.raises(ValueError, match="written as .png"):
+        write_stored_image(tmp_path / "g.jpg", back)
+    with pytest.raises(ImageReadError, match="not an image"):
+        (tmp_path / "bad.png").write_bytes(b"nope")
+        read_stored_image(tmp_path / "bad.png")

@@ -1,4 +1,6 @@
-"""Safe image reading and atomic writing: every image enters the package as uint8 (H, W, 3) RGB.
+"""Safe image reading and atomic writing: every image enters the package as uint8 (H, W, 3) RGB,
+except through `read_stored_image`, which keeps gray, alpha and 16 bits for scripts/upscale.py
+(written back by `write_stored_image` as PNG, 16-bit included).
 
 Anything that is not 8-bit RGB is converted with a warning naming the file, and anything that
 cannot be decoded raises one `ImageReadError` line naming the file, so a bad file in a dataset is
@@ -7,11 +9,16 @@ reported, never silently skipped or fed to a model in the wrong layout.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import struct
 import sys
 import uuid
 import warnings
+import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -66,14 +73,10 @@ def _sixteen_to_eight(x: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(x, 0, 65535).astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Reads an image file as uint8 RGB (H, W, 3).
-
-    Grayscale, alpha (dropped), 16-bit (rounded x / 257), palette and other colour modes are
-    converted to 8-bit RGB with a `warnings.warn` naming the file. Raises `ImageReadError` for a
-    missing, corrupt, truncated or non-image file.
-    """
-    path = Path(path)
+def _decode(path: Path) -> tuple[np.ndarray, str]:
+    """The file's samples as Pillow gives them, at full bit depth (uint8, uint16 or int32), and its
+    mode; palette and non-RGB colour modes come as RGB(A), 1-bit as 8-bit gray. ImageReadError (one
+    line naming the file) for a missing, corrupt, truncated or non-image file."""
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     try:
@@ -83,9 +86,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             im.load()
             if rawmode16 is None:
                 arr = np.asarray(im) if mode not in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV") \
-                    else np.asarray(im.convert("RGBA" if mode in ("P", "PA") else "RGB"))
+                    else np.asarray(im.convert("RGBA" if mode in ("P", "PA") else
+                                               "L" if mode == "1" else "RGB"))
+        if rawmode16 is not None and rawmode16.startswith("LA"):  # Pillow has no low-byte rawmode
+            raise ImageReadError(f"{path}: 16-bit grayscale + alpha is not supported; save it as "
+                                 "16-bit RGBA, 16-bit gray or 8-bit")
         if rawmode16 is not None:
             arr = _read_16bit_rgb(path, rawmode16)
+    except ImageReadError:
+        raise
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image file Pillow can decode") from None
     except PermissionError:
@@ -95,7 +104,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageReadError(f"{path}: corrupt or truncated image ({detail})") from None
+    if mode == "F" or arr.dtype.kind == "f":
+        raise ImageReadError(f"{path}: floating-point image (mode {mode}) is not supported; "
+                             "save it as 8-bit or 16-bit")
+    return arr, mode
 
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Reads an image file as uint8 RGB (H, W, 3).
+
+    Grayscale, alpha (dropped), 16-bit (rounded x / 257), palette and other colour modes are
+    converted to 8-bit RGB with a `warnings.warn` naming the file. Raises `ImageReadError` for a
+    missing, corrupt, truncated or non-image file.
+    """
+    path = Path(path)
+    arr, mode = _decode(path)
     notes = []
     if mode in ("P", "PA"):
         notes.append("palette image converted to RGB")
@@ -103,9 +126,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         notes.append(f"{mode} image converted to RGB")
     elif mode == "1":
         notes.append("1-bit image converted to 8-bit")
-    if mode == "F" or arr.dtype.kind == "f":
-        raise ImageReadError(f"{path}: floating-point image (mode {mode}) is not supported; "
-                             "save it as 8-bit or 16-bit")
     if arr.dtype != np.uint8:
         notes.append("16-bit image reduced to 8-bit (rounded x / 257)")
         arr = _sixteen_to_eight(arr)
@@ -145,16 +165,86 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
         img = to_uint8(img)
     elif img.dtype != np.uint8:
         raise ValueError(f"{path}: write_image needs uint8 or float in [0, 1], got {img.dtype}")
+    options = {"quality": 95} if fmt == "JPEG" else {}
+    _write_atomic(path, lambda f: Image.fromarray(img, "RGB").save(f, format=fmt, **options))
+
+
+def _write_atomic(path: Path, save: Callable[[BinaryIO], None]) -> None:
+    """Calls `save(file)` on a temporary sibling of `path`, then renames it to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"  # open(..., "xb") keeps the umask
     try:
         with open(tmp, "xb") as f:
-            options = {"quality": 95} if fmt == "JPEG" else {}
-            Image.fromarray(img, "RGB").save(f, format=fmt, **options)
+            save(f)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredImage:
+    """An image as its file stores it, in float32 [0, 1]: colour (H, W, 3) or gray (H, W, 1), the
+    alpha channel (H, W) or None, and the bit depth (8 or 16) to write it back at."""
+
+    color: np.ndarray
+    alpha: np.ndarray | None
+    bits: int
+
+    def describe(self) -> str:
+        kind = "gray" if self.color.shape[2] == 1 else "RGB"
+        return f"{self.bits}-bit {kind}{'A' if self.alpha is not None else ''}"
+
+
+def read_stored_image(path: str | os.PathLike) -> StoredImage:
+    """Reads an image file keeping what `read_image` converts away: grayscale stays one channel,
+    alpha is kept, 16-bit samples keep their precision (x / 65535; 8-bit: x / 255). Palette and
+    other colour modes become RGB(A). ImageReadError for a file that cannot be read."""
+    path = Path(path)
+    arr, mode = _decode(path)
+    bits = 8 if arr.dtype == np.uint8 else 16
+    x = np.clip(arr.astype(np.float32) / (255.0 if bits == 8 else 65535.0), 0.0, 1.0)
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.ndim != 3 or x.shape[2] not in (1, 2, 3, 4):
+        raise ImageReadError(f"{path}: unsupported image layout {arr.shape} (mode {mode})")
+    has_alpha = x.shape[2] in (2, 4)
+    return StoredImage(color=np.ascontiguousarray(x[:, :, :-1] if has_alpha else x),
+                       alpha=np.ascontiguousarray(x[:, :, -1]) if has_alpha else None, bits=bits)
+
+
+def png16_bytes(samples: np.ndarray) -> bytes:
+    """A 16-bit PNG (gray, gray + alpha, RGB or RGBA by the channel count) of uint16 (H, W, C):
+    Pillow writes 16 bits only for plain grayscale."""
+    h, w, c = samples.shape
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in samples)  # filter 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
+            + chunk(b"IEND", b""))
+
+
+def write_stored_image(path: str | os.PathLike, image: StoredImage) -> None:
+    """Writes a StoredImage as a PNG at its bit depth, with its alpha, atomically (values rounded
+    and clipped to [0, 1])."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: images that keep alpha / 16 bits / gray are written as .png")
+    planes = image.color if image.alpha is None else np.concatenate(
+        [image.color, image.alpha[:, :, None]], axis=2)
+    top = 255.0 if image.bits == 8 else 65535.0
+    samples = np.round(np.clip(np.asarray(planes, np.float64), 0.0, 1.0) * top)
+    if image.bits == 8:
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[samples.shape[2]]
+        pixels = samples.astype(np.uint8)
+        _write_atomic(path, lambda f: Image.fromarray(
+            pixels[:, :, 0] if mode == "L" else pixels, mode).save(f, format="PNG"))
+    else:
+        data = png16_bytes(samples.astype(np.uint16))
+        _write_atomic(path, lambda f: f.write(data))
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
