@@ -10,6 +10,7 @@ import importlib
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -134,3 +135,11 @@ def read_tensorboard(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, st
     return {tag: [(event.step, accumulator.SummaryMetadata(tag).plugin_data.plugin_name,
                    tensor_util.make_ndarray(event.tensor_proto)) for event in accumulator.Tensors(tag)]
             for tag in accumulator.Tags()["tensors"]}
+
+
+def find_exact(picture, crop) -> list[tuple[int, int]]:
+    """Every (row, column) where the (h, w, C) array `crop` appears exactly in `picture`."""
+    h, w = crop.shape[:2]
+    first = (picture[:picture.shape[0] - h + 1, :picture.shape[1] - w + 1] == crop[0, 0]).all(axis=-1)
+    return [(int(y), int(x)) for y, x in zip(*np.nonzero(first), strict=True)
+            if np.array_equal(picture[y:y + h, x:x + w], crop)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import subprocess_env, tiny_train_config_source
+from conftest import find_exact, subprocess_env, tiny_train_config_source
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
@@ -177,19 +177,9 @@ def test_warm_start_from_official_imdn_validates_on_set5_at_the_paper_number(
     hr_crop = hr_image[(h - 128) // 2:(h + 128) // 2, (w - 128) // 2:(w + 128) // 2]
     bic = bicubic_upscale(bicubic_downscale(hr_image, 4), 4)
     bic_crop = bic[(h - 128) // 2:(h + 128) // 2, (w - 128) // 2:(w + 128) // 2]
-    (y, x_hr), (y_bic, x_bic) = _find(picture, hr_crop), _find(picture, bic_crop)
+    [(y, x_hr)], [(y_bic, x_bic)] = find_exact(picture, hr_crop), find_exact(picture, bic_crop)
     assert y == y_bic and x_bic < x_hr
     x_sr = (x_bic + x_hr) // 2
     sr, hr, bicubic = (picture[y:y + 128, x:x + 128].astype(float) for x in (x_sr, x_hr, x_bic))
     assert np.abs(sr - hr).mean() < np.abs(bicubic - hr).mean()
 
-
-def _find(picture: np.ndarray, crop: np.ndarray) -> tuple[int, int]:
-    """(row, column) of the top-left corner of the first exact copy of `crop` in `picture`."""
-    windows = np.lib.stride_tricks.sliding_window_view(picture, crop.shape[1], axis=1)
-    for y in range(picture.shape[0] - crop.shape[0] + 1):
-        hits = np.flatnonzero((windows[y] == np.moveaxis(crop[0], 0, -1)).all(axis=(1, 2)))
-        for x in hits:
-            if np.array_equal(picture[y:y + crop.shape[0], x:x + crop.shape[1]], crop):
-                return y, int(x)
-    raise AssertionError("crop not found in the picture")
