@@ -1,16 +1,16 @@
 """The MSPAN paper's MSPA figure: what multi-semantic pixel attention does inside chosen IDDBs.
 
   python scripts/visualize_mspa.py --config configs/quickstart.py --checkpoint /tmp/quickstart_sr \
-      --image skimage:chelsea --blocks 2,4,6 --out mspa.png
+      --image skimage:chelsea --as-hr --blocks 2,4,6 --out mspa.png
 
 For each chosen block, three channel-averaged maps: the features entering MSPA, the attention matrix
 (sigmoid, in (0, 1)) and the reweighted output (features x attention, before the block's residual),
 each titled with its Tenengrad (mean squared Sobel gradient: sharpness), standard deviation and mean.
-The image is the model's input as given (for an SR model, the LR image); `skimage:NAME` names a photo
-bundled with scikit-image. The maps are captured with flax `sow` inside the model (MSPA records its
-input, attention and output when the "intermediates" collection is mutable), so any checkpoint of
-`mspan` or `mspan_ir` works: converted, trained, or a training workdir. Needs matplotlib
-(`pip install -e ".[figures]"`).
+The image is the model's input as given (for an SR model, the LR image; with --as-hr, its MATLAB
+bicubic LR), centre-cropped to --max-side; `skimage:NAME` names a photo bundled with scikit-image.
+The maps are captured with flax `sow` inside the model (MSPA records its input, attention and
+output when the "intermediates" collection is mutable), so any checkpoint of `mspan` or `mspan_ir`
+works: converted, trained, or a training workdir. Needs matplotlib (`pip install -e ".[figures]"`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ml_collections import config_flags
 
 from mspan_jax import cli
 from mspan_jax.data.images import rgb_to_gray
+from mspan_jax.data.imresize import bicubic_downscale
 from mspan_jax.data.sample_images import read_image_or_sample
 from mspan_jax.files import write_bytes_atomic
 from mspan_jax.models import get_model
@@ -36,8 +37,11 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint or trai
 _IMAGE = flags.DEFINE_string("image", None, "Model input image, or skimage:NAME (e.g. skimage:chelsea).")
 _BLOCKS = flags.DEFINE_list("blocks", None, "IDDBs to show, 1-based (default: every second one, "
                             "ending with the last, e.g. 2,4,6).")
+_AS_HR = flags.DEFINE_bool("as-hr", False, "Treat --image as HR: feed an SR model its MATLAB "
+                           "bicubic LR.")
 _MAX_SIDE = flags.DEFINE_integer("max-side", 256, "Centre-crop larger inputs to this many pixels "
                                  "a side.")
+_DPI = flags.DEFINE_integer("dpi", 100, "Resolution of the figure (pixels per inch of 2.4-inch panels).")
 _OUT = flags.DEFINE_string("out", None, "The figure, a .png file.")
 flags.mark_flags_as_required(["config", "checkpoint", "image", "out"])
 
@@ -95,7 +99,7 @@ def mspa_maps(model, variables, x: np.ndarray,
     return jax.tree.map(np.asarray, jax.jit(run)(variables, jnp.asarray(x[None])))
 
 
-def draw_figure(maps: dict[int, dict[str, np.ndarray]], title: str) -> bytes:
+def draw_figure(maps: dict[int, dict[str, np.ndarray]], title: str, dpi: int = 100) -> bytes:
     """The figure as PNG bytes: one row per block, one column per stage, with colour bars."""
     try:
         import matplotlib
@@ -107,23 +111,23 @@ def draw_figure(maps: dict[int, dict[str, np.ndarray]], title: str) -> bytes:
                          "pip install -e \".[figures]\"") from None
     rows = len(maps)
     h, w = next(iter(maps.values()))["input"].shape
-    panel = 3.2
-    fig, axes = plt.subplots(rows, len(STAGES), squeeze=False,
-                             figsize=(len(STAGES) * panel * max(w / h, 0.6) + 1, rows * panel + 0.6))
+    panel = 2.4
+    size = (len(STAGES) * panel * max(w / h, 0.6) * 1.3, rows * panel * 1.2 + 0.4)
+    fig, axes = plt.subplots(rows, len(STAGES), squeeze=False, figsize=size)
     for row, (block, stages) in enumerate(maps.items()):
         for col, (key, label) in enumerate(STAGES):
             ax, m = axes[row, col], stages[key]
             s = map_stats(m)
-            image = ax.imshow(m, cmap="viridis")
+            image = ax.imshow(m, cmap="viridis", interpolation="nearest")
             fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
-            ax.set_title(f"IDDB{block}: {label}\nTenengrad {s['tenengrad']:.3g} | std {s['std']:.3g} | "
-                         f"mean {s['mean']:.3g}", fontsize=8)
+            ax.set_title(f"IDDB{block}: {label}\nTenengrad {s['tenengrad']:.3g}\n"
+                         f"std {s['std']:.3g} | mean {s['mean']:.3g}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     return buffer.getvalue()
 
@@ -135,10 +139,14 @@ def main(argv: Sequence[str]) -> None:
     if config.model.name not in MSPA_MODELS:
         raise ValueError(f"config.model.name={config.model.name!r} has no MSPA; visualize_mspa.py "
                          f"shows {' or '.join(MSPA_MODELS)} models")
+    if not 20 <= _DPI.value <= 600:
+        raise ValueError(f"--dpi must be between 20 and 600, got {_DPI.value}")
     if _MAX_SIDE.value < 8:
         raise ValueError(f"--max-side must be at least 8, got {_MAX_SIDE.value}")
     blocks = parse_blocks(_BLOCKS.value, int(config.model.num_blocks))
     name, img = read_image_or_sample(_IMAGE.value)
+    if _AS_HR.value and int(config.model.scale) > 1:
+        img = bicubic_downscale(img, int(config.model.scale))
     img = centre_crop(img, _MAX_SIDE.value)
     x = img.astype(np.float32) / 255.0
     if int(config.model.in_channels) == 1:
@@ -152,7 +160,7 @@ def main(argv: Sequence[str]) -> None:
             for key, _ in STAGES))
     title = (f"MSPA of {config.model.name} x{config.model.scale} on {name} "
              f"({img.shape[1]}x{img.shape[0]}), channel means")
-    write_bytes_atomic(_OUT.value, draw_figure(maps, title))
+    write_bytes_atomic(_OUT.value, draw_figure(maps, title, _DPI.value))
     print(f"wrote {_OUT.value}")
 
 
