@@ -99,8 +99,8 @@ def mspa_maps(model, variables, x: np.ndarray,
     return jax.tree.map(np.asarray, jax.jit(run)(variables, jnp.asarray(x[None])))
 
 
-def draw_figure(maps: dict[int, dict[str, np.ndarray]], title: str, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes: one row per block, one column per stage, with colour bars."""
+def pyplot():
+    """matplotlib.pyplot on the Agg backend; one-line ValueError when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -109,6 +109,12 @@ def draw_figure(maps: dict[int, dict[str, np.ndarray]], title: str, dpi: int = 1
     except ImportError:
         raise ValueError("visualize_mspa.py draws with matplotlib, which is not installed: "
                          "pip install -e \".[figures]\"") from None
+    return plt
+
+
+def draw_figure(maps: dict[int, dict[str, np.ndarray]], title: str, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes: one row per block, one column per stage, with colour bars."""
+    plt = pyplot()
     rows = len(maps)
     h, w = next(iter(maps.values()))["input"].shape
     panel = 2.4
@@ -134,6 +140,7 @@ def draw_figure(maps: dict[int, dict[str, np.ndarray]], title: str, dpi: int = 1
 
 def main(argv: Sequence[str]) -> None:
     config = _CONFIG.value
+    pyplot()  # fail before any work when matplotlib is missing
     if not str(_OUT.value).lower().endswith(".png"):
         raise ValueError(f"--out {_OUT.value}: the figure is written as PNG; give a .png path")
     if config.model.name not in MSPA_MODELS:

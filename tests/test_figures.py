@@ -210,3 +210,13 @@ def test_export_cli_file_runs_without_the_package(tmp_path):
     _one_line_error(_run("export.py", "--config", config, "--checkpoint", tmp_path / "nope",
                          "--out", tmp_path / "n.jaxexport"), "nope")
     assert not (tmp_path / "n.jaxexport").exists()
+
+
+def test_visualize_mspa_without_matplotlib_says_what_to_install(tmp_path):
+    script = ("import runpy, sys\nsys.modules['matplotlib'] = None\n"
+              f"sys.argv = ['visualize_mspa.py', '--config', 'configs/quickstart.py', '--checkpoint', "
+              f"{str(tmp_path)!r}, '--image', 'skimage:chelsea', '--out', {str(tmp_path / 'f.png')!r}]\n"
+              "runpy.run_path('scripts/visualize_mspa.py', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    _one_line_error(result, "matplotlib", '.[figures]')
