@@ -5,13 +5,15 @@
       --labels "MSPAN (quickstart),IMDN" --out compare.png
 
 The image is the reference (HR, or the clean image for a restoration model); `skimage:NAME` names a
-photo bundled with scikit-image. Its input is made as evaluation makes it: the MATLAB bicubic LR
+photo bundled with scikit-image. The models' input is --lq when given (an LR image, or the rainy /
+noisy LQ of a paired set), else made as evaluation makes it: the MATLAB bicubic LR
 (config.data.degradation of the first model) for SR models, or Gaussian noise of --sigma seeded by
 the image's name for scale-1 restoration models (MSPAN-IR), so every run and every model sees the
 same input. The figure shows the reference with the box outlined, then the box cropped (enlarged
---zoom times, nearest neighbour) from the reference, from bicubic upscaling (or the noisy input) and
-from each --model, labelled with the whole image's PSNR / SSIM: on Y with `scale` pixels shaved for
-SR, on RGB for restoration (the papers' conventions). All models must share one scale.
+--zoom times, nearest neighbour) from the reference, from bicubic upscaling (or the LQ input) and
+from each --model, labelled with the whole image's PSNR / SSIM as the first model's config.eval
+scores (SR: Y with `scale` pixels shaved). All models must share one scale and input channels; for
+gray models (in_channels 1) the reference is converted with MATLAB rgb2gray.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from absl import flags
 
 from mspan_jax import cli, metrics
 from mspan_jax.data.degradations import add_gaussian_noise, degrade, seed_for_name
-from mspan_jax.data.images import rgb_to_gray, write_image
-from mspan_jax.data.imresize import bicubic_upscale, modcrop
+from mspan_jax.data.images import read_image, rgb_to_gray, write_image
+from mspan_jax.data.imresize import bicubic_upscale, modcrop, round_uint8
 from mspan_jax.data.sample_images import read_image_or_sample
 from mspan_jax.drawing import Panel, comparison_figure, zoom
 from mspan_jax.inference import Predictor
@@ -43,6 +45,8 @@ _BOX = flags.DEFINE_list("box", None, "TOP,LEFT of the box in reference pixels (
 _CROP = flags.DEFINE_integer("crop", 64, "Side of the box in reference pixels.")
 _ZOOM = flags.DEFINE_integer("zoom", 3, "Enlargement of the crops (nearest neighbour).")
 _COLUMNS = flags.DEFINE_integer("columns", None, "Crops per row (default: two rows).")
+_LQ = flags.DEFINE_string("lq", None, "The models' input (LR, or the noisy / rainy LQ of a paired "
+                          "set) instead of making it from --image.")
 _SIGMA = flags.DEFINE_float("sigma", 25.0, "Noise std (0..255) for scale-1 (restoration) models.")
 _OUT = flags.DEFINE_string("out", None, "The figure (.png).")
 flags.mark_flags_as_required(["image", "model", "out"])
@@ -87,15 +91,43 @@ def choose_box(img: np.ndarray, size: int, box: Sequence[str] | None) -> tuple[i
     return top, left, size, size
 
 
+def as_gray(img: np.ndarray) -> np.ndarray:
+    """MATLAB rgb2gray of a uint8 RGB image, as uint8 R = G = B (how gray pictures are shown)."""
+    return np.repeat(round_uint8(rgb_to_gray(img))[:, :, None], 3, axis=2)
+
+
 def run_model(config, checkpoint: str, lq: np.ndarray) -> np.ndarray:
-    """The model's uint8 RGB output for a uint8 RGB input (gray models see and give luma)."""
+    """The model's uint8 (H, W, 3) output for a uint8 (h, w, 3) input; a gray model (in_channels 1)
+    sees the R plane of an R = G = B input and its output is shown as R = G = B."""
     model = get_model(config.model)
     variables = load_params(checkpoint, config.model)
     x = lq.astype(np.float32) / 255.0
     if int(config.model.in_channels) == 1:
-        x = rgb_to_gray(x)[..., None].astype(np.float32)
+        x = x[:, :, :1]
     y = Predictor(model.apply, variables, scale=int(config.model.scale))(x)
     return metrics.to_uint8(np.repeat(y, 3, axis=2) if y.shape[2] == 1 else y)
+
+
+def model_input(config, name: str, hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """(input, baseline picture, baseline label): --lq as given, else made from the reference as
+    evaluation makes it (MATLAB bicubic LR for SR; seeded Gaussian noise at scale 1). Gray models
+    get R = G = B inputs."""
+    gray = int(config.model.in_channels) == 1
+    if _LQ.value is not None:
+        lq = read_image(_LQ.value)
+        if gray:
+            lq = as_gray(lq)
+        if lq.shape[0] * scale != hr.shape[0] or lq.shape[1] * scale != hr.shape[1]:
+            raise ValueError(f"--lq {_LQ.value} is {lq.shape[1]}x{lq.shape[0]}, but x{scale} of it must "
+                             f"be the reference's {hr.shape[1]}x{hr.shape[0]}")
+        if scale == 1:
+            return lq, lq, "input"
+    elif scale == 1:
+        lq = add_gaussian_noise(hr, _SIGMA.value, np.random.default_rng(seed_for_name(name)), gray=gray)
+        return lq, lq, f"noisy (sigma {_SIGMA.value:g})"
+    else:
+        lq = degrade(hr, scale, config.data.get("degradation", "BI"))
+    return lq, bicubic_upscale(lq, scale), "bicubic"
 
 
 def main(argv: Sequence[str]) -> None:
@@ -108,21 +140,18 @@ def main(argv: Sequence[str]) -> None:
     if len(labels) != len(specs):
         raise ValueError(f"--labels has {len(labels)} labels for {len(specs)} --model")
     configs = [cli.load_config(c) for c, _ in specs]
-    scales = {int(c.model.scale) for c in configs}
-    if len(scales) > 1:
-        raise ValueError(f"the models have different scales {sorted(scales)}; "
-                         "compare one scale at a time")
-    scale = scales.pop()
+    kinds = {(int(c.model.scale), int(c.model.in_channels)) for c in configs}
+    if len(kinds) > 1:
+        raise ValueError(f"the models differ in (scale, input channels) {sorted(kinds)}; "
+                         "compare one kind at a time")
+    scale, channels = kinds.pop()
     name, hr = read_image_or_sample(_IMAGE.value)
     hr = modcrop(hr, scale)
-    if scale == 1:
-        lq = add_gaussian_noise(hr, _SIGMA.value, np.random.default_rng(seed_for_name(name)))
-        baseline, base_label = lq, f"noisy (sigma {_SIGMA.value:g})"
-        opts = dict(crop_border=0, y_channel=False)
-    else:
-        lq = degrade(hr, scale, configs[0].data.get("degradation", "BI"))
-        baseline, base_label = bicubic_upscale(lq, scale), "bicubic"
-        opts = dict(crop_border=scale, y_channel=True)
+    if channels == 1:  # a gray model: the reference in gray
+        hr = as_gray(hr)
+    lq, baseline, base_label = model_input(configs[0], name, hr, scale)
+    # Scores as the first model's config evaluates (config.eval: Y or RGB, pixels shaved).
+    opts = dict(crop_border=int(configs[0].eval.crop_border), y_channel=bool(configs[0].eval.y_channel))
     box = choose_box(hr, _CROP.value, _BOX.value)
     top, left, size, _ = box
 
@@ -138,7 +167,7 @@ def main(argv: Sequence[str]) -> None:
         panels.append(panel(out, label))
         print(f"{label}: {panels[-1].caption}")
     print(f"{base_label}: {panels[1].caption}")
-    measured = "Y, shave " + str(scale) if scale > 1 else "RGB"
+    measured = f"{'Y' if opts['y_channel'] else 'RGB'}, {opts['crop_border']} pixels shaved"
     reference = Panel(hr, f"{name} ({hr.shape[1]}x{hr.shape[0]}), x{scale}" if scale > 1 else name,
                       f"PSNR / SSIM of the whole image on {measured}")
     columns = _COLUMNS.value or math.ceil(len(panels) / 2)

@@ -14,8 +14,9 @@ import pytest
 from conftest import REPO_ROOT, find_exact, subprocess_env, tiny_model_config
 
 from mspan_jax import metrics
-from mspan_jax.data.images import read_image, write_image
-from mspan_jax.data.imresize import bicubic_downscale, bicubic_upscale
+from mspan_jax.data.degradations import add_gaussian_noise, seed_for_name
+from mspan_jax.data.images import read_image, rgb_to_gray, write_image
+from mspan_jax.data.imresize import bicubic_downscale, bicubic_upscale, round_uint8
 from mspan_jax.drawing import Panel, comparison_figure, draw_box, panel_grid, zoom
 from mspan_jax.evaluation import EvalResult, ImageScore
 from mspan_jax.inference import Predictor
@@ -40,19 +41,19 @@ def _one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
         assert needle in errors[0], errors[0]
 
 
-def _random_variables(model, seed: int = 0):
+def _random_variables(model, seed: int = 0, channels: int = 3):
     """Variables of `model` drawn from N(0, 0.1^2) (faster than an eager `model.init`)."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 8, 8, 3),
-                                                                                jnp.float32))
+    probe = jax.ShapeDtypeStruct((1, 8, 8, channels), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), probe)
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
 
 
-def _tiny_checkpoint(directory: Path, name: str, scale: int, seed: int = 0):
+def _tiny_checkpoint(directory: Path, name: str, scale: int, seed: int = 0, **overrides):
     """A saved tiny model with random weights, its config file and (model, variables)."""
-    cfg = tiny_model_config(name, scale)
+    cfg = tiny_model_config(name, scale, **overrides)
     model = get_model(cfg)
-    variables = _random_variables(model, seed)
+    variables = _random_variables(model, seed, cfg.in_channels)
     save_params(directory / f"{name}_x{scale}", variables, cfg)
     overrides = "".join(f"    config.model.{k} = {v!r}\n" for k, v in cfg.items()
                         if k not in ("name", "scale", "dtype"))
@@ -125,11 +126,32 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
     for img in (hr, bicubic):
         assert len(find_exact(figure, zoom(img[4:20, 6:22], 2))) == 1
 
-    ir_dir, ir_cfg, _, _ = _tiny_checkpoint(tmp_path, "mspan_ir", 1)
+    # A given LR (--lq) instead of the bicubic one.
+    lr = RNG.integers(0, 256, (20, 25, 3), dtype=np.uint8)
+    write_image(tmp_path / "lr.png", lr)
+    result = _run("compare.py", "--image", tmp_path / "photo.png", "--lq", tmp_path / "lr.png",
+                  "--model", f"{mspan_cfg}={mspan_dir}", "--crop", 16, "--box", "4,6", "--zoom", 2,
+                  "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    bicubic = bicubic_upscale(lr, 2)
+    assert f"bicubic: {metrics.psnr(bicubic, hr, crop_border=2):.2f} dB" in result.stdout
+    assert len(find_exact(read_image(out), zoom(bicubic[4:20, 6:22], 2))) == 1
+
+    # A gray denoising model: gray reference, one noise field, scored as config.eval says.
+    ir_dir, ir_cfg, _, _ = _tiny_checkpoint(tmp_path, "mspan_ir", 1, in_channels=1, out_channels=1)
+    result = _run("compare.py", "--image", tmp_path / "photo.png", "--model", f"{ir_cfg}={ir_dir}",
+                  "--sigma", 15, "--crop", 16, "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    photo = read_image(tmp_path / "photo.png")
+    clean = np.repeat(round_uint8(rgb_to_gray(photo))[..., None], 3, axis=2)
+    noisy = add_gaussian_noise(clean, 15.0, np.random.default_rng(seed_for_name("photo")), gray=True)
+    assert (noisy[..., 0] == noisy[..., 2]).all()
+    assert f"noisy (sigma 15): {metrics.psnr(noisy, clean, crop_border=1):.2f} dB" in result.stdout
+
     _one_line_error(_run("compare.py", "--image", tmp_path / "photo.png", "--model",
                          f"{mspan_cfg}={mspan_dir}", "--model", f"{ir_cfg}={ir_dir}", "--crop", 16,
                          "--out", out),
-                    "different scales")
+                    "differ in (scale, input channels)")
     _one_line_error(_run("compare.py", "--image", tmp_path / "photo.png", "--model",
                          f"{ir_cfg}={mspan_dir}", "--crop", 16, "--out", out), "mspan x2", "mspan_ir x1")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
