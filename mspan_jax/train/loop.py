@@ -112,7 +112,8 @@ def _is_local(path: epath.Path) -> bool:
 def summary_figure(pairs: Sequence[EvalPair], baseline: EvalResult, result: EvalResult, size: int,
                    model_label: str, scale: int) -> np.ndarray:
     """One row per pair: centred `size` crops of baseline | model | HR, each labelled with its
-    whole-image PSNR / SSIM (drawing.panel_grid), as a uint8 (H, W, 3) picture."""
+    whole-image PSNR / SSIM (drawing.panel_grid), as a uint8 (H, W, 3) picture (a gray model's
+    crops repeated to three channels)."""
     base_label, ref_label = ("noisy input", "ground truth") if scale == 1 else ("bicubic", "HR")
     base_scores = {s.name: s for s in baseline.images}
     model_scores = {s.name: s for s in result.images}
@@ -122,7 +123,8 @@ def summary_figure(pairs: Sequence[EvalPair], baseline: EvalResult, result: Eval
         top, left = (h - size) // 2, (w - size) // 2
 
         def crop(img: np.ndarray, top=top, left=left) -> np.ndarray:
-            return img[top:top + size, left:left + size]
+            img = img[top:top + size, left:left + size]
+            return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
 
         b, m = base_scores[pair.name], model_scores[pair.name]
         panels += [Panel(crop(baseline.outputs[pair.name]), base_label,
