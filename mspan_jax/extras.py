@@ -3,7 +3,8 @@
 The core (`pip install -e .`) trains, evaluates on image folders, upscales and converts weights with
 neither TensorFlow nor PyTorch. The tfds builders (benchmark sets, paired folders, tfds DIV2K) need
 `[tfds]`: tensorflow-datasets encodes and reads their examples through TensorFlow. The PyTorch
-reference model behind `--verify` needs `[torch]`.
+reference model behind `--verify` needs `[torch]`; scripts/visualize_mspa.py's figure `[figures]`
+(matplotlib).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib.util
 EXTRAS: dict[str, tuple[str, ...]] = {
     "tfds": ("tensorflow_datasets", "tensorflow"),
     "torch": ("torch",),
+    "figures": ("matplotlib",),
 }
 
 

@@ -33,7 +33,7 @@ from mspan_jax.data.sample_images import read_image_or_sample
 from mspan_jax.drawing import Panel, comparison_figure, zoom
 from mspan_jax.inference import Predictor
 from mspan_jax.models import get_model
-from mspan_jax.params_io import load_params
+from mspan_jax.weights import load_weights
 
 _IMAGE = flags.DEFINE_string("image", None, "The reference (HR / clean) image, or skimage:NAME.")
 _MODEL = flags.DEFINE_multi_string("model", None, "CONFIG=CHECKPOINT, e.g. configs/x4.py=ckpt/x4 "
@@ -100,7 +100,7 @@ def run_model(config, checkpoint: str, lq: np.ndarray) -> np.ndarray:
     """The model's uint8 (H, W, 3) output for a uint8 (h, w, 3) input; a gray model (in_channels 1)
     sees the R plane of an R = G = B input and its output is shown as R = G = B."""
     model = get_model(config.model)
-    variables = load_params(checkpoint, config.model)
+    variables = load_weights(checkpoint, config.model)
     x = lq.astype(np.float32) / 255.0
     if int(config.model.in_channels) == 1:
         x = x[:, :, :1]

@@ -28,7 +28,7 @@ from ml_collections import config_flags
 from mspan_jax import cli
 from mspan_jax.files import write_bytes_atomic
 from mspan_jax.models import get_model
-from mspan_jax.params_io import load_params
+from mspan_jax.weights import load_weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint or training workdir.")
@@ -57,7 +57,7 @@ def main(argv: Sequence[str]) -> None:
     if unknown or not platforms:
         raise ValueError(f"--platforms {','.join(_PLATFORMS.value)}: choose from {','.join(PLATFORMS)}")
     model = get_model(config.model)
-    variables = load_params(_CHECKPOINT.value, config.model)
+    variables = load_weights(_CHECKPOINT.value, config.model)
     exported = export_model(model, variables, int(config.model.in_channels), platforms)
     data = exported.serialize()
     write_bytes_atomic(_OUT.value, bytes(data))

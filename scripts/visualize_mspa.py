@@ -10,7 +10,8 @@ The image is the model's input as given (for an SR model, the LR image; with --a
 bicubic LR), centre-cropped to --max-side; `skimage:NAME` names a photo bundled with scikit-image.
 The maps are captured with flax `sow` inside the model (MSPA records its input, attention and
 output when the "intermediates" collection is mutable), so any checkpoint of `mspan` or `mspan_ir`
-works: converted, trained, or a training workdir. Needs matplotlib (`pip install -e ".[figures]"`).
+works: converted, trained, or a training workdir. Needs matplotlib (`pip install -e ".[figures]"`;
+without it, one line says so).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from mspan_jax import cli
 from mspan_jax.data.images import rgb_to_gray
 from mspan_jax.data.imresize import bicubic_downscale
 from mspan_jax.data.sample_images import read_image_or_sample
+from mspan_jax.extras import require
 from mspan_jax.files import write_bytes_atomic
 from mspan_jax.models import get_model
-from mspan_jax.params_io import load_params
+from mspan_jax.weights import load_weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/quickstart.py.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint or training workdir.")
@@ -100,15 +102,13 @@ def mspa_maps(model, variables, x: np.ndarray,
 
 
 def pyplot():
-    """matplotlib.pyplot on the Agg backend; one-line ValueError when matplotlib is missing."""
-    try:
-        import matplotlib
+    """matplotlib.pyplot on the Agg backend; MissingExtraError (one line) when it is not installed."""
+    require("figures", "scripts/visualize_mspa.py (the figure is drawn with matplotlib)")
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ValueError("visualize_mspa.py draws with matplotlib, which is not installed: "
-                         "pip install -e \".[figures]\"") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -159,7 +159,7 @@ def main(argv: Sequence[str]) -> None:
     if int(config.model.in_channels) == 1:
         x = rgb_to_gray(x)[..., None].astype(np.float32)
     model = get_model(config.model)
-    variables = load_params(_CHECKPOINT.value, config.model)
+    variables = load_weights(_CHECKPOINT.value, config.model)
     maps = mspa_maps(model, variables, x, blocks)
     for block, stages in maps.items():
         print(f"IDDB{block}: " + "; ".join(

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, find_exact, subprocess_env, tiny_model_config
+from conftest import REPO_ROOT, find_exact, require_extra, subprocess_env, tiny_model_config
 
 from mspan_jax import metrics
 from mspan_jax.data.degradations import add_gaussian_noise, seed_for_name
@@ -160,6 +160,7 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
 
 
 def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
+    require_extra("matplotlib", "figures")
     ckpt, config, model, variables = _tiny_checkpoint(tmp_path, "mspan", 2)
     image = RNG.integers(0, 256, (20, 24, 3), dtype=np.uint8)
     write_image(tmp_path / "in.png", image)
@@ -235,10 +236,15 @@ def test_export_cli_file_runs_without_the_package(tmp_path):
 
 
 def test_visualize_mspa_without_matplotlib_says_what_to_install(tmp_path):
-    script = ("import runpy, sys\nsys.modules['matplotlib'] = None\n"
+    script = ("import runpy, sys\nfrom importlib.machinery import PathFinder\n\n\n"
+              "class Hide(PathFinder):\n    @classmethod\n"
+              "    def find_spec(cls, name, path=None, target=None):\n"
+              "        return None if name.partition('.')[0] == 'matplotlib' else "
+              "PathFinder.find_spec(name, path, target)\n\n\n"
+              "sys.meta_path[:] = [Hide if f is PathFinder else f for f in sys.meta_path]\n"
               f"sys.argv = ['visualize_mspa.py', '--config', 'configs/quickstart.py', '--checkpoint', "
               f"{str(tmp_path)!r}, '--image', 'skimage:chelsea', '--out', {str(tmp_path / 'f.png')!r}]\n"
               "runpy.run_path('scripts/visualize_mspa.py', run_name='__main__')\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=subprocess_env(),
                             capture_output=True, text=True, timeout=TIMEOUT)
-    _one_line_error(result, "matplotlib", '.[figures]')
+    _one_line_error(result, "matplotlib", "[figures]")
