@@ -97,11 +97,12 @@ def as_gray(img: np.ndarray) -> np.ndarray:
 
 
 def run_model(config, checkpoint: str, lq: np.ndarray) -> np.ndarray:
-    """The model's uint8 (H, W, 3) output for a uint8 (h, w, 3) input; a gray model (in_channels 1)
-    sees the R plane of an R = G = B input and its output is shown as R = G = B."""
+    """The model's uint8 (H, W, 3) output for an (h, w, 3) input, uint8 or float in [0, 1] units
+    (synthetic noise, unclipped); a gray model (in_channels 1) sees the R plane of an R = G = B
+    input and its output is shown as R = G = B."""
     model = get_model(config.model)
     variables = load_weights(checkpoint, config.model)
-    x = lq.astype(np.float32) / 255.0
+    x = lq.astype(np.float32) / 255.0 if lq.dtype == np.uint8 else lq.astype(np.float32)
     if int(config.model.in_channels) == 1:
         x = x[:, :, :1]
     y = Predictor(model.apply, variables, scale=int(config.model.scale))(x)
@@ -123,8 +124,10 @@ def model_input(config, name: str, hr: np.ndarray, scale: int) -> tuple[np.ndarr
         if scale == 1:
             return lq, lq, "input"
     elif scale == 1:
-        lq = add_gaussian_noise(hr, _SIGMA.value, np.random.default_rng(seed_for_name(name)), gray=gray)
-        return lq, lq, f"noisy (sigma {_SIGMA.value:g})"
+        # As evaluation's noisy sets: float noise on the clean image in [0, 1], not rounded or clipped.
+        rng = np.random.default_rng(seed_for_name(name))
+        lq = add_gaussian_noise(hr.astype(np.float32) / 255.0, _SIGMA.value, rng, gray=gray)
+        return lq, metrics.to_uint8(lq), f"noisy (sigma {_SIGMA.value:g})"
     else:
         lq = degrade(hr, scale, config.data.get("degradation", "BI"))
     return lq, bicubic_upscale(lq, scale), "bicubic"

@@ -144,7 +144,8 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     photo = read_image(tmp_path / "photo.png")
     clean = np.repeat(round_uint8(rgb_to_gray(photo))[..., None], 3, axis=2)
-    noisy = add_gaussian_noise(clean, 15.0, np.random.default_rng(seed_for_name("photo")), gray=True)
+    rng = np.random.default_rng(seed_for_name("photo"))
+    noisy = metrics.to_uint8(add_gaussian_noise(clean / np.float32(255), 15.0, rng, gray=True))
     assert (noisy[..., 0] == noisy[..., 2]).all()
     assert f"noisy (sigma 15): {metrics.psnr(noisy, clean, crop_border=1):.2f} dB" in result.stdout
 
