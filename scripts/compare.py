@@ -26,9 +26,10 @@ import numpy as np
 from absl import flags
 
 from mspan_jax import cli, metrics
-from mspan_jax.data.degradations import add_gaussian_noise, degrade, seed_for_name
-from mspan_jax.data.images import read_image, rgb_to_gray, write_image
-from mspan_jax.data.imresize import bicubic_upscale, modcrop, round_uint8
+from mspan_jax.data.degradations import degrade, rgb_to_gray
+from mspan_jax.data.images import gray_plane, read_image, write_image
+from mspan_jax.data.imresize import bicubic_upscale, modcrop
+from mspan_jax.data.pairs import noisy_pairs
 from mspan_jax.data.sample_images import read_image_or_sample
 from mspan_jax.drawing import Panel, comparison_figure, zoom
 from mspan_jax.inference import Predictor
@@ -61,7 +62,7 @@ def parse_model(spec: str) -> tuple[str, str]:
 
 def textured_box(img: np.ndarray, size: int) -> tuple[int, int]:
     """(top, left) of the `size` window of `img` with the largest summed squared Sobel gradient."""
-    gray = rgb_to_gray(img)
+    gray = gray_plane(img)
     gx = np.zeros_like(gray)
     gy = np.zeros_like(gray)
     gx[1:-1, 1:-1] = (gray[:-2, 2:] + 2 * gray[1:-1, 2:] + gray[2:, 2:]
@@ -93,7 +94,7 @@ def choose_box(img: np.ndarray, size: int, box: Sequence[str] | None) -> tuple[i
 
 def as_gray(img: np.ndarray) -> np.ndarray:
     """MATLAB rgb2gray of a uint8 RGB image, as uint8 R = G = B (how gray pictures are shown)."""
-    return np.repeat(round_uint8(rgb_to_gray(img))[:, :, None], 3, axis=2)
+    return np.repeat(rgb_to_gray(img), 3, axis=2)
 
 
 def run_model(config, checkpoint: str, lq: np.ndarray) -> np.ndarray:
@@ -123,11 +124,9 @@ def model_input(config, name: str, hr: np.ndarray, scale: int) -> tuple[np.ndarr
                              f"be the reference's {hr.shape[1]}x{hr.shape[0]}")
         if scale == 1:
             return lq, lq, "input"
-    elif scale == 1:
-        # As evaluation's noisy sets: float noise on the clean image in [0, 1], not rounded or clipped.
-        rng = np.random.default_rng(seed_for_name(name))
-        lq = add_gaussian_noise(hr.astype(np.float32) / 255.0, _SIGMA.value, rng, gray=gray)
-        return lq, metrics.to_uint8(lq), f"noisy (sigma {_SIGMA.value:g})"
+    elif scale == 1:  # evaluation's noisy sets: float noise seeded by the name, unclipped
+        lq = noisy_pairs([(name, hr)], _SIGMA.value, gray_noise=gray)[0].lr
+        return lq, lq, f"noisy (sigma {_SIGMA.value:g})"
     else:
         lq = degrade(hr, scale, config.data.get("degradation", "BI"))
     return lq, bicubic_upscale(lq, scale), "bicubic"
@@ -159,9 +158,16 @@ def main(argv: Sequence[str]) -> None:
     top, left, size, _ = box
 
     def panel(img: np.ndarray, title: str, scored: bool = True) -> Panel:
-        caption = (f"{metrics.psnr(img, hr, **opts):.2f} dB / {metrics.ssim(img, hr, **opts):.4f}"
+        """A crop of `img` (uint8, or a float noisy input in [0, 1]: scored unclipped, as
+        evaluate.py scores the input baseline, and shown rounded)."""
+        if img.dtype != np.uint8:
+            img, shown = img.astype(np.float64) * 255.0, metrics.to_uint8(img)
+        else:
+            shown = img
+        both = dict(opts, unquantized=img.dtype != np.uint8)
+        caption = (f"{metrics.psnr(img, hr, **both):.2f} dB / {metrics.ssim(img, hr, **both):.4f}"
                    if scored else "PSNR / SSIM")
-        return Panel(zoom(img[top:top + size, left:left + size], _ZOOM.value), title, caption)
+        return Panel(zoom(shown[top:top + size, left:left + size], _ZOOM.value), title, caption)
 
     panels = [panel(hr, "HR" if scale > 1 else "clean", scored=False), panel(baseline, base_label)]
     for (_, checkpoint), config, label in zip(specs, configs, labels, strict=True):

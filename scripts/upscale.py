@@ -25,9 +25,9 @@ from ml_collections import config_flags
 from mspan_jax import cli
 from mspan_jax.data.images import (
     StoredImage,
+    gray_plane,
     list_images,
     read_stored_image,
-    rgb_to_gray,
     write_stored_image,
 )
 from mspan_jax.data.imresize import imresize
@@ -64,10 +64,10 @@ def run_stored(predictor: Predictor, image: StoredImage, in_channels: int, **opt
     if in_channels == 3 and x.shape[2] == 1:
         x = np.repeat(x, 3, axis=2)
     elif in_channels == 1 and x.shape[2] == 3:
-        x = rgb_to_gray(x)[:, :, None].astype(np.float32)
+        x = gray_plane(x)[:, :, None].astype(np.float32)
     y = upscale_image(predictor, x, **options)
     if image.color.shape[2] == 1 and y.shape[2] == 3:
-        y = rgb_to_gray(y)[:, :, None].astype(np.float32)
+        y = gray_plane(y)[:, :, None].astype(np.float32)
     alpha = image.alpha
     if alpha is not None and predictor.scale != 1:
         alpha = np.clip(imresize(alpha.astype(np.float64), float(predictor.scale)), 0.0, 1.0)

@@ -26,7 +26,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
-from mspan_jax.data.images import rgb_to_gray
+from mspan_jax.data.images import gray_plane
 from mspan_jax.data.imresize import bicubic_downscale
 from mspan_jax.data.sample_images import read_image_or_sample
 from mspan_jax.extras import require
@@ -157,7 +157,7 @@ def main(argv: Sequence[str]) -> None:
     img = centre_crop(img, _MAX_SIDE.value)
     x = img.astype(np.float32) / 255.0
     if int(config.model.in_channels) == 1:
-        x = rgb_to_gray(x)[..., None].astype(np.float32)
+        x = gray_plane(x)[..., None].astype(np.float32)
     model = get_model(config.model)
     variables = load_weights(_CHECKPOINT.value, config.model)
     maps = mspa_maps(model, variables, x, blocks)

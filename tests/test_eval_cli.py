@@ -19,10 +19,10 @@ from PIL import Image
 
 from mspan_jax.config_base import sr_config
 from mspan_jax.data.images import (
+    gray_plane,
     png16_bytes,
     read_image,
     read_stored_image,
-    rgb_to_gray,
     write_image,
 )
 from mspan_jax.data.imresize import bicubic_downscale, imresize
@@ -263,7 +263,7 @@ def test_upscale_keeps_alpha_gray_and_16_bits(tiny_checkpoint, tmp_path):
         assert im.mode == "L"
         got = np.asarray(im).astype(int)
     raw = _apply(model, variables, np.repeat(gray[..., None], 3, 2) / 255)  # unclipped, then gray
-    want = np.round(np.clip(rgb_to_gray(raw), 0, 1) * 255)
+    want = np.round(np.clip(gray_plane(raw), 0, 1) * 255)
     assert np.abs(got - want).max() <= 1
     # 16 bits in, 16 bits out: the model saw x / 65535 and its output is not rounded to 8 bits.
     back = read_stored_image(out / "rgb16_x2.png")

@@ -15,7 +15,7 @@ from conftest import REPO_ROOT, find_exact, require_extra, subprocess_env, tiny_
 
 from mspan_jax import metrics
 from mspan_jax.data.degradations import add_gaussian_noise, seed_for_name
-from mspan_jax.data.images import read_image, rgb_to_gray, write_image
+from mspan_jax.data.images import gray_plane, read_image, write_image
 from mspan_jax.data.imresize import bicubic_downscale, bicubic_upscale, round_uint8
 from mspan_jax.drawing import Panel, comparison_figure, draw_box, panel_grid, zoom
 from mspan_jax.evaluation import EvalResult, ImageScore
@@ -143,11 +143,12 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
                   "--sigma", 15, "--crop", 16, "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     photo = read_image(tmp_path / "photo.png")
-    clean = np.repeat(round_uint8(rgb_to_gray(photo))[..., None], 3, axis=2)
-    rng = np.random.default_rng(seed_for_name("photo"))
-    noisy = metrics.to_uint8(add_gaussian_noise(clean / np.float32(255), 15.0, rng, gray=True))
-    assert (noisy[..., 0] == noisy[..., 2]).all()
-    assert f"noisy (sigma 15): {metrics.psnr(noisy, clean, crop_border=1):.2f} dB" in result.stdout
+    clean = np.repeat(round_uint8(gray_plane(photo))[..., None], 3, axis=2)
+    rng = np.random.default_rng(seed_for_name("photo"))  # evaluation's noisy input: float, unclipped
+    noisy = add_gaussian_noise(clean / np.float32(255), 15.0, rng, gray=True) * 255.0
+    assert (noisy[..., 0] == noisy[..., 2]).all() and noisy.min() < 0
+    psnr = metrics.psnr(noisy, clean, crop_border=1, unquantized=True)
+    assert f"noisy (sigma 15): {psnr:.2f} dB" in result.stdout
 
     _one_line_error(_run("compare.py", "--image", tmp_path / "photo.png", "--model",
                          f"{mspan_cfg}={mspan_dir}", "--model", f"{ir_cfg}={ir_dir}", "--crop", 16,

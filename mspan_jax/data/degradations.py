@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mspan_jax.data.images import gray_plane
 from mspan_jax.data.imresize import bicubic_downscale, modcrop, round_uint8
 
 DEGRADATIONS = ("BI", "BD", "DN")
@@ -128,8 +129,7 @@ def rgb_to_gray(img: np.ndarray) -> np.ndarray:
     _check_uint8_image(img, "rgb_to_gray input")
     if img.shape[2] == 1:
         return img
-    y = img.astype(np.float64) @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
-    return round_uint8(y)[..., None]
+    return round_uint8(gray_plane(img))[..., None]
 
 
 def degrade(hr: np.ndarray, scale: int, name: str, *, sigma: float = DN_SIGMA, seed: int = DN_SEED

@@ -34,11 +34,12 @@ _SWAPPED_16BIT = {"16B": "16L", "16L": "16B", "16N": "16B" if sys.byteorder == "
 GRAY_WEIGHTS = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
 
 
-def rgb_to_gray(img: np.ndarray) -> np.ndarray:
-    """MATLAB rgb2gray of an (H, W, 3) image, unrounded, in the input's units: float64 (H, W)."""
+def gray_plane(img: np.ndarray) -> np.ndarray:
+    """MATLAB rgb2gray of an (H, W, 3) image, unrounded, in the input's units: float64 (H, W).
+    (degradations.rgb_to_gray rounds it to uint8 (H, W, 1).)"""
     img = np.asarray(img)
     if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"rgb_to_gray needs an (H, W, 3) image, got shape {img.shape}")
+        raise ValueError(f"gray_plane needs an (H, W, 3) image, got shape {img.shape}")
     return img.astype(np.float64) @ GRAY_WEIGHTS
 
 

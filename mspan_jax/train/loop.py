@@ -33,6 +33,7 @@ from mspan_jax.evaluation import (
     nl_means_scores,
 )
 from mspan_jax.files import write_json_atomic
+from mspan_jax.metrics import to_uint8
 from mspan_jax.models.registry import get_model
 from mspan_jax.train import sharding
 from mspan_jax.train.checkpoint import TrainCheckpoints
@@ -113,7 +114,7 @@ def summary_figure(pairs: Sequence[EvalPair], baseline: EvalResult, result: Eval
                    model_label: str, scale: int) -> np.ndarray:
     """One row per pair: centred `size` crops of baseline | model | HR, each labelled with its
     whole-image PSNR / SSIM (drawing.panel_grid), as a uint8 (H, W, 3) picture (a gray model's
-    crops repeated to three channels)."""
+    crops repeated to three channels; a float noisy input rounded)."""
     base_label, ref_label = ("noisy input", "ground truth") if scale == 1 else ("bicubic", "HR")
     base_scores = {s.name: s for s in baseline.images}
     model_scores = {s.name: s for s in result.images}
@@ -124,6 +125,8 @@ def summary_figure(pairs: Sequence[EvalPair], baseline: EvalResult, result: Eval
 
         def crop(img: np.ndarray, top=top, left=left) -> np.ndarray:
             img = img[top:top + size, left:left + size]
+            if img.dtype != np.uint8:  # a float noisy input (0..255, unclipped), shown rounded
+                img = to_uint8(img / 255.0)
             return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
 
         b, m = base_scores[pair.name], model_scores[pair.name]
