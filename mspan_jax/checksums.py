@@ -10,6 +10,7 @@ first damaged array.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,10 +62,20 @@ def record(tree: Any) -> dict[str, Any]:
     return {"algorithm": ALGORITHM, "arrays": tree_digests(tree)}
 
 
-def verify(tree: Any, recorded: Mapping[str, Any] | None, checkpoint: Any) -> None:
+def verify(tree: Any, recorded: Mapping[str, Any] | None, checkpoint: Any, *,
+           legacy: bool = False) -> None:
     """Raises ChecksumError (one line naming `checkpoint` and the array) unless every array of `tree`
     has the digest `recorded` (a `record(...)`) holds for it; arrays absent from `tree` are not checked,
-    so a restored sub-tree (e.g. only the params) can be verified alone."""
+    so a restored sub-tree (e.g. only the params) can be verified alone.
+
+    `legacy=True` marks a checkpoint written before checksums existed: with nothing recorded it loads
+    with a warning instead of being refused, so upgrading never strands a run or a converted model.
+    """
+    if legacy and recorded is None:
+        warnings.warn(f"{checkpoint}: written before checkpoints recorded checksums, so it is loaded "
+                      "unverified; save it again (or let training write a new step) to add them",
+                      stacklevel=2)
+        return
     if not isinstance(recorded, Mapping) or not isinstance(recorded.get("arrays"), Mapping):
         raise ChecksumError(f"{checkpoint}: records no checksums; it was written by an older version "
                             "or damaged; re-save or re-convert it")

@@ -32,6 +32,7 @@ from mspan_jax.models.registry import get_model
 
 FORMAT_NAME = "mspan_jax.params"
 FORMAT_VERSION = 2  # 2: model.json records array checksums
+READABLE_VERSIONS = (1, FORMAT_VERSION)  # 1: before checksums, loaded unverified with a warning
 METADATA_FILE = "model.json"
 PARAMS_SUBDIR = "params"
 # Keys of config.model that do not change the parameter tree (compute dtype only).
@@ -158,10 +159,10 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{meta_file}: unreadable metadata ({e})") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{meta_file}: not a {FORMAT_NAME} metadata file")
-    if metadata.get("format_version") != FORMAT_VERSION:
+    if metadata.get("format_version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{meta_file}: format_version {metadata.get('format_version')!r} is not "
-                              f"supported (this version reads {FORMAT_VERSION}, which records "
-                              "checksums); convert or save the checkpoint again")
+                              f"supported (this version reads {list(READABLE_VERSIONS)}); convert or "
+                              "save the checkpoint again")
     if not isinstance(metadata.get("model"), dict):
         raise CheckpointError(f"{meta_file}: has no 'model' section")
     return metadata
@@ -214,7 +215,8 @@ def load_params(directory: str | os.PathLike, model_config: Mapping[str, Any]) -
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: unreadable params checkpoint ({first})") from None
     try:
-        checksums.verify(restored, metadata.get("checksums"), path)
+        checksums.verify(restored, metadata.get("checksums"), path,
+                         legacy=metadata["format_version"] == 1)
     except checksums.ChecksumError as e:
         raise CheckpointError(str(e)) from None
     return jax.tree_util.tree_map(jnp.asarray, restored)

@@ -142,3 +142,17 @@ def test_a_checkpoint_without_checksums_is_refused(tmp_path):
     (tmp_path / "c" / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="records no checksums"):
         load_params(tmp_path / "c", cfg)
+
+
+def test_a_checkpoint_from_before_checksums_loads_with_a_warning(tmp_path):
+    cfg = tiny("mspan", 2)
+    variables = init(cfg)
+    save_params(tmp_path / "c", variables, cfg)
+    meta = json.loads((tmp_path / "c" / "model.json").read_text())
+    del meta["checksums"]
+    meta["format_version"] = 1  # as written before checksums existed
+    (tmp_path / "c" / "model.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="loaded unverified"):
+        loaded = load_params(tmp_path / "c", cfg)
+    assert all(np.array_equal(np.asarray(a), b) for a, b in
+               zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(variables), strict=True))

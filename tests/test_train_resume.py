@@ -209,3 +209,21 @@ def test_a_damaged_latest_checkpoint_is_skipped_and_none_intact_stops(tmp_path):
         ckpts.restore(abstract, log=said.append)
     ckpts.close()
     assert len(said) == 4
+
+
+def test_a_step_saved_before_checksums_resumes_with_a_warning(tmp_path):
+    config, ckpts = _checkpoints(tmp_path)
+    states = list(_states(config, [2]))
+    ckpts.save(states[0], config.model)
+    ckpts.close()
+    meta_files = [p for p in (tmp_path / "w" / "checkpoints" / "2" / "meta").rglob("*")
+                  if p.is_file() and '"checksums"' in p.read_text(errors="ignore")]
+    assert len(meta_files) == 1, meta_files
+    meta = json.loads(meta_files[0].read_text())
+    del meta["checksums"]  # as written before checksums existed
+    meta_files[0].write_text(json.dumps(meta))
+    ckpts = TrainCheckpoints(tmp_path / "w", config.train)
+    with pytest.warns(UserWarning, match="loaded unverified"):
+        step, state = ckpts.restore(jax.eval_shape(lambda: states[0]), log=print)
+    ckpts.close()
+    assert step == 2 and _max_diff(state, states[0]) == 0

@@ -50,7 +50,10 @@ def _single_device_target(metadata: PyTree) -> PyTree:
 def _verified(restored: Mapping[str, Any], where: epath.Path) -> PyTree:
     """`restored['state']` after checking it against `restored['meta']`'s checksums."""
     try:
-        checksums.verify(restored["state"], restored["meta"].get("checksums"), where)
+        meta = restored["meta"]
+        # A step saved before checksums existed has none at all: loaded unverified, with a warning.
+        checksums.verify(restored["state"], meta.get("checksums"), where,
+                         legacy="checksums" not in meta)
     except checksums.ChecksumError as e:
         raise CheckpointError(str(e)) from None
     return restored["state"]
