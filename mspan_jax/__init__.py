@@ -1,3 +1,14 @@
 """mspan-jax: MSPAN and IMDN image super-resolution in JAX/Flax."""
 
 __version__ = "0.1.0"
+
+__all__ = ["Upscaler"]
+
+
+def __getattr__(name: str):
+    """`from mspan_jax import Upscaler` imports JAX and the models only when asked for."""
+    if name == "Upscaler":
+        from mspan_jax.upscaler import Upscaler
+
+        return Upscaler
+    raise AttributeError(f"module 'mspan_jax' has no attribute {name!r}")

@@ -4,6 +4,9 @@
   - a training workdir (`train.checkpoint`: WORKDIR/best, the highest validation PSNR, else the
     latest WORKDIR/checkpoints step, its EMA params when kept).
 
+Both record the `config.model` they were made for, so `checkpoint_config` gives a script (or
+`Upscaler.from_checkpoint`) the model without a --config.
+
 The choice lives here, above both readers, so that `params_io` knows nothing of training.
 """
 
@@ -16,12 +19,16 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
+from mspan_jax.config_base import restoration_config, sr_config
 from mspan_jax.params_io import (
     METADATA_FILE,
     CheckpointError,
+    check_model_config,
     expected_variables,
     load_params,
+    read_metadata,
     tree_mismatch,
 )
 from mspan_jax.train import checkpoint as train_checkpoint
@@ -31,7 +38,7 @@ def load_weights(path: str | os.PathLike, model_config: Mapping[str, Any]) -> di
     """Variables `{'params': ...}` (jax arrays) of a params checkpoint or a training workdir made for
     `model_config`. Raises CheckpointError (one line naming the directory) otherwise."""
     path = Path(path).absolute()
-    if (path / METADATA_FILE).exists() or not train_checkpoint.is_train_workdir(path):
+    if _is_params_checkpoint(path):
         return load_params(path, model_config)
     try:
         params = train_checkpoint.load_workdir_params(path, model_config)
@@ -41,3 +48,39 @@ def load_weights(path: str | os.PathLike, model_config: Mapping[str, Any]) -> di
     if mismatch:
         raise CheckpointError(f"{path}: training checkpoint does not fit config.model: {mismatch}")
     return {"params": jax.tree_util.tree_map(jnp.asarray, params)}
+
+
+def _is_params_checkpoint(path: Path) -> bool:
+    return (path / METADATA_FILE).exists() or not train_checkpoint.is_train_workdir(path)
+
+
+def recorded_model_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The `config.model` a params checkpoint (its model.json) or a training workdir (the meta of the
+    step `load_weights` reads) was made for. CheckpointError (one line) when there is none."""
+    path = Path(path).absolute()
+    if _is_params_checkpoint(path):
+        return read_metadata(path)["model"]
+    try:
+        return train_checkpoint.workdir_model_config(path)
+    except FileNotFoundError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def checkpoint_config(path: str | os.PathLike,
+                      config: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+    """The config to run a checkpoint with: `config` (a --config) once its model is checked against
+    the checkpoint's (CheckpointError, one line, on a mismatch), else the base config's data and
+    eval sections (SR's, or restoration's at scale 1) around the checkpoint's recorded `config.model`."""
+    recorded = recorded_model_config(path)
+    if config is not None:
+        check_model_config(Path(path).absolute(), recorded, config.model)
+        return config
+    name, scale = recorded.get("name"), recorded.get("scale")
+    if not isinstance(name, str) or not isinstance(scale, int):
+        raise CheckpointError(f"{Path(path).absolute()}: recorded config.model has no name/scale; "
+                              "pass --config")
+    config = (restoration_config(int(recorded.get("in_channels", 3))) if scale == 1
+              else sr_config(model=name, scale=scale))
+    config.model = ml_collections.ConfigDict(
+        {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()})
+    return config

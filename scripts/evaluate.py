@@ -1,7 +1,7 @@
 """PSNR/SSIM of a trained or converted model on SR benchmarks or a folder, beside the bicubic baseline;
 for a restoration model (scale 1: denoising, deraining), beside the LQ input itself.
 
-  python scripts/evaluate.py --config configs/imdn_x4.py --checkpoint /tmp/imdn4 \
+  python scripts/evaluate.py --checkpoint /tmp/imdn4 \
       --hr-dir ../shared/data/Set5/HR --lr-dir ../shared/data/Set5/LR_bicubic/X4
   python scripts/evaluate.py --config configs/x4.py --checkpoint ckpt/ --datasets set5,set14 \
       --self-ensemble --json scores.json --save-images sr/
@@ -43,10 +43,11 @@ from mspan_jax.evaluation import (
 )
 from mspan_jax.files import write_json_atomic
 from mspan_jax.models import get_model
-from mspan_jax.weights import load_weights
+from mspan_jax.weights import checkpoint_config, load_weights
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint directory (params_io).")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py "
+                                           "(default for SR: the model the checkpoint records).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint or training workdir.")
 _HR_DIR = flags.DEFINE_string("hr-dir", None, "Evaluate on this folder of HR images, not --datasets "
                               "(restoration: the clean GT images).")
 _LR_DIR = flags.DEFINE_string("lr-dir", None, "LR images for --hr-dir (<stem>x<s>.<ext> or "
@@ -71,7 +72,7 @@ _JSON = flags.DEFINE_string("json", None, "Write {dataset: {psnr, ssim, images, 
 _ROUND_Y = flags.DEFINE_bool("round-y", False, "Round Y to integers (the official IMDN script); "
                              "default: config.eval.round_y.")
 _BUCKET = flags.DEFINE_integer("bucket", 64, "Pad LR sizes up to multiples of this (fewer compiles).")
-flags.mark_flags_as_required(["config", "checkpoint"])
+flags.mark_flags_as_required(["checkpoint"])
 
 
 def folder_set_name(hr_dir: Path) -> str:
@@ -156,9 +157,13 @@ def print_table(title: str, model: EvalResult, tag: str, baselines: dict[str, Ev
 
 
 def main(argv: Sequence[str]) -> None:
-    config = _CONFIG.value
+    config = checkpoint_config(_CHECKPOINT.value, _CONFIG.value)
     scale = int(config.model.scale)
     restoration = scale == 1
+    if restoration and _CONFIG.value is None:
+        raise ValueError(f"{_CHECKPOINT.value} is a restoration model: its scoring depends on the task "
+                         "(noise level, RGB or Y), so pass its --config, e.g. "
+                         "configs/denoise_color.py:25")
     if _BUCKET.value < 1:
         raise ValueError(f"--bucket must be a positive integer, got {_BUCKET.value}")
     if _NOISE_SIGMA.value is not None and not restoration:

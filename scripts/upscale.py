@@ -1,6 +1,6 @@
 """Super-resolves (or, with a scale-1 restoration model, restores) your own images of any size.
 
-  python scripts/upscale.py --config configs/imdn_x4.py --checkpoint /tmp/imdn4 \
+  python scripts/upscale.py --checkpoint /tmp/imdn4 \
       --input photos/ --output sr/ [--tile 256 --tile-overlap 16] [--self-ensemble]
 
 Writes <output>/<stem>_x<scale>.png for every input image, atomically, keeping what the input was:
@@ -34,10 +34,11 @@ from mspan_jax.data.imresize import imresize
 from mspan_jax.inference import Predictor, upscale_image
 from mspan_jax.models import get_model
 from mspan_jax.progress import ProgressLine
-from mspan_jax.weights import load_weights
+from mspan_jax.weights import checkpoint_config, load_weights
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint directory (params_io).")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py "
+                                           "(default: the model the checkpoint records).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint or training workdir.")
 _INPUT = flags.DEFINE_string("input", None, "An image file or a folder of images.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder for the output PNGs (created if missing); "
                               "bit depth, gray and alpha follow the input (alpha: MATLAB bicubic).")
@@ -45,7 +46,7 @@ _TILE = flags.DEFINE_integer("tile", 256, "LR tile size for large images (whole 
 _TILE_OVERLAP = flags.DEFINE_integer("tile-overlap", 16, "LR context pixels around each tile.")
 _SELF_ENSEMBLE = flags.DEFINE_bool("self-ensemble", False, "Average the x8 flips/rotations (8x time).")
 _BUCKET = flags.DEFINE_integer("bucket", 64, "Pad whole-image sizes up to multiples of this.")
-flags.mark_flags_as_required(["config", "checkpoint", "input", "output"])
+flags.mark_flags_as_required(["checkpoint", "input", "output"])
 
 
 def input_images(path: Path) -> list[Path]:
@@ -75,7 +76,7 @@ def run_stored(predictor: Predictor, image: StoredImage, in_channels: int, **opt
 
 
 def main(argv: Sequence[str]) -> None:
-    config = _CONFIG.value
+    config = checkpoint_config(_CHECKPOINT.value, _CONFIG.value)
     if _TILE.value < 1 or _TILE_OVERLAP.value < 0 or _TILE.value <= 2 * _TILE_OVERLAP.value:
         raise ValueError(f"--tile ({_TILE.value}) must exceed 2 x --tile-overlap "
                          f"({_TILE_OVERLAP.value})")

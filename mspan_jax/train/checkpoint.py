@@ -178,6 +178,30 @@ def is_train_workdir(path: str | epath.Path) -> bool:
     return (path / BEST_DIR).is_dir() or (path / RESUME_DIR).is_dir()
 
 
+def _weights_step(workdir: epath.Path) -> tuple[str, ocp.CheckpointManager, int, dict[str, Any]]:
+    """(sub dir, open manager, step, meta) of the step whose params a workdir's weights are: the
+    best-PSNR one, else the latest; FileNotFoundError when there is none."""
+    for sub, best in ((BEST_DIR, True), (RESUME_DIR, False)):
+        if not (workdir / sub).is_dir():
+            continue
+        manager = _manager(workdir / sub, keep=1, async_save=False, best=best, create=False)
+        step = manager.best_step() if best else manager.latest_step()
+        if step is None:
+            manager.close()
+            continue
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        return sub, manager, step, meta
+    raise FileNotFoundError(f"{workdir} holds no training checkpoint ({BEST_DIR}/ or {RESUME_DIR}/)")
+
+
+def workdir_model_config(workdir: str | epath.Path) -> dict[str, Any]:
+    """The `config.model` recorded with the params `load_workdir_params` returns (FileNotFoundError
+    when the workdir has none)."""
+    _, manager, _, meta = _weights_step(epath.Path(workdir))
+    manager.close()
+    return meta["model"]
+
+
 def load_workdir_params(workdir: str | epath.Path, model_config: Mapping[str, Any]) -> PyTree:
     """The params of a training workdir: the best-PSNR ones, else the latest (EMA when kept).
 
@@ -185,19 +209,15 @@ def load_workdir_params(workdir: str | epath.Path, model_config: Mapping[str, An
     or a damaged checkpoint (one line naming the step directory and the array).
     """
     workdir = epath.Path(workdir)
-    for sub, best in ((BEST_DIR, True), (RESUME_DIR, False)):
-        if not (workdir / sub).is_dir():
-            continue
-        manager = _manager(workdir / sub, keep=1, async_save=False, best=best, create=False)
-        step = manager.best_step() if best else manager.latest_step()
-        if step is None:
-            continue
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    sub, manager, step, meta = _weights_step(workdir)
+    try:
         check_model_config(workdir / sub, meta["model"], model_config)
-        restored = _restore_host_tree(manager, step)
-        # A full TrainState (resume dir) gives what validation would use: the EMA when kept.
-        return restored.get("ema_params") or restored["params"]
-    raise FileNotFoundError(f"{workdir} holds no training checkpoint ({BEST_DIR}/ or {RESUME_DIR}/)")
+    except CheckpointError:
+        manager.close()
+        raise
+    restored = _restore_host_tree(manager, step)
+    # A full TrainState (resume dir) gives what validation would use: the EMA when kept.
+    return restored.get("ema_params") or restored["params"]
 
 
 def load_latest_state(workdir: str | epath.Path) -> dict[str, Any]:
