@@ -72,6 +72,7 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
     config.train.num_epochs = 1000
     config.train.lr_decay_epochs = 200  # the learning rate is multiplied by lr_decay_factor every ...
     config.train.lr_decay_factor = 0.5
+    config.train.lr_schedule = "step"  # "step" (the two keys above) | "cosine" (to 0 over the run)
     config.train.num_steps = -1  # > 0: stop after this many steps whatever num_epochs says; -1: none
     config.train.ema_decay = 0.0  # > 0: keep an EMA of the params (e.g. 0.999); eval/best use it
     config.train.grad_clip_norm = 0.0  # > 0: clip gradients to this global norm

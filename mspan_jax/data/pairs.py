@@ -103,6 +103,24 @@ def load_folder_pairs(hr_dir: str | os.PathLike, scale: int,
     return pairs
 
 
+def is_folder_set(name: str) -> bool:
+    """Whether a `config.eval.datasets` entry names an image folder (a path with a `/`, e.g.
+    "../shared/data/Set5") rather than a tfds benchmark ("set5")."""
+    return "/" in name or os.sep in name
+
+
+def load_set_folder(root: str | os.PathLike, scale: int) -> list[EvalPair]:
+    """An SR benchmark laid out as folders, whole: `root/HR` with the published bicubic inputs in
+    `root/LR_bicubic/X{scale}` when present (e.g. ../shared/data/Set5), else every image of `root`
+    with MATLAB bicubic LR. Any unreadable or too small image raises (no "N of M" for validation)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"validation folder {root} does not exist; fix config.eval.datasets")
+    hr_dir = root / "HR" if (root / "HR").is_dir() else root
+    lr_dir = root / "LR_bicubic" / f"X{scale}"
+    return load_folder_pairs(hr_dir, scale, lr_dir if lr_dir.is_dir() else None)
+
+
 _ROLE_WORDS = ("noisy", "gt", "rain", "rainy", "norain", "clean", "input", "target", "lq", "hq")
 _ROLE_TOKEN = re.compile(r"(?:^|(?<=[_\-.]))(?:" + "|".join(_ROLE_WORDS) + r")(?=$|[_\-.])")
 SPLITS = ("train", "test")

@@ -25,6 +25,7 @@ class MSPA(nn.Module):
     features: int = 48
     dilations: Sequence[int] = (1, 2)
     dtype: Dtype = jnp.float32
+    fusion: str = "sequential"  # ablation: "parallel" = one 1x1 over all branches (`fuse`)
 
     @nn.compact
     def attention(self, x: Array, mask: Array | None = None) -> Array:
@@ -35,6 +36,11 @@ class MSPA(nn.Module):
             branches.append(
                 masked_conv(x, mask, c, 3, dilation=d, groups=c, dtype=dt, name=f"context{k}")
             )
+        if self.fusion not in ("sequential", "parallel"):
+            raise ValueError(f"mspa_fusion={self.fusion!r}; choose 'sequential' or 'parallel'")
+        if self.fusion == "parallel":
+            return nn.sigmoid(masked_conv(jnp.concatenate(branches, -1), mask, c, 1, dtype=dt,
+                                          name="fuse"))
         m = branches[-1]
         for k in range(len(branches) - 2, -1, -1):
             m = masked_conv(
@@ -62,6 +68,8 @@ class IDDB(nn.Module):
     distill_rate: float = 0.25
     mspa_dilations: Sequence[int] = (1, 2)
     dtype: Dtype = jnp.float32
+    use_mspa: bool = True  # ablation: False = the fused features go straight to the residual
+    mspa_fusion: str = "sequential"
 
     @nn.compact
     def __call__(self, x: Array, mask: Array | None = None) -> Array:
@@ -74,7 +82,9 @@ class IDDB(nn.Module):
             passed.append(a[..., :distilled])
             h = lrelu(masked_conv(a[..., distilled:], mask, c, 3, dtype=dt, name=f"CU{i}"))
         out = masked_conv(jnp.concatenate([*passed, h], -1), mask, c, 1, dtype=dt, name="fuse")
-        return MSPA(c, tuple(self.mspa_dilations), dt, name="mspa")(out, mask) + x
+        if not self.use_mspa:
+            return out + x
+        return MSPA(c, tuple(self.mspa_dilations), dt, self.mspa_fusion, name="mspa")(out, mask) + x
 
 
 class MSPANBody(nn.Module):
@@ -86,6 +96,8 @@ class MSPANBody(nn.Module):
     distill_rate: float = 0.25
     mspa_dilations: Sequence[int] = (1, 2)
     dtype: Dtype = jnp.float32
+    use_mspa: bool = True
+    mspa_fusion: str = "sequential"
 
     @nn.compact
     def __call__(self, x: Array, mask: Array | None = None) -> Array:
@@ -94,7 +106,7 @@ class MSPANBody(nn.Module):
         h, outs = fea, []
         for i in range(1, self.num_blocks + 1):
             h = IDDB(c, self.num_units, self.distill_rate, tuple(self.mspa_dilations), dt,
-                     name=f"IDDB{i}")(h, mask)
+                     self.use_mspa, self.mspa_fusion, name=f"IDDB{i}")(h, mask)
             outs.append(h)
         h = lrelu(masked_conv(jnp.concatenate(outs, -1), mask, c, 1, dtype=dt, name="c"))
         return masked_conv(h, mask, c, 3, dtype=dt, name="LR_conv") + fea
@@ -111,11 +123,14 @@ class _MSPANTrunk(nn.Module):
     in_channels: int = 3
     out_channels: int = 3
     dtype: Dtype = jnp.float32
+    use_mspa: bool = True  # ablations of docs/architecture.md; absent from configs = the defaults
+    mspa_fusion: str = "sequential"
 
     def body(self) -> MSPANBody:
         """The shared body, named `body`; call inside the subclass's compact method."""
         return MSPANBody(self.num_features, self.num_blocks, self.num_units, self.distill_rate,
-                         tuple(self.mspa_dilations), self.dtype, name="body")
+                         tuple(self.mspa_dilations), self.dtype, self.use_mspa, self.mspa_fusion,
+                         name="body")
 
 
 class MSPAN(_MSPANTrunk):

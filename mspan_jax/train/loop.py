@@ -22,7 +22,7 @@ from etils import epath
 
 from mspan_jax.data.datasets import load_benchmark, load_restoration_set
 from mspan_jax.data.images import write_image
-from mspan_jax.data.pairs import EvalPair
+from mspan_jax.data.pairs import EvalPair, is_folder_set, load_set_folder
 from mspan_jax.data.pipeline import create_train_iterator
 from mspan_jax.drawing import Panel, panel_grid
 from mspan_jax.evaluation import (
@@ -162,7 +162,11 @@ class Validator:
                                                      channels=config.model.in_channels, **dirs)
                           for name in ev.datasets}
         else:
-            self.pairs = {name: load_benchmark(name, scale, config.data.degradation, **dirs)
+            if any(is_folder_set(n) for n in ev.datasets) and config.data.degradation != "BI":
+                raise ValueError("config.eval.datasets: an image folder validates bicubic (BI) SR "
+                                 f"only, not degradation {config.data.degradation!r}")
+            self.pairs = {name: load_set_folder(name, scale) if is_folder_set(name)
+                          else load_benchmark(name, scale, config.data.degradation, **dirs)
                           for name in ev.datasets}
         opts = dict(crop_border=ev.crop_border, y_channel=ev.y_channel, round_y=ev.round_y,
                     keep_outputs=True)

@@ -38,10 +38,15 @@ def total_steps(train_config: ml_collections.ConfigDict) -> int:
 
 
 def learning_rate_schedule(train_config: ml_collections.ConfigDict) -> optax.Schedule:
-    """Step decay: `learning_rate * lr_decay_factor ** (step // (lr_decay_epochs * steps_per_epoch))`.
-
-    Independent of `num_steps`, so a capped or resumed run follows the same schedule.
-    """
+    """`lr_schedule` "step": `learning_rate * lr_decay_factor ** (step // (lr_decay_epochs *
+    steps_per_epoch))`, independent of `num_steps`, so a capped or resumed run follows the same
+    schedule. "cosine": from `learning_rate` down to 0 over the run's `total_steps`, for short runs
+    of a fixed length (equal-budget comparisons)."""
+    kind = train_config.get("lr_schedule", "step")
+    if kind == "cosine":
+        return optax.cosine_decay_schedule(train_config.learning_rate, total_steps(train_config))
+    if kind != "step":
+        raise ValueError(f"config.train.lr_schedule={kind!r}; choose 'step' or 'cosine'")
     return optax.exponential_decay(
         init_value=train_config.learning_rate,
         transition_steps=int(train_config.lr_decay_epochs * train_config.steps_per_epoch),
