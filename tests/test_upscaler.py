@@ -84,6 +84,11 @@ def test_a_training_workdir_records_its_model(tiny, tmp_path):
         == (8, 8, 3)
     with pytest.raises(CheckpointError, match="holds no training checkpoint|not a params checkpoint"):
         checkpoint_config(tmp_path)
+    # A restoration checkpoint gets restoration's eval section (no border shave, RGB).
+    ir = tiny_model_config("mspan_ir", 1, num_blocks=1, num_units=1)
+    save_params(tmp_path / "ir", _random_variables(ir), ir)
+    config = checkpoint_config(tmp_path / "ir")
+    assert (config.model.name, config.eval.crop_border, config.eval.y_channel) == ("mspan_ir", 0, False)
 
 
 def _script(name: str, *args: object) -> subprocess.CompletedProcess:
@@ -113,3 +118,7 @@ def test_scripts_need_no_config_and_check_a_given_one(tiny, tmp_path):
     errors = [line for line in wrong.stderr.splitlines() if line.startswith("error:")]
     assert wrong.returncode == 2 and len(errors) == 1 and "Traceback" not in wrong.stderr, wrong.stderr
     assert "checkpoint is mspan x2 but config.model is mspan x4" in errors[0]
+
+    save_params(tmp_path / "ir", _random_variables(ir := tiny_model_config("mspan_ir", 1)), ir)
+    restoration = _script("evaluate.py", "--checkpoint", tmp_path / "ir", "--hr-dir", tmp_path / "Set")
+    assert restoration.returncode == 2 and "pass its --config" in restoration.stderr, restoration.stderr
