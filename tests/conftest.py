@@ -67,20 +67,42 @@ def imdn_x4_weights() -> Path:
     return require_shared("weights/IMDN_x4.pth")
 
 
+def _orbax_reads(item_dir: Path) -> bool:
+    """Whether orbax restores the arrays under `item_dir` (an OCDBT root) without an error."""
+    import orbax.checkpoint as ocp
+
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.restore(item_dir.absolute())
+    except Exception:  # noqa: BLE001 - orbax raises many types for damage it notices itself
+        return False
+    return True
+
+
 def flip_bytes(checkpoint_dir: Path, count: int = 64, at: float = 0.25) -> Path:
-    """Flips `count` bytes at fraction `at` of the largest data file orbax wrote under
-    `checkpoint_dir` (its OCDBT `d/` files): what a bad disk or a broken copy does. Arrays of a few
-    KB or more lie there unprotected; small ones sit inside OCDBT's own (CRC-checked) tree nodes.
-    Returns the damaged file."""
+    """Flips `count` bytes of the largest data file orbax wrote under `checkpoint_dir` (its OCDBT
+    `d/` files): what a bad disk or a broken copy does, and orbax itself reads without complaint.
+    Arrays of a few KB or more lie there unprotected; small ones sit inside OCDBT's own
+    (CRC-checked) tree nodes, and a flip that lands on a compressed frame's header makes orbax
+    fail by itself, so the first offset from `at` on that orbax still reads silently is used (the
+    file's layout varies from run to run). Returns the damaged file."""
     files = [p for p in Path(checkpoint_dir).rglob("*") if p.is_file() and p.parent.name == "d"]
     assert files, f"no orbax data files under {checkpoint_dir}"
     target = max(files, key=lambda p: (p.stat().st_size, p.name))
-    data = bytearray(target.read_bytes())
-    start = int(len(data) * at)
-    for i in range(start, min(start + count, len(data))):
-        data[i] ^= 0xFF
-    target.write_bytes(bytes(data))
-    return target
+    item_dir = target.parent  # the OCDBT root: above d/ and any ocdbt.process_N/
+    while item_dir.name == "d" or item_dir.name.startswith("ocdbt.process_"):
+        item_dir = item_dir.parent
+    original = target.read_bytes()
+    for fraction in (at, 0.5, 0.75, 0.1, 0.9, 0.35, 0.6, 0.2, 0.8):
+        data = bytearray(original)
+        start = int(len(data) * fraction)
+        for i in range(start, min(start + count, len(data))):
+            data[i] ^= 0xFF
+        target.write_bytes(bytes(data))
+        if _orbax_reads(item_dir):
+            return target
+    target.write_bytes(original)
+    raise AssertionError(f"{target}: every flip was caught by orbax itself; no silent damage to test")
 
 
 # A training run small enough for a subprocess test: tiny MSPAN x4 on the bundled photos.
