@@ -10,10 +10,10 @@ reported, never silently skipped or fed to a model in the wrong layout.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import struct
 import sys
-import uuid
 import warnings
 import zlib
 from collections.abc import Callable
@@ -23,6 +23,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mspan_jax.files import write_bytes_atomic
 from mspan_jax.metrics import to_uint8
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -171,16 +172,11 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
 
 
 def _write_atomic(path: Path, save: Callable[[BinaryIO], None]) -> None:
-    """Calls `save(file)` on a temporary sibling of `path`, then renames it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"  # open(..., "xb") keeps the umask
-    try:
-        with open(tmp, "xb") as f:
-            save(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Encodes with `save(file)` in memory, then writes `path` atomically (files.write_bytes_atomic):
+    a failed encode leaves nothing behind."""
+    buffer = io.BytesIO()
+    save(buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 @dataclasses.dataclass(frozen=True)
