@@ -12,8 +12,18 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
-from mspan_jax.models.layers import Dtype, lrelu, masked_conv, pixel_shuffle, torch_conv
+from mspan_jax.models.layers import (
+    Dtype,
+    TorchConvWeights,
+    apply_mask,
+    lrelu,
+    masked_conv,
+    matmul_1x1,
+    pixel_shuffle,
+    torch_conv,
+)
 
 Array = jax.Array
 
@@ -31,22 +41,37 @@ class MSPA(nn.Module):
     def attention(self, x: Array, mask: Array | None = None) -> Array:
         """The attention matrix in (0, 1), shape of x."""
         c, dt = self.features, self.dtype
-        branches = [masked_conv(x, mask, c, 1, dtype=dt, name="pixel")]
-        for k, d in enumerate(self.dilations, start=1):
-            branches.append(
-                masked_conv(x, mask, c, 3, dilation=d, groups=c, dtype=dt, name=f"context{k}")
-            )
         if self.fusion not in ("sequential", "parallel"):
             raise ValueError(f"mspa_fusion={self.fusion!r}; choose 'sequential' or 'parallel'")
+        if not self.dilations:  # the 1x1 branch alone: PAN's pixel attention
+            return nn.sigmoid(masked_conv(x, mask, c, 1, dtype=dt, name="pixel"))
+        contexts = [masked_conv(x, mask, c, 3, dilation=d, groups=c, dtype=dt, name=f"context{k}")
+                    for k, d in enumerate(self.dilations, start=1)]
         if self.fusion == "parallel":
-            return nn.sigmoid(masked_conv(jnp.concatenate(branches, -1), mask, c, 1, dtype=dt,
-                                          name="fuse"))
-        m = branches[-1]
-        for k in range(len(branches) - 2, -1, -1):
-            m = masked_conv(
-                jnp.concatenate([branches[k], lrelu(m)], -1), mask, c, 1, dtype=dt, name=f"fuse{k}"
-            )
-        return nn.sigmoid(m)
+            return nn.sigmoid(self._fuse_with_pixel(x, contexts, mask, "fuse"))
+        m = contexts[-1]
+        for k in range(len(contexts) - 1, 0, -1):
+            m = masked_conv(jnp.concatenate([contexts[k - 1], lrelu(m)], -1), mask, c, 1, dtype=dt,
+                            name=f"fuse{k}")
+        return nn.sigmoid(self._fuse_with_pixel(x, [lrelu(m)], mask, "fuse0"))
+
+    def _fuse_with_pixel(self, x: Array, rest: list[Array], mask: Array | None, name: str) -> Array:
+        """The 1x1 conv `name` over concat(pixel(x), *rest), with the 1x1 pixel branch folded in.
+
+        Both are linear and 1x1, so concat(x @ Wp + bp, r) @ Wf + bf equals concat(x, r) @ W + b with
+        W = [Wp @ Wf_top; Wf_rest] and b = bp @ Wf_top + bf: one matmul of the same width instead of
+        two, and the pixel branch is never written out (~4% of MSPAN's CPU train step). The params
+        stay `pixel` and `name`, as before; gradients reach them through the fold. Pixels outside
+        `mask` differ only before the output mask, which zeroes them.
+        """
+        c, dt, hi = self.features, self.dtype, lax.Precision.HIGHEST
+        wp, bp = TorchConvWeights(c, name="pixel")(c)
+        wf, bf = TorchConvWeights(c, name=name)(c * (1 + len(rest)))
+        wp, wf = wp[0, 0], wf[0, 0]
+        kernel = jnp.concatenate([jnp.dot(wp, wf[:c], precision=hi), wf[c:]], 0)
+        bias = jnp.dot(bp, wf[:c], precision=hi) + bf
+        h = jnp.concatenate([x, *rest], -1).astype(dt)
+        return apply_mask(matmul_1x1(h, kernel.astype(dt)) + bias.astype(dt), mask)
 
     def __call__(self, x: Array, mask: Array | None = None) -> Array:
         attention = self.attention(x, mask)
