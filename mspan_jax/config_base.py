@@ -77,6 +77,9 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
     config.train.ema_decay = 0.0  # > 0: keep an EMA of the params (e.g. 0.999); eval/best use it
     config.train.grad_clip_norm = 0.0  # > 0: clip gradients to this global norm
     config.train.warm_start = ""  # a converted checkpoint dir (scripts/convert_torch_weights.py)
+    # Top-level params that keep their seeded init in a warm start (e.g. ("upsampler",): x2 or x3
+    # from a trained x4, whose upsampler has another shape); the warm start's scale may then differ.
+    config.train.warm_start_reinit = ()
     config.train.log_every_steps = 100  # console progress line and TensorBoard scalars
     config.train.checkpoint_every_steps = 1000  # resumable checkpoint in WORKDIR/checkpoints
     config.train.eval_every_steps = 1000  # validation (IMDN validates once per epoch)

@@ -197,3 +197,40 @@ def test_warm_start_loads_a_converted_checkpoint(tmp_path):
     loaded = _initial_params(config, model)
     for a, b in zip(jax.tree.leaves(saved["params"]), jax.tree.leaves(loaded), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_warm_start_reinit_takes_another_scales_body_and_a_fresh_upsampler(tmp_path):
+    """x2 from a trained x4 (configs/sun_hays_release.py): the body comes from the checkpoint, the
+    named upsampler keeps the seeded init; without the key the other scale is refused."""
+    from mspan_jax.params_io import CheckpointError, save_params
+    from mspan_jax.train.loop import _initial_params, _seeded_params, check_config
+
+    x4 = tiny_config()
+    x4.model.scale = 4
+    x4.data.hr_patch_size = 16
+    model4 = get_model(x4.model)
+    saved = jax.jit(model4.init)(jax.random.key(7, impl="rbg"), jnp.zeros((1, 4, 4, 3)))
+    save_params(tmp_path / "x4", saved, x4.model)
+
+    x2 = tiny_config()
+    x2.model.scale = 2
+    x2.train.warm_start = str(tmp_path / "x4")
+    model2 = get_model(x2.model)
+    with pytest.raises(CheckpointError, match=r"is x4, config.model is x2; .*warm_start_reinit"):
+        _initial_params(x2, model2)
+    x2.train.warm_start_reinit = ("upsampler",)
+    params = _initial_params(x2, model2)
+    fresh = _seeded_params(x2, model2)
+    for a, b in zip(jax.tree.leaves(saved["params"]["body"]), jax.tree.leaves(params["body"]),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(fresh["upsampler"]), jax.tree.leaves(params["upsampler"]),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    x2.train.warm_start_reinit = ("head",)
+    with pytest.raises(ValueError, match=r"warm_start_reinit: no top-level params \['head'\]"):
+        _initial_params(x2, model2)
+    x2.train.warm_start = ""
+    with pytest.raises(ValueError, match="warm_start_reinit is set but"):
+        check_config(x2)

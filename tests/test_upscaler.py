@@ -18,7 +18,7 @@ from mspan_jax.data.images import read_image, write_image
 from mspan_jax.models import get_model
 from mspan_jax.params_io import CheckpointError, save_params
 from mspan_jax.train.checkpoint import TrainCheckpoints
-from mspan_jax.weights import checkpoint_config, recorded_model_config
+from mspan_jax.weights import checkpoint_config, load_weights, recorded_model_config
 
 RNG = np.random.default_rng(0)
 
@@ -84,6 +84,16 @@ def test_a_training_workdir_records_its_model(tiny, tmp_path):
         == (8, 8, 3)
     with pytest.raises(CheckpointError, match="holds no training checkpoint|not a params checkpoint"):
         checkpoint_config(tmp_path)
+
+    # scripts/save_params.py: the workdir's weights as a params checkpoint, the same numbers.
+    done = _script("save_params.py", "--checkpoint", tmp_path / "run", "--out", tmp_path / "p")
+    assert done.returncode == 0 and "mspan x2" in done.stdout, done.stderr
+    assert recorded_model_config(tmp_path / "p") == recorded_model_config(tmp_path / "run")
+    for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(load_weights(tmp_path / "p", cfg)),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    again = _script("save_params.py", "--checkpoint", tmp_path / "run", "--out", tmp_path / "p")
+    assert again.returncode == 2 and "already exists" in again.stderr, again.stderr
     # A restoration checkpoint gets restoration's eval section (no border shave, RGB).
     ir = tiny_model_config("mspan_ir", 1, num_blocks=1, num_units=1)
     save_params(tmp_path / "ir", _random_variables(ir), ir)

@@ -35,6 +35,7 @@ from mspan_jax.evaluation import (
 from mspan_jax.files import write_json_atomic
 from mspan_jax.metrics import to_uint8
 from mspan_jax.models.registry import get_model
+from mspan_jax.params_io import CheckpointError, tree_mismatch
 from mspan_jax.train import sharding
 from mspan_jax.train.checkpoint import TrainCheckpoints
 from mspan_jax.train.state import (
@@ -47,7 +48,7 @@ from mspan_jax.train.state import (
 from mspan_jax.train.step import LOSSES, train_step
 from mspan_jax.train.summary import SummaryWriter
 from mspan_jax.train.workdir_lock import WorkdirLock
-from mspan_jax.weights import load_weights
+from mspan_jax.weights import load_weights, recorded_model_config
 
 EVAL_RESULTS_FILE = "eval_results.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -85,6 +86,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError("config.eval.datasets is empty; name at least one validation set")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ValueError(f"config.train.ema_decay={t.ema_decay} must be in [0, 1)")
+    if t.get("warm_start_reinit", ()) and not t.warm_start:
+        raise ValueError("config.train.warm_start_reinit is set but config.train.warm_start is empty; "
+                         "set both or neither")
     if config.data.hr_patch_size % config.model.scale:
         raise ValueError(f"config.data.hr_patch_size={config.data.hr_patch_size} must be a multiple of "
                          f"config.model.scale={config.model.scale}")
@@ -223,10 +227,32 @@ def _psnr_summary(results: Mapping[str, Any], dataset: str, baseline: str = "bic
 
 def _initial_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
     """Warm start from a converted checkpoint or a training workdir (config.train.warm_start), else a
-    seeded init."""
-    if config.train.warm_start:
+    seeded init. `config.train.warm_start_reinit` names top-level params (e.g. 'upsampler') that
+    keep the seeded init instead; the warm start may then be of another scale (x2 from x4)."""
+    reinit = tuple(config.train.get("warm_start_reinit", ()))
+    if not config.train.warm_start:
+        return jax.jit(lambda: _seeded_params(config, model))()
+    source_scale = recorded_model_config(config.train.warm_start).get("scale")
+    if not reinit:
+        if source_scale != config.model.scale:
+            raise CheckpointError(f"{config.train.warm_start}: warm start is x{source_scale}, "
+                                  f"config.model is x{config.model.scale}; to keep its body, set "
+                                  "config.train.warm_start_reinit=('upsampler',)")
         return load_weights(config.train.warm_start, config.model)["params"]
-    return jax.jit(lambda: _seeded_params(config, model))()
+    seeded = jax.jit(lambda: _seeded_params(config, model))()
+    unknown = sorted(set(reinit) - set(seeded))
+    if unknown:
+        raise ValueError(f"config.train.warm_start_reinit: no top-level params {unknown} in "
+                         f"{config.model.name} (it has {sorted(seeded)})")
+    # Every architecture key but the scale must match; load_weights checks them.
+    source = dict(config.model.to_dict(), scale=source_scale)
+    loaded = load_weights(config.train.warm_start, source)["params"]
+    params = {k: seeded[k] if k in reinit else loaded[k] for k in seeded}
+    mismatch = tree_mismatch(seeded, params)
+    if mismatch:
+        raise CheckpointError(f"{config.train.warm_start}: does not fit config.model outside "
+                              f"warm_start_reinit {list(reinit)}: {mismatch}")
+    return params
 
 
 def _seeded_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
