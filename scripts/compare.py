@@ -34,11 +34,13 @@ from mspan_jax.data.sample_images import read_image_or_sample
 from mspan_jax.drawing import Panel, comparison_figure, zoom
 from mspan_jax.inference import Predictor
 from mspan_jax.models import get_model
-from mspan_jax.weights import load_weights
+from mspan_jax.weights import checkpoint_config, load_weights
 
 _IMAGE = flags.DEFINE_string("image", None, "The reference (HR / clean) image, or skimage:NAME.")
-_MODEL = flags.DEFINE_multi_string("model", None, "CONFIG=CHECKPOINT, e.g. configs/x4.py=ckpt/x4 "
-                                   "(repeat for more models; CONFIG may be path:arg).")
+_MODEL = flags.DEFINE_multi_string("model", None, "CHECKPOINT (its recorded model) or "
+                                   "CONFIG=CHECKPOINT, "
+                                   "e.g. configs/x4.py=ckpt/x4 (repeat for more models; CONFIG may "
+                                   "be path:arg).")
 _LABELS = flags.DEFINE_list("labels", None, "One label per --model (default: model name and "
                             "checkpoint folder).")
 _BOX = flags.DEFINE_list("box", None, "TOP,LEFT of the box in reference pixels (default: the "
@@ -53,10 +55,15 @@ _OUT = flags.DEFINE_string("out", None, "The figure (.png).")
 flags.mark_flags_as_required(["image", "model", "out"])
 
 
-def parse_model(spec: str) -> tuple[str, str]:
+def parse_model(spec: str) -> tuple[str | None, str]:
+    """(config file or None, checkpoint) of a --model: CONFIG=CHECKPOINT, or a bare CHECKPOINT whose
+    recorded model is used."""
     config, sep, checkpoint = spec.partition("=")
-    if not sep or not config or not checkpoint:
-        raise ValueError(f"--model {spec!r}: give CONFIG=CHECKPOINT, e.g. configs/x4.py=ckpt/x4")
+    if not sep:
+        config, checkpoint = None, spec
+    if not checkpoint or config == "":
+        raise ValueError(f"--model {spec!r}: give CHECKPOINT or CONFIG=CHECKPOINT, e.g. "
+                         "weights/mspan_x4 or configs/x4.py=ckpt/x4")
     return config, checkpoint
 
 
@@ -141,7 +148,7 @@ def main(argv: Sequence[str]) -> None:
     labels = _LABELS.value or [None] * len(specs)
     if len(labels) != len(specs):
         raise ValueError(f"--labels has {len(labels)} labels for {len(specs)} --model")
-    configs = [cli.load_config(c) for c, _ in specs]
+    configs = [checkpoint_config(ckpt, cli.load_config(c) if c else None) for c, ckpt in specs]
     kinds = {(int(c.model.scale), int(c.model.in_channels)) for c in configs}
     if len(kinds) > 1:
         raise ValueError(f"the models differ in (scale, input channels) {sorted(kinds)}; "

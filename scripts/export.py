@@ -1,6 +1,6 @@
 """Serializes a trained or converted model's inference function with `jax.export`.
 
-  python scripts/export.py --config configs/x4.py --checkpoint ckpt/x4 --out mspan_x4.jaxexport
+  python scripts/export.py --checkpoint weights/mspan_x4 --out mspan_x4.jaxexport
 
 The file holds the StableHLO of `x -> model.apply(params, x)` with the parameters inside, for
 float32 NHWC input in [0, 1] of symbolic batch, height and width (every model here is fully
@@ -28,13 +28,14 @@ from ml_collections import config_flags
 from mspan_jax import cli
 from mspan_jax.files import write_bytes_atomic
 from mspan_jax.models import get_model
-from mspan_jax.weights import load_weights
+from mspan_jax.weights import checkpoint_config, load_weights
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py.")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (default: the model the "
+                                           "checkpoint records), e.g. configs/x4.py.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint or training workdir.")
 _OUT = flags.DEFINE_string("out", None, "The serialized function, e.g. model.jaxexport.")
 _PLATFORMS = flags.DEFINE_list("platforms", ["cpu"], "Backends to lower for: cpu, cuda, rocm, tpu.")
-flags.mark_flags_as_required(["config", "checkpoint", "out"])
+flags.mark_flags_as_required(["checkpoint", "out"])
 
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
@@ -51,7 +52,7 @@ def export_model(model, variables, in_channels: int, platforms: Sequence[str]) -
 
 
 def main(argv: Sequence[str]) -> None:
-    config = _CONFIG.value
+    config = checkpoint_config(_CHECKPOINT.value, _CONFIG.value)
     platforms = [p.lower() for p in _PLATFORMS.value]
     unknown = sorted(set(platforms) - set(PLATFORMS))
     if unknown or not platforms:

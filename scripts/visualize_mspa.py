@@ -1,6 +1,6 @@
 """The MSPAN paper's MSPA figure: what multi-semantic pixel attention does inside chosen IDDBs.
 
-  python scripts/visualize_mspa.py --config configs/quickstart.py --checkpoint /tmp/quickstart_sr \
+  python scripts/visualize_mspa.py --checkpoint /tmp/quickstart_sr \
       --image skimage:chelsea --as-hr --blocks 2,4,6 --out mspa.png
 
 For each chosen block, three channel-averaged maps: the features entering MSPA, the attention matrix
@@ -32,9 +32,10 @@ from mspan_jax.data.sample_images import read_image_or_sample
 from mspan_jax.extras import require
 from mspan_jax.files import write_bytes_atomic
 from mspan_jax.models import get_model
-from mspan_jax.weights import load_weights
+from mspan_jax.weights import checkpoint_config, load_weights
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/quickstart.py.")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (default: the model the "
+                                           "checkpoint records), e.g. configs/x4.py.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint or training workdir.")
 _IMAGE = flags.DEFINE_string("image", None, "Model input image, or skimage:NAME (e.g. skimage:chelsea).")
 _BLOCKS = flags.DEFINE_list("blocks", None, "IDDBs to show, 1-based (default: every second one, "
@@ -45,7 +46,7 @@ _MAX_SIDE = flags.DEFINE_integer("max-side", 256, "Centre-crop larger inputs to 
                                  "a side.")
 _DPI = flags.DEFINE_integer("dpi", 100, "Resolution of the figure (pixels per inch of 2.4-inch panels).")
 _OUT = flags.DEFINE_string("out", None, "The figure, a .png file.")
-flags.mark_flags_as_required(["config", "checkpoint", "image", "out"])
+flags.mark_flags_as_required(["checkpoint", "image", "out"])
 
 MSPA_MODELS = ("mspan", "mspan_ir")
 STAGES = (("input", "features entering MSPA"), ("attention", "attention matrix"),
@@ -139,8 +140,8 @@ def draw_figure(maps: dict[int, dict[str, np.ndarray]], title: str, dpi: int = 1
 
 
 def main(argv: Sequence[str]) -> None:
-    config = _CONFIG.value
     pyplot()  # fail before any work when matplotlib is missing
+    config = checkpoint_config(_CHECKPOINT.value, _CONFIG.value)
     if not str(_OUT.value).lower().endswith(".png"):
         raise ValueError(f"--out {_OUT.value}: the figure is written as PNG; give a .png path")
     if config.model.name not in MSPA_MODELS:

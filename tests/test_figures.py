@@ -113,7 +113,7 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
     write_image(tmp_path / "photo.png", hr)
     out = tmp_path / "cmp.png"
     result = _run("compare.py", "--image", tmp_path / "photo.png", "--model", f"{mspan_cfg}={mspan_dir}",
-                  "--model", f"{imdn_cfg}={imdn_dir}", "--labels", "A,B", "--crop", 16,
+                  "--model", imdn_dir, "--labels", "A,B", "--crop", 16,  # its recorded model
                   "--box", "4,6", "--zoom", 2, "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     figure = read_image(out)
@@ -166,7 +166,7 @@ def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
     ckpt, config, model, variables = _tiny_checkpoint(tmp_path, "mspan", 2)
     image = RNG.integers(0, 256, (20, 24, 3), dtype=np.uint8)
     write_image(tmp_path / "in.png", image)
-    result = _run("visualize_mspa.py", "--config", config, "--checkpoint", ckpt, "--image",
+    result = _run("visualize_mspa.py", "--checkpoint", ckpt, "--image",  # the recorded model
                   tmp_path / "in.png", "--blocks", "1,2", "--out", tmp_path / "mspa.png")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "mspa.png").stat().st_size > 10_000
@@ -213,7 +213,7 @@ def test_export_matches_flax_at_any_size(tmp_path, name, scale):
 def test_export_cli_file_runs_without_the_package(tmp_path):
     ckpt, config, model, variables = _tiny_checkpoint(tmp_path, "mspan", 2)
     out = tmp_path / "m.jaxexport"
-    result = _run("export.py", "--config", config, "--checkpoint", ckpt, "--out", out)
+    result = _run("export.py", "--checkpoint", ckpt, "--out", out)  # the recorded model
     assert result.returncode == 0, result.stderr[-2000:]
     assert "float32[b,h,w,3]" in result.stdout and "float32[b,2*h,2*w,3]" in result.stdout
     x = RNG.random((1, 11, 6, 3), dtype=np.float32)
