@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -61,6 +63,20 @@ def test_imdn_mult_adds_match_the_paper():
     for scale, paper in ((4, 40.9), (2, 158.8)):
         macs = count_macs(get_model(model_config("imdn", scale)), sr_input_shape(scale))
         assert round(macs / 1e9, 1) == paper
+
+
+def test_mspan_mult_adds_count_every_conv_of_the_architecture():
+    """Every MSPAN conv runs at LR size, stride 1, so its mult-adds are LR pixels x kernel weights:
+    the count must include MSPA's pixel branch, which the forward pass folds into fuse0."""
+    for extra in ({}, {"mspa_fusion": "parallel"}, {"mspa_dilations": ()}):
+        cfg = dict(model_config("mspan", 4), **extra)
+        model = get_model(cfg)
+        params = abstract_variables(model, (1, 8, 8, 3))["params"]
+        kernels = sum(math.prod(leaf.shape) for path, leaf in
+                      jax.tree_util.tree_flatten_with_path(params)[0] if path[-1].key == "kernel")
+        shape = sr_input_shape(4)
+        assert count_macs(model, shape) == shape[1] * shape[2] * kernels
+    assert count_macs(get_model(model_config("mspan", 4)), sr_input_shape(4)) == 28_043_366_400
 
 
 def test_tiny_models_run_and_differentiate_under_jit():

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mspan_jax.models.layers import TorchConv
+from mspan_jax.models.layers import TorchConv, TorchConvWeights
 
 SR_OUTPUT_HW = (720, 1280)  # the papers' convention: a 1280x720 SR output
 
@@ -29,18 +29,19 @@ def abstract_variables(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-adds of every conv (`TorchConv`) in one forward pass on an input of `input_shape`
-    (NHWC)."""
+    """Multiply-adds of every conv of the architecture in one forward pass on an input of
+    `input_shape` (NHWC): each `TorchConv`, and each `TorchConvWeights` (a conv whose weights its
+    caller folds into another's, counted as the paper's layer; all are stride 1, 'same')."""
     total = 0
 
     def interceptor(next_fun, args, kwargs, context):
         nonlocal total
-        out = next_fun(*args, **kwargs)
         module = context.module
-        if isinstance(module, TorchConv) and context.method_name == "__call__":
-            taps = module.kernel_size**2 * args[0].shape[-1] // module.groups
-            total += math.prod(out.shape[:-1]) * taps * out.shape[-1]
-        return out
+        if isinstance(module, (TorchConv, TorchConvWeights)) and context.method_name == "__call__":
+            x = args[0]
+            taps = module.kernel_size**2 * x.shape[-1] // module.groups
+            total += math.prod(x.shape[:-1]) * taps * module.features
+        return next_fun(*args, **kwargs)
 
     variables = abstract_variables(model, input_shape)
     with nn.intercept_methods(interceptor):

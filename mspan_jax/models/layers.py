@@ -105,14 +105,18 @@ def matmul_1x1(x: Array, kernel: Array) -> Array:
 
 class TorchConvWeights(nn.Module):
     """A `TorchConv`'s parameters alone (same names, shapes and initial values), for a caller
-    that combines them before use (MSPA folds its 1x1 pixel branch into the fusion conv)."""
+    that combines them before use (MSPA folds its 1x1 pixel branch into the fusion conv).
+
+    Called with the conv's input `x` (only its shape is used), so that `complexity.count_macs`
+    counts the conv as the architecture has it."""
 
     features: int
     kernel_size: int = 1
+    groups: int = 1
 
     @nn.compact
-    def __call__(self, in_features: int) -> tuple[Array, Array]:
-        return _conv_params(self, self.kernel_size, in_features, self.features)
+    def __call__(self, x: Array) -> tuple[Array, Array]:
+        return _conv_params(self, self.kernel_size, x.shape[-1] // self.groups, self.features)
 
 
 class TorchConv(nn.Module):

@@ -65,12 +65,13 @@ class MSPA(nn.Module):
         `mask` differ only before the output mask, which zeroes them.
         """
         c, dt, hi = self.features, self.dtype, lax.Precision.HIGHEST
-        wp, bp = TorchConvWeights(c, name="pixel")(c)
-        wf, bf = TorchConvWeights(c, name=name)(c * (1 + len(rest)))
+        h = jnp.concatenate([x, *rest], -1)  # the shape of the fusion's input, concat(pixel(x), *rest)
+        wp, bp = TorchConvWeights(c, name="pixel")(x)
+        wf, bf = TorchConvWeights(c, name=name)(h)
         wp, wf = wp[0, 0], wf[0, 0]
         kernel = jnp.concatenate([jnp.dot(wp, wf[:c], precision=hi), wf[c:]], 0)
         bias = jnp.dot(bp, wf[:c], precision=hi) + bf
-        h = jnp.concatenate([x, *rest], -1).astype(dt)
+        h = h.astype(dt)
         return apply_mask(matmul_1x1(h, kernel.astype(dt)) + bias.astype(dt), mask)
 
     def __call__(self, x: Array, mask: Array | None = None) -> Array:
