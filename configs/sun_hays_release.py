@@ -1,17 +1,20 @@
 """The shipped MSPAN weights (weights/, issue 12): trained on a 2-core CPU on the 80 Sun & Hays photos.
 
-x4 trains from scratch; x2 and x3 start from the trained x4 (its body; the upsampler, whose shape
-depends on the scale, starts fresh: `train.warm_start_reinit`), as EDSR initialises its other scales
-from one trained scale. Validation: Set5 at the same scale (its folder and MATLAB-made LR). The
-argument after ':' is the scale:
+x4 trains from scratch for 10,000 steps, then 4,000 more from its best step (a second cosine cycle
+at a lower peak, with an EMA of the params: the overrides in weights/README.md); x2 and x3 start
+from that x4 (its body; the upsampler, whose shape depends on the scale, starts fresh:
+`train.warm_start_reinit`), as EDSR initialises its other scales from one trained scale.
+Validation: Set5 at the same scale (its folder and MATLAB-made LR). The argument after ':' is the
+scale:
 
     python scripts/train.py --config configs/sun_hays_release.py:4 --workdir runs/mspan_x4
     python scripts/train.py --config configs/sun_hays_release.py:2 --workdir runs/mspan_x2 \
-        --config.train.warm_start=runs/mspan_x4
-    python scripts/save_params.py ...   # see weights/README.md
+        --config.train.warm_start=runs/mspan_x4b
+    python scripts/save_params.py --checkpoint runs/mspan_x2 --out weights/mspan_x2
 
-A GPU with the same recipe and a longer `train.num_steps` (and `data.hr_patch_size` = 48 * scale,
-the papers' LR patch) is the way to better weights; these are what fit the CPU budget.
+weights/README.md has every command of the shipped weights. A GPU with the same recipe and a
+longer `train.num_steps` (and `data.hr_patch_size` = 48 * scale, the papers' LR patch) is the way
+to better weights; these are what fit the CPU budget.
 """
 
 import ml_collections
@@ -19,7 +22,7 @@ import ml_collections
 from mspan_jax.config_base import sr_config
 
 # Steps per scale: x4 from scratch, the others fine-tuned from it.
-NUM_STEPS = {2: 1500, 3: 1500, 4: 10000}
+NUM_STEPS = {2: 1000, 3: 1000, 4: 10000}
 
 
 def get_config(arg: str = "4") -> ml_collections.ConfigDict:
@@ -42,6 +45,8 @@ def get_config(arg: str = "4") -> ml_collections.ConfigDict:
     config.train.log_every_steps = 100
     config.train.checkpoint_every_steps = 500
     config.train.eval_every_steps = 1000 if scale == 4 else 500
+    if scale != 4:  # x2, x3: the body from a trained x4 (--config.train.warm_start=its workdir)
+        config.train.warm_start_reinit = ("upsampler",)
     config.eval.datasets = ("../shared/data/Set5",)
     config.eval.num_summary_images = 0
     return config
