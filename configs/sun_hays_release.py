@@ -1,11 +1,11 @@
 """The shipped MSPAN weights (weights/, issue 12): trained on a 2-core CPU on the 80 Sun & Hays photos.
 
-x4 trains from scratch for 10,000 steps, then 4,000 more from its best step (a second cosine cycle
-at a lower peak, with an EMA of the params: the overrides in weights/README.md); x2 and x3 start
-from that x4 (its body; the upsampler, whose shape depends on the scale, starts fresh:
-`train.warm_start_reinit`), as EDSR initialises its other scales from one trained scale.
+x4 trains from scratch for 10,000 steps, then 4,000 more from its best step (`:4b`, a second cosine
+cycle at a lower peak, with an EMA of the params); x2 and x3 start from that x4 (its body; the
+upsampler, whose shape depends on the scale, starts fresh: `train.warm_start_reinit`), as EDSR
+initialises its other scales from one trained scale, then get their own second cycle (`:2b`, `:3b`).
 Validation: Set5 at the same scale (its folder and MATLAB-made LR). The argument after ':' is the
-scale:
+scale, with `b` for the second cycle:
 
     python scripts/train.py --config configs/sun_hays_release.py:4 --workdir runs/mspan_x4
     python scripts/train.py --config configs/sun_hays_release.py:2 --workdir runs/mspan_x2 \
@@ -21,18 +21,21 @@ import ml_collections
 
 from mspan_jax.config_base import sr_config
 
-# Steps per scale: x4 from scratch, the others fine-tuned from it.
+# Steps per scale: x4 from scratch, the others fine-tuned from it; then a second cycle ("<scale>b").
 NUM_STEPS = {2: 1000, 3: 1000, 4: 10000}
+SECOND_CYCLE_STEPS = {2: 1000, 3: 1000, 4: 4000}
 
 
 def get_config(arg: str = "4") -> ml_collections.ConfigDict:
+    text = str(arg or "4").strip()
+    second_cycle = text.endswith("b")
     try:
-        scale = int(arg or "4")
+        scale = int(text[:-1] if second_cycle else text)
     except ValueError:
         scale = 0
     if scale not in NUM_STEPS:
         raise ValueError(f"configs/sun_hays_release.py:{arg}: unknown scale; choose one of "
-                         f"{sorted(NUM_STEPS)}")
+                         f"{sorted(NUM_STEPS)}, or <scale>b for the second cycle")
     config = sr_config(model="mspan", scale=scale)
     config.data.source = "folder"
     config.data.train_dir = "../shared/data/Sun_Hays80"
@@ -47,6 +50,12 @@ def get_config(arg: str = "4") -> ml_collections.ConfigDict:
     config.train.eval_every_steps = 1000 if scale == 4 else 500
     if scale != 4:  # x2, x3: the body from a trained x4 (--config.train.warm_start=its workdir)
         config.train.warm_start_reinit = ("upsampler",)
+    if second_cycle:  # from the first cycle's workdir of the same scale (--config.train.warm_start)
+        config.seed = 1  # other patches than the first cycle's
+        config.train.warm_start_reinit = ()
+        config.train.num_steps = SECOND_CYCLE_STEPS[scale]
+        config.train.learning_rate = 3e-4
+        config.train.ema_decay = 0.999
     config.eval.datasets = ("../shared/data/Set5",)
     config.eval.num_summary_images = 0
     return config

@@ -1,0 +1,59 @@
+"""The shipped MSPAN weights (weights/, model cards in weights/README.md) load from a clone and
+score on Set5 what their cards say: one image per scale in-process, and the scripts on x4."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, subprocess_env
+
+from mspan_jax import Upscaler
+from mspan_jax.config_base import model_config
+from mspan_jax.data.images import read_image
+from mspan_jax.data.pairs import load_set_folder
+from mspan_jax.evaluation import bicubic_scores, evaluate_pairs
+from mspan_jax.models import get_model
+from mspan_jax.params_io import model_config_dict
+from mspan_jax.weights import checkpoint_config, load_weights, recorded_model_config
+
+WEIGHTS = REPO_ROOT / "weights"
+IMAGE = "butterfly"  # Set5's hardest image: the one where a weaker model shows first
+# (PSNR, SSIM) of weights/mspan_x{s} on Set5 butterfly (published bicubic LR; Y channel, s pixels
+# shaved), as weights/README.md lists them.
+CARD = {2: (30.7838, 0.94872), 3: (25.3822, 0.84311), 4: (25.7234, 0.86663)}
+
+
+@pytest.mark.parametrize("scale", sorted(CARD))
+def test_shipped_mspan_scores_its_card_on_set5(scale, set5_dir):
+    directory = WEIGHTS / f"mspan_x{scale}"
+    assert recorded_model_config(directory) == model_config_dict(model_config("mspan", scale))
+    config = checkpoint_config(directory)  # no --config needed: the checkpoint records its model
+    variables = load_weights(directory, config.model)
+    pairs = [p for p in load_set_folder(set5_dir, scale) if p.name == IMAGE]
+    scores = evaluate_pairs(get_model(config.model).apply, variables, pairs, scale=scale,
+                            crop_border=scale, progress=False)
+    psnr, ssim = CARD[scale]
+    assert scores.psnr == pytest.approx(psnr, abs=0.01)
+    assert scores.ssim == pytest.approx(ssim, abs=0.0005)
+    assert scores.psnr > bicubic_scores(pairs, scale=scale, crop_border=scale).psnr
+
+
+def test_scripts_run_the_shipped_x4_without_a_config(set5_dir, tmp_path):
+    lr = set5_dir / "LR_bicubic" / "X4" / f"{IMAGE}x4.bmp"
+    done = subprocess.run([sys.executable, "scripts/upscale.py", "--checkpoint", "weights/mspan_x4",
+                           "--input", lr, "--output", tmp_path], cwd=REPO_ROOT,
+                          env=subprocess_env(JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sr = read_image(tmp_path / f"{IMAGE}x4_x4.png")
+    np.testing.assert_array_equal(
+        sr, Upscaler.from_checkpoint(WEIGHTS / "mspan_x4").upscale(read_image(lr)))
+    done = subprocess.run([sys.executable, "scripts/evaluate.py", "--checkpoint", "weights/mspan_x4",
+                           "--hr-dir", set5_dir / "HR", "--lr-dir", set5_dir / "LR_bicubic" / "X4"],
+                          cwd=REPO_ROOT, env=subprocess_env(JAX_PLATFORMS="cpu"), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "model mspan x4" in done.stdout and "Set5 x4 (5 images)" in done.stdout
