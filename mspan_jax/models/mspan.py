@@ -60,7 +60,7 @@ class MSPA(nn.Module):
 
         Both are linear and 1x1, so concat(x @ Wp + bp, r) @ Wf + bf equals concat(x, r) @ W + b with
         W = [Wp @ Wf_top; Wf_rest] and b = bp @ Wf_top + bf: one matmul of the same width instead of
-        two, and the pixel branch is never written out (~4% of MSPAN's CPU train step). The params
+        two, and the pixel branch is never written out (~2% of MSPAN's CPU train step). The params
         stay `pixel` and `name`, as before; gradients reach them through the fold. Pixels outside
         `mask` differ only before the output mask, which zeroes them.
         """
