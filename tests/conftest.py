@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +133,13 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env.pop("XLA_FLAGS", None)
     env.update(PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2", **extra)
     return env
+
+
+def run_script(name: str, *args: object, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python scripts/<name> args...` from the repository root on the CPU, output captured."""
+    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / name), *map(str, args)],
+                          cwd=REPO_ROOT, env=subprocess_env(JAX_PLATFORMS="cpu"), capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def tiny_model_config(name: str = "mspan", scale: int = 2, **overrides: object):

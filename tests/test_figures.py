@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, find_exact, require_extra, subprocess_env, tiny_model_config
+from conftest import REPO_ROOT, find_exact, require_extra, run_script, subprocess_env, tiny_model_config
 
 from mspan_jax import metrics
 from mspan_jax.data.degradations import add_gaussian_noise, seed_for_name
@@ -25,12 +25,6 @@ from mspan_jax.params_io import save_params
 
 RNG = np.random.default_rng(0)
 TIMEOUT = 300
-
-
-def _run(script: str, *args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), *map(str, args)],
-                          cwd=REPO_ROOT, env=subprocess_env(JAX_PLATFORMS="cpu"),
-                          capture_output=True, text=True, timeout=TIMEOUT)
 
 
 def _one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
@@ -112,9 +106,10 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
     hr = RNG.integers(0, 256, (41, 50, 3), dtype=np.uint8)
     write_image(tmp_path / "photo.png", hr)
     out = tmp_path / "cmp.png"
-    result = _run("compare.py", "--image", tmp_path / "photo.png", "--model", f"{mspan_cfg}={mspan_dir}",
-                  "--model", imdn_dir, "--labels", "A,B", "--crop", 16,  # its recorded model
-                  "--box", "4,6", "--zoom", 2, "--out", out)
+    result = run_script("compare.py", "--image", tmp_path / "photo.png",
+                        "--model", f"{mspan_cfg}={mspan_dir}",
+                        "--model", imdn_dir,  # a bare checkpoint: its recorded model
+                        "--labels", "A,B", "--crop", 16, "--box", "4,6", "--zoom", 2, "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     figure = read_image(out)
     hr = hr[:40]  # modcrop to the scale
@@ -129,7 +124,7 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
     # A given LR (--lq) instead of the bicubic one.
     lr = RNG.integers(0, 256, (20, 25, 3), dtype=np.uint8)
     write_image(tmp_path / "lr.png", lr)
-    result = _run("compare.py", "--image", tmp_path / "photo.png", "--lq", tmp_path / "lr.png",
+    result = run_script("compare.py", "--image", tmp_path / "photo.png", "--lq", tmp_path / "lr.png",
                   "--model", f"{mspan_cfg}={mspan_dir}", "--crop", 16, "--box", "4,6", "--zoom", 2,
                   "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -139,7 +134,7 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
 
     # A gray denoising model: gray reference, one noise field, scored as config.eval says.
     ir_dir, ir_cfg, _, _ = _tiny_checkpoint(tmp_path, "mspan_ir", 1, in_channels=1, out_channels=1)
-    result = _run("compare.py", "--image", tmp_path / "photo.png", "--model", f"{ir_cfg}={ir_dir}",
+    result = run_script("compare.py", "--image", tmp_path / "photo.png", "--model", f"{ir_cfg}={ir_dir}",
                   "--sigma", 15, "--crop", 16, "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     photo = read_image(tmp_path / "photo.png")
@@ -150,14 +145,14 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
     psnr = metrics.psnr(noisy, clean, crop_border=1, unquantized=True)
     assert f"noisy (sigma 15): {psnr:.2f} dB" in result.stdout
 
-    _one_line_error(_run("compare.py", "--image", tmp_path / "photo.png", "--model",
+    _one_line_error(run_script("compare.py", "--image", tmp_path / "photo.png", "--model",
                          f"{mspan_cfg}={mspan_dir}", "--model", f"{ir_cfg}={ir_dir}", "--crop", 16,
                          "--out", out),
                     "differ in (scale, input channels)")
-    _one_line_error(_run("compare.py", "--image", tmp_path / "photo.png", "--model",
+    _one_line_error(run_script("compare.py", "--image", tmp_path / "photo.png", "--model",
                          f"{ir_cfg}={mspan_dir}", "--crop", 16, "--out", out), "mspan x2", "mspan_ir x1")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    _one_line_error(_run("compare.py", "--image", tmp_path / "bad.png", "--model",
+    _one_line_error(run_script("compare.py", "--image", tmp_path / "bad.png", "--model",
                          f"{mspan_cfg}={mspan_dir}", "--out", out), "bad.png")
 
 
@@ -166,7 +161,7 @@ def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
     ckpt, config, model, variables = _tiny_checkpoint(tmp_path, "mspan", 2)
     image = RNG.integers(0, 256, (20, 24, 3), dtype=np.uint8)
     write_image(tmp_path / "in.png", image)
-    result = _run("visualize_mspa.py", "--checkpoint", ckpt, "--image",  # the recorded model
+    result = run_script("visualize_mspa.py", "--checkpoint", ckpt, "--image",  # the recorded model
                   tmp_path / "in.png", "--blocks", "1,2", "--out", tmp_path / "mspa.png")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "mspa.png").stat().st_size > 10_000
@@ -183,9 +178,9 @@ def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
         assert 0 < float(mspa["attention"][0].min()) and float(mspa["attention"][0].max()) < 1
 
     imdn_dir, imdn_cfg, _, _ = _tiny_checkpoint(tmp_path, "imdn", 2)
-    _one_line_error(_run("visualize_mspa.py", "--config", imdn_cfg, "--checkpoint", imdn_dir,
+    _one_line_error(run_script("visualize_mspa.py", "--config", imdn_cfg, "--checkpoint", imdn_dir,
                          "--image", tmp_path / "in.png", "--out", tmp_path / "x.png"), "has no MSPA")
-    _one_line_error(_run("visualize_mspa.py", "--config", config, "--checkpoint", ckpt, "--image",
+    _one_line_error(run_script("visualize_mspa.py", "--config", config, "--checkpoint", ckpt, "--image",
                          tmp_path / "in.png", "--blocks", "3", "--out", tmp_path / "x.png"),
                     "IDDB1..IDDB2")
     assert not (tmp_path / "x.png").exists()
@@ -213,7 +208,7 @@ def test_export_matches_flax_at_any_size(tmp_path, name, scale):
 def test_export_cli_file_runs_without_the_package(tmp_path):
     ckpt, config, model, variables = _tiny_checkpoint(tmp_path, "mspan", 2)
     out = tmp_path / "m.jaxexport"
-    result = _run("export.py", "--checkpoint", ckpt, "--out", out)  # the recorded model
+    result = run_script("export.py", "--checkpoint", ckpt, "--out", out)  # the recorded model
     assert result.returncode == 0, result.stderr[-2000:]
     assert "float32[b,h,w,3]" in result.stdout and "float32[b,2*h,2*w,3]" in result.stdout
     x = RNG.random((1, 11, 6, 3), dtype=np.float32)
@@ -232,7 +227,7 @@ def test_export_cli_file_runs_without_the_package(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.asarray(model.apply(variables, x)),
                                atol=1e-5)
-    _one_line_error(_run("export.py", "--config", config, "--checkpoint", tmp_path / "nope",
+    _one_line_error(run_script("export.py", "--config", config, "--checkpoint", tmp_path / "nope",
                          "--out", tmp_path / "n.jaxexport"), "nope")
     assert not (tmp_path / "n.jaxexport").exists()
 

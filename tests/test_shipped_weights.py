@@ -3,12 +3,9 @@ score on Set5 what their cards say: one image per scale in-process, and the scri
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, subprocess_env
+from conftest import REPO_ROOT, run_script
 
 from mspan_jax import Upscaler
 from mspan_jax.config_base import model_config
@@ -43,17 +40,13 @@ def test_shipped_mspan_scores_its_card_on_set5(scale, set5_dir):
 
 def test_scripts_run_the_shipped_x4_without_a_config(set5_dir, tmp_path):
     lr = set5_dir / "LR_bicubic" / "X4" / f"{IMAGE}x4.bmp"
-    done = subprocess.run([sys.executable, "scripts/upscale.py", "--checkpoint", "weights/mspan_x4",
-                           "--input", lr, "--output", tmp_path], cwd=REPO_ROOT,
-                          env=subprocess_env(JAX_PLATFORMS="cpu"), capture_output=True, text=True,
-                          timeout=300)
+    done = run_script("upscale.py", "--checkpoint", WEIGHTS / "mspan_x4", "--input", lr,
+                      "--output", tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     sr = read_image(tmp_path / f"{IMAGE}x4_x4.png")
     np.testing.assert_array_equal(
         sr, Upscaler.from_checkpoint(WEIGHTS / "mspan_x4").upscale(read_image(lr)))
-    done = subprocess.run([sys.executable, "scripts/evaluate.py", "--checkpoint", "weights/mspan_x4",
-                           "--hr-dir", set5_dir / "HR", "--lr-dir", set5_dir / "LR_bicubic" / "X4"],
-                          cwd=REPO_ROOT, env=subprocess_env(JAX_PLATFORMS="cpu"), capture_output=True,
-                          text=True, timeout=300)
+    done = run_script("evaluate.py", "--checkpoint", WEIGHTS / "mspan_x4", "--hr-dir", set5_dir / "HR",
+                      "--lr-dir", set5_dir / "LR_bicubic" / "X4")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "model mspan x4" in done.stdout and "Set5 x4 (5 images)" in done.stdout

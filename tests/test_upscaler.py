@@ -3,14 +3,11 @@ scripts/upscale.py / evaluate.py with --checkpoint and no --config; a given --co
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, subprocess_env, tiny_model_config
+from conftest import run_script, tiny_model_config
 
 from mspan_jax import Upscaler
 from mspan_jax.config_base import sr_config
@@ -86,13 +83,13 @@ def test_a_training_workdir_records_its_model(tiny, tmp_path):
         checkpoint_config(tmp_path)
 
     # scripts/save_params.py: the workdir's weights as a params checkpoint, the same numbers.
-    done = _script("save_params.py", "--checkpoint", tmp_path / "run", "--out", tmp_path / "p")
+    done = run_script("save_params.py", "--checkpoint", tmp_path / "run", "--out", tmp_path / "p")
     assert done.returncode == 0 and "mspan x2" in done.stdout, done.stderr
     assert recorded_model_config(tmp_path / "p") == recorded_model_config(tmp_path / "run")
     for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(load_weights(tmp_path / "p", cfg)),
                     strict=True):
         np.testing.assert_array_equal(a, b)
-    again = _script("save_params.py", "--checkpoint", tmp_path / "run", "--out", tmp_path / "p")
+    again = run_script("save_params.py", "--checkpoint", tmp_path / "run", "--out", tmp_path / "p")
     assert again.returncode == 2 and "already exists" in again.stderr, again.stderr
     # A restoration checkpoint gets restoration's eval section (no border shave, RGB).
     ir = tiny_model_config("mspan_ir", 1, num_blocks=1, num_units=1)
@@ -101,17 +98,11 @@ def test_a_training_workdir_records_its_model(tiny, tmp_path):
     assert (config.model.name, config.eval.crop_border, config.eval.y_channel) == ("mspan_ir", 0, False)
 
 
-def _script(name: str, *args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / name), *map(str, args)],
-                          cwd=REPO_ROOT, env=subprocess_env(JAX_PLATFORMS="cpu"), capture_output=True,
-                          text=True, timeout=300)
-
-
 def test_scripts_need_no_config_and_check_a_given_one(tiny, tmp_path):
     directory, cfg, variables = tiny
     lr = RNG.integers(0, 256, (12, 10, 3), dtype=np.uint8)
     write_image(tmp_path / "in" / "a.png", lr)
-    done = _script("upscale.py", "--checkpoint", directory, "--input", tmp_path / "in",
+    done = run_script("upscale.py", "--checkpoint", directory, "--input", tmp_path / "in",
                    "--output", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     expected = np.round(np.clip(_whole(cfg, variables, lr / np.float32(255)), 0, 1) * 255)
@@ -119,16 +110,17 @@ def test_scripts_need_no_config_and_check_a_given_one(tiny, tmp_path):
 
     hr = RNG.integers(0, 256, (24, 20, 3), dtype=np.uint8)
     write_image(tmp_path / "Set" / "HR" / "b.png", hr)
-    done = _script("evaluate.py", "--checkpoint", directory, "--hr-dir", tmp_path / "Set" / "HR")
+    done = run_script("evaluate.py", "--checkpoint", directory, "--hr-dir", tmp_path / "Set" / "HR")
     assert done.returncode == 0, done.stderr
     assert "model mspan x2" in done.stdout and "Set x2 (1 images)" in done.stdout
 
-    wrong = _script("evaluate.py", "--config", "configs/x4.py", "--checkpoint", directory,
+    wrong = run_script("evaluate.py", "--config", "configs/x4.py", "--checkpoint", directory,
                     "--hr-dir", tmp_path / "Set" / "HR")
     errors = [line for line in wrong.stderr.splitlines() if line.startswith("error:")]
     assert wrong.returncode == 2 and len(errors) == 1 and "Traceback" not in wrong.stderr, wrong.stderr
     assert "checkpoint is mspan x2 but config.model is mspan x4" in errors[0]
 
     save_params(tmp_path / "ir", _random_variables(ir := tiny_model_config("mspan_ir", 1)), ir)
-    restoration = _script("evaluate.py", "--checkpoint", tmp_path / "ir", "--hr-dir", tmp_path / "Set")
+    restoration = run_script("evaluate.py", "--checkpoint", tmp_path / "ir",
+                             "--hr-dir", tmp_path / "Set")
     assert restoration.returncode == 2 and "pass its --config" in restoration.stderr, restoration.stderr
