@@ -37,7 +37,7 @@ METADATA_FILE = "model.json"
 PARAMS_SUBDIR = "params"
 # Keys of config.model that do not change the parameter tree (compute dtype only).
 NON_ARCHITECTURE_KEYS = frozenset({"dtype"})
-_PROBE_SIZE = 8  # spatial size of the dummy input used to build the abstract param tree
+_PROBE_SIZE = 16  # the dummy input that builds the abstract param tree (ESA needs >= 15)
 
 
 class CheckpointError(ValueError):

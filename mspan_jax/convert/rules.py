@@ -34,12 +34,10 @@ MODULE_RULES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"upsampler", "upsampler.0"),
     ),
     "mspan": (
-        (r"body/c", "c.0"),
         (r"body/(.+)", r"\1"),
         (r"upsampler", "upsampler.0"),
     ),
     "mspan_ir": (
-        (r"body/c", "c.0"),
         (r"body/(.+)", r"\1"),
     ),
 }

@@ -1,7 +1,8 @@
 """Model size and cost: parameter count and an exact analytic count of conv multiply-adds.
 
-Lightweight-SR papers report Mult-Adds of the convolutions for an SR output of 1280x720;
-we count every conv's MACs from its traced input/output shapes (no compile needed).
+Lightweight-SR papers report Mult-Adds for an SR output of 1280x720; we count every conv (and
+pooling op) from its traced input/output shapes (no compile needed), in both conventions that
+the MSPAN paper's tables mix (`count_ops`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mspan_jax.models.layers import TorchConv, TorchConvWeights
+from mspan_jax.models.layers import GlobalAvgPool, Pool, TorchConv
 
 SR_OUTPUT_HW = (720, 1280)  # the papers' convention: a 1280x720 SR output
 
@@ -28,28 +29,51 @@ def abstract_variables(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
     return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(input_shape, jnp.float32))
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-adds of every conv of the architecture in one forward pass on an input of
-    `input_shape` (NHWC): each `TorchConv`, and each `TorchConvWeights` (a conv whose weights its
-    caller folds into another's, counted as the paper's layer; all are stride 1, 'same')."""
-    total = 0
+def count_ops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Analytic operation counts of one forward pass on an input of `input_shape` (NHWC), in the
+    two conventions of the MSPAN paper's tables (docs/architecture.md):
+
+    - `macs`: multiply-adds of every conv (output pixels x k*k x in/groups x out): the IMDN
+      paper's Mult-Adds, and the IMDN rows of MSPAN's table.
+    - `macs_with_bias`: those plus one add per biased conv output and the pooling ops, as the
+      leaf counters of IMDN's FLOPs/count_hooks.py count them (avg: k*k adds + 1 divide per
+      output, max: k*k per output); activations, resizes and products are not counted. The MSPAN
+      rows of the table fit this convention.
+    """
+    macs = bias = pooling = 0
 
     def interceptor(next_fun, args, kwargs, context):
-        nonlocal total
+        nonlocal macs, bias, pooling
+        out = next_fun(*args, **kwargs)
         module = context.module
-        if isinstance(module, (TorchConv, TorchConvWeights)) and context.method_name == "__call__":
-            x = args[0]
-            taps = module.kernel_size**2 * x.shape[-1] // module.groups
-            total += math.prod(x.shape[:-1]) * taps * module.features
-        return next_fun(*args, **kwargs)
+        if context.method_name != "__call__":
+            return out
+        if isinstance(module, TorchConv):
+            taps = module.kernel_size**2 * args[0].shape[-1] // module.groups
+            pixels = math.prod(out.shape[:-1])
+            macs += pixels * taps * module.features
+            bias += pixels * module.features
+        elif isinstance(module, Pool):
+            pooling += out.size * (module.window**2 + (module.kind == "avg"))
+        elif isinstance(module, GlobalAvgPool):
+            pooling += out.size * (math.prod(args[0].shape[1:3]) + 1)
+        return out
 
     variables = abstract_variables(model, input_shape)
     with nn.intercept_methods(interceptor):
         jax.eval_shape(model.apply, variables, jnp.zeros(input_shape, jnp.float32))
-    return total
+    return {"macs": macs, "macs_with_bias": macs + bias + pooling}
 
 
-def sr_input_shape(scale: int, in_channels: int = 3) -> tuple[int, int, int, int]:
-    """The LR input whose SR output is 1280x720 (NHWC, batch 1)."""
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of every conv (`count_ops`'s `macs`)."""
+    return count_ops(model, input_shape)["macs"]
+
+
+def sr_input_shape(scale: int, in_channels: int = 3, round_up: bool = True) -> tuple[int, int, int, int]:
+    """The LR input whose SR output is 1280x720 (NHWC, batch 1). Where 1280 or 720 is not a
+    multiple of the scale, the papers' LR side is rounded up (x3: 427x240, the IMDN paper's 71.5 G);
+    `round_up=False` gives the floor (426x240, the only size the MSPAN paper's x3 row fits)."""
     h, w = SR_OUTPUT_HW
-    return (1, h // scale, w // scale, in_channels)
+    side = (lambda n: -(-n // scale)) if round_up else (lambda n: n // scale)
+    return (1, side(h), side(w), in_channels)

@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 Array = jax.Array
@@ -103,25 +104,9 @@ def matmul_1x1(x: Array, kernel: Array) -> Array:
     return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
 
 
-class TorchConvWeights(nn.Module):
-    """A `TorchConv`'s parameters alone (same names, shapes and initial values), for a caller
-    that combines them before use (MSPA folds its 1x1 pixel branch into the fusion conv).
-
-    Called with the conv's input `x` (only its shape is used), so that `complexity.count_macs`
-    counts the conv as the architecture has it."""
-
-    features: int
-    kernel_size: int = 1
-    groups: int = 1
-
-    @nn.compact
-    def __call__(self, x: Array) -> tuple[Array, Array]:
-        return _conv_params(self, self.kernel_size, x.shape[-1] // self.groups, self.features)
-
-
 class TorchConv(nn.Module):
-    """PyTorch's Conv2d(in, features, k, stride 1, padding=(k - 1) // 2 * dilation, dilation,
-    groups, bias) on NHWC input.
+    """PyTorch's Conv2d(in, features, k, stride, padding, dilation, groups, bias) on NHWC input;
+    `padding` None is 'same' for stride 1, (k - 1) // 2 * dilation.
 
     Parameters are nn.Conv's: `kernel` (k, k, in/groups, features) and `bias` (features,), float32
     whatever the compute `dtype`, same initializers, so checkpoints and converted weights load
@@ -135,6 +120,8 @@ class TorchConv(nn.Module):
     dilation: int = 1
     groups: int = 1
     dtype: Dtype = jnp.float32
+    stride: int = 1
+    padding: int | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -144,13 +131,15 @@ class TorchConv(nn.Module):
                              f"groups={groups}")
         kernel, bias = _conv_params(self, k, cin // groups, self.features)
         x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
-        if k == 1 and groups == 1:
+        pad = (k - 1) // 2 * self.dilation if self.padding is None else self.padding
+        same = self.stride == 1 and pad == (k - 1) // 2 * self.dilation
+        if k == 1 and groups == 1 and same:
             y = matmul_1x1(x, kernel)
-        elif groups == cin == self.features:
+        elif groups == cin == self.features and same:
             y = depthwise_conv(x, kernel, self.dilation)
         else:
-            pad = (k - 1) // 2 * self.dilation
-            y = lax.conv_general_dilated(x, kernel, (1, 1), ((pad, pad), (pad, pad)),
+            s = self.stride
+            y = lax.conv_general_dilated(x, kernel, (s, s), ((pad, pad), (pad, pad)),
                                          rhs_dilation=(self.dilation, self.dilation),
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                          feature_group_count=groups)
@@ -164,13 +153,15 @@ def torch_conv(
     dilation: int = 1,
     groups: int = 1,
     dtype: Dtype = jnp.float32,
+    stride: int = 1,
+    padding: int | None = None,
     name: str | None = None,
 ) -> TorchConv:
-    """A `TorchConv`, PyTorch's Conv2d(k, padding=(k - 1) // 2 * dilation, stride 1, bias).
+    """A `TorchConv`, PyTorch's Conv2d(k, stride, padding (None: 'same'), dilation, groups, bias).
 
     Params stay float32 whatever the compute `dtype`.
     """
-    return TorchConv(features, kernel_size, dilation, groups, dtype, name=name)
+    return TorchConv(features, kernel_size, dilation, groups, dtype, stride, padding, name=name)
 
 
 def pixel_shuffle(x: Array, scale: int) -> Array:
@@ -201,3 +192,62 @@ def masked_conv(
     """`torch_conv` applied to x, its output zeroed outside `mask`; call inside a compact method."""
     conv = torch_conv(features, kernel_size, dilation=dilation, groups=groups, dtype=dtype, name=name)
     return apply_mask(conv(x), mask)
+
+
+class Pool(nn.Module):
+    """PyTorch's AvgPool2d / MaxPool2d(window, stride) without padding (floor mode), NHWC; a
+    module so that `complexity.count_ops` sees it."""
+
+    kind: str  # "avg" | "max"
+    window: int
+    stride: int | None = None  # None: the window
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        k, s = self.window, self.stride or self.window
+        _, h, w, _ = x.shape
+        if h < k or w < k:
+            raise ValueError(f"{self.kind} pooling by {k}: the feature map is {h}x{w}, smaller than "
+                             "the window; give the model a larger input")
+        if s == k:  # non-overlapping windows: a reshape, exact and fast
+            oh, ow = h // k, w // k
+            x = x[:, :oh * k, :ow * k].reshape(x.shape[0], oh, k, ow, k, x.shape[-1])
+            return x.mean((2, 4)) if self.kind == "avg" else x.max((2, 4))
+        init, op = (0.0, lax.add) if self.kind == "avg" else (-jnp.inf, lax.max)
+        y = lax.reduce_window(x, jnp.asarray(init, x.dtype), op, (1, k, k, 1), (1, s, s, 1), "VALID")
+        return y / (k * k) if self.kind == "avg" else y
+
+
+class GlobalAvgPool(nn.Module):
+    """Per-channel mean over the valid region (mask N,H,W,1 of 0/1, or None), shape N,1,1,C:
+    PyTorch's AdaptiveAvgPool2d(1) on the unpadded image."""
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array | None = None) -> Array:
+        if mask is None:
+            return jnp.mean(x, axis=(1, 2), keepdims=True)
+        m = mask.astype(x.dtype)
+        return jnp.sum(x * m, axis=(1, 2), keepdims=True) / jnp.sum(m, axis=(1, 2), keepdims=True)
+
+
+def _bilinear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PyTorch's bilinear source taps for align_corners=False and an explicit output size:
+    src = (dst + 0.5) * in / out - 0.5, clamped at 0; returns (i0, i1, weight of i1)."""
+    src = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def resize_bilinear(x: Array, size: tuple[int, int]) -> Array:
+    """NHWC `F.interpolate(x, size, mode='bilinear', align_corners=False)`: two gathers and a
+    linear blend per axis."""
+    for axis, out_size in ((1, size[0]), (2, size[1])):
+        if x.shape[axis] == out_size:
+            continue
+        i0, i1, w = _bilinear_taps(out_size, x.shape[axis])
+        shape = [1] * x.ndim
+        shape[axis] = out_size
+        w = jnp.asarray(w, x.dtype).reshape(shape)
+        x = jnp.take(x, i0, axis=axis) * (1 - w) + jnp.take(x, i1, axis=axis) * w
+    return x

@@ -13,6 +13,9 @@ from mspan_jax.models.mspan import MSPAN, MSPANIR
 
 MODELS: dict[str, type[nn.Module]] = {"mspan": MSPAN, "imdn": IMDN, "mspan_ir": MSPANIR}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# config.model keys of the MSPAN reconstruction that preceded the paper's figures (until 2026-11):
+# a checkpoint that records them holds weights of another network.
+RETIRED_MSPAN_KEYS = frozenset({"mspa_dilations", "use_mspa", "mspa_fusion"})
 
 
 def get_model(model_config: Mapping[str, Any]) -> nn.Module:
@@ -25,6 +28,11 @@ def get_model(model_config: Mapping[str, Any]) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"config.model.name={name!r} is not a model; choose one of {sorted(MODELS)}")
     cls = MODELS[name]
+    retired = sorted(RETIRED_MSPAN_KEYS & set(kwargs))
+    if name in ("mspan", "mspan_ir") and retired:
+        raise ValueError(f"config.model has {retired}: these weights are of the MSPAN reconstruction "
+                         "of before 2026-11, and the MSPAN architecture changed to the paper's figures "
+                         "(docs/architecture.md); retrain, or use the shipped weights/mspan_x{2,3,4}")
     dtype = kwargs.pop("dtype", "float32")
     if dtype not in DTYPES:
         raise ValueError(f"config.model.dtype={dtype!r}; choose one of {sorted(DTYPES)}")
