@@ -261,7 +261,7 @@ class Worker:
         self.framework = framework
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-            TF_CPP_MIN_LOG_LEVEL="2", OMP_WAIT_POLICY="PASSIVE")
+            TF_CPP_MIN_LOG_LEVEL="2")
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", framework, "--compile-timeout", str(compile_timeout)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)

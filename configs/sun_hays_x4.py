@@ -8,8 +8,8 @@ published bicubic LR) at the end. The argument after ':' picks the model:
     python scripts/train.py --config configs/sun_hays_x4.py:imdn --workdir /tmp/sh/imdn \
         --config.seed=1 --config.train.num_steps=30000   # second seed / GPU budget
 
-`mspan` and `imdn` are the two papers' models; the rest are MSPAN with one open choice changed
-(ABLATIONS). The defaults are the CPU-sized budget of the recorded table (LR patch 24, batch 8,
+`mspan` and `imdn` are the two papers' models; the rest are the paper's attention ablation
+(`attention_comparison.png`): MSPAN with its block attention replaced (ABLATIONS). The defaults are the CPU-sized budget of the recorded table (LR patch 24, batch 8,
 600 steps); benchmarks/train_compare_gpu.sh overrides them for the GPU budget.
 """
 
@@ -17,15 +17,12 @@ import ml_collections
 
 from mspan_jax.config_base import sr_config
 
-# MSPAN variants: config.model keys changed from the default reconstruction.
+# MSPAN variants of the paper's attention ablation: config.model keys changed from the default.
 ABLATIONS: dict[str, dict] = {
-    "mspan": {},
-    "no_mspa": dict(use_mspa=False),  # IDDB only
-    "mspa_one_branch": dict(mspa_dilations=(1,)),  # 1x1 + one depthwise 3x3 branch
-    "mspa_pixel_only": dict(mspa_dilations=()),  # 1x1 branch only: PAN's pixel attention
-    "mspa_parallel": dict(mspa_fusion="parallel"),  # one 1x1 over all branches
-    "distill_0.5": dict(distill_rate=0.5),
-    "mspa_three_branches": dict(mspa_dilations=(1, 2, 3)),
+    "mspan": {},  # MSPA in every IDDB
+    "no_attention": dict(attention="none"),  # the paper's "baseline"
+    "ca": dict(attention="ca"),  # RCAN's channel attention
+    "esa": dict(attention="esa"),  # RFDN's enhanced spatial attention
 }
 MODELS = ("imdn", *ABLATIONS)
 

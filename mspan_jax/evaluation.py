@@ -1,9 +1,13 @@
 """Evaluate a model (or a baseline: bicubic, the restoration input itself, non-local means) on LR/HR
 pairs: PSNR/SSIM per image and their means.
 
-Images of mixed sizes run through `inference.Predictor`: zero-padded to multiples of `bucket`
-with a validity mask, so results equal unpadded inference while the number of compiled programs
-stays bounded by the number of distinct padded shapes (reported as `num_compiled`).
+Images of mixed sizes run through `inference.Predictor`, whose results equal unpadded inference:
+models whose masked padding is exact (IMDN; MSPAN-IR with attention "none" or "ca") are
+zero-padded to multiples of `bucket` with a validity mask, so the number of compiled programs stays
+bounded by the number of distinct padded shapes; MSPAN (its MSPA or ESA attention would see the
+padding) runs each image at its own size, one program per distinct size, least recently used
+dropped beyond `inference.MAX_PROGRAMS` (`models.registry.pads_exactly` decides). Either way the
+count is reported as `num_compiled`.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ class EvalResult:
     images: list[ImageScore]
     num_compiled: int
     outputs: dict[str, np.ndarray] | None = None  # name -> uint8 (H, W, 3) SR, if keep_outputs
-    program_shapes: frozenset[tuple[int, ...]] = frozenset()  # padded input shapes that ran
+    program_shapes: frozenset[tuple[int, ...]] = frozenset()  # input shapes as run (padded or exact)
 
 
 def _check_pair(pair: EvalPair, scale: int) -> None:
@@ -96,7 +100,8 @@ def evaluate_pairs(apply_fn: ApplyFn, variables: Any, pairs: Sequence[EvalPair],
                    keep_outputs: bool = False) -> EvalResult:
     """PSNR/SSIM of `apply_fn(variables, x, mask)` (e.g. `model.apply`) on every pair.
 
-    Each LR goes in as float32 in [0, 1], padded to multiples of `bucket` with its mask; the SR
+    Each LR goes in as float32 in [0, 1], padded to multiples of `bucket` with its mask, or at its
+    own size for a model that masked padding would change (see the module docstring); the SR
     output is cropped to (scale h, scale w), quantized with `metrics.to_uint8` and scored against
     the HR. `self_ensemble` averages the x8 flips/rotations.
     """

@@ -1,24 +1,39 @@
 """Prediction on images of any size with a bounded number of compiled programs.
 
-`Predictor` pads each input with zeros to a multiple of `bucket` (per H and W) and passes the
-validity mask, so a padded input gives exactly the unpadded result while every size in a bucket
-shares one compiled program. `upscale_image` adds overlapping tiles for large images: each tile
-carries `tile_overlap` LR pixels of context on every side that are predicted and thrown away, and
-all tiles share one padded shape, so a whole photo costs one compile and shows no seams.
+`Predictor` takes one of two paths, by `models.registry.pads_exactly` of the model:
+
+- **padded** (IMDN; MSPAN-IR with attention "none" or "ca"): each input is zero-padded to a
+  multiple of `bucket` (per H and W) and the validity mask passed, so a padded input gives exactly
+  the unpadded result while every size in a bucket shares one compiled program;
+- **exact size** (MSPAN, MSPAN-IR with MSPA, the default, or ESA): MSPA's and ESA's pooled and
+  resized branches would see the padding (as would MSPAN's unmasked `rec_conv`, for any
+  attention), so each input runs at its own size, without a mask: one program per distinct size.
+
+Either way compiled programs live in one process-wide cache, keyed by `apply_fn`, the variables'
+shapes and the input shape, least recently used dropped beyond `MAX_PROGRAMS`; repeated
+evaluations with new parameter values reuse them. `upscale_image` adds overlapping tiles for large
+images: each tile carries at least `tile_overlap` LR pixels of context on every side that has
+image, predicted and thrown away, and all tiles of an image have one input shape, so a whole photo
+costs one compile. Tiles equal whole-image inference when the model's receptive field fits in the
+overlap and it has no global statistics (MSPAN without attention); MSPA's pooled context and
+IMDN's CCA see the tile borders (docs/evaluation.md gives the differences).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 
+from mspan_jax.models.registry import pads_exactly
 from mspan_jax.progress import ProgressLine
 
-ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+ApplyFn = Callable[[Any, jax.Array, jax.Array | None], jax.Array]
 
 
 def padded_size(length: int, bucket: int) -> int:
@@ -39,55 +54,90 @@ def _inverse_transform(y: np.ndarray, flip: bool, rot: int) -> np.ndarray:
     return y[:, ::-1] if flip else y
 
 
-_JITTED: dict[Any, Any] = {}  # apply_fn -> jax.jit(apply_fn), most recently used last
-_MAX_JITTED = 8
+# (owner, variables' avals, input shape, masked?) -> compiled program; most recently used last.
+_PROGRAMS: OrderedDict[Hashable, Any] = OrderedDict()
+MAX_PROGRAMS = 32  # compiled programs kept per process (each input size of an exact-size model is one)
 
 
-def jitted_apply(apply_fn: ApplyFn):
-    """`jax.jit(apply_fn)`, shared by every Predictor of the same `apply_fn` (e.g. one model's
-    `model.apply`), so repeated evaluations (validation during training) reuse its compiled
-    programs: jit compiles once per input shape and variables layout, and variables are an
-    argument, so new parameter values do not recompile."""
-    try:
-        jitted = _JITTED.pop(apply_fn, None)
-    except TypeError:  # an unhashable callable: nothing to share
-        return jax.jit(apply_fn)
-    _JITTED[apply_fn] = jitted if jitted is not None else jax.jit(apply_fn)
-    while len(_JITTED) > _MAX_JITTED:
-        _JITTED.pop(next(iter(_JITTED)))
-    return _JITTED[apply_fn]
+def _variables_key(variables: Any) -> Hashable:
+    leaves, treedef = jax.tree.flatten(variables)
+    return treedef, tuple(jax.typeof(leaf) for leaf in leaves)
+
+
+def _compile(apply_fn: ApplyFn, variables: Any, x: np.ndarray, mask: np.ndarray | None):
+    """`apply_fn` compiled ahead of time for these argument shapes: dropping the program frees it,
+    where a jitted function keeps one for every shape it has seen."""
+    return jax.jit(apply_fn).lower(variables, x, mask).compile()
+
+
+def _compiled(owner: Hashable, apply_fn: ApplyFn, variables: Any, variables_key: Hashable,
+              x: np.ndarray, mask: np.ndarray | None):
+    """The program of `apply_fn` for these argument shapes: from `_PROGRAMS`, else compiled."""
+    key = (owner, variables_key, x.shape, mask is not None)
+    program = _PROGRAMS.pop(key, None)
+    if program is None:
+        program = _compile(apply_fn, variables, x, mask)
+    _PROGRAMS[key] = program
+    while len(_PROGRAMS) > MAX_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
+    return program
+
+
+def model_pads_exactly(apply_fn: ApplyFn) -> bool:
+    """`pads_exactly` of the model whose bound `apply` `apply_fn` is (e.g. `model.apply`); True for
+    any other callable (a stand-in that takes the mask)."""
+    model = getattr(apply_fn, "__self__", None)
+    return pads_exactly(model) if isinstance(model, nn.Module) else True
 
 
 class Predictor:
     """Runs `apply_fn(variables, x, mask)` on single float (h, w, C) images in [0, 1].
 
-    Inputs are zero-padded to `pad_to` (default: the next multiples of `bucket`) and masked, so
-    one compiled program serves every size in a bucket; `num_compiled` counts the distinct
-    programs (padded shapes) this predictor has run. Programs are compiled once per process and
-    `apply_fn` (see `jitted_apply`).
+    `padded` (default: `model_pads_exactly(apply_fn)`): inputs are zero-padded to `pad_to`
+    (default: the next multiples of `bucket`) and masked, so one program serves every size in a
+    bucket. Not `padded`: each input runs at its own size with mask None (exact for every model;
+    one program per size, `bucket` and `pad_to` unused). `num_compiled` counts the distinct
+    programs (input shapes as run) this predictor has used; they are compiled once per process
+    while in the cache (`MAX_PROGRAMS`), shared by predictors of the same `apply_fn`.
     """
 
-    def __init__(self, apply_fn: ApplyFn, variables: Any, *, scale: int, bucket: int = 64):
+    def __init__(self, apply_fn: ApplyFn, variables: Any, *, scale: int, bucket: int = 64,
+                 padded: bool | None = None):
         if bucket < 1:
             raise ValueError(f"bucket must be a positive integer, got {bucket}")
         self.apply_fn, self.scale, self.bucket = apply_fn, int(scale), int(bucket)
+        self.padded = model_pads_exactly(apply_fn) if padded is None else bool(padded)
         self.variables = jax.device_put(variables)
-        self._jitted = jitted_apply(apply_fn)
+        self._variables_key = _variables_key(self.variables)
+        try:
+            hash(apply_fn)
+            self._owner: Hashable = apply_fn
+        except TypeError:  # an unhashable callable: its programs are this predictor's own
+            self._owner = object()
         self._shapes: set[tuple[int, ...]] = set()
 
     @property
     def num_compiled(self) -> int:
-        """How many distinct programs (padded input shapes) this predictor has run."""
+        """How many distinct programs (input shapes as run, padded or exact) this predictor has run."""
         return len(self._shapes)
 
     @property
     def program_shapes(self) -> frozenset[tuple[int, ...]]:
-        """The padded input shapes (N, H, W, C) this predictor has run, one program each."""
+        """The input shapes (N, H, W, C) as run (padded or exact) by this predictor, one program each."""
         return frozenset(self._shapes)
 
+    def _run(self, x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        self._shapes.add(x.shape)
+        program = _compiled(self._owner, self.apply_fn, self.variables, self._variables_key, x, mask)
+        return np.asarray(program(self.variables, x, mask))
+
     def predict(self, x: np.ndarray, pad_to: tuple[int, int] | None = None) -> np.ndarray:
-        """Float32 output (scale h, scale w, C_out) of one float (h, w, C) input."""
+        """Float32 output (scale h, scale w, C_out) of one float (h, w, C) input; `pad_to` (padded
+        path only) overrides the bucket's size."""
         h, w, c = x.shape
+        if not self.padded:
+            y = self._run(np.ascontiguousarray(x[None], np.float32), None)
+            return y[0, : self.scale * h, : self.scale * w]
         ph, pw = pad_to if pad_to is not None else (padded_size(h, self.bucket),
                                                      padded_size(w, self.bucket))
         if ph < h or pw < w:
@@ -96,9 +146,7 @@ class Predictor:
         padded[0, :h, :w] = x
         mask = np.zeros((1, ph, pw, 1), np.float32)
         mask[0, :h, :w] = 1.0
-        self._shapes.add(padded.shape)
-        y = self._jitted(self.variables, padded, mask)
-        return np.asarray(y)[0, : self.scale * h, : self.scale * w]
+        return self._run(padded, mask)[0, : self.scale * h, : self.scale * w]
 
     def predict_ensemble(self, x: np.ndarray, pad_to: tuple[int, int] | None = None) -> np.ndarray:
         """The x8 self-ensemble: mean of the inverse-transformed outputs of 8 flips/rotations."""
@@ -117,15 +165,20 @@ class Predictor:
 def tile_grid(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
     """(core_start, core_end, input_start, input_end) along one axis.
 
-    Cores of `tile - 2 * overlap` pixels cover the axis without overlapping; each input extends
-    its core by `overlap` context pixels on both sides (clipped to the image), so inputs are at
-    most `tile` long.
+    Cores of `tile - 2 * overlap` pixels cover the axis without overlapping; each input is the
+    window of min(tile, length) pixels around its core, with at least `overlap` context pixels on
+    each side that has image (at the image border the window shifts inward, taking more on the
+    other side). Every input along the axis has that one length, so all tiles of an image share
+    one shape, and one program, padded or not.
     """
     if tile <= 2 * overlap:
         raise ValueError(f"tile ({tile}) must be larger than twice tile_overlap ({overlap})")
-    step = tile - 2 * overlap
-    cores = [(s, min(s + step, length)) for s in range(0, length, step)]
-    return [(a, b, max(0, a - overlap), min(length, b + overlap)) for a, b in cores]
+    step, size = tile - 2 * overlap, min(tile, length)
+    grid = []
+    for a in range(0, length, step):
+        start = min(max(0, a - overlap), length - size)
+        grid.append((a, min(a + step, length), start, start + size))
+    return grid
 
 
 def upscale_image(predictor: Predictor, lr: np.ndarray, *, tile: int = 256, tile_overlap: int = 16,
@@ -133,8 +186,8 @@ def upscale_image(predictor: Predictor, lr: np.ndarray, *, tile: int = 256, tile
     """Float32 SR (scale H, scale W, C_out) in model range of a uint8 (H, W, C) image or a float
     one in [0, 1] (e.g. from 16-bit samples).
 
-    Whole-image when both sides fit in `tile`; otherwise overlapping tiles, all padded to
-    (tile, tile) so they share one compiled program.
+    Whole-image when both sides fit in `tile`; otherwise overlapping tiles (`tile_grid`), all of one
+    shape, padded to (tile, tile) on the padded path, so they share one compiled program.
     """
     x = lr.astype(np.float32) / 255.0 if lr.dtype == np.uint8 else np.asarray(lr, np.float32)
     h, w = lr.shape[:2]

@@ -3,7 +3,9 @@
   python scripts/convert_torch_weights.py --model imdn --scale 4 \\
       --src ../shared/weights/IMDN_x4.pth --out /tmp/imdn4 --verify
 
-The model is `config_base.model_config(--model, --scale)`, or `config.model` of --config.
+The model is `config_base.model_config(--model, --scale)`, or `config.model` of --config (whose keys
+take overrides, e.g. --config.model.num_features=64); --attention picks MSPAN's block attention
+(none, ca, esa or mspa: the paper's ablation), e.g. `--model mspan --scale 2 --attention esa`.
 --verify runs the PyTorch reference model with the same state_dict and the Flax model with the
 converted params on one random input and refuses (exit 1, nothing written) a max abs
 difference above 1e-4. See docs/conversion.md.
@@ -23,6 +25,7 @@ from mspan_jax import cli
 from mspan_jax.config_base import MODEL_DEFAULTS, model_config
 from mspan_jax.convert import convert_state_dict, read_weights
 from mspan_jax.extras import require
+from mspan_jax.models.attention import ATTENTIONS
 from mspan_jax.params_io import check_writable, save_params
 
 VERIFY_TOLERANCE = 1e-4
@@ -30,6 +33,8 @@ VERIFY_INPUT_HW = (32, 40)
 
 _MODEL = flags.DEFINE_enum("model", None, sorted(MODEL_DEFAULTS), "Architecture of the weights.")
 _SCALE = flags.DEFINE_integer("scale", None, "Upscaling factor (1 for mspan_ir).")
+_ATTENTION = flags.DEFINE_enum("attention", None, list(ATTENTIONS), "MSPAN's block attention "
+                               "(default: the config's, the paper's mspa).")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file whose config.model is used "
                                           "instead of --model/--scale, e.g. configs/imdn_x4.py.")
 _SRC = flags.DEFINE_string("src", None, "PyTorch weight file (.pth, .pt or .safetensors).")
@@ -43,17 +48,25 @@ flags.mark_flags_as_required(["src", "out"])
 
 
 def resolve_model_config() -> Any:
-    """config.model from --config, or from --model/--scale; they must agree when both are given."""
+    """config.model from --config, or from --model/--scale[/--attention]; a flag given beside
+    --config must agree with it."""
     config = _CONFIG.value
     if config is None:
         if _MODEL.value is None or _SCALE.value is None:
             raise ValueError("pass --model and --scale, or --config")
-        return model_config(_MODEL.value, _SCALE.value)
+        cfg = model_config(_MODEL.value, _SCALE.value)
+        if _ATTENTION.value is not None:
+            if "attention" not in cfg:
+                raise ValueError(f"--attention: {cfg.name} has no block attention to choose; it is "
+                                 "for mspan and mspan_ir")
+            cfg.attention = _ATTENTION.value
+        return cfg
     cfg = config.model
-    for flag, key in ((_MODEL, "name"), (_SCALE, "scale")):
-        if flag.value is not None and flag.value != cfg[key]:
+    for flag, key in ((_MODEL, "name"), (_SCALE, "scale"), (_ATTENTION, "attention")):
+        if flag.value is not None and flag.value != cfg.get(key):
             raise ValueError(f"--{flag.name}={flag.value} disagrees with the config's model.{key}="
-                             f"{cfg[key]}; drop one of them")
+                             f"{cfg.get(key)}; drop one of them (or override the config: "
+                             f"--config.model.{key}={flag.value})")
     return cfg
 
 
@@ -71,7 +84,8 @@ def main(argv: Sequence[str]) -> None:
         print(f"the file also holds {', '.join(repr(k) for k in others)}; pass --param-key to convert "
               "that instead")
     variables = convert_state_dict(cfg, state_dict)
-    print(f"converted to {cfg['name']} x{cfg['scale']} (num_features={cfg['num_features']})")
+    attention = f", attention {cfg['attention']}" if "attention" in cfg else ""
+    print(f"converted to {cfg['name']} x{cfg['scale']} (num_features={cfg['num_features']}{attention})")
     if _VERIFY.value:
         from mspan_jax.convert.torch_reference import max_abs_difference
 

@@ -1,5 +1,6 @@
-"""Evaluation engine: padded+masked inference equals unpadded, bounded compiles, exact scoring,
-self-ensemble, tiling without seams, folder pairs."""
+"""Evaluation engine: inference equals unpadded (padded+masked where that is exact, else at each
+input's own size), bounded compiles, exact scoring, self-ensemble, tiling without seams (and MSPA's
+bounded tile difference), folder pairs."""
 
 from __future__ import annotations
 
@@ -8,52 +9,123 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mspan_jax import metrics
+from mspan_jax import inference, metrics
 from mspan_jax.data.images import write_image
 from mspan_jax.data.imresize import bicubic_downscale, bicubic_upscale
 from mspan_jax.data.pairs import EvalPair, load_folder_pairs
-from mspan_jax.evaluation import bicubic_scores, evaluate_pairs
+from mspan_jax.evaluation import bicubic_scores, evaluate_pairs, model_input
 from mspan_jax.inference import Predictor, tile_grid, upscale_image
 from mspan_jax.models import get_model
 from mspan_jax.models.imdn import IMDN
-from mspan_jax.models.mspan import MSPAN
+from mspan_jax.models.mspan import MSPAN, MSPANIR
+from mspan_jax.models.registry import pads_exactly
 
 RNG = np.random.default_rng(0)
 TINY = {
-    "mspan": MSPAN(scale=2, num_features=8, num_blocks=1, num_units=2),
+    "mspan": MSPAN(scale=2, num_features=8, num_blocks=1, num_units=2),  # MSPA, the default
+    "mspan_esa": MSPAN(scale=2, num_features=8, num_blocks=1, num_units=2, attention="esa"),
+    "mspan_ca": MSPAN(scale=2, num_features=8, num_blocks=1, num_units=2, attention="ca"),
+    "mspan_ir": MSPANIR(num_features=8, num_blocks=1, num_units=2),
+    "mspan_ir_ca": MSPANIR(num_features=8, num_blocks=1, num_units=2, attention="ca"),
     "imdn": IMDN(scale=2, num_features=8, num_modules=1, cca_reduction=2),
 }
+# Whether zero padding with a mask leaves the output exact (`pads_exactly`): MSPA's and ESA's pooled
+# branches see it, and so does MSPAN's upsampler through the unmasked rec_conv, whatever the attention.
+PADS_EXACTLY = {"mspan": False, "mspan_esa": False, "mspan_ca": False, "mspan_ir": False,
+                "mspan_ir_ca": True, "imdn": True}
 
 
 def _random_variables(model, seed: int = 0):
-    """Random variables of the model's shapes, without model.init (eager init costs ~10 s on CPU)."""
+    """Random variables of the model's shapes, without model.init (eager init costs ~10 s on CPU).
+    MSPA's and ESA's get a larger spread: at 0.2 their attention is nearly flat, and padding or a
+    tile border would hardly show in the output."""
     rng = np.random.default_rng(seed)
-    probe = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
+    probe = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)  # ESA needs >= 15x15
     shapes = jax.eval_shape(model.init, jax.random.key(0), probe)
-    return jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.2).astype(np.float32), shapes)
+
+    def draw(path, s):
+        std = 1.0 if {"mspa", "esa"} & {getattr(k, "key", None) for k in path} else 0.2
+        return (rng.standard_normal(s.shape) * std).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def _random_image(h: int, w: int) -> np.ndarray:
     return RNG.random((h, w, 3), dtype=np.float32)
 
 
-@pytest.mark.parametrize("name", ["mspan", "imdn"])
-def test_padded_masked_equals_unpadded(name):
+def _unpadded(model, variables, x: np.ndarray) -> np.ndarray:
+    """The model on x as it is: no padding, no mask, not jitted."""
+    return np.asarray(model.apply(variables, jnp.asarray(x[None])))[0]
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_predictor_equals_unpadded(name):
     model = TINY[name]
     x = _random_image(17, 23)
     variables = _random_variables(model)
-    expected = np.asarray(model.apply(variables, jnp.asarray(x[None])))[0]
-    predictor = Predictor(model.apply, variables, scale=2, bucket=32)
-    got = predictor(x)  # padded to 32x32 with a mask
-    assert got.shape == (34, 46, 3)
+    expected = _unpadded(model, variables, x)
+    s = model.scale
+    predictor = Predictor(model.apply, variables, scale=s, bucket=32)
+    assert predictor.padded == pads_exactly(model) == PADS_EXACTLY[name]
+    got = predictor(x)  # padded to 32x32 with a mask, or run at 17x23
+    assert got.shape == (17 * s, 23 * s, 3)
+    assert predictor.program_shapes == {(1, 32, 32, 3) if predictor.padded else (1, 17, 23, 3)}
     diff = float(np.abs(got - expected).max())
-    print(f"{name}: padded+masked vs unpadded max abs diff {diff:.2e}")
+    masked = Predictor(model.apply, variables, scale=s, bucket=32, padded=True)(x)
+    masked_diff = float(np.abs(masked - expected).max())
+    print(f"{name}: predictor vs unpadded max abs diff {diff:.2e}; padded+masked {masked_diff:.2e}")
     assert diff <= 1e-5
-    # Without the mask the zero padding would leak in (through IMDN's CCA pooling and border convs).
+    if not PADS_EXACTLY[name]:  # what the exact-size path avoids (pins the declaration both ways)
+        assert masked_diff > 1e-3
+        return
+    assert masked_diff <= 1e-5
+    # Without the mask the zero padding would leak in (through the global pooling and border convs).
     padded = np.zeros((1, 32, 32, 3), np.float32)
     padded[0, :17, :23] = x
-    unmasked = np.asarray(model.apply(variables, jnp.asarray(padded)))[0, :34, :46]
+    unmasked = np.asarray(model.apply(variables, jnp.asarray(padded)))[0, :17 * s, :23 * s]
     assert float(np.abs(unmasked - expected).max()) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["mspan", "imdn"])
+def test_bucketed_evaluation_equals_per_image_inference(name):
+    model = TINY[name]
+    variables = _random_variables(model)
+    sizes = {"a": (17, 23), "b": (20, 30), "c": (33, 10), "d": (17, 23)}
+    pairs = [EvalPair(n, _uint8(h, w), _uint8(2 * h, 2 * w)) for n, (h, w) in sizes.items()]
+    result = evaluate_pairs(model.apply, variables, pairs, scale=2, crop_border=2, bucket=32,
+                            progress=False, keep_outputs=True)
+    for pair, score in zip(pairs, result.images, strict=True):
+        expected = metrics.to_uint8(_unpadded(model, variables, model_input(pair.lr)))
+        levels = np.abs(result.outputs[pair.name].astype(np.int16) - expected)
+        assert levels.max() <= 1 and np.mean(levels == 0) > 0.999  # float rounding at a .5 level
+        assert score.psnr == pytest.approx(metrics.psnr(expected, pair.hr, crop_border=2), abs=1e-3)
+    if PADS_EXACTLY[name]:  # one program per bucket: 32x32 for a, b, d; 64x32 for c
+        shapes = {(1, 32, 32, 3), (1, 64, 32, 3)}
+    else:  # one program per distinct size
+        shapes = {(1, h, w, 3) for h, w in sizes.values()}
+    assert result.program_shapes == shapes and result.num_compiled == len(shapes)
+
+
+def test_exact_size_programs_are_least_recently_used(monkeypatch):
+    compiles, compile_ = [], inference._compile
+
+    def counting_compile(apply_fn, variables, x, mask):
+        assert mask is None  # the exact-size path passes no mask
+        compiles.append(x.shape[1:3])
+        return compile_(apply_fn, variables, x, mask)
+
+    monkeypatch.setattr(inference, "_compile", counting_compile)
+    monkeypatch.setattr(inference, "MAX_PROGRAMS", 2)
+    predictor = Predictor(_nearest_apply, {"params": {"gain": jnp.float32(1.0)}}, scale=2,
+                          padded=False)
+    for h, w in [(5, 7), (6, 7), (5, 7), (8, 3), (5, 7), (6, 7)]:
+        x = _random_image(h, w)
+        np.testing.assert_array_equal(predictor(x), np.repeat(np.repeat(x, 2, 0), 2, 1))
+        assert len(inference._PROGRAMS) <= 2
+    # (6, 7) was the least recently used when (8, 3) came, so it compiles again; (5, 7) never does.
+    assert compiles == [(5, 7), (6, 7), (8, 3), (6, 7)]
+    assert predictor.num_compiled == 3
 
 
 def _nearest_apply(variables, x, mask):
@@ -147,23 +219,52 @@ def test_tile_grid_covers_the_axis():
     grid = tile_grid(50, 24, 8)
     cores = [(a, b) for a, b, _, _ in grid]
     assert cores == [(0, 8), (8, 16), (16, 24), (24, 32), (32, 40), (40, 48), (48, 50)]
-    assert all(b - a <= 24 for _, _, a, b in grid)
+    for a, b, start, end in grid:  # one input length; >= 8 context pixels wherever there is image
+        assert end - start == 24 and start <= a and b <= end
+        assert (a - start >= 8 or start == 0) and (end - b >= 8 or end == 50)
+    assert tile_grid(10, 24, 8) == [(0, 8, 0, 10), (8, 10, 0, 10)]  # shorter than a tile: all of it
     with pytest.raises(ValueError, match="tile"):
         tile_grid(50, 16, 8)
 
 
+def _tiny_mspan(attention: str):
+    return get_model(dict(name="mspan", scale=2, num_features=8, num_blocks=1, num_units=1,
+                          attention=attention))
+
+
 def test_tiles_have_no_seams():
-    # Tiny MSPAN sees 6 LR pixels around each pixel (3x3 convs, a dilation-2 branch), so 8 pixels of
-    # context make the tiles exact.
-    model = get_model(dict(name="mspan", scale=2, num_features=8, num_blocks=1, num_units=1))
-    lr = _uint8(30, 41)
-    variables = _random_variables(model)
-    predictor = Predictor(model.apply, variables, scale=2, bucket=64)
+    # Tiny MSPAN without attention sees 4 LR pixels around each pixel (fea_conv, CU, rec_conv and
+    # upsampler are 3x3), so 8 pixels of context make its tiles exact; it runs them at their own
+    # size, as every MSPAN. The padded path (a stand-in) pads every 20x24 tile to 24x24.
+    lr = _uint8(20, 41)
+    model = _tiny_mspan("none")
+    exact = Predictor(model.apply, _random_variables(model), scale=2, bucket=64)
+    padded = Predictor(_nearest_apply, {"params": {"gain": jnp.float32(0.7)}}, scale=2, bucket=64)
+    assert not exact.padded and padded.padded
+    for predictor, shapes in ((exact, {(1, 20, 41, 3), (1, 20, 24, 3)}),
+                              (padded, {(1, 64, 64, 3), (1, 24, 24, 3)})):
+        whole = upscale_image(predictor, lr, tile=64)
+        tiled = upscale_image(predictor, lr, tile=24, tile_overlap=8)
+        assert tiled.shape == whole.shape == (40, 82, 3)
+        assert predictor.program_shapes == shapes  # one for the whole image, one for every tile
+        assert float(np.abs(tiled - whole).max()) <= 1e-5
+
+
+def test_mspa_tiles_differ_from_the_whole_image_within_a_bound():
+    # MSPA's 2x2 / 4x4 pooled context and its bilinear resize see the tile border, so tiles are
+    # close to the whole image, not equal (docs/evaluation.md measures full-size MSPAN x4). Measured
+    # here: max 0.13 and mean 0.0067 on outputs spanning 16 (the attention weights drawn at std 1).
+    model = _tiny_mspan("mspa")
+    lr = np.random.default_rng(5).integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    predictor = Predictor(model.apply, _random_variables(model), scale=2)
     whole = upscale_image(predictor, lr, tile=64)
     tiled = upscale_image(predictor, lr, tile=24, tile_overlap=8)
     assert tiled.shape == whole.shape == (60, 82, 3)
-    assert predictor.num_compiled == 2  # 64x64 whole image, 24x24 for every tile
-    assert float(np.abs(tiled - whole).max()) <= 1e-5
+    assert predictor.program_shapes == {(1, 30, 41, 3), (1, 24, 24, 3)}  # exact sizes, one per tile
+    diff = np.abs(tiled - whole)
+    print(f"mspa tiles vs whole: max {diff.max():.3e}, mean {diff.mean():.3e}, "
+          f"range of the output {np.ptp(whole):.2f}")
+    assert 1e-3 < float(diff.max()) <= 0.3 and float(diff.mean()) <= 0.015
 
 
 def test_load_folder_pairs_bicubic_and_lr_dir(tmp_path):

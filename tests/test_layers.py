@@ -1,5 +1,6 @@
-"""TorchConv's fast forms equal lax's convolution: the depthwise shift-and-add with its own VJP
-(dilations 1 and 2, masked like MSPA) and the 1x1 conv as a matmul, in outputs and gradients."""
+"""Layers equal their references: TorchConv's fast forms (the depthwise shift-and-add with its own
+VJP at dilations 1 and 2, masked; the 1x1 conv as a matmul) equal lax's convolution in outputs and
+gradients; its stride-2 unpadded form, Pool, GlobalAvgPool and resize_bilinear equal PyTorch's."""
 
 from __future__ import annotations
 
@@ -8,9 +9,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import require_torch
 from jax import lax
 
-from mspan_jax.models.layers import TorchConv, apply_mask, depthwise_conv
+from mspan_jax.models.layers import (
+    GlobalAvgPool,
+    Pool,
+    TorchConv,
+    apply_mask,
+    depthwise_conv,
+    resize_bilinear,
+)
 
 
 def lax_conv(x, kernel, bias, dilation=1, groups=1):
@@ -95,3 +104,70 @@ def test_torch_conv_module_equals_lax_conv(kernel_size, dilation, groups):
 def test_torch_conv_rejects_channels_not_divisible_by_groups():
     with pytest.raises(ValueError, match="not divisible by groups=4"):
         TorchConv(8, 3, groups=4).init(jax.random.key(0), jnp.zeros((1, 5, 5, 6)))
+
+
+def torch_pool_nchw(x: np.ndarray, kind: str, k: int, s: int) -> np.ndarray:
+    """PyTorch's AvgPool2d / MaxPool2d(k, s) without padding (floor mode) by its definition."""
+    n, c, h, w = x.shape
+    oh, ow = (h - k) // s + 1, (w - k) // s + 1
+    out = np.zeros((n, c, oh, ow), x.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            window = x[:, :, i * s:i * s + k, j * s:j * s + k]
+            out[:, :, i, j] = window.mean((2, 3)) if kind == "avg" else window.max((2, 3))
+    return out
+
+
+@pytest.mark.parametrize("kind,window,stride,hw", [("avg", 2, None, (9, 11)), ("avg", 4, None, (9, 14)),
+                                                   ("max", 7, 3, (15, 17)), ("avg", 3, 2, (8, 9)),
+                                                   ("max", 2, None, (5, 4))])
+def test_pool_equals_torch_floor_mode(kind, window, stride, hw):
+    x = np.random.default_rng(window).normal(size=(2, *hw, 3)).astype(np.float32)
+    got = Pool(kind, window, stride).apply({}, jnp.asarray(x))
+    want = torch_pool_nchw(x.transpose(0, 3, 1, 2), kind, window, stride or window)
+    np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want, rtol=1e-6, atol=1e-6)
+
+
+def test_pool_refuses_a_map_smaller_than_its_window():
+    with pytest.raises(ValueError, match="3x8, smaller than the window"):
+        Pool("avg", 4).apply({}, jnp.zeros((1, 3, 8, 2)))
+
+
+def test_global_avg_pool_averages_the_valid_region():
+    x = np.random.default_rng(0).normal(size=(2, 6, 5, 3)).astype(np.float32)
+    mask = np.zeros((2, 6, 5, 1), np.float32)
+    mask[0, :4, :3] = 1
+    mask[1] = 1
+    got = np.asarray(GlobalAvgPool().apply({}, jnp.asarray(x), jnp.asarray(mask)))
+    np.testing.assert_allclose(got[0, 0, 0], x[0, :4, :3].mean((0, 1)), rtol=1e-5)
+    np.testing.assert_allclose(got[1, 0, 0], x[1].mean((0, 1)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("size_in,size_out", [((5, 7), (11, 3)), ((4, 4), (8, 8)), ((7, 3), (3, 7)),
+                                              ((6, 5), (6, 5))])
+def test_resize_bilinear_equals_torch_interpolate(size_in, size_out):
+    torch = require_torch()
+    x = np.random.default_rng(sum(size_in)).normal(size=(2, 3, *size_in)).astype(np.float32)
+    want = torch.nn.functional.interpolate(torch.from_numpy(x), size=size_out, mode="bilinear",
+                                           align_corners=False).numpy()
+    got = np.asarray(resize_bilinear(jnp.asarray(x.transpose(0, 2, 3, 1)), size_out))
+    np.testing.assert_allclose(got.transpose(0, 3, 1, 2), want, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_conv_stride_2_padding_0_equals_torch():
+    """ESA's conv2: PyTorch's Conv2d(k=3, stride=2, padding=0) on odd and even sizes."""
+    torch = require_torch()
+    for hw in ((15, 16), (9, 9)):
+        x = np.random.default_rng(hw[1]).normal(size=(1, *hw, 4)).astype(np.float32)
+        conv = TorchConv(5, 3, stride=2, padding=0)
+        params = conv.init(jax.random.key(0), x)["params"]
+        reference = torch.nn.Conv2d(4, 5, 3, stride=2, padding=0)
+        with torch.no_grad():
+            kernel = np.array(params["kernel"]).transpose(3, 2, 0, 1).copy()
+            reference.weight.copy_(torch.from_numpy(kernel))
+            reference.bias.copy_(torch.from_numpy(np.array(params["bias"]) + 0.5))
+            want = reference(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+        params = {"kernel": params["kernel"], "bias": params["bias"] + 0.5}
+        got = np.asarray(conv.apply({"params": params}, jnp.asarray(x))).transpose(0, 3, 1, 2)
+        assert got.shape == want.shape == (1, 5, (hw[0] - 3) // 2 + 1, (hw[1] - 3) // 2 + 1)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

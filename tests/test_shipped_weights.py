@@ -9,7 +9,7 @@ from conftest import REPO_ROOT, run_script
 
 from mspan_jax import Upscaler
 from mspan_jax.config_base import model_config
-from mspan_jax.data.images import read_image
+from mspan_jax.data.images import read_image, write_image
 from mspan_jax.data.pairs import load_set_folder
 from mspan_jax.evaluation import bicubic_scores, evaluate_pairs
 from mspan_jax.models import get_model
@@ -50,3 +50,19 @@ def test_scripts_run_the_shipped_x4_without_a_config(set5_dir, tmp_path):
                       "--lr-dir", set5_dir / "LR_bicubic" / "X4")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "model mspan x4" in done.stdout and "Set5 x4 (5 images)" in done.stdout
+
+
+def test_a_checkpoint_of_the_retired_reconstruction_fails_in_one_line(tmp_path):
+    """Weights of the MSPAN reconstruction that preceded the paper's figures (their model.json
+    kept in tests/data) are refused with one line that says the architecture changed."""
+    old = tmp_path / "old_mspan_x4"
+    (old / "params").mkdir(parents=True)
+    (old / "model.json").write_text((REPO_ROOT / "tests" / "data" / "retired_mspan_x4_model.json")
+                                    .read_text())
+    image = tmp_path / "lr.png"
+    write_image(image, np.zeros((8, 8, 3), np.uint8))
+    done = run_script("upscale.py", "--checkpoint", old, "--input", image, "--output", tmp_path / "o")
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MSPAN architecture changed" in lines[0], done.stderr
+    assert not (tmp_path / "o").exists()

@@ -31,31 +31,30 @@ def _sun_hays(arg: str) -> ml_collections.ConfigDict:
 
 def _param_names(config: ml_collections.ConfigDict) -> dict[str, int]:
     variables = jax.eval_shape(get_model(config.model).init, jax.random.key(0),
-                               jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32))
+                               jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32))
     block = variables["params"].get("body", {}).get("IDDB1", {})  # MSPAN's first IDDB; none in IMDN
     return {"total": count_params(variables), **{k: count_params(v) for k, v in block.items()}}
 
 
 def test_every_model_of_the_comparison_builds_with_the_same_budget():
     base = _sun_hays("mspan")
-    assert _param_names(base)["total"] == 490_512  # the default reconstruction, untouched
+    assert _param_names(base)["total"] == 611_952  # the paper's MSPAN x4 (612K)
     sizes = {}
-    for name in ("imdn", "no_mspa", "mspa_one_branch", "mspa_pixel_only", "mspa_parallel", "distill_0.5",
-                 "mspa_three_branches"):
+    for name in ("imdn", "no_attention", "ca", "esa"):
         config = _sun_hays(name)
         for section in ("data", "train", "eval"):  # only the model differs
             assert config[section] == base[section], (name, section)
         sizes[name] = _param_names(config)
     assert sizes["imdn"]["total"] == 715_176
-    assert "mspa" not in sizes["no_mspa"] and sizes["no_mspa"]["total"] == 490_512 - 6 * 12_624
-    # Parallel fusion: one 1x1 over the three branches instead of two chained 1x1s over two each.
-    assert sizes["mspa_parallel"]["mspa"] == 12_624 - 2 * (96 * 48 + 48) + (144 * 48 + 48)
-    assert sizes["mspa_one_branch"]["mspa"] < sizes["mspa_three_branches"]["mspa"]
+    # The paper's x2 ablation adds 2K (CA), 39K (ESA) and 53K (MSPA) over no attention; at x4 too.
+    assert "mspa" not in sizes["no_attention"] and sizes["no_attention"]["total"] == 611_952 - 6 * 8_952
+    assert sizes["ca"]["ca"] == 339 and sizes["esa"]["esa"] == 6_600
+    assert _param_names(base)["mspa"] == 8_952
     with pytest.raises(ValueError, match="unknown model"):
         _sun_hays("mspan_big")
     bad = _sun_hays("mspan")
-    bad.model.mspa_fusion = "diagonal"
-    with pytest.raises(ValueError, match="mspa_fusion='diagonal'"):
+    bad.model.attention = "diagonal"
+    with pytest.raises(ValueError, match="attention='diagonal'"):
         _param_names(bad)
 
 

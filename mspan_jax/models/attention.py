@@ -2,10 +2,14 @@
 
 All take the fused block features (N, H, W, C) and return them reweighted, same shape. MSPA and
 ESA work partly at reduced resolution, so unlike the convolutions they do not ignore zero padding:
-a padded input is not the unpadded one (evaluation runs them unpadded; docs/evaluation.md).
+a padded input is not the unpadded one. Each module's `pads_exactly` says so, and
+`registry.pads_exactly` turns it into the model's answer, by which `inference.Predictor` runs
+such models unpadded, one program per input size (docs/evaluation.md).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -38,6 +42,9 @@ class MSPA(nn.Module):
     then `fuse{k}_full` with the full-resolution map). Channel U (`channel_up`, 1x1 back to C) and a
     sigmoid give the attention matrix, multiplied into the input.
     """
+
+    # Spatial D's pooled maps and their bilinear resize see the zero padding and the padded size.
+    pads_exactly: ClassVar[bool] = False
 
     features: int = 48
     reduction: int = 4
@@ -74,6 +81,8 @@ class MSPA(nn.Module):
 class CA(nn.Module):
     """Channel attention (RCAN's): global average pool, 1x1 to C / reduction, ReLU, 1x1, sigmoid."""
 
+    pads_exactly: ClassVar[bool] = True  # the pool averages over the mask only
+
     features: int = 48
     reduction: int = 16
     dtype: Dtype = jnp.float32
@@ -90,6 +99,9 @@ class ESA(nn.Module):
     """Enhanced spatial attention, as RFDN's `ESA` (its layer names): 1x1 to C / reduction, a 3x3
     stride-2 conv, 7x7 stride-3 max pooling, three 3x3 convs, bilinear back to full size, plus a
     1x1 of the reduced full-resolution map, 1x1 back to C, sigmoid. Needs H, W >= 15."""
+
+    # The strided conv, max pooling and bilinear resize see the zero padding and the padded size.
+    pads_exactly: ClassVar[bool] = False
 
     features: int = 48
     reduction: int = 4
@@ -108,6 +120,17 @@ class ESA(nn.Module):
         cf = torch_conv(f, 1, dtype=dt, name="conv_f")(c1_)
         m = nn.sigmoid(torch_conv(self.features, 1, dtype=dt, name="conv4")(c3 + cf))
         return apply_mask(x * m, mask)
+
+
+ATTENTION_MODULES: dict[str, type[nn.Module]] = {"mspa": MSPA, "ca": CA, "esa": ESA}
+
+
+def attention_pads_exactly(kind: str) -> bool:
+    """Whether block attention `kind` (one of ATTENTIONS) on a zero-padded input with its validity
+    mask gives the unpadded result; "none" (no attention) does."""
+    if kind not in ATTENTIONS:
+        raise ValueError(f"config.model.attention={kind!r}; choose one of {ATTENTIONS}")
+    return kind == "none" or ATTENTION_MODULES[kind].pads_exactly
 
 
 def block_attention(kind: str, features: int, reduction: int, ca_reduction: int,

@@ -1,4 +1,5 @@
-"""Model registry: `get_model(config.model)` builds a Flax module from a config section."""
+"""Model registry: `get_model(config.model)` builds a Flax module from a config section;
+`pads_exactly(model)` says whether zero padding with a validity mask leaves its output exact."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mspan_jax.models.attention import attention_pads_exactly
 from mspan_jax.models.imdn import IMDN
 from mspan_jax.models.mspan import MSPAN, MSPANIR
 
@@ -45,3 +47,25 @@ def get_model(model_config: Mapping[str, Any]) -> nn.Module:
         if isinstance(value, list):
             kwargs[key] = tuple(value)
     return cls(dtype=DTYPES[dtype], **kwargs)
+
+# MSPAN's `rec_conv` (3x3, before the upsampler) is a plain conv, not a masked one: beyond the mask
+# its output is its bias, not zero, and the upsampler's 3x3 reads it along the right and bottom
+# border, so no MSPAN pads exactly yet, whatever its attention. Set True once `rec_conv` is masked.
+MSPAN_TAIL_MASKED = False
+
+
+def pads_exactly(model: nn.Module) -> bool:
+    """Whether `model.apply(variables, x, mask)` on an x zero-padded beyond its validity mask gives
+    the unpadded output (to float rounding), so inference may pad inputs to shared bucket sizes.
+
+    IMDN: yes (every conv output that feeds a conv is masked, CCA's mean and std are over the mask).
+    MSPAN and MSPAN-IR: only where their block attention allows it (`attention_pads_exactly`: "none"
+    and CA yes; MSPA and ESA no, their pooled, strided and resized branches see the padding and the
+    padded size), and only once the reconstruction tail is masked (`MSPAN_TAIL_MASKED`; MSPAN-IR's
+    `out_conv` is the last layer and needs no mask). Any other module is taken to honour its mask.
+    """
+    if isinstance(model, MSPAN):
+        return MSPAN_TAIL_MASKED and attention_pads_exactly(model.attention)
+    if isinstance(model, MSPANIR):
+        return attention_pads_exactly(model.attention)
+    return True
