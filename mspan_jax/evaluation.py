@@ -2,12 +2,12 @@
 pairs: PSNR/SSIM per image and their means.
 
 Images of mixed sizes run through `inference.Predictor`, whose results equal unpadded inference:
-models whose masked padding is exact (IMDN; MSPAN-IR with attention "none" or "ca") are
-zero-padded to multiples of `bucket` with a validity mask, so the number of compiled programs stays
-bounded by the number of distinct padded shapes; MSPAN (its MSPA or ESA attention would see the
-padding) runs each image at its own size, one program per distinct size, least recently used
-dropped beyond `inference.MAX_PROGRAMS` (`models.registry.pads_exactly` decides). Either way the
-count is reported as `num_compiled`.
+models whose masked padding is exact (IMDN; MSPAN with attention "none" or "ca") are zero-padded
+to multiples of `bucket` with a validity mask, so the number of compiled programs stays bounded by
+the number of distinct padded shapes; MSPAN with MSPA (the default) or ESA, whose pooled branches
+would see the padding, runs each image at its own size, one program per distinct size, least
+recently used dropped beyond `inference.MAX_PROGRAMS` (`models.registry.pads_exactly` decides).
+Either way the count is reported as `num_compiled`.
 """
 
 from __future__ import annotations

@@ -2,21 +2,22 @@
 
 `Predictor` takes one of two paths, by `models.registry.pads_exactly` of the model:
 
-- **padded** (IMDN; MSPAN-IR with attention "none" or "ca"): each input is zero-padded to a
-  multiple of `bucket` (per H and W) and the validity mask passed, so a padded input gives exactly
-  the unpadded result while every size in a bucket shares one compiled program;
-- **exact size** (MSPAN, MSPAN-IR with MSPA, the default, or ESA): MSPA's and ESA's pooled and
-  resized branches would see the padding (as would MSPAN's unmasked `rec_conv`, for any
-  attention), so each input runs at its own size, without a mask: one program per distinct size.
+- **padded** (IMDN; MSPAN and MSPAN-IR with attention "none" or "ca"): each input is zero-padded
+  to a multiple of `bucket` (per H and W) and the validity mask passed, so a padded input gives
+  exactly the unpadded result while every size in a bucket shares one compiled program;
+- **exact size** (MSPAN and MSPAN-IR with MSPA, the default, or ESA): their pooled and resized
+  attention branches would see the padding, so each input runs at its own size, without a mask:
+  one program per distinct size.
 
 Either way compiled programs live in one process-wide cache, keyed by `apply_fn`, the variables'
 shapes and the input shape, least recently used dropped beyond `MAX_PROGRAMS`; repeated
 evaluations with new parameter values reuse them. `upscale_image` adds overlapping tiles for large
 images: each tile carries at least `tile_overlap` LR pixels of context on every side that has
-image, predicted and thrown away, and all tiles of an image have one input shape, so a whole photo
-costs one compile. Tiles equal whole-image inference when the model's receptive field fits in the
-overlap and it has no global statistics (MSPAN without attention); MSPA's pooled context and
-IMDN's CCA see the tile borders (docs/evaluation.md gives the differences).
+image, predicted and thrown away, and tiles take one of a few input shapes (`tile_grid`), so a
+folder of photos costs a few compiles. Tiles equal whole-image inference when the model's
+receptive field fits in the overlap and it has no global statistics (MSPAN without attention);
+MSPA's pooled context and IMDN's CCA see the tile borders (docs/evaluation.md gives the
+differences).
 """
 
 from __future__ import annotations
@@ -162,22 +163,35 @@ class Predictor:
         return self.predict_ensemble(x, pad_to) if self_ensemble else self.predict(x, pad_to)
 
 
-def tile_grid(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+# Tile windows start on multiples of this where they can: MSPA's coarsest pooling is 4x4, so a
+# window starting on one pools the whole image's 4x4 (and 2x2) windows, not windows shifted
+# against them (full-size MSPAN x4, 427-pixel-high image: max tile difference ~8x smaller).
+TILE_ALIGN = 4
+
+
+def tile_grid(length: int, tile: int, overlap: int,
+              align: int = TILE_ALIGN) -> list[tuple[int, int, int, int]]:
     """(core_start, core_end, input_start, input_end) along one axis.
 
-    Cores of `tile - 2 * overlap` pixels cover the axis without overlapping; each input is the
+    Cores of `tile - 2 * overlap` pixels cover the axis without overlapping; each input is a
     window of min(tile, length) pixels around its core, with at least `overlap` context pixels on
     each side that has image (at the image border the window shifts inward, taking more on the
-    other side). Every input along the axis has that one length, so all tiles of an image share
-    one shape, and one program, padded or not.
+    other side). Of the starts that allow, the first multiple of `align` is taken, if any: that
+    shortens a window at the far border by less than `align`. So an axis has at most `align` input
+    lengths over all images: tiles share a few programs at their own sizes, one padded to
+    (tile, tile).
     """
     if tile <= 2 * overlap:
         raise ValueError(f"tile ({tile}) must be larger than twice tile_overlap ({overlap})")
     step, size = tile - 2 * overlap, min(tile, length)
     grid = []
     for a in range(0, length, step):
-        start = min(max(0, a - overlap), length - size)
-        grid.append((a, min(a + step, length), start, start + size))
+        b = min(a + step, length)
+        # The window must reach b + overlap (or the end) and start by a - overlap (or 0).
+        lowest, highest = max(0, min(length, b + overlap) - size), max(0, a - overlap)
+        start = -(-lowest // align) * align
+        start = start if start <= highest else lowest
+        grid.append((a, b, start, min(length, start + size)))
     return grid
 
 
@@ -186,8 +200,10 @@ def upscale_image(predictor: Predictor, lr: np.ndarray, *, tile: int = 256, tile
     """Float32 SR (scale H, scale W, C_out) in model range of a uint8 (H, W, C) image or a float
     one in [0, 1] (e.g. from 16-bit samples).
 
-    Whole-image when both sides fit in `tile`; otherwise overlapping tiles (`tile_grid`), all of one
-    shape, padded to (tile, tile) on the padded path, so they share one compiled program.
+    Whole-image when both sides fit in `tile`; otherwise overlapping tiles (`tile_grid`): padded to
+    (tile, tile) on the padded path, so they share one compiled program; at their own sizes on the
+    exact-size path, (tile, tile) inside the image and shorter by less than `TILE_ALIGN` pixels at
+    its far borders, so all images share at most TILE_ALIGN**2 programs.
     """
     x = lr.astype(np.float32) / 255.0 if lr.dtype == np.uint8 else np.asarray(lr, np.float32)
     h, w = lr.shape[:2]

@@ -5,8 +5,9 @@
     sr = up.upscale(lr)  # uint8 (H, W, 3) -> uint8 (4H, 4W, 3); also (N, H, W, 3) and floats in [0, 1]
 
 It runs exactly what scripts/upscale.py runs (`inference.Predictor` + `upscale_image`): whole images
-padded to a bucket (IMDN) or at their own size (MSPAN, whose MSPA would see the padding; see
-`models.registry.pads_exactly`), large ones as overlapping tiles sharing one compiled program.
+padded to a bucket (IMDN; MSPAN without attention or with CA) or at their own size (MSPAN with
+MSPA or ESA, which would see the padding; `models.registry.pads_exactly`), large ones as
+overlapping tiles sharing a few compiled programs.
 """
 
 from __future__ import annotations

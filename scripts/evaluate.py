@@ -13,8 +13,9 @@ for a restoration model (scale 1: denoising, deraining), beside the LQ input its
 Scores follow config.eval (SR: Y channel, crop_border = scale; denoising: RGB; deraining: Y; no
 border shave for restoration); `--round-y` switches to the official IMDN script's rounded Y. Synthetic
 noise is seeded per image name, so every run and every model sees the same noisy inputs. Images are
-padded to multiples of --bucket with a mask, so results equal unpadded inference and the number of
-compiled programs stays small (printed at the end).
+padded to multiples of --bucket with a mask where that is exact (IMDN; MSPAN without attention or
+with CA), else run at their own sizes (MSPA, ESA: their pooled branches see padding), so results
+equal unpadded inference either way; the number of compiled programs is printed at the end.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from mspan_jax.evaluation import (
 )
 from mspan_jax.files import write_json_atomic
 from mspan_jax.models import get_model
+from mspan_jax.models.registry import pads_exactly
 from mspan_jax.weights import checkpoint_config, load_weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py "
@@ -235,7 +237,8 @@ def main(argv: Sequence[str]) -> None:
                          for key, scores in baselines.items())
         print(f"  {name:<{width}}  {r.psnr:6.2f} / {r.ssim:.4f}  ({count_line(r, skipped[name])}; "
               f"{base})")
-    print(f"compiled programs: {len(shapes)} (bucket {_BUCKET.value})")
+    how = f"bucket {_BUCKET.value}" if pads_exactly(model) else "unpadded, one per LR size"
+    print(f"compiled programs: {len(shapes)} ({how})")
     if _SAVE_IMAGES.value is not None:
         print(f"{'restored' if restoration else 'SR'} images written to {_SAVE_IMAGES.value}/<dataset>/")
     if json_path is not None:

@@ -4,7 +4,8 @@
 
 The file holds the StableHLO of `x -> model.apply(params, x)` with the parameters inside, for
 float32 NHWC input in [0, 1] of symbolic batch, height and width (every model here is fully
-convolutional, with same-size padding and a pixel shuffle, so any H, W >= 1 works), giving
+convolutional, with a pixel shuffle, so any H, W works from the model's minimum on: 1, or 4 with
+MSPA's pooling, 15 with ESA's), giving
 float32 (N, scale H, scale W, C) output (unclipped, as the model's). It runs with jax alone, without
 this package or flax:
 
@@ -28,6 +29,7 @@ from ml_collections import config_flags
 from mspan_jax import cli
 from mspan_jax.files import write_bytes_atomic
 from mspan_jax.models import get_model
+from mspan_jax.models.registry import min_input_size
 from mspan_jax.weights import checkpoint_config, load_weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (default: the model the "
@@ -42,11 +44,13 @@ PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 def export_model(model, variables, in_channels: int, platforms: Sequence[str]) -> export.Exported:
     """`jax.export` of `x -> model.apply(variables, x)` for float32 (b, h, w, in_channels), all
-    three symbolic; the variables become constants of the exported program."""
+    three symbolic (h, w at least the model's `min_input_size`); the variables become constants of
+    the exported program."""
     def infer(x: jax.Array) -> jax.Array:
         return model.apply(variables, x)
 
-    b, h, w = export.symbolic_shape("b, h, w")
+    m = min_input_size(model)
+    b, h, w = export.symbolic_shape("b, h, w", constraints=(f"h >= {m}", f"w >= {m}"))
     spec = jax.ShapeDtypeStruct((b, h, w, in_channels), jnp.float32)
     return export.export(jax.jit(infer), platforms=tuple(platforms))(spec)
 

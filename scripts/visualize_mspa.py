@@ -1,23 +1,28 @@
-"""The MSPAN paper's MSPA figure: what multi-semantic pixel attention does inside chosen IDDBs.
+"""The MSPAN paper's MSPA figure (`feature_maps.png`): what multi-semantic pixel attention does.
 
   python scripts/visualize_mspa.py --checkpoint /tmp/quickstart_sr \
       --image skimage:chelsea --as-hr --blocks 2,4,6 --out mspa.png
 
-For each chosen block, three channel-averaged maps: the features entering MSPA, the attention matrix
-(sigmoid, in (0, 1)) and the reweighted output (features x attention, before the block's residual),
-each titled with its Tenengrad (mean squared Sobel gradient: sharpness), standard deviation and mean.
-The image is the model's input as given (for an SR model, the LR image; with --as-hr, its MATLAB
-bicubic LR), centre-cropped to --max-side; `skimage:NAME` names a photo bundled with scikit-image.
-The maps are captured with flax `sow` inside the model (MSPA records its input, attention and
-output when the "intermediates" collection is mutable), so any checkpoint of `mspan` or `mspan_ir`
-works: converted, trained, or a training workdir. Needs matplotlib (`pip install -e ".[figures]"`;
-without it, one line says so).
+The paper's layout: one column per chosen MSPA (default the paper's 2nd, 4th and 6th; evenly spaced
+blocks for a model of fewer than 6), three rows of channel-averaged maps: the features entering MSPA
+(gray), the attention matrix (sigmoid, in (0, 1); viridis) and the reweighted output (features x
+attention, before the block's residual; gray), each captioned below as the paper does:
+Tenengrad (mean squared Sobel gradient: sharpness) / standard deviation / mean. The image is the
+model's input as given (for an SR model, the LR image; with --as-hr, its MATLAB bicubic LR),
+centre-cropped to --max-side; `skimage:NAME` names a photo bundled with scikit-image. The maps are
+captured with flax `sow` inside the model (MSPA records its input, attention and output when the
+"intermediates" collection is mutable), so any checkpoint of `mspan` or `mspan_ir` with MSPA
+(config.model.attention "mspa") works: converted, trained, or a training workdir. Needs matplotlib
+(`pip install -e ".[figures]"`; without it, one line says so).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,19 +43,22 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (default:
                                            "checkpoint records), e.g. configs/x4.py.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint or training workdir.")
 _IMAGE = flags.DEFINE_string("image", None, "Model input image, or skimage:NAME (e.g. skimage:chelsea).")
-_BLOCKS = flags.DEFINE_list("blocks", None, "IDDBs to show, 1-based (default: every second one, "
-                            "ending with the last, e.g. 2,4,6).")
+_BLOCKS = flags.DEFINE_list("blocks", None, "IDDBs whose MSPA to show, 1-based (default: the paper's "
+                            "2,4,6; evenly spaced blocks for a model of fewer than 6).")
 _AS_HR = flags.DEFINE_bool("as-hr", False, "Treat --image as HR: feed an SR model its MATLAB "
                            "bicubic LR.")
 _MAX_SIDE = flags.DEFINE_integer("max-side", 256, "Centre-crop larger inputs to this many pixels "
                                  "a side.")
 _DPI = flags.DEFINE_integer("dpi", 100, "Resolution of the figure (pixels per inch of 2.4-inch panels).")
+
 _OUT = flags.DEFINE_string("out", None, "The figure, a .png file.")
 flags.mark_flags_as_required(["checkpoint", "image", "out"])
 
 MSPA_MODELS = ("mspan", "mspan_ir")
 STAGES = (("input", "features entering MSPA"), ("attention", "attention matrix"),
           ("output", "reweighted output"))
+PAPER_BLOCKS = (2, 4, 6)  # feature_maps.png: the 2nd, 4th and 6th MSPA
+COLOUR_MAPS = {"input": "gray", "attention": "viridis", "output": "gray"}  # as the paper draws them
 
 
 def tenengrad(x: np.ndarray) -> float:
@@ -67,11 +75,15 @@ def map_stats(x: np.ndarray) -> dict[str, float]:
 
 
 def default_blocks(num_blocks: int) -> list[int]:
-    """Every second block ending with the last (6 blocks: 2, 4, 6)."""
-    return list(range(num_blocks, 0, -2))[::-1]
+    """The paper's 2nd, 4th and 6th MSPA; for fewer than 6 blocks, up to three evenly spaced ones
+    ending with the last (ceil(k * n / 3), k = 1..3: 4 blocks give 2, 3, 4; 2 give 1, 2)."""
+    if num_blocks >= max(PAPER_BLOCKS):
+        return list(PAPER_BLOCKS)
+    return sorted({math.ceil(k * num_blocks / 3) for k in (1, 2, 3)})
 
 
 def parse_blocks(values: Sequence[str] | None, num_blocks: int) -> list[int]:
+    """The 1-based blocks of --blocks (default `default_blocks`), each checked against the model."""
     if not values:
         return default_blocks(num_blocks)
     try:
@@ -85,13 +97,14 @@ def parse_blocks(values: Sequence[str] | None, num_blocks: int) -> list[int]:
 
 
 def centre_crop(img: np.ndarray, max_side: int) -> np.ndarray:
+    """The central at most max_side x max_side part of an (H, W, ...) image."""
     h, w = img.shape[:2]
     ch, cw = min(h, max_side), min(w, max_side)
     top, left = (h - ch) // 2, (w - cw) // 2
     return img[top:top + ch, left:left + cw]
 
 
-def mspa_maps(model, variables, x: np.ndarray,
+def mspa_maps(model: Any, variables: Any, x: np.ndarray,
               blocks: Sequence[int]) -> dict[int, dict[str, np.ndarray]]:
     """{block: {"input"|"attention"|"output": channel-averaged (H, W) map}} of one float image."""
     def run(v, batch):
@@ -102,7 +115,7 @@ def mspa_maps(model, variables, x: np.ndarray,
     return jax.tree.map(np.asarray, jax.jit(run)(variables, jnp.asarray(x[None])))
 
 
-def pyplot():
+def pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend; MissingExtraError (one line) when it is not installed."""
     require("figures", "scripts/visualize_mspa.py (the figure is drawn with matplotlib)")
     import matplotlib
@@ -113,25 +126,32 @@ def pyplot():
     return plt
 
 
+def caption(stats: dict[str, float]) -> str:
+    """The paper's caption under a map: Tenengrad / standard deviation / mean."""
+    return f"{stats['tenengrad']:.3g} / {stats['std']:.3g} / {stats['mean']:.3g}"
+
+
 def draw_figure(maps: dict[int, dict[str, np.ndarray]], title: str, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes: one row per block, one column per stage, with colour bars."""
+    """The figure as PNG bytes, laid out as the paper's: one column per block, rows input /
+    attention / output, each map captioned with Tenengrad / std / mean below it."""
     plt = pyplot()
-    rows = len(maps)
+    cols = len(maps)
     h, w = next(iter(maps.values()))["input"].shape
     panel = 2.4
-    size = (len(STAGES) * panel * max(w / h, 0.6) * 1.3, rows * panel * 1.2 + 0.4)
-    fig, axes = plt.subplots(rows, len(STAGES), squeeze=False, figsize=size)
-    for row, (block, stages) in enumerate(maps.items()):
-        for col, (key, label) in enumerate(STAGES):
+    size = (cols * panel * max(w / h, 0.6) + 0.6, len(STAGES) * (panel + 0.45) + 0.6)
+    fig, axes = plt.subplots(len(STAGES), cols, squeeze=False, figsize=size)
+    for col, (block, stages) in enumerate(maps.items()):
+        for row, (key, label) in enumerate(STAGES):
             ax, m = axes[row, col], stages[key]
-            s = map_stats(m)
-            image = ax.imshow(m, cmap="viridis", interpolation="nearest")
-            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
-            ax.set_title(f"IDDB{block}: {label}\nTenengrad {s['tenengrad']:.3g}\n"
-                         f"std {s['std']:.3g} | mean {s['mean']:.3g}", fontsize=8)
+            ax.imshow(m, cmap=COLOUR_MAPS[key], interpolation="nearest")
+            ax.set_xlabel(caption(map_stats(m)), fontsize=9, style="italic")
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(title, fontsize=10)
+            if row == 0:
+                ax.set_title(f"MSPA of IDDB{block}", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(label, fontsize=9)
+    fig.suptitle(f"{title}\ncaptions: Tenengrad / standard deviation / mean", fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
@@ -147,6 +167,9 @@ def main(argv: Sequence[str]) -> None:
     if config.model.name not in MSPA_MODELS:
         raise ValueError(f"config.model.name={config.model.name!r} has no MSPA; visualize_mspa.py "
                          f"shows {' or '.join(MSPA_MODELS)} models")
+    if config.model.get("attention", "mspa") != "mspa":
+        raise ValueError(f"config.model.attention={config.model.attention!r}: this model has no MSPA "
+                         "(visualize_mspa.py shows models with attention 'mspa')")
     if not 20 <= _DPI.value <= 600:
         raise ValueError(f"--dpi must be between 20 and 600, got {_DPI.value}")
     if _MAX_SIDE.value < 8:
@@ -166,7 +189,8 @@ def main(argv: Sequence[str]) -> None:
         print(f"IDDB{block}: " + "; ".join(
             f"{key} " + " ".join(f"{k}={v:.4g}" for k, v in map_stats(stages[key]).items())
             for key, _ in STAGES))
-    title = (f"MSPA of {config.model.name} x{config.model.scale} on {name} "
+    weights = Path(_CHECKPOINT.value).absolute().name
+    title = (f"MSPA of {config.model.name} x{config.model.scale} ({weights}) on {name} "
              f"({img.shape[1]}x{img.shape[0]}), channel means")
     write_bytes_atomic(_OUT.value, draw_figure(maps, title, _DPI.value))
     print(f"wrote {_OUT.value}")

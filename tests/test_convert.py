@@ -1,5 +1,6 @@
-"""PyTorch -> Flax conversion: reference models, round trips at every scale, file formats, refusals,
-and the convert_torch_weights.py CLI on bad inputs."""
+"""PyTorch -> Flax conversion: reference models, round trips at every scale and block attention,
+file formats, refusals, and the convert_torch_weights.py CLI: --verify parity at x2, x3, x4 and for
+every attention (none, ca, esa, mspa), and bad inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import jax
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import require_torch
+from conftest import require_torch, run_script
 from conftest import tiny_model_config as tiny
 
 torch = require_torch()
@@ -27,6 +28,7 @@ from mspan_jax.convert import (  # noqa: E402
 )
 from mspan_jax.convert.torch_reference import build_torch_model, max_abs_difference  # noqa: E402
 from mspan_jax.models import get_model  # noqa: E402
+from mspan_jax.models.attention import ATTENTIONS  # noqa: E402
 from mspan_jax.models.complexity import count_params  # noqa: E402
 from mspan_jax.params_io import expected_variables, load_params  # noqa: E402
 
@@ -34,13 +36,19 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "convert_torch_weights.py"
 
 
-def random_torch_model(cfg, seed: int = 0):
-    """The reference model with every weight and bias random (not the init's zeros/structure)."""
+def random_torch_model(cfg, seed: int = 0, std: float | None = 0.3):
+    """The reference model with every weight and bias random (not the init's zeros/structure):
+    N(0, std^2), or with `std` None N(0, 1 / fan-in) weights and N(0, 0.1^2) biases, which keeps
+    the activations of a full-width model in range."""
     torch.manual_seed(seed)
     model = build_torch_model(cfg)
     with torch.no_grad():
         for p in model.parameters():
-            p.copy_(torch.randn_like(p) * 0.3)
+            if std is not None:
+                p.copy_(torch.randn_like(p) * std)
+            else:
+                fan_in = p[0].numel() if p.ndim > 1 else 100
+                p.copy_(torch.randn_like(p) / fan_in**0.5)
     return model
 
 
@@ -59,37 +67,49 @@ def test_torch_reference_imdn_is_the_official_size():
     assert sorted(key_map(model_config("imdn", 4)).values()) == sorted(state)
 
 
-def test_torch_reference_mspan_has_the_flax_parameter_count():
-    for name, scale in (("mspan", 4), ("mspan_ir", 1)):
-        cfg = model_config(name, scale)
-        model = build_torch_model(cfg)
-        assert sum(p.numel() for p in model.parameters()) == count_params(expected_variables(cfg))
-        assert sorted(key_map(cfg).values()) == sorted(model.state_dict())
+@pytest.mark.parametrize("name, scale, attention, params", [
+    ("mspan", 4, "mspa", 611_952), ("mspan", 2, "none", 542_652), ("mspan", 2, "ca", 544_686),
+    ("mspan", 2, "esa", 582_252), ("mspan_ir", 1, "mspa", None)])
+def test_torch_reference_mspan_has_the_flax_parameter_count(name, scale, attention, params):
+    cfg = model_config(name, scale)
+    cfg.attention = attention
+    model = build_torch_model(cfg)
+    n = sum(p.numel() for p in model.parameters())
+    assert n == count_params(expected_variables(cfg)) and n == (params or n)
+    assert sorted(key_map(cfg).values()) == sorted(model.state_dict())
+    block = {k.split(".")[1] for k in model.state_dict() if k.startswith("IDDB1.")}
+    assert block & {"mspa", "ca", "esa"} == ({attention} - {"none"})
 
 
 @pytest.mark.parametrize(
     "cfg",
     [
         tiny("mspan", 2),
-        tiny("mspan", 3, mspa_dilations=(1, 2, 3)),  # three context branches: fuse order
+        tiny("mspan", 3, mspa_interactions=3),  # one more multi-semantic interaction
         tiny("mspan", 4),
+        tiny("mspan", 2, attention="none"),
+        tiny("mspan", 2, attention="ca"),
+        tiny("mspan", 2, attention="esa"),
         tiny("imdn", 4),
         tiny("mspan_ir", 1),
+        tiny("mspan_ir", 1, attention="esa"),
     ],
-    ids=["mspan_x2", "mspan_x3_3branches", "mspan_x4", "imdn_x4", "mspan_ir"],
+    ids=["mspan_x2", "mspan_x3_3interactions", "mspan_x4", "mspan_x2_none", "mspan_x2_ca",
+         "mspan_x2_esa", "imdn_x4", "mspan_ir", "mspan_ir_esa"],
 )
 def test_round_trip_gives_identical_outputs(cfg):
     """Random torch model -> state_dict -> convert -> Flax gives the torch output (<= 1e-5), which
-    also proves the upsampler's pixel-shuffle channel order needs no permutation at x2/x3/x4."""
+    also proves the upsampler's pixel-shuffle channel order needs no permutation at x2/x3/x4, and
+    that pooling, bilinear resizes and ESA's stride-2 conv match PyTorch's on odd sizes."""
     model = random_torch_model(cfg)
     state = numpy_state_dict(model)
     variables = convert_state_dict(cfg, state)
-    x = np.random.default_rng(1).random((2, 3, 12, 17), dtype=np.float32)
+    x = np.random.default_rng(1).random((2, 3, 15, 17), dtype=np.float32)  # ESA needs >= 15
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     got = np.asarray(jax.jit(get_model(cfg).apply)(variables, x.transpose(0, 2, 3, 1)))
     got = got.transpose(0, 3, 1, 2)
-    assert got.shape == expected.shape == (2, 3, 12 * cfg.scale, 17 * cfg.scale)
+    assert got.shape == expected.shape == (2, 3, 15 * cfg.scale, 17 * cfg.scale)
     assert np.max(np.abs(got - expected)) <= 1e-5 * max(1.0, float(np.max(np.abs(expected))))
     # ... and Flax -> torch gives the file back bit for bit.
     back = to_state_dict(cfg, variables)
@@ -104,39 +124,51 @@ def test_verification_catches_a_wrong_upsampler_channel_order():
     cfg = tiny("mspan", 2)
     state = numpy_state_dict(random_torch_model(cfg))
     variables = convert_state_dict(cfg, state)
-    assert max_abs_difference(cfg, state, variables) <= 1e-5
+    assert max_abs_difference(cfg, state, variables) <= 1e-4
     up = variables["params"]["upsampler"]
     order = np.arange(12).reshape(3, 2, 2).transpose(1, 2, 0).reshape(-1)  # (c,i,j) -> (i,j,c)
     up["kernel"], up["bias"] = up["kernel"][..., order], up["bias"][order]
     assert max_abs_difference(cfg, state, variables) > 1e-2
 
 
-def test_depthwise_and_conv_layouts():
+def test_conv_layouts():
     cfg = tiny("mspan", 2)
     state = numpy_state_dict(random_torch_model(cfg))
     params = convert_state_dict(cfg, state)["params"]
-    w = state["IDDB1.mspa.context1.weight"]  # (C, 1, 3, 3) depthwise
-    k = np.asarray(params["body"]["IDDB1"]["mspa"]["context1"]["kernel"])
-    assert w.shape == (8, 1, 3, 3) and k.shape == (3, 3, 1, 8)
-    np.testing.assert_array_equal(k[1, 2, 0, 5], w[5, 0, 1, 2])
-    w = state["IDDB2.AU2.weight"]  # (O, I, 1, 1)
+    w = state["IDDB1.mspa.context1_quarter.weight"]  # (O, I, 3, 3), O = I = C / 4
+    k = np.asarray(params["body"]["IDDB1"]["mspa"]["context1_quarter"]["kernel"])
+    assert w.shape == (2, 2, 3, 3) and k.shape == (3, 3, 2, 2)
+    np.testing.assert_array_equal(k[1, 2, 0, 1], w[1, 0, 1, 2])
+    w = state["IDDB2.AU2.weight"]  # (O, I, 1, 1): C + distilled out, C + distilled in
     k = np.asarray(params["body"]["IDDB2"]["AU2"]["kernel"])
+    assert w.shape == (12, 12, 1, 1)
     np.testing.assert_array_equal(k[0, 0], w[:, :, 0, 0].T)
+    w = state["blf.proj_t1.weight"]
+    np.testing.assert_array_equal(np.asarray(params["body"]["blf"]["proj_t1"]["kernel"])[0, 0],
+                                  w[:, :, 0, 0].T)
     np.testing.assert_array_equal(np.asarray(params["upsampler"]["bias"]), state["upsampler.0.bias"])
+    esa = tiny("mspan", 2, attention="esa")
+    state = numpy_state_dict(random_torch_model(esa))
+    params = convert_state_dict(esa, state)["params"]
+    w = state["IDDB2.esa.conv2.weight"]  # ESA's stride-2 3x3 conv
+    np.testing.assert_array_equal(np.asarray(params["body"]["IDDB2"]["esa"]["conv2"]["kernel"]),
+                                  w.transpose(2, 3, 1, 0))
 
 
 @pytest.mark.parametrize(
     "cfg, message",
     [
-        (tiny("imdn", 2), r"missing \[28\]: IMDB1.c1.bias.*unexpected \[40\]: IDDB1.AU1.bias"),
+        (tiny("imdn", 2), r"missing \[32\]: IMDB1.c1.bias.*unexpected \[70\]: IDDB1.AU1.bias"),
         (tiny("mspan", 3), r"looks like mspan x2, num_features=8.*shape mismatch \[2\]: "
                            r"upsampler.0.bias has \(12,\), expected \(27,\)"),
         (tiny("mspan", 2, num_features=16), "shape mismatch \\[\\d+\\]: .*"),
         (tiny("mspan", 2, num_blocks=1), "unexpected \\[\\d+\\]: IDDB2.AU1.bias"),
-        (tiny("mspan_ir", 1), "missing \\[2\\]: out_conv.bias, out_conv.weight; unexpected \\[2\\]: "
-                              "upsampler.0.bias, upsampler.0.weight"),
+        (tiny("mspan_ir", 1), "missing \\[2\\]: out_conv.bias, out_conv.weight; unexpected \\[4\\]: "
+                              "rec_conv.bias, rec_conv.weight, upsampler.0.bias, upsampler.0.weight"),
+        (tiny("mspan", 2, attention="esa"), r"missing \[28\]: IDDB1.esa.conv1.bias.*"
+                                            r"unexpected \[44\]: IDDB1.mspa.channel_down.bias"),
     ],
-    ids=["arch", "scale", "width", "depth", "task"],
+    ids=["arch", "scale", "width", "depth", "task", "attention"],
 )
 def test_refuses_another_architecture_scale_or_width(cfg, message):
     state = numpy_state_dict(random_torch_model(tiny("mspan", 2)))
@@ -238,8 +270,54 @@ def test_bad_files_are_refused(tmp_path, tiny_state):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    return run_script(SCRIPT.name, *args)
+
+
+TINY_OVERRIDES = ("--config.model.num_features=8", "--config.model.num_blocks=2",
+                  "--config.model.num_units=2")
+# (scale, attention, width): --verify parity of random reference weights through the CLI at every
+# scale and attention; the tiny width through --config overrides, the paper's width by --model/--scale
+# (x4, the default MSPA) and --attention (ESA, whose 7x7 stride-3 max pool sees a 15x19 map there).
+PARITY_CASES = [(2, "mspa", "tiny"), (3, "mspa", "tiny"), (4, "mspa", "full"), (2, "none", "tiny"),
+                (2, "ca", "tiny"), (2, "esa", "full")]
+
+
+@pytest.mark.parametrize("scale, attention, width", PARITY_CASES,
+                         ids=[f"x{s}_{a}_{w}" for s, a, w in PARITY_CASES])
+def test_cli_verify_agrees_with_the_reference(tmp_path, scale, attention, width):
+    cfg = model_config("mspan", scale) if width == "full" else tiny("mspan", scale)
+    cfg.attention = attention
+    state = numpy_state_dict(random_torch_model(cfg, seed=scale, std=None))
+    torch.save(tensors(state), tmp_path / "w.pth")
+    out = tmp_path / "ckpt"
+    if width == "full":
+        args = ["--model=mspan", f"--scale={scale}"]
+        args += [f"--attention={attention}"] if attention != "mspa" else []
+    else:
+        args = [f"--config=configs/x{scale}.py", *TINY_OVERRIDES,
+                f"--config.model.attention={attention}"]
+    result = run_cli(*args, f"--src={tmp_path / 'w.pth'}", f"--out={out}", "--verify")
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("verify: "))
+    assert float(line.split(" = ")[1].split()[0]) <= 1e-4
+    assert f"converted to mspan x{scale} (num_features={cfg.num_features}, attention {attention})" \
+        in result.stdout
+    assert sorted(load_params(out, cfg)["params"]["body"]["IDDB1"]) == sorted(
+        expected_variables(cfg)["params"]["body"]["IDDB1"])
+
+
+def test_cli_attention_flag_is_checked(tmp_path, tiny_state):
+    torch.save(tensors(tiny_state), tmp_path / "w.pth")
+    src, out = f"--src={tmp_path / 'w.pth'}", tmp_path / "out"
+    result = run_cli("--config=configs/x2.py", "--attention=esa", src, f"--out={out}")
+    assert_one_line_error(result, out, match="--attention=esa disagrees with the config's "
+                                             "model.attention=mspa")
+    assert "--config.model.attention=esa" in result.stderr
+    result = run_cli("--model=imdn", "--scale=2", "--attention=ca", src, f"--out={out}")
+    assert_one_line_error(result, out, match="imdn has no block attention")
+    result = run_cli("--model=mspan", "--scale=2", "--attention=pa", src, f"--out={out}")
+    assert_one_line_error(result, out, match="attention")
+    assert set(ATTENTIONS) == {"none", "ca", "esa", "mspa"}
 
 
 def assert_one_line_error(result, out: Path, code: int = 2, match: str = ""):

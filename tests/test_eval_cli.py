@@ -107,7 +107,7 @@ def test_evaluate_folder_json_and_images(tiny_checkpoint, hr_folder, tmp_path):
         saved = read_image(tmp_path / "sr" / "Photos" / f"{name}.png")
         np.testing.assert_array_equal(saved, expected.outputs[name])
     assert "bicubic" in result.stdout
-    assert "compiled programs: 2" in result.stdout  # LR 18x15 -> 32x32, 14x45 -> 32x64
+    assert "compiled programs: 2" in result.stdout  # MSPA runs unpadded: LR 18x15 and 14x45
     assert f"{expected.psnr:.2f}" in result.stdout
 
 
@@ -198,10 +198,13 @@ def test_upscale_whole_and_tiled(tiny_checkpoint, hr_folder, tmp_path):
     lr = read_image(hr_folder / "two.png")
     tiled = read_image(tmp_path / "out" / "two_x2.png")
     assert tiled.shape == (56, 180, 3)
-    # Tiny MSPAN sees 6 LR pixels around each pixel, so 6 pixels of context make the tiles exact.
+    # Tiles with 6 pixels of context equal the whole image up to MSPA's pooled context, which sees
+    # the tile border (docs/evaluation.md): at most one level here.
     whole = np.asarray(model.apply(variables, jnp.asarray(lr[None] / np.float32(255))))[0]
-    np.testing.assert_array_equal(tiled, np.round(np.clip(whole, 0, 1) * 255).astype(np.uint8))
-    assert "compiled programs: 1" in result.stdout  # every tile of both images is padded to 24x24
+    expected = np.round(np.clip(whole, 0, 1) * 255).astype(np.int16)
+    assert np.abs(tiled.astype(np.int16) - expected).max() <= 1
+    # MSPA runs each tile at its own size (no padding): 24 or 21 rows x 24 or 22 columns.
+    assert "compiled programs: 4" in result.stdout
 
     assert_one_line_error(run_script("upscale.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
                                      directory, "--input", tmp_path / "none.png", "--output",

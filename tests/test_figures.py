@@ -162,9 +162,16 @@ def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
     image = RNG.integers(0, 256, (20, 24, 3), dtype=np.uint8)
     write_image(tmp_path / "in.png", image)
     result = run_script("visualize_mspa.py", "--checkpoint", ckpt, "--image",  # the recorded model
-                  tmp_path / "in.png", "--blocks", "1,2", "--out", tmp_path / "mspa.png")
+                        tmp_path / "in.png", "--out", tmp_path / "mspa.png")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / "mspa.png").stat().st_size > 10_000
+    from PIL import Image
+
+    figure = np.asarray(Image.open(tmp_path / "mspa.png").convert("RGB"))  # matplotlib writes RGBA
+    assert figure.shape[0] > figure.shape[1] > 400  # 3 rows of 2 columns, captions below
+    gray = (figure[..., 0] == figure[..., 1]) & (figure[..., 1] == figure[..., 2])
+    assert (~gray).mean() > 0.05 and (gray & (figure[..., 0] < 250)).mean() > 0.05  # viridis, gray
+    # Two blocks: both shown by default (the paper's 2, 4, 6 needs six), one line each.
+    assert [ln.split(":")[0] for ln in result.stdout.splitlines()[:2]] == ["IDDB1", "IDDB2"]
     # The map entering MSPA is the IDDB's `fuse` conv output: captured here independently.
     x = jnp.asarray(image[None] / np.float32(255))
     _, state = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
@@ -179,9 +186,15 @@ def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
 
     imdn_dir, imdn_cfg, _, _ = _tiny_checkpoint(tmp_path, "imdn", 2)
     _one_line_error(run_script("visualize_mspa.py", "--config", imdn_cfg, "--checkpoint", imdn_dir,
-                         "--image", tmp_path / "in.png", "--out", tmp_path / "x.png"), "has no MSPA")
+                               "--image", tmp_path / "in.png", "--out", tmp_path / "x.png"),
+                    "has no MSPA")
+    (tmp_path / "ca").mkdir()
+    ca_dir, _, _, _ = _tiny_checkpoint(tmp_path / "ca", "mspan", 2, attention="ca")
+    _one_line_error(run_script("visualize_mspa.py", "--checkpoint", ca_dir, "--image",
+                               tmp_path / "in.png", "--out", tmp_path / "x.png"),
+                    "attention='ca'", "has no MSPA")
     _one_line_error(run_script("visualize_mspa.py", "--config", config, "--checkpoint", ckpt, "--image",
-                         tmp_path / "in.png", "--blocks", "3", "--out", tmp_path / "x.png"),
+                               tmp_path / "in.png", "--blocks", "3", "--out", tmp_path / "x.png"),
                     "IDDB1..IDDB2")
     assert not (tmp_path / "x.png").exists()
 

@@ -45,6 +45,7 @@ class MSPA(nn.Module):
 
     # Spatial D's pooled maps and their bilinear resize see the zero padding and the padded size.
     pads_exactly: ClassVar[bool] = False
+    min_size: ClassVar[int] = 4  # Spatial D's 4x4 pooling needs one window
 
     features: int = 48
     reduction: int = 4
@@ -82,6 +83,7 @@ class CA(nn.Module):
     """Channel attention (RCAN's): global average pool, 1x1 to C / reduction, ReLU, 1x1, sigmoid."""
 
     pads_exactly: ClassVar[bool] = True  # the pool averages over the mask only
+    min_size: ClassVar[int] = 1
 
     features: int = 48
     reduction: int = 16
@@ -102,6 +104,7 @@ class ESA(nn.Module):
 
     # The strided conv, max pooling and bilinear resize see the zero padding and the padded size.
     pads_exactly: ClassVar[bool] = False
+    min_size: ClassVar[int] = 15  # the stride-2 conv's map must hold one 7x7 pooling window
 
     features: int = 48
     reduction: int = 4
@@ -131,6 +134,13 @@ def attention_pads_exactly(kind: str) -> bool:
     if kind not in ATTENTIONS:
         raise ValueError(f"config.model.attention={kind!r}; choose one of {ATTENTIONS}")
     return kind == "none" or ATTENTION_MODULES[kind].pads_exactly
+
+
+def attention_min_size(kind: str) -> int:
+    """The smallest input height and width that block attention `kind` runs on."""
+    if kind not in ATTENTIONS:
+        raise ValueError(f"config.model.attention={kind!r}; choose one of {ATTENTIONS}")
+    return 1 if kind == "none" else ATTENTION_MODULES[kind].min_size
 
 
 def block_attention(kind: str, features: int, reduction: int, ca_reduction: int,

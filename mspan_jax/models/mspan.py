@@ -129,8 +129,8 @@ class MSPAN(_MSPANConfig):
 
     @nn.compact
     def __call__(self, x: Array, mask: Array | None = None) -> Array:
-        h = self.trunk()(x, mask)
-        h = torch_conv(self.num_features, 3, dtype=self.dtype, name="rec_conv")(h)
+        h = masked_conv(self.trunk()(x, mask), mask, self.num_features, 3, dtype=self.dtype,
+                        name="rec_conv")
         y = torch_conv(self.out_channels * self.scale**2, 3, dtype=self.dtype, name="upsampler")(h)
         return pixel_shuffle(y, self.scale).astype(jnp.float32)
 

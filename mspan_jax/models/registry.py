@@ -9,7 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mspan_jax.models.attention import attention_pads_exactly
+from mspan_jax.models.attention import attention_min_size, attention_pads_exactly
 from mspan_jax.models.imdn import IMDN
 from mspan_jax.models.mspan import MSPAN, MSPANIR
 
@@ -48,24 +48,24 @@ def get_model(model_config: Mapping[str, Any]) -> nn.Module:
             kwargs[key] = tuple(value)
     return cls(dtype=DTYPES[dtype], **kwargs)
 
-# MSPAN's `rec_conv` (3x3, before the upsampler) is a plain conv, not a masked one: beyond the mask
-# its output is its bias, not zero, and the upsampler's 3x3 reads it along the right and bottom
-# border, so no MSPAN pads exactly yet, whatever its attention. Set True once `rec_conv` is masked.
-MSPAN_TAIL_MASKED = False
-
 
 def pads_exactly(model: nn.Module) -> bool:
     """Whether `model.apply(variables, x, mask)` on an x zero-padded beyond its validity mask gives
     the unpadded output (to float rounding), so inference may pad inputs to shared bucket sizes.
 
     IMDN: yes (every conv output that feeds a conv is masked, CCA's mean and std are over the mask).
-    MSPAN and MSPAN-IR: only where their block attention allows it (`attention_pads_exactly`: "none"
-    and CA yes; MSPA and ESA no, their pooled, strided and resized branches see the padding and the
-    padded size), and only once the reconstruction tail is masked (`MSPAN_TAIL_MASKED`; MSPAN-IR's
-    `out_conv` is the last layer and needs no mask). Any other module is taken to honour its mask.
+    MSPAN and MSPAN-IR: as their block attention (`attention_pads_exactly`): "none" and CA yes;
+    MSPA and ESA no, their pooled, strided and resized branches see the padding and the padded
+    size. Any other module is taken to honour the mask it is given.
     """
-    if isinstance(model, MSPAN):
-        return MSPAN_TAIL_MASKED and attention_pads_exactly(model.attention)
-    if isinstance(model, MSPANIR):
+    if isinstance(model, MSPAN | MSPANIR):
         return attention_pads_exactly(model.attention)
     return True
+
+
+def min_input_size(model: nn.Module) -> int:
+    """The smallest LR height and width `model` runs on: 1 for the plain convolutional models, more
+    where the block attention pools (MSPA 4, ESA 15)."""
+    if isinstance(model, MSPAN | MSPANIR):
+        return attention_min_size(model.attention)
+    return 1
