@@ -1,8 +1,9 @@
 """Speed of our jitted MSPAN x4 / IMDN x4 train step and inference against the PyTorch reference
-models (mspan_jax/convert/torch_reference.py) at the same shapes, on the machine at hand.
+models (mspan_jax/convert/torch_reference.py: the same network, math and parameter names) at the
+same shapes, on the machine at hand.
 
     python benchmarks/speed.py [--json] [--quick] [--tiny] [--models mspan,imdn] [--rounds N]
-                                [--no-torch-compile]
+                                [--attention mspa|esa|ca|none] [--no-torch-compile]
 
 Train: L1 + Adam (the project's `train_step` and `create_optimizer`, no EMA), LR patch 48x48, batch
 16 and 64. Inference: one image at LR 320x180 (720p out) and 256x256. JAX float32 and bfloat16
@@ -15,13 +16,19 @@ round-robin, one round at a time, so a noisy shared machine slows all of them al
 JAX worker finishes before PyTorch starts, so the two allocators never share the device. The first
 call (compilation) is reported apart as `compile_s`, never in the step times, which are medians
 over rounds. `--quick` (batch 16, smaller inference, 3 rounds, no torch.compile) fits a few minutes
-on a 2-core CPU; `--tiny` swaps in test-sized models for checking the output schema. `--json`
-prints one object: `train` rows {framework, variant, model, dtype, batch, s_per_step,
+on an idle 2-core CPU; `--tiny` swaps in test-sized models for checking the output schema;
+`--attention` times MSPAN with another block attention of the paper's ablation (default: the
+config's, MSPA). `--json` prints one object: `machine` (with the load average at start and end:
+say it beside the numbers), `train` rows {framework, variant, model, dtype, batch, s_per_step,
 cpu_s_per_step, compile_s}, `infer` rows {framework, variant, model, dtype, lr_hw, s_per_image,
 cpu_s_per_image, compile_s}, `ratios` (ours / PyTorch, wall and process-CPU time; < 1 is faster)
-and a `summary` (MSPAN / IMDN and bfloat16 / float32 train-step ratios). On a shared CPU the
-process-CPU time is the steadier measure of work; PyTorch's OpenMP threads are told to sleep when
-idle (OMP_WAIT_POLICY=PASSIVE) so that they neither spin against JAX nor bill spinning as work.
+and a `summary` (MSPAN / IMDN and bfloat16 / float32 train-step ratios).
+
+The PyTorch baseline runs as its users run it: default thread settings (`torch.get_num_threads()`,
+OpenMP's own wait policy; whatever OMP_* variables the caller set are passed through untouched
+and reported), alone in its process, and only while the JAX worker waits on its pipe. The
+process-CPU time is the steadier measure of work on a shared CPU, but PyTorch's OpenMP threads
+spin at barriers by default and bill that as CPU time, so compare wall-clock ratios from one run.
 """
 
 from __future__ import annotations
@@ -42,17 +49,26 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 JAX_VARIANTS = [("jit", "float32"), ("jit", "bfloat16")]
 TORCH_VARIANTS = [("eager", "float32"), ("eager_autocast", "bfloat16"),
                   ("channels_last", "float32"), ("compile", "float32")]
-TINY_MODELS = {"mspan": dict(num_features=8, num_blocks=2, num_units=2),
+# Test-sized models: every key must exist in config_base.MODEL_DEFAULTS (checked below), so a
+# renamed model key fails here instead of being silently ignored. MSPA at width 8 / 2 = 4.
+TINY_MODELS = {"mspan": dict(num_features=8, num_blocks=2, num_units=2, attention_reduction=2),
                "imdn": dict(num_features=16, num_modules=2, cca_reduction=4)}
+OMP_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MKL_NUM_THREADS")
 
 
-def model_config(name: str, tiny: bool) -> dict[str, Any]:
-    """config.model of MSPAN x4 or IMDN x4 as a plain dict (tiny widths when `tiny`)."""
+def model_config(name: str, tiny: bool, attention: str | None = None) -> dict[str, Any]:
+    """config.model of MSPAN x4 or IMDN x4 as a plain dict (tiny widths when `tiny`; MSPAN's block
+    `attention` when given)."""
     from mspan_jax.config_base import model_config as base
 
     cfg = dict(base(name, 4))
-    if tiny:
-        cfg.update(TINY_MODELS[name])
+    overrides = dict(TINY_MODELS[name]) if tiny else {}
+    if attention is not None and name == "mspan":
+        overrides["attention"] = attention
+    unknown = sorted(set(overrides) - set(cfg))
+    if unknown:
+        raise ValueError(f"speed.py: {name} has no config keys {unknown} (config_base.MODEL_DEFAULTS)")
+    cfg.update(overrides)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
 
 
@@ -146,7 +162,8 @@ class TorchRunner:
         t = self.torch
         name = t.cuda.get_device_name() if self.device == "cuda" else platform.processor() or "cpu"
         return {"backend": self.device, "device": name, "torch": t.__version__,
-                "threads": t.get_num_threads()}
+                "threads": t.get_num_threads(), "interop_threads": t.get_num_interop_threads(),
+                "omp_env": {k: os.environ[k] for k in OMP_ENV if k in os.environ}}
 
     def sync(self) -> None:
         if self.device == "cuda":
@@ -284,12 +301,13 @@ class Worker:
         self.proc.wait()
 
 
-def case_groups(quick: bool, tiny: bool, models: list[str]) -> list[list[dict[str, Any]]]:
+def case_groups(quick: bool, tiny: bool, models: list[str],
+                attention: str | None = None) -> list[list[dict[str, Any]]]:
     """The cases to measure, grouped by (kind, shape): one case per model in each group, so the
     models are timed in the same rounds and their ratio (MSPAN / IMDN) is interleaved too."""
     batches = [2] if tiny else [16] if quick else [16, 64]
     sizes = [(12, 16)] if tiny else [(90, 160), (128, 128)] if quick else [(180, 320), (256, 256)]
-    configs = {name: model_config(name, tiny) for name in models}
+    configs = {name: model_config(name, tiny, attention) for name in models}
     groups = [[{"kind": "train", "model": name, "model_config": cfg, "batch": b,
                 "lr_patch": 16 if tiny else 48} for name, cfg in configs.items()] for b in batches]
     groups += [[{"kind": "infer", "model": name, "model_config": cfg, "lr_hw": list(hw)}
@@ -381,6 +399,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def print_tables(result: dict[str, Any]) -> None:
     print(f"machine: {result['machine']}")
+    print(f"settings: {result['settings']}")
     for kind, size_key, time_key in (("train", "batch", "s_per_step"),
                                      ("infer", "lr_hw", "s_per_image")):
         print(f"\n{kind}: {'model':6s} {size_key:>10s} {'framework/variant':26s} {'dtype':9s} "
@@ -406,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None,
                     help="timing rounds per case (default 5, quick 3)")
     ap.add_argument("--models", default="mspan,imdn", help="comma-separated, of mspan and imdn")
+    ap.add_argument("--attention", choices=("mspa", "esa", "ca", "none"), default=None,
+                    help="MSPAN's block attention (default: the config's, mspa)")
     ap.add_argument("--no-torch-compile", action="store_true")
     ap.add_argument("--compile-timeout", type=float, default=240.0,
                     help="seconds torch.compile may take before that variant is skipped")
@@ -425,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     torch_variants = [v for v in TORCH_VARIANTS
                       if v[0] != "compile" or not (args.quick or args.tiny or args.no_torch_compile)]
 
+    load_start = os.getloadavg()
     jax_worker = Worker("jax", args.compile_timeout)
     info = jax_worker.call("info")
     if "error" in info:
@@ -432,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     machine = dict(info["ok"], cpu=platform.processor() or platform.machine(), cpus=os.cpu_count())
     interleave = machine["backend"] == "cpu"
-    groups = case_groups(args.quick, args.tiny, args.models.split(","))
+    groups = case_groups(args.quick, args.tiny, args.models.split(","), args.attention)
     rows: list[dict[str, Any]] = []
     torch_worker = Worker("torch", args.compile_timeout) if interleave else None
     for group in groups:
@@ -452,10 +474,15 @@ def main(argv: list[str] | None = None) -> int:
     torch_worker.close()
     if "ok" in torch_info:
         machine["torch"] = torch_info["ok"]
+    # 1-minute load average when the run started and ended: on a shared machine, say it beside
+    # every number (the cores are given by `cpus`).
+    machine["loadavg"] = {"start": round(load_start[0], 2), "end": round(os.getloadavg()[0], 2)}
     result: dict[str, Any] = {
         "machine": machine,
         "settings": {"quick": args.quick, "tiny": args.tiny, "rounds": rounds, "calls_per_round": calls,
-                     "interleaved": interleave},
+                     "interleaved": interleave,
+                     "mspan_attention": (model_config("mspan", args.tiny, args.attention)["attention"]
+                                         if "mspan" in args.models.split(",") else None)},
         "train": [r for r in rows if "batch" in r],
         "infer": [r for r in rows if "lr_hw" in r],
     }

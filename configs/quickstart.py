@@ -2,8 +2,8 @@
 
 Trains the full-size MSPAN x4 (C=48, B=6) on 5 bundled photos and validates on 2 held-out ones
 (`skimage_holdout`), against bicubic. Only the schedule differs from configs/x4.py: small patches
-and batches, a 5x learning rate and 1200 steps. Measured on a 2-core CPU: 4.5 minutes in all,
-29.99 dB vs bicubic's 29.38 dB on the held-out photos (docs/training.md).
+and batches, a 5x learning rate and 1200 steps. Measured on a 2-core CPU: 29.93 dB vs bicubic's
+29.38 dB on the held-out photos (docs/training.md; the README gives the wall time).
 
     python scripts/train.py --config configs/quickstart.py --workdir /tmp/q
 """

@@ -1,15 +1,17 @@
-"""The shipped MSPAN weights (weights/, issue 12): trained on a 2-core CPU on the 80 Sun & Hays photos.
+"""The shipped MSPAN weights (weights/): the paper's network trained on a 2-core CPU on the 80 Sun &
+Hays photos.
 
-x4 trains from scratch for 10,000 steps, then 4,000 more from its best step (`:4b`, a second cosine
-cycle at a lower peak, with an EMA of the params); x2 and x3 start from that x4 (its body; the
-upsampler, whose shape depends on the scale, starts fresh: `train.warm_start_reinit`), as EDSR
-initialises its other scales from one trained scale, then get their own second cycle (`:2b`, `:3b`).
+x4 trains from scratch (`:4`, NUM_STEPS); x2 and x3 start from that x4 (its body; the upsampler,
+whose shape depends on the scale, starts fresh: `train.warm_start_reinit`), as EDSR initialises its
+other scales from one trained scale. A second cosine cycle at a lower peak with an EMA of the params
+(`:4b`, `:2b`, `:3b`) is the way to spend more steps; weights/README.md says which cycles the shipped
+weights had.
 Validation: Set5 at the same scale (its folder and MATLAB-made LR). The argument after ':' is the
 scale, with `b` for the second cycle:
 
     python scripts/train.py --config configs/sun_hays_release.py:4 --workdir runs/mspan_x4
     python scripts/train.py --config configs/sun_hays_release.py:2 --workdir runs/mspan_x2 \
-        --config.train.warm_start=runs/mspan_x4b
+        --config.train.warm_start=runs/mspan_x4
     python scripts/save_params.py --checkpoint runs/mspan_x2 --out weights/mspan_x2
 
 weights/README.md has every command of the shipped weights. A GPU with the same recipe and a
@@ -22,7 +24,7 @@ import ml_collections
 from mspan_jax.config_base import sr_config
 
 # Steps per scale: x4 from scratch, the others fine-tuned from it; then a second cycle ("<scale>b").
-NUM_STEPS = {2: 1000, 3: 1000, 4: 10000}
+NUM_STEPS = {2: 1000, 3: 1000, 4: 4000}
 SECOND_CYCLE_STEPS = {2: 1000, 3: 1000, 4: 4000}
 
 

@@ -1,4 +1,4 @@
-"""The equal-budget comparison (issue 12, docs/architecture.md "Does the reconstruction learn?").
+"""The equal-budget comparison of MSPAN with IMDN, and the paper's attention ablation.
 
 Every model trains on the 80 Sun & Hays photos (../shared/data/Sun_Hays80) with the same seed, data
 order, batch, patch, steps and cosine schedule, and validates on Set5 x4 (its folder, with the
@@ -9,8 +9,9 @@ published bicubic LR) at the end. The argument after ':' picks the model:
         --config.seed=1 --config.train.num_steps=30000   # second seed / GPU budget
 
 `mspan` and `imdn` are the two papers' models; the rest are the paper's attention ablation
-(`attention_comparison.png`): MSPAN with its block attention replaced (ABLATIONS). The defaults are the CPU-sized budget of the recorded table (LR patch 24, batch 8,
-600 steps); benchmarks/train_compare_gpu.sh overrides them for the GPU budget.
+(`attention_comparison.png`): MSPAN with its block attention replaced (ABLATIONS). The defaults are
+a CPU-sized budget (LR patch 24, batch 8, 600 steps); benchmarks/train_compare_gpu.sh overrides
+them for the GPU budget.
 """
 
 import ml_collections

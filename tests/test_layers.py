@@ -128,6 +128,19 @@ def test_pool_equals_torch_floor_mode(kind, window, stride, hw):
     np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind,window,stride", [("max", 7, 3), ("avg", 3, 2), ("avg", 2, None)])
+def test_pool_differentiates_under_jit(kind, window, stride):
+    """ESA's overlapping 7x7/3 max pooling once failed to linearize under jit: the gradient of
+    sum(pool(x)) is each window's arg-max (max) or 1/k^2 per covering window (avg), as PyTorch's."""
+    x = np.random.default_rng(1).normal(size=(1, 15, 16, 2)).astype(np.float32)
+    torch = require_torch()
+    grad = np.asarray(jax.jit(jax.grad(lambda v: Pool(kind, window, stride).apply({}, v).sum()))(x))
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    pool = (torch.nn.MaxPool2d if kind == "max" else torch.nn.AvgPool2d)(window, stride or window)
+    pool(xt).sum().backward()
+    np.testing.assert_allclose(grad, xt.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-7)
+
+
 def test_pool_refuses_a_map_smaller_than_its_window():
     with pytest.raises(ValueError, match="3x8, smaller than the window"):
         Pool("avg", 4).apply({}, jnp.zeros((1, 3, 8, 2)))

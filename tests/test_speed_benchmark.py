@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT, require_torch, subprocess_env
 
 SCRIPT = REPO_ROOT / "benchmarks" / "speed.py"
@@ -49,12 +50,31 @@ def test_summary_compares_mspan_with_imdn_and_bf16_with_f32():
         "cpu_mspan_over_imdn_train_float32_b16": 0.5, "cpu_mspan_bf16_over_f32_train_b16": 0.5}
 
 
+def test_tiny_models_use_only_current_config_keys():
+    """TINY_MODELS may only override keys that config_base still has (no silently ignored ones),
+    and the tiny MSPAN keeps the paper's block attention unless --attention asks for another."""
+    from mspan_jax.config_base import MODEL_DEFAULTS
+
+    speed = load_speed()
+    for name, overrides in speed.TINY_MODELS.items():
+        assert set(overrides) <= set(MODEL_DEFAULTS[name]), name
+        assert {k: speed.model_config(name, True)[k] for k in overrides} == overrides
+    assert speed.model_config("mspan", True)["attention"] == MODEL_DEFAULTS["mspan"]["attention"]
+    assert speed.model_config("mspan", False, "esa")["attention"] == "esa"
+    assert "attention" not in speed.model_config("imdn", True, "esa")
+    speed.TINY_MODELS["mspan"] = dict(speed.TINY_MODELS["mspan"], use_mspa=True)
+    with pytest.raises(ValueError, match="no config keys \\['use_mspa'\\]"):
+        speed.model_config("mspan", True)
+
+
 def test_tiny_run_prints_the_json_schema():
     proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--json"],
                           capture_output=True, text=True, env=subprocess_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert result["machine"]["backend"] == "cpu" and result["settings"]["interleaved"]
+    assert set(result["machine"]["loadavg"]) == {"start", "end"}
+    assert result["settings"]["mspan_attention"] == "mspa"
     train_keys = {"framework", "variant", "model", "dtype", "batch", "s_per_step", "cpu_s_per_step",
                   "compile_s"}
     infer_keys = {"framework", "variant", "model", "dtype", "lr_hw", "s_per_image", "cpu_s_per_image",
@@ -69,6 +89,10 @@ def test_tiny_run_prints_the_json_schema():
     assert {"mspan_bf16_over_f32_train_b2", "mspan_over_imdn_train_float32_b2",
             "cpu_mspan_over_imdn_train_float32_b2"} <= set(result["summary"])
     require_torch()  # the PyTorch rows below: skipped without torch, failing under CI's rule
+    # the baseline runs with PyTorch's default threads: nothing set by the script
+    assert result["machine"]["torch"]["threads"] >= 1
+    assert result["machine"]["torch"]["omp_env"] == {k: v for k, v in subprocess_env().items()
+                                                     if k in load_speed().OMP_ENV}
     theirs = {(r["variant"], r["dtype"]) for r in result["train"] if r["framework"] == "pytorch"}
     assert theirs == {("eager", "float32"), ("eager_autocast", "bfloat16"), ("channels_last", "float32")}
     versus = {(q["dtype"], q["versus"].split(":")[0]) for q in result["ratios"]["train"]}

@@ -12,7 +12,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 Array = jax.Array
@@ -99,9 +98,14 @@ def _conv_params(module: nn.Module, k: int, cin_per_group: int, features: int) -
 
 
 def matmul_1x1(x: Array, kernel: Array) -> Array:
-    """A 1x1 conv's multiply: x (..., in) times kernel (1, 1, in, out) or (in, out)."""
+    """A 1x1 conv's multiply: x (..., in) times kernel (1, 1, in, out) or (in, out).
+
+    One 2-D matmul over the flattened pixels: ~10% less process-CPU time per MSPAN x4 train step
+    than `dot_general` contracting x's last axis in place (its gradients lower worse on XLA:CPU;
+    docs/performance.md). Outputs are identical; the kernel gradient differs by summation order.
+    """
     kernel = kernel.reshape(kernel.shape[-2:])
-    return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+    return jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 class TorchConv(nn.Module):
@@ -206,15 +210,17 @@ class Pool(nn.Module):
     def __call__(self, x: Array) -> Array:
         k, s = self.window, self.stride or self.window
         _, h, w, _ = x.shape
-        if h < k or w < k:
+        if isinstance(h, int) and isinstance(w, int) and (h < k or w < k):  # else symbolic (export)
             raise ValueError(f"{self.kind} pooling by {k}: the feature map is {h}x{w}, smaller than "
                              "the window; give the model a larger input")
         if s == k:  # non-overlapping windows: a reshape, exact and fast
             oh, ow = h // k, w // k
             x = x[:, :oh * k, :ow * k].reshape(x.shape[0], oh, k, ow, k, x.shape[-1])
             return x.mean((2, 4)) if self.kind == "avg" else x.max((2, 4))
-        init, op = (0.0, lax.add) if self.kind == "avg" else (-jnp.inf, lax.max)
-        y = lax.reduce_window(x, jnp.asarray(init, x.dtype), op, (1, k, k, 1), (1, s, s, 1), "VALID")
+        # The init value must be a Python scalar: JAX then lowers this to its differentiable
+        # window sum / max. A jnp array here made ESA's max pooling fail to differentiate under jit.
+        init, op = (0.0, lax.add) if self.kind == "avg" else (-float("inf"), lax.max)
+        y = lax.reduce_window(x, init, op, (1, k, k, 1), (1, s, s, 1), "VALID")
         return y / (k * k) if self.kind == "avg" else y
 
 
@@ -230,24 +236,51 @@ class GlobalAvgPool(nn.Module):
         return jnp.sum(x * m, axis=(1, 2), keepdims=True) / jnp.sum(m, axis=(1, 2), keepdims=True)
 
 
-def _bilinear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """PyTorch's bilinear source taps for align_corners=False and an explicit output size:
-    src = (dst + 0.5) * in / out - 0.5, clamped at 0; returns (i0, i1, weight of i1)."""
-    src = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
-    i1 = np.minimum(i0 + 1, in_size - 1)
-    return i0, i1, (src - i0).astype(np.float32)
+def _bilinear_taps(out_size: int, in_size: int) -> tuple[Array, Array, Array]:
+    """PyTorch's bilinear source taps for align_corners=False and an explicit output size, in
+    float32 as PyTorch computes them: src = (dst + 0.5) * in / out - 0.5, clamped at 0; returns
+    (i0, i1, weight of i1). Sizes may be symbolic (`jax.export`)."""
+    ratio = jnp.asarray(in_size, jnp.float32) / jnp.asarray(out_size, jnp.float32)
+    src = jnp.maximum((jnp.arange(out_size, dtype=jnp.float32) + 0.5) * ratio - 0.5, 0.0)
+    i0 = jnp.minimum(jnp.floor(src).astype(jnp.int32), in_size - 1)
+    i1 = jnp.minimum(i0 + 1, in_size - 1)
+    return i0, i1, src - i0
+
+
+def _slice(x: Array, axis: int, start: int, stop: int) -> Array:
+    return lax.slice_in_dim(x, start, stop, axis=axis)
+
+
+def _upsample2_axis(x: Array, axis: int) -> Array:
+    """`resize_bilinear` doubling one axis: PyTorch's taps are then fixed, out[2i] = x[i-1] / 4 +
+    3 x[i] / 4 (x[0] at i = 0) and out[2i+1] = 3 x[i] / 4 + x[i+1] / 4 (x[i+1] clamped to the
+    last), so two blends of shifted slices interleaved; the same products and sums as the gathers.
+    """
+    n = x.shape[axis]
+    even = jnp.concatenate([_slice(x, axis, 0, 1),
+                            _slice(x, axis, 0, n - 1) * 0.25 + _slice(x, axis, 1, n) * 0.75], axis)
+    after = jnp.concatenate([_slice(x, axis, 1, n), _slice(x, axis, n - 1, n)], axis)
+    odd = x * 0.75 + after * 0.25
+    shape = list(x.shape)
+    shape[axis] = 2 * n
+    return jnp.stack([even, odd], axis + 1).reshape(shape)
 
 
 def resize_bilinear(x: Array, size: tuple[int, int]) -> Array:
-    """NHWC `F.interpolate(x, size, mode='bilinear', align_corners=False)`: two gathers and a
-    linear blend per axis."""
+    """NHWC `F.interpolate(x, size, mode='bilinear', align_corners=False)`, per axis: doubling
+    (MSPA's upsampling of its pooled maps wherever the sizes divide evenly) blends shifted slices
+    (`_upsample2_axis`; forward ~0.5x, forward + gradient ~0.35-0.4x the gathers' time on CPU,
+    docs/performance.md); any other size takes two gathers and a linear blend."""
     for axis, out_size in ((1, size[0]), (2, size[1])):
-        if x.shape[axis] == out_size:
+        in_size = x.shape[axis]
+        if in_size == out_size:
             continue
-        i0, i1, w = _bilinear_taps(out_size, x.shape[axis])
+        if isinstance(in_size, int) and isinstance(out_size, int) and out_size == 2 * in_size:
+            x = _upsample2_axis(x, axis)
+            continue
+        i0, i1, w = _bilinear_taps(out_size, in_size)
         shape = [1] * x.ndim
         shape[axis] = out_size
-        w = jnp.asarray(w, x.dtype).reshape(shape)
+        w = w.astype(x.dtype).reshape(shape)
         x = jnp.take(x, i0, axis=axis) * (1 - w) + jnp.take(x, i1, axis=axis) * w
     return x
