@@ -25,7 +25,7 @@ from mspan_jax.config_base import sr_config
 
 # Steps per scale: x4 from scratch, the others fine-tuned from it; then a second cycle ("<scale>b").
 NUM_STEPS = {2: 1000, 3: 1000, 4: 4000}
-SECOND_CYCLE_STEPS = {2: 1000, 3: 1000, 4: 4000}
+SECOND_CYCLE_STEPS = {2: 1000, 3: 1000, 4: 1500}
 
 
 def get_config(arg: str = "4") -> ml_collections.ConfigDict:

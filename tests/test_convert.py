@@ -165,7 +165,9 @@ def test_conv_layouts():
         (tiny("mspan", 2, num_blocks=1), "unexpected \\[\\d+\\]: IDDB2.AU1.bias"),
         (tiny("mspan_ir", 1), "missing \\[2\\]: out_conv.bias, out_conv.weight; unexpected \\[4\\]: "
                               "rec_conv.bias, rec_conv.weight, upsampler.0.bias, upsampler.0.weight"),
-        (tiny("mspan", 2, attention="esa"), r"missing \[28\]: IDDB1.esa.conv1.bias.*"
+        (tiny("mspan", 2, attention="esa"), r"looks like mspan x2, num_features=8, attention=mspa but "
+                                            r"config.model is mspan x2, num_features=8, attention=esa;"
+                                            r".*missing \[28\]: IDDB1.esa.conv1.bias.*"
                                             r"unexpected \[44\]: IDDB1.mspa.channel_down.bias"),
     ],
     ids=["arch", "scale", "width", "depth", "task", "attention"],

@@ -161,7 +161,7 @@ def test_evaluate_lr_dir_self_ensemble_round_y_and_skipped_files(tiny_checkpoint
 
     assert scores["psnr"] == pytest.approx(library(), abs=1e-6)
     for other in (library(lr=None), library(self_ensemble=False), library(round_y=False)):
-        assert abs(other - scores["psnr"]) > 1e-4
+        assert abs(other - scores["psnr"]) > 1e-5  # equal flags agree to 1e-6
 
 
 def test_evaluate_datasets_are_whole_or_fail(tiny_checkpoint, tmp_path):

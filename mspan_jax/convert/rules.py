@@ -100,7 +100,12 @@ def describe_state_dict(state_dict: Mapping[str, np.ndarray]) -> str:
         scale = round((np.shape(up)[0] / 3) ** 0.5)
         name += f" x{scale}" if 3 * scale * scale == np.shape(up)[0] else ""
     fea = state_dict.get("fea_conv.weight")
-    return name + (f", num_features={np.shape(fea)[0]}" if fea is not None else "")
+    name += f", num_features={np.shape(fea)[0]}" if fea is not None else ""
+    if name.startswith("mspan"):  # the block attention, by its module name in the first IDDB
+        kinds = [k for k in ("mspa", "ca", "esa")
+                 if any(key.startswith(f"IDDB1.{k}.") for key in state_dict)]
+        name += f", attention={kinds[0] if kinds else 'none'}"
+    return name
 
 
 def convert_state_dict(model_config: Mapping[str, Any],
@@ -118,10 +123,11 @@ def convert_state_dict(model_config: Mapping[str, Any],
     mismatch = tree_mismatch(expected_torch, dict(state_dict))
     if mismatch:
         cfg = model_config
+        attention = f", attention={cfg['attention']}" if "attention" in cfg else ""
         raise ConversionError(
             f"state_dict looks like {describe_state_dict(state_dict)} but config.model is "
-            f"{cfg['name']} x{cfg['scale']}, num_features={cfg.get('num_features')}; pass the matching "
-            f"--model/--scale or --config. {mismatch}"
+            f"{cfg['name']} x{cfg['scale']}, num_features={cfg.get('num_features')}{attention}; pass "
+            f"the matching --model/--scale/--attention or --config. {mismatch}"
         )
     params: dict[str, Any] = {}
     for path, key in names.items():
