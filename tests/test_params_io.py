@@ -114,7 +114,9 @@ def test_garbage_directories_are_refused(tmp_path):
 
 
 def test_flipped_bytes_are_caught_naming_the_array(tmp_path):
-    cfg = tiny("mspan", 2)
+    # Width 32: its 3x3 kernels (37 KB) fill the data file, so the flipped bytes land in an array
+    # (at width 8 most arrays are small enough to live in OCDBT's own checked nodes).
+    cfg = tiny("mspan", 2, num_features=32)
     variables = init(cfg)
     save_params(tmp_path / "c", variables, cfg)
     flip_bytes(tmp_path / "c")
