@@ -128,31 +128,36 @@ class ESA(nn.Module):
 ATTENTION_MODULES: dict[str, type[nn.Module]] = {"mspa": MSPA, "ca": CA, "esa": ESA}
 
 
+def attention_class(kind: str) -> type[nn.Module] | None:
+    """The module class of block attention `kind` (one of ATTENTIONS; "none": None); the one
+    check of the `config.model.attention` key."""
+    if kind not in ATTENTIONS:
+        raise ValueError(f"config.model.attention={kind!r}; choose one of {ATTENTIONS}")
+    return ATTENTION_MODULES.get(kind)
+
+
 def attention_pads_exactly(kind: str) -> bool:
     """Whether block attention `kind` (one of ATTENTIONS) on a zero-padded input with its validity
     mask gives the unpadded result; "none" (no attention) does."""
-    if kind not in ATTENTIONS:
-        raise ValueError(f"config.model.attention={kind!r}; choose one of {ATTENTIONS}")
-    return kind == "none" or ATTENTION_MODULES[kind].pads_exactly
+    cls = attention_class(kind)
+    return cls is None or cls.pads_exactly
 
 
 def attention_min_size(kind: str) -> int:
     """The smallest input height and width that block attention `kind` runs on."""
-    if kind not in ATTENTIONS:
-        raise ValueError(f"config.model.attention={kind!r}; choose one of {ATTENTIONS}")
-    return 1 if kind == "none" else ATTENTION_MODULES[kind].min_size
+    cls = attention_class(kind)
+    return 1 if cls is None else cls.min_size
 
 
 def block_attention(kind: str, features: int, reduction: int, ca_reduction: int,
                     interactions: int, dtype: Dtype) -> nn.Module | None:
     """The IDDB's attention module of `kind` (one of ATTENTIONS; "none": None), named by its kind;
     call inside a compact method."""
-    if kind == "mspa":
-        return MSPA(features, reduction, interactions, dtype, name="mspa")
-    if kind == "ca":
-        return CA(features, ca_reduction, dtype, name="ca")
-    if kind == "esa":
-        return ESA(features, reduction, dtype, name="esa")
-    if kind == "none":
-        return None
-    raise ValueError(f"config.model.attention={kind!r}; choose one of {ATTENTIONS}")
+    cls = attention_class(kind)
+    if cls is MSPA:
+        return MSPA(features, reduction, interactions, dtype, name=kind)
+    if cls is CA:
+        return CA(features, ca_reduction, dtype, name=kind)
+    if cls is ESA:
+        return ESA(features, reduction, dtype, name=kind)
+    return None

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mspan_jax.models.attention import ATTENTIONS, block_attention
+from mspan_jax.models.attention import attention_class, block_attention
 from mspan_jax.models.layers import Dtype, lrelu, masked_conv, pixel_shuffle, torch_conv
 
 Array = jax.Array
@@ -114,8 +114,7 @@ class _MSPANConfig(nn.Module):
 
     def trunk(self) -> MSPANTrunk:
         """The shared trunk, named `body`; call inside the subclass's compact method."""
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"config.model.attention={self.attention!r}; choose one of {ATTENTIONS}")
+        attention_class(self.attention)  # fails in one line on an unknown kind, before any init
         return MSPANTrunk(self.num_features, self.num_blocks, self.num_units, self.distill_rate,
                           self.attention, self.attention_reduction, self.ca_reduction,
                           self.mspa_interactions, self.dtype, name="body")
