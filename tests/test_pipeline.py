@@ -10,8 +10,13 @@ import pytest
 from PIL import Image
 
 from mspan_jax.config_base import sr_config
-from mspan_jax.data import pipeline
-from mspan_jax.data.pipeline import create_train_iterator, load_train_images, resolve_spec
+from mspan_jax.data import train_images
+from mspan_jax.data.degradations import degrade
+from mspan_jax.data.patches import BatchSampler, augment_pair
+from mspan_jax.data.pipeline import create_train_iterator
+from mspan_jax.data.sources import shard_bounds
+from mspan_jax.data.train_images import load_train_images
+from mspan_jax.data.train_spec import resolve_spec
 
 
 def _rgb(h: int, w: int, seed: int) -> np.ndarray:
@@ -66,7 +71,7 @@ def test_lr_hr_stay_aligned_through_crop_and_augmentation(div2k_pattern):
 
 def test_augmentation_uses_all_flips_and_transposes():
     lr = np.arange(16).reshape(4, 4, 1)
-    variants = {pipeline.augment_pair(lr, lr, h, v, t)[0].tobytes()
+    variants = {augment_pair(lr, lr, h, v, t)[0].tobytes()
                 for h in (0, 1) for v in (0, 1) for t in (0, 1)}
     assert len(variants) == 8
 
@@ -84,8 +89,8 @@ def test_same_seed_same_batches_and_resume_without_replay(tmp_path, monkeypatch)
     assert not np.array_equal(_batches(config, 1)[0]["hr"], first[0]["hr"])
     config.seed = 0
     built = []
-    original = pipeline.BatchSampler.patches
-    monkeypatch.setattr(pipeline.BatchSampler, "patches",
+    original = BatchSampler.patches
+    monkeypatch.setattr(BatchSampler, "patches",
                         lambda self, step: built.append(step) or original(self, step))
     resumed = _batches(config, 2, start_step=3)
     np.testing.assert_array_equal(resumed[0]["hr"], first[3]["hr"])
@@ -96,7 +101,7 @@ def test_same_seed_same_batches_and_resume_without_replay(tmp_path, monkeypatch)
 def test_process_shards_are_disjoint_and_cover(tmp_path):
     for n in (1, 7, 8, 800):
         for count in (1, 3, 8):
-            bounds = [pipeline.shard_bounds(n, i, count) for i in range(count)]
+            bounds = [shard_bounds(n, i, count) for i in range(count)]
             assert bounds[0][0] == 0 and bounds[-1][1] == n
             assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
             assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
@@ -225,7 +230,7 @@ def test_div2k_tfds_source_reads_through_tfds(monkeypatch, tmp_path):
     assert len(list(tmp_path.glob("div2k-x2-bd-p1of1.*"))) == 2  # index + data
     assert len(images) == 5 and batch["lr"].shape == (4, 2, 2, 3) and batch["hr"].shape == (4, 4, 4, 3)
     for im in images:
-        np.testing.assert_array_equal(im.source, pipeline.degrade(im.target, 2, "BD"))
+        np.testing.assert_array_equal(im.source, degrade(im.target, 2, "BD"))
 
 
 def _temp_caches() -> list[Path]:
@@ -261,8 +266,8 @@ def test_decoded_cache_is_reused_and_rebuilt_when_stale_or_damaged(tmp_path, mon
     plain = _batches(config, 3)
     config.data.cache_dir = str(tmp_path / "cache")
     decoded = []
-    real = pipeline._load_and_prepare
-    monkeypatch.setattr(pipeline, "_load_and_prepare",
+    real = train_images._load_and_prepare
+    monkeypatch.setattr(train_images, "_load_and_prepare",
                         lambda spec, loader: decoded.append(loader) or real(spec, loader))
 
     def run() -> list[dict[str, np.ndarray]]:
