@@ -150,14 +150,17 @@ def test_config_and_folder_errors_are_one_line(tmp_path):
         (_config("folder", tmp_path / "missing"), r"config.data.train_dir: .* is not a folder"),
         (_config("nope"), r"config.data.source: 'nope' is not a source"),
         (_config("folder", empty), r"holds no images"),
-        (_config("skimage", batch=5), r"config.train.batch_size: 5 is not divisible by the 2 processes"),
+        (_config("skimage", batch=5), r"config.train.batch_size: 5 is not divisible by the 2 processes; "
+                                      r"set it to a multiple of 2"),
+        (_config("skimage", batch=0), r"config.train.batch_size: must be an integer >= 1, got 0"),
     ]
     cfg = _config("skimage")
     cfg.data.hr_patch_siz = 4
     cases.append((cfg, r"config.data.hr_patch_siz: unknown key"))
     cfg = _config("skimage", scale=3)
     cfg.data.hr_patch_size = 16
-    cases.append((cfg, r"config.data.hr_patch_size: 16 is not a multiple of model.scale=3"))
+    cases.append((cfg, r"config.data.hr_patch_size: 16 is not a multiple of model.scale=3; set it to "
+                       r"a multiple of 3, e.g. 18"))
     for config, pattern in cases:
         with pytest.raises(ValueError, match=pattern) as e:
             create_train_iterator(config, process_index=0, process_count=2, verbose=False)

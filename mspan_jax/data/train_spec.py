@@ -1,7 +1,9 @@
 """What to train on: `config.data` (and the model / batch keys it depends on) checked once and resolved
 into a `PipelineSpec`, so that the rest of the training pipeline reads plain, valid values.
 
-Every problem is a one-line ValueError naming the config key.
+Every problem is a one-line ValueError naming the config key and what to do. `train.batch_size` and
+`data.hr_patch_size` are validated here and nowhere else: the training loop meets them through
+`create_train_iterator`.
 """
 
 from __future__ import annotations
@@ -58,6 +60,24 @@ def _as_int(value: Any, key: str, minimum: int) -> int:
     return int(value)
 
 
+def _checked_patch(value: Any, scale: int) -> int:
+    """`data.hr_patch_size`: an integer >= 2 that the scale divides (the LR patch is its s-th part)."""
+    hr_patch = _as_int(value, "data.hr_patch_size", 2)
+    if hr_patch % scale:
+        raise _fail("data.hr_patch_size", f"{hr_patch} is not a multiple of model.scale={scale}; set "
+                    f"it to a multiple of {scale}, e.g. {(hr_patch // scale + 1) * scale}")
+    return hr_patch
+
+
+def _checked_batch(value: Any, process_count: int) -> int:
+    """`train.batch_size`: a positive integer that splits evenly over the processes."""
+    batch = _as_int(value, "train.batch_size", 1)
+    if batch % process_count:
+        raise _fail("train.batch_size", f"{batch} is not divisible by the {process_count} processes; "
+                    f"set it to a multiple of {process_count}")
+    return batch
+
+
 def resolve_spec(config: Any, process_index: int | None = None, process_count: int | None = None
                  ) -> PipelineSpec:
     """Checks `config.data` (and the batch/model keys it uses); one-line ValueError naming the key."""
@@ -83,16 +103,12 @@ def resolve_spec(config: Any, process_index: int | None = None, process_count: i
     restoration = config.model.name == "mspan_ir" or scale == 1
     if restoration and scale != 1:
         raise _fail("model.scale", f"restoration ({config.model.name}) needs scale 1, got {scale}")
-    hr_patch = _as_int(get("hr_patch_size"), "data.hr_patch_size", 2)
-    if hr_patch % scale:
-        raise _fail("data.hr_patch_size", f"{hr_patch} is not a multiple of model.scale={scale}")
+    hr_patch = _checked_patch(get("hr_patch_size"), scale)
     count = _as_int(process_count, "process_count", 1)
     index = _as_int(process_index, "process_index", 0)
     if index >= count:
         raise _fail("process_index", f"{index} is not below process_count={count}")
-    batch = _as_int(config.train.batch_size, "train.batch_size", 1)
-    if batch % count:
-        raise _fail("train.batch_size", f"{batch} is not divisible by the {count} processes")
+    batch = _checked_batch(config.train.batch_size, count)
     degradation = str(get("degradation", "BI")).upper()
     if degradation not in DEGRADATIONS:
         raise _fail("data.degradation", f"{degradation!r}; choose one of {list(DEGRADATIONS)}")

@@ -78,7 +78,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     t = config.train
     if t.loss not in LOSSES:
         raise ValueError(f"config.train.loss={t.loss!r}; choose one of {sorted(LOSSES)}")
-    for key in ("batch_size", "steps_per_epoch", "num_epochs", "lr_decay_epochs", "log_every_steps",
+    for key in ("steps_per_epoch", "num_epochs", "lr_decay_epochs", "log_every_steps",
                 "checkpoint_every_steps", "eval_every_steps", "keep_checkpoints"):
         if int(t[key]) <= 0:
             raise ValueError(f"config.train.{key}={t[key]} must be positive")
@@ -89,9 +89,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if t.get("warm_start_reinit", ()) and not t.warm_start:
         raise ValueError("config.train.warm_start_reinit is set but config.train.warm_start is empty; "
                          "set both or neither")
-    if config.data.hr_patch_size % config.model.scale:
-        raise ValueError(f"config.data.hr_patch_size={config.data.hr_patch_size} must be a multiple of "
-                         f"config.model.scale={config.model.scale}")
 
 
 def format_duration(seconds: float) -> str:
