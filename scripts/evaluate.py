@@ -88,7 +88,8 @@ def eval_sets(config, scale: int, noise_sigma: float
               ) -> list[tuple[str, list[EvalPair], list[str]]]:
     """(name, pairs, names of skipped images) of every set asked for on the command line or in
     config.eval.datasets. A standard benchmark is whole or fails; a --hr-dir folder skips unreadable
-    or too small files (warning naming each), reported as "N of M images"."""
+    or too small files (warning naming each), reported as "N of M images". `noise_sigma`: the noise of
+    restoration inputs, and of DN super-resolution inputs (config.data.noise_sigma, as trained)."""
     restoration = scale == 1
     channels = int(config.model.get("in_channels", 3))
     if _HR_DIR.value is not None:
@@ -100,7 +101,9 @@ def eval_sets(config, scale: int, noise_sigma: float
                 hr_dir, _LR_DIR.value, noise_sigma=noise_sigma, channels=channels,
                 gray_noise=bool(config.data.noise_gray))
             return [(folder_set_name(hr_dir), pairs, skipped)]
-        pairs = load_folder_pairs(hr_dir, scale, _LR_DIR.value, skip_unusable=True)
+        pairs = load_folder_pairs(hr_dir, scale, _LR_DIR.value, skip_unusable=True,
+                                  degradation=config.data.get("degradation", "BI"),
+                                  noise_sigma=noise_sigma)
         scored = {p.name for p in pairs}
         skipped = [path.name for path in list_images(hr_dir) if path.stem not in scored]
         return [(folder_set_name(hr_dir), pairs, skipped)]
@@ -117,7 +120,8 @@ def eval_sets(config, scale: int, noise_sigma: float
                                             channels=channels, **dirs), [])
                 for name in names]
     degradation = config.data.get("degradation", "BI")
-    return [(name, load_benchmark(name, scale, degradation, download=_DOWNLOAD.value, **dirs), [])
+    return [(name, load_benchmark(name, scale, degradation, download=_DOWNLOAD.value,
+                                  noise_sigma=noise_sigma, **dirs), [])
             for name in names]
 
 

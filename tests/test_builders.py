@@ -212,3 +212,41 @@ def test_mspan_ir_training_validates_on_noisy_inputs():
     sigma_y = 15.0 * float(np.linalg.norm(Y_WEIGHTS)) / 255.0
     want = 20 * np.log10(255.0 / sigma_y)
     assert validator.bicubic["skimage_holdout"].psnr == pytest.approx(want, abs=0.1)
+
+
+def test_dn_super_resolution_validates_and_evaluates_at_the_configured_sigma(tmp_path):
+    """SR with DN trains at config.data.noise_sigma, so its validation / evaluation LR must carry that
+    sigma, not a fixed 30: the bundled photos and an HR folder make it at the sigma asked for; the tfds
+    sets, whose DN inputs are built at 30, refuse another sigma in one line."""
+    from mspan_jax.data.degradations import DN_SIGMA, bicubic, degrade, seed_for_name
+
+    for p in datasets.load_benchmark("skimage_holdout", 2, "DN", noise_sigma=10.0):
+        want = degrade(p.hr, 2, "DN", sigma=10.0, seed=seed_for_name(p.name))
+        np.testing.assert_array_equal(p.lr, want)
+        assert np.std(p.lr.astype(np.float64) - bicubic(p.hr, 2)) < 12  # ~10, not ~30
+    _save(tmp_path / "hr" / "a.png", _rgb(24, 30, 0))
+    (pair,) = pairs.load_folder_pairs(tmp_path / "hr", 2, degradation="DN", noise_sigma=10.0)
+    np.testing.assert_array_equal(pair.lr, degrade(pair.hr, 2, "DN", sigma=10.0,
+                                                   seed=seed_for_name("a")))
+    (pair,) = pairs.load_folder_pairs(tmp_path / "hr", 2)  # BI: MATLAB bicubic, as before
+    np.testing.assert_array_equal(pair.lr, bicubic_downscale(pair.hr, 2))
+    with pytest.raises(ValueError, match=rf"set5: its tfds DN inputs are built at noise sigma "
+                                         rf"{DN_SIGMA:g}, not 10;") as e:
+        datasets.load_benchmark("set5", 2, "DN", noise_sigma=10.0, data_dir=tmp_path / "tfds",
+                                manual_dir=tmp_path / "none")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.xfail(strict=True, reason="train/loop.py Validator does not pass config.data.noise_sigma "
+                   "to load_benchmark yet (train/ is another engineer's; see the h19-data report)")
+def test_dn_super_resolution_training_validates_at_its_noise_sigma():
+    from mspan_jax.config_base import sr_config
+    from mspan_jax.data.degradations import degrade, seed_for_name
+    from mspan_jax.train.loop import Validator
+
+    config = sr_config("mspan", 2)
+    config.eval.datasets = ("skimage_holdout",)
+    config.data.degradation, config.data.noise_sigma = "DN", 10.0
+    for p in Validator(config, model=None).pairs["skimage_holdout"]:
+        np.testing.assert_array_equal(p.lr, degrade(p.hr, 2, "DN", sigma=10.0,
+                                                    seed=seed_for_name(p.name)))

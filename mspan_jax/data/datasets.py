@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mspan_jax.data.degradations import DEGRADATIONS, degrade, seed_for_name
+from mspan_jax.data.degradations import DEGRADATIONS, DN_SIGMA, degrade, seed_for_name
 from mspan_jax.data.imresize import modcrop
 from mspan_jax.data.pairs import PAIRED_CONFIGS, SPLITS, EvalPair, noisy_pairs, to_channels
 from mspan_jax.data.sample_images import sample_images
@@ -50,12 +50,14 @@ def _check_args(name: str, scale: int, degradation: str) -> tuple[str, str]:
     return key, deg
 
 
-def skimage_holdout_pairs(scale: int, degradation: str = "BI") -> list[EvalPair]:
-    """The held-out scikit-image photos, HR modcropped and LR made by `degradation`."""
+def skimage_holdout_pairs(scale: int, degradation: str = "BI", noise_sigma: float = DN_SIGMA
+                          ) -> list[EvalPair]:
+    """The held-out scikit-image photos, HR modcropped and LR made by `degradation` (DN: noise of std
+    `noise_sigma`, seeded per image name)."""
     pairs = []
     for name, img in sample_images("holdout"):
         hr = modcrop(img, scale)
-        lr = degrade(hr, scale, degradation, seed=seed_for_name(name))
+        lr = degrade(hr, scale, degradation, sigma=noise_sigma, seed=seed_for_name(name))
         pairs.append(EvalPair(name=name, lr=lr, hr=hr))
     return pairs
 
@@ -63,7 +65,7 @@ def skimage_holdout_pairs(scale: int, degradation: str = "BI") -> list[EvalPair]
 def load_benchmark(name: str, scale: int, degradation: str = "BI",
                    data_dir: str | os.PathLike | None = None,
                    manual_dir: str | os.PathLike | None = None,
-                   download: bool = False) -> list[EvalPair]:
+                   download: bool = False, noise_sigma: float = DN_SIGMA) -> list[EvalPair]:
     """An evaluation set as `EvalPair`s sorted by image name.
 
     name: "set5" | "set14" | "b100" | "urban100" | "manga109" (tfds builders, prepared into `data_dir`
@@ -73,11 +75,18 @@ def load_benchmark(name: str, scale: int, degradation: str = "BI",
     Urban100). Raises FileNotFoundError with one line saying where to put missing files, and
     benchmarks.IncompleteSetError when a standard set does not hold exactly its `EXPECTED_IMAGES`, all
     usable.
+    noise_sigma: the DN noise std (0..255), config.data.noise_sigma of a DN model. The tfds sets' DN
+    inputs are built at `DN_SIGMA` (30), so they refuse another sigma (ValueError, one line);
+    "skimage_holdout" makes its inputs at any sigma.
     """
     key, deg = _check_args(name, scale, degradation)
     data_dir, manual_dir = data_dir or None, manual_dir or None  # "" (a config's unset value) = default
     if key == "skimage_holdout":
-        return skimage_holdout_pairs(scale, deg)
+        return skimage_holdout_pairs(scale, deg, noise_sigma)
+    if deg == "DN" and float(noise_sigma) != DN_SIGMA:
+        raise ValueError(f"{key}: its tfds DN inputs are built at noise sigma {DN_SIGMA:g}, not "
+                         f"{float(noise_sigma):g}; validate this DN model on 'skimage_holdout' or an HR "
+                         f"folder (made at any sigma), or set config.data.noise_sigma={DN_SIGMA:g}")
     import tensorflow_datasets as tfds
 
     from mspan_jax.data.builders.benchmarks import BENCHMARKS

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mspan_jax.data.degradations import add_gaussian_noise, rgb_to_gray, seed_for_name
+from mspan_jax.data.degradations import DN_SIGMA, add_gaussian_noise, degrade, rgb_to_gray, seed_for_name
 from mspan_jax.data.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
-from mspan_jax.data.imresize import bicubic_downscale, modcrop
+from mspan_jax.data.imresize import modcrop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +60,14 @@ def _find_lr(lr_dir: Path, by_name: dict[str, Path], stem: str, scale: int) -> P
 
 def load_folder_pairs(hr_dir: str | os.PathLike, scale: int,
                       lr_dir: str | os.PathLike | None = None, *,
-                      skip_unusable: bool = False) -> list[EvalPair]:
+                      skip_unusable: bool = False, degradation: str = "BI",
+                      noise_sigma: float = DN_SIGMA) -> list[EvalPair]:
     """Pairs for every HR image in hr_dir (sorted by name), HR modcropped to a multiple of `scale`.
 
-    LR is MATLAB bicubic of the HR (`bicubic_downscale`) unless lr_dir is given; then each HR stem
-    is matched to `<stem>x{scale}.<ext>` or `<stem>.<ext>` there and its size is checked.
+    LR is made from the HR by `degradation` (BI: MATLAB bicubic; DN: bicubic + noise of std
+    `noise_sigma` seeded per image name, as the benchmark builders make it) unless lr_dir is given;
+    then each HR stem is matched to `<stem>x{scale}.<ext>` or `<stem>.<ext>` there and its size is
+    checked.
     An unreadable or too small HR (`read_hr`) raises ImageReadError, or with `skip_unusable` is
     skipped with a warning naming it (callers then report "N of M images"); when every file is
     unusable the first one's error is raised all the same.
@@ -89,7 +92,7 @@ def load_folder_pairs(hr_dir: str | os.PathLike, scale: int,
             unusable.append(e)
             continue
         if lr_dir is None:
-            lr = bicubic_downscale(hr, scale)
+            lr = degrade(hr, scale, degradation, sigma=noise_sigma, seed=seed_for_name(hr_path.stem))
         else:
             lr_path = _find_lr(lr_dir, lr_files, hr_path.stem, scale)
             lr = read_image(lr_path)
@@ -109,16 +112,20 @@ def is_folder_set(name: str) -> bool:
     return "/" in name or os.sep in name
 
 
-def load_set_folder(root: str | os.PathLike, scale: int) -> list[EvalPair]:
+def load_set_folder(root: str | os.PathLike, scale: int, degradation: str = "BI",
+                    noise_sigma: float = DN_SIGMA) -> list[EvalPair]:
     """An SR benchmark laid out as folders, whole: `root/HR` with the published bicubic inputs in
-    `root/LR_bicubic/X{scale}` when present (e.g. ../shared/data/Set5), else every image of `root`
-    with MATLAB bicubic LR. Any unreadable or too small image raises (no "N of M" for validation)."""
+    `root/LR_bicubic/X{scale}` when present and `degradation` is BI (e.g. ../shared/data/Set5), else
+    every image of `root` with its LR made by `degradation` (`load_folder_pairs`). Any unreadable or
+    too small image raises (no "N of M" for validation)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"validation folder {root} does not exist; fix config.eval.datasets")
     hr_dir = root / "HR" if (root / "HR").is_dir() else root
     lr_dir = root / "LR_bicubic" / f"X{scale}"
-    return load_folder_pairs(hr_dir, scale, lr_dir if lr_dir.is_dir() else None)
+    use_lr = str(degradation).upper() == "BI" and lr_dir.is_dir()
+    return load_folder_pairs(hr_dir, scale, lr_dir if use_lr else None, degradation=degradation,
+                             noise_sigma=noise_sigma)
 
 
 _ROLE_WORDS = ("noisy", "gt", "rain", "rainy", "norain", "clean", "input", "target", "lq", "hq")
