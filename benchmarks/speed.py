@@ -45,6 +45,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mspan_jax.errors import first_line
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JAX_VARIANTS = [("jit", "float32"), ("jit", "bfloat16")]
 TORCH_VARIANTS = [("eager", "float32"), ("eager_autocast", "bfloat16"),
@@ -260,8 +262,7 @@ def worker(framework: str, compile_timeout: float) -> None:
                 cmd = msg.pop("cmd")
                 reply = {"ok": getattr(runner, cmd)(**msg)}
             except Exception as e:  # noqa: BLE001 - reported to the driver, which skips the variant
-                first = str(e).splitlines()[0] if str(e) else ""
-                reply = {"error": f"{type(e).__name__}: {first}"}
+                reply = {"error": first_line(e, typed=True)}
         out.write(json.dumps(reply) + "\n")
         out.flush()
 

@@ -10,6 +10,7 @@ PSNR / SSIM on the Y channel, as the deraining literature reports them. Data: do
 """
 
 from mspan_jax.config_base import restoration_config
+from mspan_jax.errors import ConfigError
 
 DERAIN_SETS = ("rain100l", "rain100h")
 
@@ -17,8 +18,8 @@ DERAIN_SETS = ("rain100l", "rain100h")
 def get_config(arg=None):
     name = "rain100l" if arg is None or str(arg).strip() == "" else str(arg).strip().lower()
     if name not in DERAIN_SETS:
-        raise ValueError(f"deraining set {arg!r}: use one of {list(DERAIN_SETS)}, e.g. "
-                         "--config configs/derain.py:rain100h")
+        raise ConfigError(f"deraining set {arg!r}: use one of {list(DERAIN_SETS)}, e.g. "
+                          "--config configs/derain.py:rain100h")
     config = restoration_config(channels=3)
     config.data.source = "paired"
     config.eval.datasets = (name,)

@@ -22,6 +22,7 @@ to better weights; these are what fit the CPU budget.
 import ml_collections
 
 from mspan_jax.config_base import sr_config
+from mspan_jax.errors import ConfigError
 
 # Steps per scale: x4 from scratch, the others fine-tuned from it; then a second cycle ("<scale>b").
 NUM_STEPS = {2: 1000, 3: 1000, 4: 4000}
@@ -36,8 +37,8 @@ def get_config(arg: str = "4") -> ml_collections.ConfigDict:
     except ValueError:
         scale = 0
     if scale not in NUM_STEPS:
-        raise ValueError(f"configs/sun_hays_release.py:{arg}: unknown scale; choose one of "
-                         f"{sorted(NUM_STEPS)}, or <scale>b for the second cycle")
+        raise ConfigError(f"configs/sun_hays_release.py:{arg}: unknown scale; choose one of "
+                          f"{sorted(NUM_STEPS)}, or <scale>b for the second cycle")
     config = sr_config(model="mspan", scale=scale)
     config.data.source = "folder"
     config.data.train_dir = "../shared/data/Sun_Hays80"

@@ -17,6 +17,7 @@ them for the GPU budget.
 import ml_collections
 
 from mspan_jax.config_base import sr_config
+from mspan_jax.errors import ConfigError
 
 # MSPAN variants of the paper's attention ablation: config.model keys changed from the default.
 ABLATIONS: dict[str, dict] = {
@@ -31,7 +32,7 @@ MODELS = ("imdn", *ABLATIONS)
 def get_config(arg: str = "mspan") -> ml_collections.ConfigDict:
     name = arg or "mspan"
     if name not in MODELS:
-        raise ValueError(f"configs/sun_hays_x4.py:{name}: unknown model; choose one of {list(MODELS)}")
+        raise ConfigError(f"configs/sun_hays_x4.py:{name}: unknown model; choose one of {list(MODELS)}")
     config = sr_config(model="imdn" if name == "imdn" else "mspan", scale=4)
     for key, value in ABLATIONS.get(name, {}).items():
         config.model[key] = value

@@ -1,4 +1,8 @@
-"""What every script shares: absl start-up, config-file loading, and user errors as one line + exit 2."""
+"""What every script shares: absl start-up, config-file loading, and user errors as one line + exit 2.
+
+Only `errors.UserError` (and the OS errors naming a missing or unreadable path) become one line; any
+other exception is a bug and shows its traceback.
+"""
 
 from __future__ import annotations
 
@@ -11,26 +15,19 @@ from typing import NoReturn
 
 from absl import app, flags, logging
 
-from mspan_jax.extras import MissingExtraError
+from mspan_jax.errors import ConfigError, UserError, first_line
 
-# Errors that mean "the input is wrong", reported as one line without a traceback.
-# The package's own error classes (ImageReadError, CheckpointError, ...) subclass ValueError;
-# MissingExtraError names the pyproject extra a feature needs.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError,
-                                                 NotADirectoryError, IsADirectoryError,
-                                                 MissingExtraError)
+# Errors that mean "the input is wrong", reported as one line without a traceback: the package's own
+# (CheckpointError, ImageReadError, MissingExtraError, ConfigError, ... all derive from UserError)
+# and the OS errors of a path that is missing, unreadable or of the wrong kind.
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError, PermissionError,
+                                                 NotADirectoryError, IsADirectoryError)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Prints `error: message` to stderr and exits with `code`."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message, or its type name when it has none."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _config_file(argv: Sequence[str]) -> str | None:
@@ -56,6 +53,7 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     except flags.Error as e:
         if "Error whilst parsing config file" in str(e):  # get_config(arg) raised: say what it said
             last = [line for line in str(e).splitlines() if line.strip()][-1]
+            last = re.sub(r"^mspan_jax(\.\w+)+: ", "", last.strip())  # a UserError: its message alone
             fail(f"--config {path}: cannot load it ({' '.join(last.split())})")
         fail(first_line(e))
     except (AttributeError, KeyError) as e:  # config_flags: an override names no key of the config
@@ -63,27 +61,28 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         fail(f"unknown config key {key!r} in a --config.* override; see {path} and "
              "mspan_jax/config_base.py for the keys")
     except Exception as e:  # the config file itself failed to import (syntax error, bad import)
-        fail(f"--config {path}: cannot load it ({type(e).__name__}: {' '.join(first_line(e).split())})")
+        fail(f"--config {path}: cannot load it ({' '.join(first_line(e, typed=True).split())})")
 
 
 def load_config(spec: str):
     """The ConfigDict of a config file given as `path` or `path:arg` (as --config takes it), for
-    scripts that take several configs; one-line ValueError for a missing or broken file."""
+    scripts that take several configs; ConfigError (one line) for a missing or broken file."""
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
-        raise ValueError(f"config {path}: no such file; use one of configs/*.py")
+        raise ConfigError(f"config {path}: no such file; use one of configs/*.py")
     try:
         module_spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
         return module.get_config(arg) if arg else module.get_config()
     except Exception as e:
-        raise ValueError(f"config {spec}: cannot load it ({type(e).__name__}: "
-                         f"{' '.join(first_line(e).split())})") from None
+        detail = first_line(e, typed=not isinstance(e, UserError))  # a UserError: its message alone
+        raise ConfigError(f"config {spec}: cannot load it ({' '.join(detail.split())})") from None
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
-    """absl `app.run(main)` with one-line errors for bad flags, configs and inputs.
+    """absl `app.run(main)` with one-line errors for bad flags, configs and inputs (`USER_ERRORS`);
+    anything else propagates with its traceback.
 
     Logging drops to WARNING unless --verbosity is given: JAX and orbax log backend probing and
     every checkpoint step at INFO, which would bury a script's own output.

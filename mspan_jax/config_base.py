@@ -6,7 +6,15 @@ denoising, deraining) and change only what really differs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 import ml_collections
+
+from mspan_jax.errors import ConfigError
+
+if TYPE_CHECKING:
+    import flax.linen as nn
 
 MODEL_DEFAULTS = {
     # The paper's MSPAN (docs/architecture.md): C=48, 6 IDDBs of 3 AU/CU pairs, 24 distilled
@@ -27,10 +35,22 @@ MODEL_DEFAULTS = {
 def model_config(name: str, scale: int) -> ml_collections.ConfigDict:
     """The `config.model` section for a registered model at a scale."""
     if name not in MODEL_DEFAULTS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_DEFAULTS)}")
+        raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODEL_DEFAULTS)}")
     return ml_collections.ConfigDict(
         dict(name=name, scale=scale, dtype="float32", **MODEL_DEFAULTS[name])
     )
+
+
+def build_model(model_config: Mapping[str, Any]) -> nn.Module:
+    """The Flax module a `config.model` section names (`models.registry.get_model`), its checks of
+    the section (unknown name, retired or unknown keys, dtype) raised as ConfigError: the section is
+    user input, from a --config or a checkpoint's record. Imports the models only when called."""
+    from mspan_jax.models.registry import get_model
+
+    try:
+        return get_model(model_config)
+    except ValueError as e:  # registry.get_model raises only its checks of the section
+        raise ConfigError(str(e)) from None
 
 
 def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict:
@@ -118,7 +138,7 @@ def noise_level(arg: str | None, default: int = 25) -> tuple[float, tuple[float,
         return float(default), BLIND_SIGMA_RANGE
     if text.isdigit() and int(text) in NOISE_LEVELS:
         return float(text), ()
-    raise ValueError(f"noise level {arg!r}: use one of {list(NOISE_LEVELS)} or 'blind', e.g. "
+    raise ConfigError(f"noise level {arg!r}: use one of {list(NOISE_LEVELS)} or 'blind', e.g. "
                      "--config configs/denoise_color.py:25")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mspan_jax import metrics
+from mspan_jax.data.images import to_uint8
 from mspan_jax.data.imresize import bicubic_upscale
 from mspan_jax.data.pairs import EvalPair
 from mspan_jax.inference import ApplyFn, Predictor
@@ -70,7 +71,7 @@ def _score_all(pairs: Sequence[EvalPair], upscale, *, scale: int, crop_border: i
                            metrics.ssim(sr, pair.hr, **opts))
         scores.append(score)
         if outputs is not None:
-            outputs[pair.name] = sr if sr.dtype == np.uint8 else metrics.to_uint8(sr / 255.0)
+            outputs[pair.name] = sr if sr.dtype == np.uint8 else to_uint8(sr / 255.0)
         bar.update(f"{pair.name} {score.psnr:.2f} dB")
     return EvalResult(psnr=float(np.mean([s.psnr for s in scores])),
                       ssim=float(np.mean([s.ssim for s in scores])),
@@ -102,13 +103,13 @@ def evaluate_pairs(apply_fn: ApplyFn, variables: Any, pairs: Sequence[EvalPair],
 
     Each LR goes in as float32 in [0, 1], padded to multiples of `bucket` with its mask, or at its
     own size for a model that masked padding would change (see the module docstring); the SR
-    output is cropped to (scale h, scale w), quantized with `metrics.to_uint8` and scored against
+    output is cropped to (scale h, scale w), quantized with `to_uint8` and scored against
     the HR. `self_ensemble` averages the x8 flips/rotations.
     """
     predictor = Predictor(apply_fn, variables, scale=scale, bucket=bucket)
 
     def upscale(pair: EvalPair) -> np.ndarray:
-        return metrics.to_uint8(predictor(model_input(pair.lr), self_ensemble))
+        return to_uint8(predictor(model_input(pair.lr), self_ensemble))
 
     result = _score_all(pairs, upscale, scale=scale, crop_border=crop_border, y_channel=y_channel,
                         round_y=round_y, keep_outputs=keep_outputs, progress=progress, label="eval")
@@ -141,7 +142,7 @@ def nl_means_denoise(noisy: np.ndarray) -> np.ndarray:
     x = model_input(noisy).astype(np.float64)
     sigma = float(np.mean(estimate_sigma(x, channel_axis=-1)))
     out = denoise_nl_means(x, h=NL_MEANS_H * sigma, sigma=sigma, channel_axis=-1, **NL_MEANS_SETTINGS)
-    return metrics.to_uint8(out.reshape(noisy.shape))
+    return to_uint8(out.reshape(noisy.shape))
 
 
 def nl_means_scores(pairs: Sequence[EvalPair], *, crop_border: int, y_channel: bool = False,

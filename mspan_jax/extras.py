@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 
+from mspan_jax.errors import UserError
+
 EXTRAS: dict[str, tuple[str, ...]] = {
     "tfds": ("tensorflow_datasets", "tensorflow"),
     "torch": ("torch",),
@@ -18,7 +20,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 }
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(UserError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 

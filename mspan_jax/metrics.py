@@ -3,8 +3,8 @@ and BasicSR): on the Y channel of MATLAB's rgb2ycbcr, kept in float, with `crop_
 shaved on every side; SSIM is Wang's ssim_index.m (11x11 Gaussian window, sigma 1.5, 'valid').
 
 Inputs are uint8 (H, W, 3) RGB, or (H, W, 1) gray (scored on that plane). A float SR output is
-quantized with `to_uint8` first, the one quantizer of the package, exactly as saving the output to a
-PNG would.
+quantized with `data.images.to_uint8` first, the one quantizer of the package, exactly as saving the
+output to a PNG does.
 """
 
 from __future__ import annotations
@@ -18,11 +18,6 @@ SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 PIXEL_MAX = 255.0
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Float image in [0, 1] -> uint8: round(clip(x, 0, 1) * 255)."""
-    return np.round(np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def rgb_to_y(img: np.ndarray, round_y: bool = False) -> np.ndarray:
@@ -46,7 +41,7 @@ def _prepare(sr: np.ndarray, hr: np.ndarray, crop_border: int, y_channel: bool,
         raise ValueError(f"SR shape {sr.shape} differs from HR shape {hr.shape}")
     float_ok = unquantized and sr.dtype.kind == "f"
     if (sr.dtype != np.uint8 and not float_ok) or hr.dtype != np.uint8:
-        raise ValueError(f"metrics need uint8 images (quantize with to_uint8), "
+        raise ValueError(f"metrics need uint8 images (quantize with data.images.to_uint8), "
                          f"got {sr.dtype}/{hr.dtype}")
     if sr.ndim != 3 or sr.shape[2] not in (1, 3):
         raise ValueError(f"metrics need (H, W, 3) RGB or (H, W, 1) gray images, got shape {sr.shape}")

@@ -19,10 +19,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from mspan_jax.checkpoints.resolve import load_model
+from mspan_jax.data.images import to_uint8
 from mspan_jax.inference import Predictor, upscale_image
-from mspan_jax.metrics import to_uint8
 from mspan_jax.models import get_model
-from mspan_jax.weights import checkpoint_config, load_weights
 
 
 class Upscaler:
@@ -45,8 +45,8 @@ class Upscaler:
                         config: ml_collections.ConfigDict | None = None, **options: Any) -> Upscaler:
         """The model a params checkpoint or training workdir records (checked against `config`'s
         model when given); `options` are `__init__`'s (tile, tile_overlap, bucket, self_ensemble)."""
-        model_config = checkpoint_config(path, config).model
-        return cls(model_config, load_weights(path, model_config), **options)
+        loaded = load_model(path, config)
+        return cls(loaded.model_config, loaded.variables, **options)
 
     def upscale(self, images: np.ndarray) -> np.ndarray:
         """SR of one (H, W, C) image or a batch (N, H, W, C): uint8 in -> uint8 out, float in [0, 1]

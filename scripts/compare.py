@@ -26,15 +26,15 @@ import numpy as np
 from absl import flags
 
 from mspan_jax import cli, metrics
+from mspan_jax.checkpoints.resolve import LoadedModel, load_model
 from mspan_jax.data.degradations import degrade, rgb_to_gray
-from mspan_jax.data.images import gray_plane, read_image, write_image
+from mspan_jax.data.images import gray_plane, read_image, to_uint8, write_image
 from mspan_jax.data.imresize import bicubic_upscale, modcrop
 from mspan_jax.data.pairs import noisy_pairs
 from mspan_jax.data.sample_images import read_image_or_sample
 from mspan_jax.drawing import Panel, comparison_figure, zoom
+from mspan_jax.errors import ConfigError
 from mspan_jax.inference import Predictor
-from mspan_jax.models import get_model
-from mspan_jax.weights import checkpoint_config, load_weights
 
 _IMAGE = flags.DEFINE_string("image", None, "The reference (HR / clean) image, or skimage:NAME.")
 _MODEL = flags.DEFINE_multi_string("model", None, "CHECKPOINT (its recorded model) or "
@@ -62,8 +62,8 @@ def parse_model(spec: str) -> tuple[str | None, str]:
     if not sep:
         config, checkpoint = None, spec
     if not checkpoint or config == "":
-        raise ValueError(f"--model {spec!r}: give CHECKPOINT or CONFIG=CHECKPOINT, e.g. "
-                         "weights/mspan_x4 or configs/x4.py=ckpt/x4")
+        raise ConfigError(f"--model {spec!r}: give CHECKPOINT or CONFIG=CHECKPOINT, e.g. "
+                          "weights/mspan_x4 or configs/x4.py=ckpt/x4")
     return config, checkpoint
 
 
@@ -86,16 +86,16 @@ def textured_box(img: np.ndarray, size: int) -> tuple[int, int]:
 def choose_box(img: np.ndarray, size: int, box: Sequence[str] | None) -> tuple[int, int, int, int]:
     h, w = img.shape[:2]
     if not 8 <= size <= min(h, w):
-        raise ValueError(f"--crop {size}: must be between 8 and the image's shorter side {min(h, w)}")
+        raise ConfigError(f"--crop {size}: must be between 8 and the image's shorter side {min(h, w)}")
     if box is None:
         top, left = textured_box(img, size)
     else:
         try:
             top, left = (int(v) for v in box)
         except ValueError:
-            raise ValueError(f"--box {','.join(box)}: give TOP,LEFT in pixels, e.g. 40,120") from None
+            raise ConfigError(f"--box {','.join(box)}: give TOP,LEFT in pixels, e.g. 40,120") from None
         if not (0 <= top <= h - size and 0 <= left <= w - size):
-            raise ValueError(f"--box {top},{left} with --crop {size} leaves the {w}x{h} image")
+            raise ConfigError(f"--box {top},{left} with --crop {size} leaves the {w}x{h} image")
     return top, left, size, size
 
 
@@ -104,17 +104,16 @@ def as_gray(img: np.ndarray) -> np.ndarray:
     return np.repeat(rgb_to_gray(img), 3, axis=2)
 
 
-def run_model(config, checkpoint: str, lq: np.ndarray) -> np.ndarray:
+def run_model(loaded: LoadedModel, lq: np.ndarray) -> np.ndarray:
     """The model's uint8 (H, W, 3) output for an (h, w, 3) input, uint8 or float in [0, 1] units
     (synthetic noise, unclipped); a gray model (in_channels 1) sees the R plane of an R = G = B
     input and its output is shown as R = G = B."""
-    model = get_model(config.model)
-    variables = load_weights(checkpoint, config.model)
+    config = loaded.config
     x = lq.astype(np.float32) / 255.0 if lq.dtype == np.uint8 else lq.astype(np.float32)
     if int(config.model.in_channels) == 1:
         x = x[:, :, :1]
-    y = Predictor(model.apply, variables, scale=int(config.model.scale))(x)
-    return metrics.to_uint8(np.repeat(y, 3, axis=2) if y.shape[2] == 1 else y)
+    y = Predictor(loaded.model.apply, loaded.variables, scale=int(config.model.scale))(x)
+    return to_uint8(np.repeat(y, 3, axis=2) if y.shape[2] == 1 else y)
 
 
 def model_input(config, name: str, hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -127,8 +126,8 @@ def model_input(config, name: str, hr: np.ndarray, scale: int) -> tuple[np.ndarr
         if gray:
             lq = as_gray(lq)
         if lq.shape[0] * scale != hr.shape[0] or lq.shape[1] * scale != hr.shape[1]:
-            raise ValueError(f"--lq {_LQ.value} is {lq.shape[1]}x{lq.shape[0]}, but x{scale} of it must "
-                             f"be the reference's {hr.shape[1]}x{hr.shape[0]}")
+            raise ConfigError(f"--lq {_LQ.value} is {lq.shape[1]}x{lq.shape[0]}, but x{scale} of it "
+                              f"must be the reference's {hr.shape[1]}x{hr.shape[0]}")
         if scale == 1:
             return lq, lq, "input"
     elif scale == 1:  # evaluation's noisy sets: float noise seeded by the name, unclipped
@@ -141,18 +140,19 @@ def model_input(config, name: str, hr: np.ndarray, scale: int) -> tuple[np.ndarr
 
 def main(argv: Sequence[str]) -> None:
     if not str(_OUT.value).lower().endswith(".png"):
-        raise ValueError(f"--out {_OUT.value}: the figure is written as PNG; give a .png path")
+        raise ConfigError(f"--out {_OUT.value}: the figure is written as PNG; give a .png path")
     if _ZOOM.value < 1:
-        raise ValueError(f"--zoom must be a positive integer, got {_ZOOM.value}")
+        raise ConfigError(f"--zoom must be a positive integer, got {_ZOOM.value}")
     specs = [parse_model(s) for s in _MODEL.value]
     labels = _LABELS.value or [None] * len(specs)
     if len(labels) != len(specs):
-        raise ValueError(f"--labels has {len(labels)} labels for {len(specs)} --model")
-    configs = [checkpoint_config(ckpt, cli.load_config(c) if c else None) for c, ckpt in specs]
+        raise ConfigError(f"--labels has {len(labels)} labels for {len(specs)} --model")
+    models = [load_model(ckpt, cli.load_config(c) if c else None) for c, ckpt in specs]
+    configs = [m.config for m in models]
     kinds = {(int(c.model.scale), int(c.model.in_channels)) for c in configs}
     if len(kinds) > 1:
-        raise ValueError(f"the models differ in (scale, input channels) {sorted(kinds)}; "
-                         "compare one kind at a time")
+        raise ConfigError(f"the models differ in (scale, input channels) {sorted(kinds)}; "
+                          "compare one kind at a time")
     scale, channels = kinds.pop()
     name, hr = read_image_or_sample(_IMAGE.value)
     hr = modcrop(hr, scale)
@@ -168,7 +168,7 @@ def main(argv: Sequence[str]) -> None:
         """A crop of `img` (uint8, or a float noisy input in [0, 1]: scored unclipped, as
         evaluate.py scores the input baseline, and shown rounded)."""
         if img.dtype != np.uint8:
-            img, shown = img.astype(np.float64) * 255.0, metrics.to_uint8(img)
+            img, shown = img.astype(np.float64) * 255.0, to_uint8(img)
         else:
             shown = img
         both = dict(opts, unquantized=img.dtype != np.uint8)
@@ -177,8 +177,9 @@ def main(argv: Sequence[str]) -> None:
         return Panel(zoom(shown[top:top + size, left:left + size], _ZOOM.value), title, caption)
 
     panels = [panel(hr, "HR" if scale > 1 else "clean", scored=False), panel(baseline, base_label)]
-    for (_, checkpoint), config, label in zip(specs, configs, labels, strict=True):
-        out = run_model(config, checkpoint, lq)
+    for (_, checkpoint), loaded, label in zip(specs, models, labels, strict=True):
+        config = loaded.config
+        out = run_model(loaded, lq)
         label = label or f"{config.model.name} ({Path(checkpoint).name})"
         panels.append(panel(out, label))
         print(f"{label}: {panels[-1].caption}")

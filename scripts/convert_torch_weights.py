@@ -22,11 +22,12 @@ from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
+from mspan_jax.checkpoints.params import check_writable, save_params
 from mspan_jax.config_base import MODEL_DEFAULTS, model_config
 from mspan_jax.convert import convert_state_dict, read_weights
+from mspan_jax.errors import ConfigError
 from mspan_jax.extras import require
 from mspan_jax.models.attention import ATTENTIONS
-from mspan_jax.params_io import check_writable, save_params
 
 VERIFY_TOLERANCE = 1e-4
 VERIFY_INPUT_HW = (32, 40)
@@ -53,20 +54,20 @@ def resolve_model_config() -> Any:
     config = _CONFIG.value
     if config is None:
         if _MODEL.value is None or _SCALE.value is None:
-            raise ValueError("pass --model and --scale, or --config")
+            raise ConfigError("pass --model and --scale, or --config")
         cfg = model_config(_MODEL.value, _SCALE.value)
         if _ATTENTION.value is not None:
             if "attention" not in cfg:
-                raise ValueError(f"--attention: {cfg.name} has no block attention to choose; it is "
-                                 "for mspan and mspan_ir")
+                raise ConfigError(f"--attention: {cfg.name} has no block attention to choose; it is "
+                                  "for mspan and mspan_ir")
             cfg.attention = _ATTENTION.value
         return cfg
     cfg = config.model
     for flag, key in ((_MODEL, "name"), (_SCALE, "scale"), (_ATTENTION, "attention")):
         if flag.value is not None and flag.value != cfg.get(key):
-            raise ValueError(f"--{flag.name}={flag.value} disagrees with the config's model.{key}="
-                             f"{cfg.get(key)}; drop one of them (or override the config: "
-                             f"--config.model.{key}={flag.value})")
+            raise ConfigError(f"--{flag.name}={flag.value} disagrees with the config's model.{key}="
+                              f"{cfg.get(key)}; drop one of them (or override the config: "
+                              f"--config.model.{key}={flag.value})")
     return cfg
 
 

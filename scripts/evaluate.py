@@ -28,6 +28,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
+from mspan_jax.checkpoints.resolve import load_model
 from mspan_jax.data.images import list_images, write_image
 from mspan_jax.data.pairs import (
     PAIRED_CONFIGS,
@@ -35,6 +36,7 @@ from mspan_jax.data.pairs import (
     load_folder_pairs,
     load_folder_restoration_pairs,
 )
+from mspan_jax.errors import ConfigError
 from mspan_jax.evaluation import (
     EvalResult,
     bicubic_scores,
@@ -43,9 +45,7 @@ from mspan_jax.evaluation import (
     nl_means_scores,
 )
 from mspan_jax.files import write_json_atomic
-from mspan_jax.models import get_model
 from mspan_jax.models.registry import pads_exactly
-from mspan_jax.weights import checkpoint_config, load_weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py "
                                            "(default for SR: the model the checkpoint records).")
@@ -94,7 +94,7 @@ def eval_sets(config, scale: int, noise_sigma: float
     channels = int(config.model.get("in_channels", 3))
     if _HR_DIR.value is not None:
         if _DATASETS.value:
-            raise ValueError("give either --hr-dir or --datasets, not both")
+            raise ConfigError("give either --hr-dir or --datasets, not both")
         hr_dir = Path(_HR_DIR.value)
         if restoration:
             pairs, skipped = load_folder_restoration_pairs(
@@ -108,12 +108,12 @@ def eval_sets(config, scale: int, noise_sigma: float
         skipped = [path.name for path in list_images(hr_dir) if path.stem not in scored]
         return [(folder_set_name(hr_dir), pairs, skipped)]
     if _LR_DIR.value is not None:
-        raise ValueError("--lr-dir needs --hr-dir")
+        raise ConfigError("--lr-dir needs --hr-dir")
     from mspan_jax.data.datasets import load_benchmark, load_restoration_set
 
     names = _DATASETS.value or list(config.eval.datasets)
     if not names:
-        raise ValueError("no datasets: give --datasets or --hr-dir, or set config.eval.datasets")
+        raise ConfigError("no datasets: give --datasets or --hr-dir, or set config.eval.datasets")
     dirs = dict(data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
     if restoration:
         return [(name, load_restoration_set(name, noise_sigma, gray_noise=bool(config.data.noise_gray),
@@ -163,26 +163,25 @@ def print_table(title: str, model: EvalResult, tag: str, baselines: dict[str, Ev
 
 
 def main(argv: Sequence[str]) -> None:
-    config = checkpoint_config(_CHECKPOINT.value, _CONFIG.value)
+    loaded = load_model(_CHECKPOINT.value, _CONFIG.value)
+    config, model, variables = loaded.config, loaded.model, loaded.variables
     scale = int(config.model.scale)
     restoration = scale == 1
     if restoration and _CONFIG.value is None:
-        raise ValueError(f"{_CHECKPOINT.value} is a restoration model: its scoring depends on the task "
-                         "(noise level, RGB or Y), so pass its --config, e.g. "
-                         "configs/denoise_color.py:25")
+        raise ConfigError(f"{_CHECKPOINT.value} is a restoration model: its scoring depends on the task "
+                          "(noise level, RGB or Y), so pass its --config, e.g. "
+                          "configs/denoise_color.py:25")
     if _BUCKET.value < 1:
-        raise ValueError(f"--bucket must be a positive integer, got {_BUCKET.value}")
+        raise ConfigError(f"--bucket must be a positive integer, got {_BUCKET.value}")
     if _NOISE_SIGMA.value is not None and not restoration:
-        raise ValueError(f"--noise-sigma is for restoration models (scale 1); {config.model.name} is "
-                         f"x{scale} super-resolution")
+        raise ConfigError(f"--noise-sigma is for restoration models (scale 1); {config.model.name} is "
+                          f"x{scale} super-resolution")
     noise_sigma = float(config.data.noise_sigma if _NOISE_SIGMA.value is None else _NOISE_SIGMA.value)
     if noise_sigma < 0:
-        raise ValueError(f"--noise-sigma must be >= 0, got {noise_sigma}")
+        raise ConfigError(f"--noise-sigma must be >= 0, got {noise_sigma}")
     json_path = Path(_JSON.value) if _JSON.value else None
     if json_path is not None and json_path.is_dir():
-        raise ValueError(f"--json {json_path} is a folder; give a file name")
-    model = get_model(config.model)
-    variables = load_weights(_CHECKPOINT.value, config.model)
+        raise ConfigError(f"--json {json_path} is a folder; give a file name")
     sets = eval_sets(config, scale, noise_sigma)
 
     crop = int(config.eval.crop_border)

@@ -27,10 +27,10 @@ from jax import export
 from ml_collections import config_flags
 
 from mspan_jax import cli
+from mspan_jax.checkpoints.resolve import load_model
+from mspan_jax.errors import ConfigError
 from mspan_jax.files import write_bytes_atomic
-from mspan_jax.models import get_model
 from mspan_jax.models.registry import min_input_size
-from mspan_jax.weights import checkpoint_config, load_weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (default: the model the "
                                            "checkpoint records), e.g. configs/x4.py.")
@@ -56,14 +56,13 @@ def export_model(model, variables, in_channels: int, platforms: Sequence[str]) -
 
 
 def main(argv: Sequence[str]) -> None:
-    config = checkpoint_config(_CHECKPOINT.value, _CONFIG.value)
+    loaded = load_model(_CHECKPOINT.value, _CONFIG.value)
+    config = loaded.config
     platforms = [p.lower() for p in _PLATFORMS.value]
     unknown = sorted(set(platforms) - set(PLATFORMS))
     if unknown or not platforms:
-        raise ValueError(f"--platforms {','.join(_PLATFORMS.value)}: choose from {','.join(PLATFORMS)}")
-    model = get_model(config.model)
-    variables = load_weights(_CHECKPOINT.value, config.model)
-    exported = export_model(model, variables, int(config.model.in_channels), platforms)
+        raise ConfigError(f"--platforms {','.join(_PLATFORMS.value)}: choose from {','.join(PLATFORMS)}")
+    exported = export_model(loaded.model, loaded.variables, int(config.model.in_channels), platforms)
     data = exported.serialize()
     write_bytes_atomic(_OUT.value, bytes(data))
     (arg,), out = exported.in_avals, exported.out_avals[0]

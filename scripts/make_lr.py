@@ -17,6 +17,7 @@ from absl import flags
 from mspan_jax import cli
 from mspan_jax.data.images import list_images, read_image, write_image
 from mspan_jax.data.imresize import bicubic_downscale
+from mspan_jax.errors import ConfigError, DataError
 from mspan_jax.progress import ProgressLine
 
 _HR_DIR = flags.DEFINE_string("hr-dir", None, "Folder of HR images (png/bmp/jpg/tif).")
@@ -28,23 +29,23 @@ flags.mark_flags_as_required(["hr-dir", "out-dir", "scale"])
 def main(argv: Sequence[str]) -> None:
     scale = _SCALE.value
     if scale < 1:
-        raise ValueError(f"--scale must be a positive integer, got {scale}")
+        raise ConfigError(f"--scale must be a positive integer, got {scale}")
     hr_paths = list_images(_HR_DIR.value)
     out_dir = Path(_OUT_DIR.value)
     if out_dir.resolve() == Path(_HR_DIR.value).resolve():
-        raise ValueError(f"--out-dir {out_dir} is the HR folder; choose another folder")
+        raise ConfigError(f"--out-dir {out_dir} is the HR folder; choose another folder")
     stems: dict[str, Path] = {}
     for path in hr_paths:
         if path.stem in stems:
-            raise ValueError(f"{path} and {stems[path.stem]} would both be written as {path.stem}.png")
+            raise ConfigError(f"{path} and {stems[path.stem]} would both be written as {path.stem}.png")
         stems[path.stem] = path
     progress = ProgressLine(len(hr_paths), f"x{scale} LR")
     for path in hr_paths:
         hr = read_image(path)
         try:
             lr = bicubic_downscale(hr, scale)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+        except DataError as e:  # smaller than the scale
+            raise DataError(f"{path}: {e}") from None
         write_image(out_dir / f"{path.stem}.png", lr)
         progress.update(f"{path.name} -> {lr.shape[1]}x{lr.shape[0]}")
     print(f"wrote {len(hr_paths)} LR images (x{scale}, MATLAB bicubic) to {out_dir}")

@@ -22,7 +22,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
-from mspan_jax.models import get_model
+from mspan_jax.config_base import build_model
 from mspan_jax.models.complexity import (
     SR_OUTPUT_HW,
     abstract_variables,
@@ -59,7 +59,7 @@ def module_tree(params: dict, depth: int) -> list[tuple[str, int]]:
 def model_info(model_config: Any) -> dict[str, Any]:
     """Params, both mult-add counts (and the floor-LR ones where the LR side is rounded up), and
     the paper's figures with ok / miss when the config is one of its rows."""
-    model = get_model(model_config)
+    model = build_model(model_config)
     scale = int(model_config.scale)
     shape = sr_input_shape(scale, model_config.in_channels)
     n_params = count_params(abstract_variables(model, shape)["params"])
@@ -135,7 +135,7 @@ def main(argv: Sequence[str]) -> None:
         print(json.dumps(info))
         return
     print_table(info)
-    model = get_model(config.model)
+    model = build_model(config.model)
     params = abstract_variables(model, tuple(info["input_shape_nhwc"]))["params"]
     print("\nmodule tree (params):")
     for path, n in module_tree(params, _DEPTH.value):

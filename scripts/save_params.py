@@ -18,8 +18,8 @@ import numpy as np
 from absl import flags
 
 from mspan_jax import cli
-from mspan_jax.params_io import check_writable, save_params
-from mspan_jax.weights import load_weights, recorded_model_config
+from mspan_jax.checkpoints.params import check_writable, save_params
+from mspan_jax.checkpoints.resolve import load_model
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Training workdir (or a params checkpoint).")
 _OUT = flags.DEFINE_string("out", None, "Output params checkpoint directory (must not exist).")
@@ -31,10 +31,10 @@ def main(argv: Sequence[str]) -> None:
     del argv
     out = Path(_OUT.value)
     check_writable(out, overwrite=_OVERWRITE.value)
-    model_config = recorded_model_config(_CHECKPOINT.value)
-    variables = load_weights(_CHECKPOINT.value, model_config)
-    n_params = sum(int(np.size(v)) for v in jax.tree.leaves(variables))
-    save_params(out, variables, model_config, overwrite=_OVERWRITE.value)
+    loaded = load_model(_CHECKPOINT.value)  # the model the checkpoint records
+    model_config = loaded.model_config
+    n_params = sum(int(np.size(v)) for v in jax.tree.leaves(loaded.variables))
+    save_params(out, loaded.variables, model_config, overwrite=_OVERWRITE.value)
     print(f"wrote {out}: {model_config['name']} x{model_config['scale']}, {n_params:,} parameters")
 
 

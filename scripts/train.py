@@ -14,6 +14,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
+from mspan_jax.errors import first_line
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard events and eval_results.json "
@@ -50,7 +51,7 @@ def initialize_distributed() -> None:
             jax.distributed.initialize()
         except (ValueError, RuntimeError) as e:
             cli.fail(f"--multihost: jax.distributed.initialize() found no cluster to join "
-                     f"({cli.first_line(e)}); on one machine drop --multihost, elsewhere pass "
+                     f"({first_line(e)}); on one machine drop --multihost, elsewhere pass "
                      "--coordinator_address, --num_processes and --process_id")
 
 

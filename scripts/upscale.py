@@ -23,6 +23,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
+from mspan_jax.checkpoints.resolve import load_model
 from mspan_jax.data.images import (
     StoredImage,
     gray_plane,
@@ -31,10 +32,9 @@ from mspan_jax.data.images import (
     write_stored_image,
 )
 from mspan_jax.data.imresize import imresize
+from mspan_jax.errors import ConfigError
 from mspan_jax.inference import Predictor, upscale_image
-from mspan_jax.models import get_model
 from mspan_jax.progress import ProgressLine
-from mspan_jax.weights import checkpoint_config, load_weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py "
                                            "(default: the model the checkpoint records).")
@@ -54,7 +54,7 @@ def input_images(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.exists():
-        raise ValueError(f"--input {path} does not exist")
+        raise ConfigError(f"--input {path} does not exist")
     return list_images(path)
 
 
@@ -76,27 +76,26 @@ def run_stored(predictor: Predictor, image: StoredImage, in_channels: int, **opt
 
 
 def main(argv: Sequence[str]) -> None:
-    config = checkpoint_config(_CHECKPOINT.value, _CONFIG.value)
+    loaded = load_model(_CHECKPOINT.value, _CONFIG.value)
+    config = loaded.config
     if _TILE.value < 1 or _TILE_OVERLAP.value < 0 or _TILE.value <= 2 * _TILE_OVERLAP.value:
-        raise ValueError(f"--tile ({_TILE.value}) must exceed 2 x --tile-overlap "
-                         f"({_TILE_OVERLAP.value})")
+        raise ConfigError(f"--tile ({_TILE.value}) must exceed 2 x --tile-overlap "
+                          f"({_TILE_OVERLAP.value})")
     if _BUCKET.value < 1:
-        raise ValueError(f"--bucket must be a positive integer, got {_BUCKET.value}")
+        raise ConfigError(f"--bucket must be a positive integer, got {_BUCKET.value}")
     paths = input_images(Path(_INPUT.value))
     out_dir = Path(_OUTPUT.value)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--output {out_dir} exists and is not a folder")
+        raise ConfigError(f"--output {out_dir} exists and is not a folder")
     scale = int(config.model.scale)
     names: dict[str, Path] = {}
     for path in paths:
         name = f"{path.stem}_x{scale}.png"
         if name in names:
-            raise ValueError(f"{path} and {names[name]} would both be written as {name}")
+            raise ConfigError(f"{path} and {names[name]} would both be written as {name}")
         names[name] = path
 
-    model = get_model(config.model)
-    variables = load_weights(_CHECKPOINT.value, config.model)
-    predictor = Predictor(model.apply, variables, scale=scale, bucket=_BUCKET.value)
+    predictor = Predictor(loaded.model.apply, loaded.variables, scale=scale, bucket=_BUCKET.value)
     progress = ProgressLine(len(paths), f"x{scale}")
     for name, path in names.items():
         lr = read_stored_image(path)

@@ -31,13 +31,13 @@ from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
+from mspan_jax.checkpoints.resolve import load_model
 from mspan_jax.data.images import gray_plane
 from mspan_jax.data.imresize import bicubic_downscale
 from mspan_jax.data.sample_images import read_image_or_sample
+from mspan_jax.errors import ConfigError
 from mspan_jax.extras import require
 from mspan_jax.files import write_bytes_atomic
-from mspan_jax.models import get_model
-from mspan_jax.weights import checkpoint_config, load_weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (default: the model the "
                                            "checkpoint records), e.g. configs/x4.py.")
@@ -89,10 +89,10 @@ def parse_blocks(values: Sequence[str] | None, num_blocks: int) -> list[int]:
     try:
         blocks = [int(v) for v in values]
     except ValueError:
-        raise ValueError(f"--blocks {','.join(values)}: give block numbers, e.g. 2,4,6") from None
+        raise ConfigError(f"--blocks {','.join(values)}: give block numbers, e.g. 2,4,6") from None
     bad = [b for b in blocks if not 1 <= b <= num_blocks]
     if bad:
-        raise ValueError(f"--blocks {bad}: the model has IDDB1..IDDB{num_blocks}")
+        raise ConfigError(f"--blocks {bad}: the model has IDDB1..IDDB{num_blocks}")
     return blocks
 
 
@@ -161,19 +161,20 @@ def draw_figure(maps: dict[int, dict[str, np.ndarray]], title: str, dpi: int = 1
 
 def main(argv: Sequence[str]) -> None:
     pyplot()  # fail before any work when matplotlib is missing
-    config = checkpoint_config(_CHECKPOINT.value, _CONFIG.value)
+    loaded = load_model(_CHECKPOINT.value, _CONFIG.value)
+    config = loaded.config
     if not str(_OUT.value).lower().endswith(".png"):
-        raise ValueError(f"--out {_OUT.value}: the figure is written as PNG; give a .png path")
+        raise ConfigError(f"--out {_OUT.value}: the figure is written as PNG; give a .png path")
     if config.model.name not in MSPA_MODELS:
-        raise ValueError(f"config.model.name={config.model.name!r} has no MSPA; visualize_mspa.py "
-                         f"shows {' or '.join(MSPA_MODELS)} models")
+        raise ConfigError(f"config.model.name={config.model.name!r} has no MSPA; visualize_mspa.py "
+                          f"shows {' or '.join(MSPA_MODELS)} models")
     if config.model.get("attention", "mspa") != "mspa":
-        raise ValueError(f"config.model.attention={config.model.attention!r}: this model has no MSPA "
-                         "(visualize_mspa.py shows models with attention 'mspa')")
+        raise ConfigError(f"config.model.attention={config.model.attention!r}: this model has no MSPA "
+                          "(visualize_mspa.py shows models with attention 'mspa')")
     if not 20 <= _DPI.value <= 600:
-        raise ValueError(f"--dpi must be between 20 and 600, got {_DPI.value}")
+        raise ConfigError(f"--dpi must be between 20 and 600, got {_DPI.value}")
     if _MAX_SIDE.value < 8:
-        raise ValueError(f"--max-side must be at least 8, got {_MAX_SIDE.value}")
+        raise ConfigError(f"--max-side must be at least 8, got {_MAX_SIDE.value}")
     blocks = parse_blocks(_BLOCKS.value, int(config.model.num_blocks))
     name, img = read_image_or_sample(_IMAGE.value)
     if _AS_HR.value and int(config.model.scale) > 1:
@@ -182,9 +183,7 @@ def main(argv: Sequence[str]) -> None:
     x = img.astype(np.float32) / 255.0
     if int(config.model.in_channels) == 1:
         x = gray_plane(x)[..., None].astype(np.float32)
-    model = get_model(config.model)
-    variables = load_weights(_CHECKPOINT.value, config.model)
-    maps = mspa_maps(model, variables, x, blocks)
+    maps = mspa_maps(loaded.model, loaded.variables, x, blocks)
     for block, stages in maps.items():
         print(f"IDDB{block}: " + "; ".join(
             f"{key} " + " ".join(f"{k}={v:.4g}" for k, v in map_stats(stages[key]).items())

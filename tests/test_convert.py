@@ -17,6 +17,7 @@ from conftest import tiny_model_config as tiny
 
 torch = require_torch()
 
+from mspan_jax.checkpoints.params import expected_variables, load_params  # noqa: E402
 from mspan_jax.config_base import model_config  # noqa: E402
 from mspan_jax.convert import (  # noqa: E402
     ConversionError,
@@ -30,7 +31,6 @@ from mspan_jax.convert.torch_reference import build_torch_model, max_abs_differe
 from mspan_jax.models import get_model  # noqa: E402
 from mspan_jax.models.attention import ATTENTIONS  # noqa: E402
 from mspan_jax.models.complexity import count_params  # noqa: E402
-from mspan_jax.params_io import expected_variables, load_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "convert_torch_weights.py"

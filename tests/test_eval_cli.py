@@ -17,20 +17,20 @@ import tifffile
 from conftest import flip_bytes
 from PIL import Image
 
+from mspan_jax.checkpoints.params import save_params
 from mspan_jax.config_base import sr_config
 from mspan_jax.data.images import (
     gray_plane,
     png16_bytes,
     read_image,
     read_stored_image,
+    to_uint8,
     write_image,
 )
 from mspan_jax.data.imresize import bicubic_downscale, imresize
 from mspan_jax.data.pairs import load_folder_pairs
 from mspan_jax.evaluation import evaluate_pairs
-from mspan_jax.metrics import to_uint8
 from mspan_jax.models import get_model
-from mspan_jax.params_io import save_params
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mspan_jax import inference, metrics
-from mspan_jax.data.images import write_image
+from mspan_jax.data.images import to_uint8, write_image
 from mspan_jax.data.imresize import bicubic_downscale, bicubic_upscale
 from mspan_jax.data.pairs import EvalPair, load_folder_pairs
 from mspan_jax.evaluation import bicubic_scores, evaluate_pairs, model_input
@@ -96,7 +96,7 @@ def test_bucketed_evaluation_equals_per_image_inference(name):
     result = evaluate_pairs(model.apply, variables, pairs, scale=2, crop_border=2, bucket=32,
                             progress=False, keep_outputs=True)
     for pair, score in zip(pairs, result.images, strict=True):
-        expected = metrics.to_uint8(_unpadded(model, variables, model_input(pair.lr)))
+        expected = to_uint8(_unpadded(model, variables, model_input(pair.lr)))
         levels = np.abs(result.outputs[pair.name].astype(np.int16) - expected)
         assert levels.max() <= 1 and np.mean(levels == 0) > 0.999  # float rounding at a .5 level
         assert score.psnr == pytest.approx(metrics.psnr(expected, pair.hr, crop_border=2), abs=1e-3)
@@ -150,7 +150,7 @@ def test_evaluate_pairs_scores_and_bounded_compiles():
     assert [s.name for s in result.images] == list("abcd")
     for pair, score in zip(pairs, result.images, strict=True):
         x = pair.lr.astype(np.float32) / np.float32(255) * np.float32(0.9)  # as the model, in float32
-        sr = metrics.to_uint8(np.repeat(np.repeat(x, 2, 0), 2, 1))
+        sr = to_uint8(np.repeat(np.repeat(x, 2, 0), 2, 1))
         np.testing.assert_array_equal(result.outputs[pair.name], sr)
         assert score.psnr == pytest.approx(metrics.psnr(sr, pair.hr, crop_border=2), abs=1e-9)
         assert score.ssim == pytest.approx(metrics.ssim(sr, pair.hr, crop_border=2), abs=1e-9)

@@ -14,14 +14,14 @@ import pytest
 from conftest import REPO_ROOT, find_exact, require_extra, run_script, subprocess_env, tiny_model_config
 
 from mspan_jax import metrics
+from mspan_jax.checkpoints.params import save_params
 from mspan_jax.data.degradations import add_gaussian_noise, seed_for_name
-from mspan_jax.data.images import gray_plane, read_image, write_image
+from mspan_jax.data.images import gray_plane, read_image, to_uint8, write_image
 from mspan_jax.data.imresize import bicubic_downscale, bicubic_upscale, round_uint8
 from mspan_jax.drawing import Panel, comparison_figure, draw_box, panel_grid, zoom
 from mspan_jax.evaluation import EvalResult, ImageScore
 from mspan_jax.inference import Predictor
 from mspan_jax.models import get_model
-from mspan_jax.params_io import save_params
 
 RNG = np.random.default_rng(0)
 TIMEOUT = 300
@@ -114,7 +114,7 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
     figure = read_image(out)
     hr = hr[:40]  # modcrop to the scale
     lr = bicubic_downscale(hr, 2)
-    sr = metrics.to_uint8(Predictor(model.apply, variables, scale=2)(lr / np.float32(255)))
+    sr = to_uint8(Predictor(model.apply, variables, scale=2)(lr / np.float32(255)))
     assert f"A: {metrics.psnr(sr, hr, crop_border=2):.2f} dB" in result.stdout
     bicubic = bicubic_upscale(lr, 2)
     assert f"bicubic: {metrics.psnr(bicubic, hr, crop_border=2):.2f} dB" in result.stdout

@@ -18,13 +18,13 @@ from conftest import require_torch
 
 torch = require_torch()
 
+from mspan_jax.checkpoints.params import load_params  # noqa: E402
 from mspan_jax.config_base import model_config  # noqa: E402
 from mspan_jax.convert import convert_state_dict, read_state_dict  # noqa: E402
 from mspan_jax.convert.torch_reference import build_torch_model  # noqa: E402
 from mspan_jax.data.pairs import load_folder_pairs  # noqa: E402
 from mspan_jax.evaluation import evaluate_pairs  # noqa: E402
 from mspan_jax.models import get_model  # noqa: E402
-from mspan_jax.params_io import load_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PSNR_TOL, SSIM_TOL = 0.003, 0.0002

@@ -2,7 +2,8 @@
 TensorBoard events, convert_torch_weights.py on the official IMDN_x4.pth, evaluate.py on Set5 and
 upscale.py run in subprocesses where those imports fail as if uninstalled (an import hook, not an
 uninstall), so the core cannot quietly grow either dependency again. Also: the [tfds] extra's one-line
-error, and params_io's imports staying below training."""
+error, and inference (Upscaler, upscale.py, export.py, the checkpoints package) importing nothing of
+training (neither optax nor mspan_jax.train)."""
 
 from __future__ import annotations
 
@@ -126,9 +127,33 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_params_io_knows_nothing_of_training():
-    """Imports flow one way: weights.py chooses between params_io and train.checkpoint."""
-    imported = _imported_modules(REPO_ROOT / "mspan_jax" / "params_io.py")
-    assert not [m for m in imported if m.startswith("mspan_jax.train")], imported
-    assert {"mspan_jax.params_io", "mspan_jax.train"} <= _imported_modules(
-        REPO_ROOT / "mspan_jax" / "weights.py")
+def test_the_checkpoints_package_knows_nothing_of_training():
+    """Imports flow one way: train/ builds on mspan_jax.checkpoints, never the reverse."""
+    for path in sorted((REPO_ROOT / "mspan_jax" / "checkpoints").glob("*.py")):
+        imported = _imported_modules(path)
+        assert not [m for m in imported if m.startswith("mspan_jax.train") or m == "optax"], path
+    assert "mspan_jax.checkpoints.workdir" in _imported_modules(
+        REPO_ROOT / "mspan_jax" / "train" / "checkpoint.py")
+
+
+# Imports the module (a script: its code without running main) and fails if training came with it.
+_NO_TRAINING = """
+import importlib.util, sys
+target = sys.argv[1]
+if target.endswith(".py"):
+    spec = importlib.util.spec_from_file_location("script_under_test", target)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+else:
+    importlib.import_module(target)
+training = sorted(m for m in sys.modules if m == "optax" or m.startswith(("optax.", "mspan_jax.train")))
+assert not training, training
+"""
+
+
+@pytest.mark.parametrize("target", ["mspan_jax.upscaler", "mspan_jax.checkpoints.resolve",
+                                    "scripts/upscale.py", "scripts/export.py"])
+def test_inference_imports_no_training_code(target):
+    result = subprocess.run([sys.executable, "-c", _NO_TRAINING, str(REPO_ROOT / target)
+                             if target.endswith(".py") else target], cwd=REPO_ROOT,
+                            env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from mspan_jax import metrics
-from mspan_jax.data.images import read_image
+from mspan_jax.data.images import read_image, to_uint8
 from mspan_jax.data.imresize import bicubic_downscale, imresize, modcrop, round_uint8
 from mspan_jax.data.pairs import EvalPair
 from mspan_jax.evaluation import bicubic_scores
-from mspan_jax.metrics import gaussian_window_1d, psnr, rgb_to_y, ssim, to_uint8
+from mspan_jax.metrics import gaussian_window_1d, psnr, rgb_to_y, ssim
 
 RNG = np.random.default_rng(0)
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import flip_bytes
 from conftest import tiny_model_config as tiny
 
-from mspan_jax.params_io import (
+from mspan_jax.checkpoints.params import (
     FORMAT_VERSION,
     CheckpointError,
     expected_variables,

@@ -18,6 +18,7 @@ import pytest
 from conftest import REPO_ROOT, require_shared, subprocess_env, tiny_model_config
 
 from mspan_jax import metrics
+from mspan_jax.checkpoints.params import CheckpointError, load_params, save_params
 from mspan_jax.config_base import BLIND_SIGMA_RANGE
 from mspan_jax.data import datasets
 from mspan_jax.data.degradations import seed_for_name
@@ -25,7 +26,6 @@ from mspan_jax.data.images import write_image
 from mspan_jax.data.pairs import load_folder_restoration_pairs
 from mspan_jax.evaluation import evaluate_pairs, input_scores, nl_means_scores
 from mspan_jax.models import get_model
-from mspan_jax.params_io import CheckpointError, load_params, save_params
 
 RNG = np.random.default_rng(0)
 TINY = ["--config.model.num_features=8", "--config.model.num_blocks=1", "--config.model.num_units=1"]
@@ -297,5 +297,5 @@ def test_a_bad_config_argument_fails_in_one_line(tmp_path):
          tmp_path / "run"], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
         timeout=300)
     line = error_line(proc)
-    assert "configs/denoise_color.py:30: cannot load it (ValueError: noise level '30'" in line
+    assert "configs/denoise_color.py:30: cannot load it (noise level '30'" in line
     assert not (tmp_path / "run").exists()

@@ -8,13 +8,13 @@ import pytest
 from conftest import REPO_ROOT, run_script
 
 from mspan_jax import Upscaler
+from mspan_jax.checkpoints.params import model_config_dict
+from mspan_jax.checkpoints.resolve import checkpoint_config, load_weights, recorded_model_config
 from mspan_jax.config_base import model_config
 from mspan_jax.data.images import read_image, write_image
 from mspan_jax.data.pairs import load_set_folder
 from mspan_jax.evaluation import bicubic_scores, evaluate_pairs
 from mspan_jax.models import get_model
-from mspan_jax.params_io import model_config_dict
-from mspan_jax.weights import checkpoint_config, load_weights, recorded_model_config
 
 WEIGHTS = REPO_ROOT / "weights"
 IMAGE = "butterfly"  # Set5's hardest image: the one where a weaker model shows first

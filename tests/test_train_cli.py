@@ -69,7 +69,7 @@ def _step_dirs(workdir: Path) -> list[str]:
 
 
 def test_killed_during_an_async_save_resumes_to_the_straight_result(tmp_path, tiny_config):
-    from mspan_jax.train.checkpoint import load_latest_state
+    from mspan_jax.checkpoints.workdir import load_latest_state
 
     straight, workdir = tmp_path / "straight", tmp_path / "run"
     done = _train(f"--config={tiny_config}", f"--workdir={straight}")
@@ -98,8 +98,8 @@ def test_killed_during_an_async_save_resumes_to_the_straight_result(tmp_path, ti
     assert results["step"] == 6 and set(results) == {"step", "skimage_holdout", "bicubic"}
     assert (workdir / "tensorboard").is_dir()
 
-    # The workdir is also a checkpoint for evaluation (weights.load_weights reads its best params).
-    from mspan_jax.weights import load_weights
+    # The workdir is also a checkpoint for evaluation (resolve.load_weights reads its best params).
+    from mspan_jax.checkpoints.resolve import load_weights
 
     namespace: dict = {}
     exec(TINY_CONFIG, namespace)

@@ -17,8 +17,8 @@ import jax
 import numpy as np
 from conftest import read_tensorboard, subprocess_env, tiny_train_config_source
 
+from mspan_jax.checkpoints.workdir import load_latest_state
 from mspan_jax.train import loop
-from mspan_jax.train.checkpoint import load_latest_state
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300

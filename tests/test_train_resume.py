@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from conftest import flip_bytes
 
+from mspan_jax.checkpoints.params import CheckpointError
+from mspan_jax.checkpoints.workdir import load_latest_state, load_workdir_params
 from mspan_jax.config_base import sr_config
-from mspan_jax.params_io import CheckpointError
 from mspan_jax.train import loop
-from mspan_jax.train.checkpoint import TrainCheckpoints, load_latest_state, load_workdir_params
+from mspan_jax.train.checkpoint import TrainCheckpoints
 from mspan_jax.train.state import create_optimizer, create_train_state
 
 NUM_STEPS = 6

@@ -186,7 +186,7 @@ def test_summary_writer_copies_events_to_a_remote_log_dir_at_each_flush(tmp_path
 
 
 def test_warm_start_loads_a_converted_checkpoint(tmp_path):
-    from mspan_jax.params_io import save_params
+    from mspan_jax.checkpoints.params import save_params
     from mspan_jax.train.loop import _initial_params
 
     config = tiny_config()
@@ -202,7 +202,7 @@ def test_warm_start_loads_a_converted_checkpoint(tmp_path):
 def test_warm_start_reinit_takes_another_scales_body_and_a_fresh_upsampler(tmp_path):
     """x2 from a trained x4 (configs/sun_hays_release.py): the body comes from the checkpoint, the
     named upsampler keeps the seeded init; without the key the other scale is refused."""
-    from mspan_jax.params_io import CheckpointError, save_params
+    from mspan_jax.checkpoints.params import CheckpointError, save_params
     from mspan_jax.train.loop import _initial_params, _seeded_params, check_config
 
     x4 = tiny_config()

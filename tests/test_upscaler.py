@@ -10,12 +10,12 @@ import pytest
 from conftest import run_script, tiny_model_config
 
 from mspan_jax import Upscaler
+from mspan_jax.checkpoints.params import CheckpointError, save_params
+from mspan_jax.checkpoints.resolve import checkpoint_config, load_weights, recorded_model_config
 from mspan_jax.config_base import sr_config
 from mspan_jax.data.images import read_image, write_image
 from mspan_jax.models import get_model
-from mspan_jax.params_io import CheckpointError, save_params
 from mspan_jax.train.checkpoint import TrainCheckpoints
-from mspan_jax.weights import checkpoint_config, load_weights, recorded_model_config
 
 RNG = np.random.default_rng(0)
 

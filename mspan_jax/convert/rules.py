@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mspan_jax.checkpoints.params import expected_variables, tree_mismatch
 from mspan_jax.convert.torch_io import ConversionError, strip_prefixes
-from mspan_jax.params_io import expected_variables, tree_mismatch
 
 # (Flax module path regex, torch module prefix template); first full match wins.
 MODULE_RULES: dict[str, tuple[tuple[str, str], ...]] = {

@@ -21,6 +21,8 @@ from typing import IO, Any
 import ml_dtypes
 import numpy as np
 
+from mspan_jax.errors import UserError, first_line
+
 # Keys under which common training scripts nest the state_dict (tried in this order). BasicSR saves
 # {'params': ..., 'params_ema': ...}: the EMA weights come first, as BasicSR's own testing uses them.
 WRAPPER_KEYS = ("state_dict", "model", "params_ema", "params")
@@ -28,13 +30,8 @@ WRAPPER_KEYS = ("state_dict", "model", "params_ema", "params")
 STRIP_PREFIXES = ("module.",)
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """A weight file cannot be read or does not fit the model it is converted for."""
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0][:200]}" if text else type(error).__name__
 
 
 def strip_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -248,7 +245,7 @@ def _load_torch(path: Path) -> Any:
                               "dicts; refusing to unpickle it (save a plain state_dict)") from None
     except Exception as e:  # UnpicklingError, EOFError (truncated), BadZipFile, KeyError, ...
         raise ConversionError(f"{path}: not a readable PyTorch checkpoint, truncated or damaged "
-                              f"({_first_line(e)})") from None
+                              f"({first_line(e, typed=True, limit=200)})") from None
 
 
 def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -257,7 +254,8 @@ def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
     try:
         return load_file(str(path))
     except Exception as e:  # SafetensorError for bad headers, truncated data, unknown dtypes
-        raise ConversionError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
+        raise ConversionError(f"{path}: not a readable safetensors file "
+                              f"({first_line(e, typed=True, limit=200)})") from None
 
 
 def _unwrap(obj: Any, path: Path, param_key: str | None) -> tuple[Mapping[str, Any], list[str]]:

@@ -18,6 +18,7 @@ from mspan_jax.data.degradations import DEGRADATIONS, DN_SIGMA, degrade, seed_fo
 from mspan_jax.data.imresize import modcrop
 from mspan_jax.data.pairs import PAIRED_CONFIGS, SPLITS, EvalPair, noisy_pairs, to_channels
 from mspan_jax.data.sample_images import sample_images
+from mspan_jax.errors import ConfigError, DataError
 from mspan_jax.extras import require
 
 # tensorflow_datasets and the builders are imported only where a tfds set is loaded: the core
@@ -33,20 +34,20 @@ RESTORATION_SETS = (*NOISE_SETS, *PAIRED_CONFIGS)
 def _check_args(name: str, scale: int, degradation: str) -> tuple[str, str]:
     key = str(name).lower()
     if key in RESTORATION_SETS and key != "skimage_holdout":
-        raise ValueError(f"{key} is a restoration (denoising / deraining) set; evaluate a restoration "
-                         "model on it (configs/denoise_color.py, configs/derain.py, ...)")
+        raise ConfigError(f"{key} is a restoration (denoising / deraining) set; evaluate a restoration "
+                          "model on it (configs/denoise_color.py, configs/derain.py, ...)")
     deg = str(degradation).upper()
     if deg not in DEGRADATIONS:
-        raise ValueError(f"unknown degradation {degradation!r}; choose one of {list(DEGRADATIONS)}")
+        raise ConfigError(f"unknown degradation {degradation!r}; choose one of {list(DEGRADATIONS)}")
     if key == "skimage_holdout":
         return key, deg
     require("tfds", f"dataset {name!r} (a tfds builder; an image folder needs no extra)")
     from mspan_jax.data.builders.benchmarks import BENCHMARKS, SCALES
 
     if key not in BENCHMARKS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {[*BENCHMARKS, 'skimage_holdout']}")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {[*BENCHMARKS, 'skimage_holdout']}")
     if scale not in SCALES:
-        raise ValueError(f"{key} is built for scales {list(SCALES)}, got scale {scale!r}")
+        raise ConfigError(f"{key} is built for scales {list(SCALES)}, got scale {scale!r}")
     return key, deg
 
 
@@ -84,7 +85,7 @@ def load_benchmark(name: str, scale: int, degradation: str = "BI",
     if key == "skimage_holdout":
         return skimage_holdout_pairs(scale, deg, noise_sigma)
     if deg == "DN" and float(noise_sigma) != DN_SIGMA:
-        raise ValueError(f"{key}: its tfds DN inputs are built at noise sigma {DN_SIGMA:g}, not "
+        raise ConfigError(f"{key}: its tfds DN inputs are built at noise sigma {DN_SIGMA:g}, not "
                          f"{float(noise_sigma):g}; validate this DN model on 'skimage_holdout' or an HR "
                          f"folder (made at any sigma), or set config.data.noise_sigma={DN_SIGMA:g}")
     import tensorflow_datasets as tfds
@@ -146,7 +147,7 @@ def load_clean_set(name: str, data_dir: str | os.PathLike | None = None,
     if name == "skimage_holdout":
         return sample_images("holdout")
     if name not in DENOISING_SET_NAMES:
-        raise ValueError(f"unknown denoising set {name!r}; choose one of {list(NOISE_SETS)}")
+        raise ConfigError(f"unknown denoising set {name!r}; choose one of {list(NOISE_SETS)}")
     require("tfds", f"denoising set {name!r} (a tfds builder; an image folder needs no extra)")
     import tensorflow_datasets as tfds
 
@@ -168,9 +169,9 @@ def load_paired(name: str, split: str = "test", data_dir: str | os.PathLike | No
     `EvalPair(name, lr=LQ, hr=GT)` sorted by name, prepared on first use from
     `<manual_dir>/<name>/<split>/{LQ,GT}/` (docs/data.md)."""
     if name not in PAIRED_CONFIGS:
-        raise ValueError(f"unknown paired set {name!r}; choose one of {list(PAIRED_CONFIGS)}")
+        raise ConfigError(f"unknown paired set {name!r}; choose one of {list(PAIRED_CONFIGS)}")
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+        raise ConfigError(f"split must be one of {list(SPLITS)}, got {split!r}")
     require("tfds", f"paired set {name!r} (a tfds builder)")
     import tensorflow_datasets as tfds
 
@@ -189,8 +190,8 @@ def load_paired(name: str, split: str = "test", data_dir: str | os.PathLike | No
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual)))
     if split not in builder.info.splits:
-        raise ValueError(f"paired set {name} was prepared without a {split!r} split "
-                         f"(has {sorted(builder.info.splits)})")
+        raise DataError(f"paired set {name} was prepared without a {split!r} split "
+                        f"(has {sorted(builder.info.splits)})")
     dataset = builder.as_dataset(split=split, shuffle_files=False)
     pairs = [EvalPair(name=ex["name"].decode("utf-8"), lr=ex["lq"], hr=ex["gt"])
              for ex in tfds.as_numpy(dataset)]
@@ -212,7 +213,7 @@ def load_restoration_set(name: str, noise_sigma: float, *, gray_noise: bool = Fa
                          hr=to_channels(p.hr, channels, name))
                 for p in load_paired(name, "test", data_dir=data_dir, manual_dir=manual_dir)]
     if name not in NOISE_SETS:
-        raise ValueError(f"restoration (scale 1) validates on a denoising set {list(NOISE_SETS)} or a "
-                         f"paired set {list(PAIRED_CONFIGS)}, got {name!r}; set config.eval.datasets")
+        raise ConfigError(f"restoration (scale 1) validates on a denoising set {list(NOISE_SETS)} or a "
+                          f"paired set {list(PAIRED_CONFIGS)}, got {name!r}; set config.eval.datasets")
     return noisy_pairs(load_clean_set(name, data_dir=data_dir, manual_dir=manual_dir), noise_sigma,
                        channels=channels, gray_noise=gray_noise, set_name=name)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from mspan_jax.errors import ConfigError, DataError
 from mspan_jax.files import write_json_atomic
 from mspan_jax.progress import ProgressLine
 
@@ -181,7 +182,7 @@ class CacheWriter:
             if e.errno != errno.ENOSPC:
                 raise
             self.abort()
-            raise ValueError(
+            raise DataError(
                 f"{self.path.parent}: no space left for the decoded images ({self._offset >> 20} MB "
                 "written); set config.data.cache_dir to a local folder with room, or "
                 "config.data.num_workers=0 to keep them in memory") from None
@@ -214,8 +215,8 @@ class DiskCache:
 
     def __init__(self, cache_dir: str, tag: str, key: dict[str, Any]):
         if "://" in cache_dir:
-            raise ValueError(f"config.data.cache_dir={cache_dir}: must be a local folder (the cache "
-                             "is memory-mapped); use a local disk or '' for none")
+            raise ConfigError(f"config.data.cache_dir={cache_dir}: must be a local folder (the cache "
+                              "is memory-mapped); use a local disk or '' for none")
         self.folder = Path(cache_dir).expanduser()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -235,8 +236,8 @@ class DiskCache:
             if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT:
                 raise ValueError("no 'format' of a decoded-image cache")
         except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"{self.index}: not a decoded-image cache of mspan_jax ({e}); delete it or "
-                             "set config.data.cache_dir to another folder") from None
+            raise DataError(f"{self.index}: not a decoded-image cache of mspan_jax ({e}); delete it or "
+                            "set config.data.cache_dir to another folder") from None
         if index.get("version") != CACHE_VERSION or index.get("key") != self.key:
             diff = sorted(k for k in set(self.key) | set(index.get("key", {}))
                           if self.key.get(k) != index.get("key", {}).get(k))

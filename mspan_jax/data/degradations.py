@@ -26,6 +26,7 @@ import numpy as np
 
 from mspan_jax.data.images import gray_plane
 from mspan_jax.data.imresize import bicubic_downscale, modcrop, round_uint8
+from mspan_jax.errors import ConfigError
 
 DEGRADATIONS = ("BI", "BD", "DN")
 BD_KERNEL_SIZE = 7
@@ -112,10 +113,10 @@ def add_gaussian_noise(img: np.ndarray, sigma: float | Sequence[float], rng: np.
     else:
         lo, hi = (float(v) for v in sigma)
         if not 0 <= lo <= hi:
-            raise ValueError(f"noise sigma range must satisfy 0 <= lo <= hi, got {tuple(sigma)}")
+            raise ConfigError(f"noise sigma range must satisfy 0 <= lo <= hi, got {tuple(sigma)}")
         std = float(rng.uniform(lo, hi))
     if std < 0:
-        raise ValueError(f"noise sigma must be >= 0, got {std}")
+        raise ConfigError(f"noise sigma must be >= 0, got {std}")
     shape = (*img.shape[:2], 1) if gray else img.shape
     noise = rng.standard_normal(shape)
     if img.dtype == np.uint8:
@@ -144,4 +145,4 @@ def degrade(hr: np.ndarray, scale: int, name: str, *, sigma: float = DN_SIGMA, s
         return blur_downsample(hr, scale)
     if key == "DN":
         return bicubic_noise(hr, scale, sigma=sigma, seed=seed)
-    raise ValueError(f"unknown degradation {name!r}; choose one of {list(DEGRADATIONS)}")
+    raise ConfigError(f"unknown degradation {name!r}; choose one of {list(DEGRADATIONS)}")

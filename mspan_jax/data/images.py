@@ -23,8 +23,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mspan_jax.errors import DataError, first_line
 from mspan_jax.files import write_bytes_atomic
-from mspan_jax.metrics import to_uint8
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 WRITE_FORMATS = {".png": "PNG", ".bmp": "BMP", ".jpg": "JPEG", ".jpeg": "JPEG"}
@@ -33,6 +33,12 @@ _SWAPPED_16BIT = {"16B": "16L", "16L": "16B", "16N": "16B" if sys.byteorder == "
 
 # MATLAB rgb2gray's weights (ITU-R BT.601 luma): gray = GRAY_WEIGHTS . (R, G, B).
 GRAY_WEIGHTS = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] -> uint8: round(clip(x, 0, 1) * 255), the package's one quantizer (what
+    saving a float image writes, and what metrics score)."""
+    return np.round(np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def gray_plane(img: np.ndarray) -> np.ndarray:
@@ -44,7 +50,7 @@ def gray_plane(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float64) @ GRAY_WEIGHTS
 
 
-class ImageReadError(ValueError):
+class ImageReadError(DataError):
     """A file that cannot be read as an image; the message is one line naming the file."""
 
 
@@ -104,8 +110,7 @@ def _decode(path: Path) -> tuple[np.ndarray, str]:
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"{path}: too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageReadError(f"{path}: corrupt or truncated image ({detail})") from None
+        raise ImageReadError(f"{path}: corrupt or truncated image ({first_line(e)})") from None
     if mode == "F" or arr.dtype.kind == "f":
         raise ImageReadError(f"{path}: floating-point image (mode {mode}) is not supported; "
                              "save it as 8-bit or 16-bit")
@@ -158,8 +163,8 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
     path = Path(path)
     fmt = WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: cannot write suffix {path.suffix!r}; "
-                         f"use one of {sorted(WRITE_FORMATS)}")
+        raise DataError(f"{path}: cannot write suffix {path.suffix!r}; "
+                        f"use one of {sorted(WRITE_FORMATS)}")
     img = np.asarray(img)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"{path}: write_image needs an (H, W, 3) image, got shape {img.shape}")
@@ -229,7 +234,7 @@ def write_stored_image(path: str | os.PathLike, image: StoredImage) -> None:
     and clipped to [0, 1])."""
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"{path}: images that keep alpha / 16 bits / gray are written as .png")
+        raise DataError(f"{path}: images that keep alpha / 16 bits / gray are written as .png")
     planes = image.color if image.alpha is None else np.concatenate(
         [image.color, image.alpha[:, :, None]], axis=2)
     top = 255.0 if image.bits == 8 else 65535.0
@@ -248,11 +253,11 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     """The image files (png/bmp/jpg/jpeg/tif/tiff, any case) directly in `folder`, sorted by name."""
     folder = Path(folder)
     if not folder.exists():
-        raise ValueError(f"{folder}: image folder does not exist")
+        raise DataError(f"{folder}: image folder does not exist")
     if not folder.is_dir():
-        raise ValueError(f"{folder}: is not a folder")
+        raise DataError(f"{folder}: is not a folder")
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
                    and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise ValueError(f"{folder}: holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise DataError(f"{folder}: holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return files

@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from mspan_jax.errors import DataError
+
 KERNEL_WIDTH = 4.0  # the cubic kernel's support
 
 
@@ -127,7 +129,7 @@ def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     if hr.dtype != np.uint8:
         raise ValueError(f"bicubic_downscale needs a uint8 image, got {hr.dtype}")
     if min(hr.shape[:2]) < scale:
-        raise ValueError(f"a {hr.shape[1]}x{hr.shape[0]} image is smaller than the scale {scale}")
+        raise DataError(f"a {hr.shape[1]}x{hr.shape[0]} image is smaller than the scale {scale}")
     hr = modcrop(hr, scale)
     return imresize(hr, 1.0 / scale, output_shape=(hr.shape[0] // scale, hr.shape[1] // scale))
 

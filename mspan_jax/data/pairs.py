@@ -23,6 +23,7 @@ import numpy as np
 from mspan_jax.data.degradations import DN_SIGMA, add_gaussian_noise, degrade, rgb_to_gray, seed_for_name
 from mspan_jax.data.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
 from mspan_jax.data.imresize import modcrop
+from mspan_jax.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +55,8 @@ def _find_lr(lr_dir: Path, by_name: dict[str, Path], stem: str, scale: int) -> P
             found = by_name.get(f"{candidate}{ext}".lower())
             if found is not None:
                 return found
-    raise ValueError(f"{lr_dir}: no LR image for {stem!r} (looked for {stem}x{scale}.png/.bmp/... "
-                     f"and {stem}.png/...)")
+    raise DataError(f"{lr_dir}: no LR image for {stem!r} (looked for {stem}x{scale}.png/.bmp/... "
+                    f"and {stem}.png/...)")
 
 
 def load_folder_pairs(hr_dir: str | os.PathLike, scale: int,
@@ -79,7 +80,7 @@ def load_folder_pairs(hr_dir: str | os.PathLike, scale: int,
     if lr_dir is not None:
         lr_dir = Path(lr_dir)
         if not lr_dir.is_dir():
-            raise ValueError(f"{lr_dir}: LR folder does not exist or is not a folder")
+            raise DataError(f"{lr_dir}: LR folder does not exist or is not a folder")
         lr_files = {p.name.lower(): p for p in lr_dir.iterdir() if p.is_file()}
     pairs, unusable = [], []
     for hr_path in hr_paths:
@@ -97,9 +98,9 @@ def load_folder_pairs(hr_dir: str | os.PathLike, scale: int,
             lr_path = _find_lr(lr_dir, lr_files, hr_path.stem, scale)
             lr = read_image(lr_path)
             if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
-                raise ValueError(f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]} but x{scale} of it does "
-                                 f"not match the modcropped HR {hr_path.name} "
-                                 f"({hr.shape[1]}x{hr.shape[0]})")
+                raise DataError(f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]} but x{scale} of it does "
+                                f"not match the modcropped HR {hr_path.name} "
+                                f"({hr.shape[1]}x{hr.shape[0]})")
         pairs.append(EvalPair(name=hr_path.stem, lr=lr, hr=hr))
     if unusable and not pairs:
         raise unusable[0]
@@ -151,7 +152,7 @@ def _keyed_files(folder: Path) -> dict[str, Path]:
             continue
         key = pair_key(path.relative_to(folder))
         if key in keyed:
-            raise ValueError(f"{path} and {keyed[key]} have the same pairing key {key!r}; rename one")
+            raise DataError(f"{path} and {keyed[key]} have the same pairing key {key!r}; rename one")
         keyed[key] = path
     return keyed
 
@@ -165,8 +166,8 @@ def pair_files(lq_dir: str | Path, gt_dir: str | Path) -> list[tuple[str, Path, 
         warnings.warn(f"skipped: {path}: no partner in {gt_dir if key in lq else lq_dir}", stacklevel=2)
     pairs = [(key, lq[key], gt[key]) for key in sorted(set(lq) & set(gt))]
     if not pairs:
-        raise ValueError(f"{lq_dir} and {gt_dir}: no LQ/GT pairs found (file names must match, see "
-                         "docs/data.md)")
+        raise DataError(f"{lq_dir} and {gt_dir}: no LQ/GT pairs found (file names must match, see "
+                        "docs/data.md)")
     return pairs
 
 
@@ -189,13 +190,13 @@ def to_channels(img: np.ndarray, channels: int, set_name: str) -> np.ndarray:
     """A uint8 (H, W, 3|1) image for a model of `channels` inputs: RGB -> gray by MATLAB rgb2gray; a
     gray set for an RGB model is refused (its scores would not be the literature's colour ones)."""
     if channels not in (1, 3):
-        raise ValueError(f"restoration images are RGB (3) or gray (1), got channels={channels}")
+        raise ConfigError(f"restoration images are RGB (3) or gray (1), got channels={channels}")
     if channels == img.shape[2]:
         return img
     if channels == 1:
         return rgb_to_gray(img)
-    raise ValueError(f"{set_name} is a grayscale set but the model takes {channels} channels; "
-                     "evaluate a grayscale model (configs/denoise_gray.py) on it")
+    raise ConfigError(f"{set_name} is a grayscale set but the model takes {channels} channels; "
+                      "evaluate a grayscale model (configs/denoise_gray.py) on it")
 
 
 def noisy_pairs(images: list[tuple[str, np.ndarray]], noise_sigma: float, *, channels: int = 3,
@@ -247,5 +248,5 @@ def load_folder_restoration_pairs(gt_dir: str | os.PathLike, lq_dir: str | os.Pa
         pairs.append(EvalPair(name=key, lr=to_channels(pair[0], channels, set_name),
                               hr=to_channels(pair[1], channels, set_name)))
     if not pairs:
-        raise ValueError(f"{lq_dir} and {gt_dir}: no usable LQ/GT pair (see the warnings above)")
+        raise DataError(f"{lq_dir} and {gt_dir}: no usable LQ/GT pair (see the warnings above)")
     return pairs, skipped

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mspan_jax.data.images import read_image
+from mspan_jax.errors import ConfigError
 
 # name -> how to get it from skimage.data (stereo_motorcycle returns (left, right, disparity)).
 _LOADERS = {
@@ -35,7 +36,7 @@ HOLDOUT_NAMES: tuple[str, ...] = ("chelsea", "coffee")
 def load_sample_image(name: str) -> np.ndarray:
     """One bundled photo as a read-only uint8 HxWx3 array."""
     if name not in _LOADERS:
-        raise ValueError(f"unknown sample image {name!r}; choose one of {sorted(_LOADERS)}")
+        raise ConfigError(f"unknown sample image {name!r}; choose one of {sorted(_LOADERS)}")
     import skimage.data
 
     img = np.asarray(_LOADERS[name](skimage.data))

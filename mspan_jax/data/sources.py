@@ -27,6 +27,7 @@ from mspan_jax.data.images import ImageReadError, list_images, read_image
 from mspan_jax.data.pairs import pair_files, read_pair
 from mspan_jax.data.sample_images import sample_images
 from mspan_jax.data.train_spec import PipelineSpec
+from mspan_jax.errors import DataError
 from mspan_jax.extras import require
 
 
@@ -138,7 +139,7 @@ def _div2k_folder_loaders(spec: PipelineSpec) -> list[Loader]:
                                         f"(expected {path.stem}x{spec.scale}.png)")
         loaders.append(_HRLoader(path, lr_path))
     if not loaders:
-        raise ValueError(f"{hr_dir}: no DIV2K images numbered {first:04d}-{last:04d} "
+        raise DataError(f"{hr_dir}: no DIV2K images numbered {first:04d}-{last:04d} "
                          "(names like 0001.png; see docs/data.md)")
     return loaders
 

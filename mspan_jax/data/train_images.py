@@ -39,6 +39,7 @@ from mspan_jax.data.sources import (
     source_loaders,
 )
 from mspan_jax.data.train_spec import PipelineSpec
+from mspan_jax.errors import DataError
 from mspan_jax.progress import ProgressLine
 
 
@@ -140,7 +141,7 @@ def load_train_images(spec: PipelineSpec, verbose: bool = True) -> DecodedImages
     else:
         loaders = shard(source_loaders(spec), spec.process_index, spec.process_count)
         if not loaders:
-            raise ValueError(f"config.data.source={spec.source!r}: process {spec.process_index} of "
+            raise DataError(f"config.data.source={spec.source!r}: process {spec.process_index} of "
                              f"{spec.process_count} has no images (fewer images than processes)")
         inputs, total = [loader.inputs() for loader in loaders], len(loaders)
 
@@ -175,7 +176,7 @@ def load_train_images(spec: PipelineSpec, verbose: bool = True) -> DecodedImages
             else:
                 kept.append(image)
         if not kept and not written:
-            raise ValueError(f"config.data.source={spec.source!r}: every training image was skipped "
+            raise DataError(f"config.data.source={spec.source!r}: every training image was skipped "
                              f"(see the warnings above; need images of at least "
                              f"{spec.lr_patch * spec.scale}px per side)")
     except BaseException:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mspan_jax.data.degradations import DEGRADATIONS
+from mspan_jax.errors import ConfigError
 
 SOURCES = ("div2k", "div2k_folder", "folder", "skimage", "paired")
 DATA_KEYS = {
@@ -50,8 +51,8 @@ class PipelineSpec:
     image_range: tuple[int, int]
 
 
-def _fail(key: str, message: str) -> ValueError:
-    return ValueError(f"config.{key}: {message}")
+def _fail(key: str, message: str) -> ConfigError:
+    return ConfigError(f"config.{key}: {message}")
 
 
 def _as_int(value: Any, key: str, minimum: int) -> int:

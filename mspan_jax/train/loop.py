@@ -20,11 +20,14 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from mspan_jax.checkpoints.params import CheckpointError, tree_mismatch
+from mspan_jax.checkpoints.resolve import load_weights, recorded_model_config
 from mspan_jax.data.datasets import load_benchmark, load_restoration_set
-from mspan_jax.data.images import write_image
+from mspan_jax.data.images import to_uint8, write_image
 from mspan_jax.data.pairs import EvalPair, is_folder_set, load_set_folder
 from mspan_jax.data.pipeline import create_train_iterator
 from mspan_jax.drawing import Panel, panel_grid
+from mspan_jax.errors import ConfigError
 from mspan_jax.evaluation import (
     EvalResult,
     bicubic_scores,
@@ -33,9 +36,7 @@ from mspan_jax.evaluation import (
     nl_means_scores,
 )
 from mspan_jax.files import write_json_atomic
-from mspan_jax.metrics import to_uint8
 from mspan_jax.models.registry import get_model
-from mspan_jax.params_io import CheckpointError, tree_mismatch
 from mspan_jax.train import sharding
 from mspan_jax.train.checkpoint import TrainCheckpoints
 from mspan_jax.train.state import (
@@ -48,7 +49,6 @@ from mspan_jax.train.state import (
 from mspan_jax.train.step import LOSSES, train_step
 from mspan_jax.train.summary import SummaryWriter
 from mspan_jax.train.workdir_lock import WorkdirLock
-from mspan_jax.weights import load_weights, recorded_model_config
 
 EVAL_RESULTS_FILE = "eval_results.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -239,8 +239,8 @@ def _initial_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
     seeded = jax.jit(lambda: _seeded_params(config, model))()
     unknown = sorted(set(reinit) - set(seeded))
     if unknown:
-        raise ValueError(f"config.train.warm_start_reinit: no top-level params {unknown} in "
-                         f"{config.model.name} (it has {sorted(seeded)})")
+        raise ConfigError(f"config.train.warm_start_reinit: no top-level params {unknown} in "
+                          f"{config.model.name} (it has {sorted(seeded)})")
     # Every architecture key but the scale must match; load_weights checks them.
     source = dict(config.model.to_dict(), scale=source_scale)
     loaded = load_weights(config.train.warm_start, source)["params"]

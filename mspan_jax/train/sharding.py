@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mspan_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -34,8 +36,8 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
     """This process's share of the global batch; raises unless it splits evenly over devices."""
     if global_batch_size % mesh.size:
-        raise ValueError(f"config.train.batch_size={global_batch_size} must be a multiple of the "
-                         f"{mesh.size} devices; change --config.train.batch_size")
+        raise ConfigError(f"config.train.batch_size={global_batch_size} must be a multiple of the "
+                          f"{mesh.size} devices; change --config.train.batch_size")
     return global_batch_size // jax.process_count()
 
 

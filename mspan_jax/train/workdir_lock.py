@@ -15,10 +15,12 @@ import os
 import socket
 from pathlib import Path
 
+from mspan_jax.errors import UserError
+
 LOCK_FILE = ".train.lock"
 
 
-class WorkdirInUseError(ValueError):
+class WorkdirInUseError(UserError, ValueError):
     """Another live run holds the workdir's lock."""
 
 

@@ -39,6 +39,7 @@ from mspan_jax.data.degradations import (
 from mspan_jax.data.images import ImageReadError, list_images, read_image
 from mspan_jax.data.imresize import modcrop
 from mspan_jax.data.pairs import read_hr
+from mspan_jax.errors import DataError
 
 SCALES = (2, 3, 4)
 EDSR_BENCHMARK_URL = "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"
@@ -52,7 +53,7 @@ EXPECTED_IMAGES: dict[str, int] = {
 }
 
 
-class IncompleteSetError(ValueError):
+class IncompleteSetError(DataError):
     """A standard benchmark set does not hold exactly its images, all usable."""
 
 
@@ -183,7 +184,7 @@ class _Benchmark(LocalBuilder, skip_registration=True):
         except ImageReadError as e:  # raised only for a set with an expected count
             raise IncompleteSetError(incomplete_set_message(self.name, expected, str(e))) from None
         if count == 0:
-            raise ValueError(f"{hr_dir}: no usable images for {self.name} (all were skipped)")
+            raise DataError(f"{hr_dir}: no usable images for {self.name} (all were skipped)")
 
 
 _INSTRUCTIONS_NOTE = "See docs/data.md for the folder layout."

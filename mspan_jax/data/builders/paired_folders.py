@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from mspan_jax.data.builders.common import LocalBuilder, is_registered
 from mspan_jax.data.pairs import PAIRED_CONFIGS, SPLITS, pair_files, read_pair
+from mspan_jax.errors import DataError
 
 
 class PairedFolders(LocalBuilder, skip_registration=is_registered("paired_folders")):
@@ -55,4 +56,4 @@ class PairedFolders(LocalBuilder, skip_registration=is_registered("paired_folder
                 count += 1
                 yield key, {"name": key, "lq": pair[0], "gt": pair[1]}
         if count == 0:
-            raise ValueError(f"{split_dir}: every LQ/GT pair was skipped")
+            raise DataError(f"{split_dir}: every LQ/GT pair was skipped")

@@ -3,7 +3,7 @@
 A params checkpoint is a directory with
   - `params/`     an orbax (StandardCheckpointer) checkpoint of the variables tree, and
   - `model.json`  the format version, the `config.model` section that built the model, and a
-                  content hash of every array (`mspan_jax.checksums`).
+                  content hash of every array (`checkpoints.checksums`).
 
 Loading checks the recorded model config and the tree's structure and shapes against the
 config it is asked to load into, so a checkpoint of another model, scale or width fails with
@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from mspan_jax import checksums
+from mspan_jax.checkpoints import checksums
+from mspan_jax.config_base import build_model
+from mspan_jax.errors import UserError, first_line
 from mspan_jax.models.complexity import abstract_variables
-from mspan_jax.models.registry import get_model
 
 FORMAT_NAME = "mspan_jax.params"
 FORMAT_VERSION = 2  # 2: model.json records array checksums
@@ -40,7 +41,7 @@ NON_ARCHITECTURE_KEYS = frozenset({"dtype"})
 _PROBE_SIZE = 16  # the dummy input that builds the abstract param tree (ESA needs >= 15)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint directory is missing, unreadable, or does not match the model config."""
 
 
@@ -60,9 +61,9 @@ def _describe(cfg: Mapping[str, Any]) -> str:
 
 
 def expected_variables(model_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The variables tree `get_model(model_config).init` creates, as ShapeDtypeStructs."""
+    """The variables tree `build_model(model_config).init` creates, as ShapeDtypeStructs."""
     channels = int(model_config.get("in_channels", 3))
-    return abstract_variables(get_model(model_config), (1, _PROBE_SIZE, _PROBE_SIZE, channels))
+    return abstract_variables(build_model(model_config), (1, _PROBE_SIZE, _PROBE_SIZE, channels))
 
 
 def _shape_tree(tree: Any) -> dict[str, tuple[int, ...]]:
@@ -194,7 +195,7 @@ def load_params(directory: str | os.PathLike, model_config: Mapping[str, Any]) -
 
     Raises CheckpointError (one line naming the directory) when the directory is missing, is
     not a checkpoint, or holds another model/scale/width or a tree of other paths/shapes. (A
-    training workdir is read by `mspan_jax.weights.load_weights`, which dispatches to this.)
+    training workdir is read by `checkpoints.resolve.load_weights`, which dispatches to this.)
     """
     path = Path(directory).absolute()
     metadata = read_metadata(path)
@@ -212,8 +213,7 @@ def load_params(directory: str | os.PathLike, model_config: Mapping[str, Any]) -
     except CheckpointError:
         raise
     except Exception as e:  # orbax raises many types for a damaged checkpoint
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: unreadable params checkpoint ({first})") from None
+        raise CheckpointError(f"{path}: unreadable params checkpoint ({first_line(e)})") from None
     try:
         checksums.verify(restored, metadata.get("checksums"), path,
                          legacy=metadata["format_version"] == 1)

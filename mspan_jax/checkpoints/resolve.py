@@ -1,28 +1,29 @@
-"""A model's variables from either kind of checkpoint, for the scripts and the warm start:
+"""A --checkpoint path -> config, model and variables, for the scripts, `Upscaler` and warm starts.
 
-  - a params checkpoint (`params_io`: what convert_torch_weights.py and save_params write), or
-  - a training workdir (`train.checkpoint`: WORKDIR/best, the highest validation PSNR, else the
+The path is either kind of checkpoint:
+  - a params checkpoint (`checkpoints.params`: what convert_torch_weights.py and save_params write), or
+  - a training workdir (`checkpoints.workdir`: WORKDIR/best, the highest validation PSNR, else the
     latest WORKDIR/checkpoints step, its EMA params when kept).
 
-Both record the `config.model` they were made for, so `checkpoint_config` gives a script (or
-`Upscaler.from_checkpoint`) the model without a --config.
-
-The choice lives here, above both readers, so that `params_io` knows nothing of training.
+Both record the `config.model` they were made for, so `load_model` (or `checkpoint_config`) gives a
+script the model without a --config; with one, the checkpoint is checked against it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mspan_jax.config_base import restoration_config, sr_config
-from mspan_jax.params_io import (
+from mspan_jax.checkpoints import workdir
+from mspan_jax.checkpoints.params import (
     METADATA_FILE,
     CheckpointError,
     check_model_config,
@@ -31,7 +32,7 @@ from mspan_jax.params_io import (
     read_metadata,
     tree_mismatch,
 )
-from mspan_jax.train import checkpoint as train_checkpoint
+from mspan_jax.config_base import build_model, restoration_config, sr_config
 
 
 def load_weights(path: str | os.PathLike, model_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def load_weights(path: str | os.PathLike, model_config: Mapping[str, Any]) -> di
     if _is_params_checkpoint(path):
         return load_params(path, model_config)
     try:
-        params = train_checkpoint.load_workdir_params(path, model_config)
+        params = workdir.load_workdir_params(path, model_config)
     except FileNotFoundError as e:
         raise CheckpointError(str(e)) from None
     mismatch = tree_mismatch(expected_variables(model_config), {"params": params})
@@ -51,7 +52,7 @@ def load_weights(path: str | os.PathLike, model_config: Mapping[str, Any]) -> di
 
 
 def _is_params_checkpoint(path: Path) -> bool:
-    return (path / METADATA_FILE).exists() or not train_checkpoint.is_train_workdir(path)
+    return (path / METADATA_FILE).exists() or not workdir.is_train_workdir(path)
 
 
 def recorded_model_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def recorded_model_config(path: str | os.PathLike) -> dict[str, Any]:
     if _is_params_checkpoint(path):
         return read_metadata(path)["model"]
     try:
-        return train_checkpoint.workdir_model_config(path)
+        return workdir.workdir_model_config(path)
     except FileNotFoundError as e:
         raise CheckpointError(str(e)) from None
 
@@ -84,3 +85,24 @@ def checkpoint_config(path: str | os.PathLike,
     config.model = ml_collections.ConfigDict(
         {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()})
     return config
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A checkpoint ready to run: the config it runs with, its Flax module and its variables."""
+
+    config: ml_collections.ConfigDict  # checkpoint_config's: the --config, or the recorded model's
+    model: nn.Module
+    variables: dict[str, Any]  # {'params': ...} as jax arrays
+
+    @property
+    def model_config(self) -> ml_collections.ConfigDict:
+        return self.config.model
+
+
+def load_model(path: str | os.PathLike,
+               config: ml_collections.ConfigDict | None = None) -> LoadedModel:
+    """checkpoint -> config -> model -> weights: `checkpoint_config(path, config)`, its model and the
+    checkpoint's variables for it (CheckpointError, one line, when they do not fit)."""
+    config = checkpoint_config(path, config)
+    return LoadedModel(config, build_model(config.model), load_weights(path, config.model))

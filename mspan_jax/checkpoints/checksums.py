@@ -1,10 +1,10 @@
 """Content hashes of the arrays in a checkpoint, recorded when it is written and checked when it is read.
 
 Orbax stores raw array bytes without a checksum, so a copy damaged in transit or on a bad disk loads
-without an error and gives garbage. Both checkpoint kinds (params_io's params checkpoints and the
-training checkpoints of train/checkpoint.py) record `tree_digests(tree)` next to the arrays and call
-`verify(...)` on what they restore; a mismatch raises `ChecksumError` naming the checkpoint and the
-first damaged array.
+without an error and gives garbage. Both checkpoint kinds (`checkpoints.params`'s params checkpoints
+and the training checkpoints of `checkpoints.workdir` and train/checkpoint.py) record
+`tree_digests(tree)` next to the arrays and call `verify(...)` on what they restore; a mismatch
+raises `ChecksumError` naming the checkpoint and the first damaged array.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from mspan_jax.errors import UserError
+
 ALGORITHM = "sha256"  # recorded beside the digests, so that a later change stays readable
 
 
-class ChecksumError(ValueError):
+class ChecksumError(UserError, ValueError):
     """A checkpoint's array does not match the content hash recorded when it was written."""
 
 
