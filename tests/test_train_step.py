@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import jax
@@ -19,7 +18,7 @@ from mspan_jax.train.state import (
     learning_rate_schedule,
     total_steps,
 )
-from mspan_jax.train.step import train_step
+from mspan_jax.train.step import make_train_step
 from mspan_jax.train.summary import SummaryWriter
 
 
@@ -52,10 +51,8 @@ def _setup(config, patch=6):
     key, x = jax.random.key(0, impl="rbg"), jnp.zeros((1, patch, patch, 3))
     params = jax.jit(model.init)(key, x)["params"]
     optimizer = create_optimizer(config.train)
-    state = create_train_state(params, optimizer, config.train.ema_decay)
-    step = jax.jit(functools.partial(
-        train_step, apply_fn=model.apply, optimizer=optimizer, loss=config.train.loss,
-        ema_decay=config.train.ema_decay, schedule=learning_rate_schedule(config.train)))
+    state = create_train_state(params, optimizer.tx, config.train.ema_decay)
+    step = make_train_step(config.train, model.apply, optimizer, donate=False)  # old states are read
     rng = np.random.default_rng(0)
     hr = rng.random((2, patch * s, patch * s, 3), dtype=np.float32)
     lr = hr.reshape(2, patch, s, patch, s, 3).mean((2, 4))
@@ -101,10 +98,10 @@ def test_gradient_clipping_scales_gradients_to_the_configured_norm():
     params = {"w": jnp.zeros((4,))}
     updates = {}
     for clip in (0.0, 1.0):
-        optimizer = create_optimizer(tiny_config(grad_clip_norm=clip).train)
-        opt_state = optimizer.init(params)
+        tx, _ = create_optimizer(tiny_config(grad_clip_norm=clip).train)
+        opt_state = tx.init(params)
         for g in grads:
-            u, opt_state = optimizer.update(g, opt_state, params)
+            u, opt_state = tx.update(g, opt_state, params)
         updates[clip] = np.asarray(u["w"])
     clipped_first = 3.0 * 1.0 / np.linalg.norm(np.full(4, 3.0))  # 0.5 per element after clipping
     b1, b2 = 0.9, 0.999

@@ -38,14 +38,8 @@ from mspan_jax.models.registry import get_model
 from mspan_jax.params_io import CheckpointError, tree_mismatch
 from mspan_jax.train import sharding
 from mspan_jax.train.checkpoint import TrainCheckpoints
-from mspan_jax.train.state import (
-    PyTree,
-    create_optimizer,
-    create_train_state,
-    learning_rate_schedule,
-    total_steps,
-)
-from mspan_jax.train.step import LOSSES, train_step
+from mspan_jax.train.state import PyTree, create_optimizer, create_train_state, total_steps
+from mspan_jax.train.step import LOSSES, make_train_step
 from mspan_jax.train.summary import SummaryWriter
 from mspan_jax.train.workdir_lock import WorkdirLock
 from mspan_jax.weights import load_weights, recorded_model_config
@@ -307,10 +301,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         checkpoints = TrainCheckpoints(workdir_path, config.train)
         checkpoints.check_model(config.model)
         optimizer = create_optimizer(config.train)
-        schedule = learning_rate_schedule(config.train)
         replicated = sharding.replicated(mesh)
         make_state = jax.jit(
-            functools.partial(create_train_state, optimizer=optimizer, ema_decay=config.train.ema_decay),
+            functools.partial(create_train_state, tx=optimizer.tx, ema_decay=config.train.ema_decay),
             out_shardings=replicated)
         resumed = None
         if checkpoints.latest_step() is not None:  # the newest checkpoint that passes its checksums
@@ -334,14 +327,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             if config.train.warm_start:
                 log(f"warm start from {config.train.warm_start}")
 
-        step_fn = jax.jit(
-            functools.partial(train_step, apply_fn=model.apply, optimizer=optimizer,
-                              loss=config.train.loss, ema_decay=config.train.ema_decay,
-                              schedule=schedule),
-            in_shardings=(replicated, sharding.batch_sharding(mesh)),
-            out_shardings=(replicated, replicated),
-            donate_argnums=(0,),
-        )
+        step_fn = make_train_step(config.train, model.apply, optimizer, mesh)
 
         writer = None
         if is_chief:
