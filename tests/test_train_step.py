@@ -184,14 +184,14 @@ def test_summary_writer_copies_events_to_a_remote_log_dir_at_each_flush(tmp_path
 
 def test_warm_start_loads_a_converted_checkpoint(tmp_path):
     from mspan_jax.params_io import save_params
-    from mspan_jax.train.loop import _initial_params
+    from mspan_jax.train.warm_start import initial_params
 
     config = tiny_config()
     model = get_model(config.model)
     saved = jax.jit(model.init)(jax.random.key(7, impl="rbg"), jnp.zeros((1, 6, 6, 3)))
     save_params(tmp_path / "converted", saved, config.model)
     config.train.warm_start = str(tmp_path / "converted")
-    loaded = _initial_params(config, model)
+    loaded = initial_params(config, model)
     for a, b in zip(jax.tree.leaves(saved["params"]), jax.tree.leaves(loaded), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -200,7 +200,8 @@ def test_warm_start_reinit_takes_another_scales_body_and_a_fresh_upsampler(tmp_p
     """x2 from a trained x4 (configs/sun_hays_release.py): the body comes from the checkpoint, the
     named upsampler keeps the seeded init; without the key the other scale is refused."""
     from mspan_jax.params_io import CheckpointError, save_params
-    from mspan_jax.train.loop import _initial_params, _seeded_params, check_config
+    from mspan_jax.train.loop import check_config
+    from mspan_jax.train.warm_start import initial_params, seeded_params
 
     x4 = tiny_config()
     x4.model.scale = 4
@@ -214,10 +215,10 @@ def test_warm_start_reinit_takes_another_scales_body_and_a_fresh_upsampler(tmp_p
     x2.train.warm_start = str(tmp_path / "x4")
     model2 = get_model(x2.model)
     with pytest.raises(CheckpointError, match=r"is x4, config.model is x2; .*warm_start_reinit"):
-        _initial_params(x2, model2)
+        initial_params(x2, model2)
     x2.train.warm_start_reinit = ("upsampler",)
-    params = _initial_params(x2, model2)
-    fresh = _seeded_params(x2, model2)
+    params = initial_params(x2, model2)
+    fresh = seeded_params(x2, model2)
     for a, b in zip(jax.tree.leaves(saved["params"]["body"]), jax.tree.leaves(params["body"]),
                     strict=True):
         np.testing.assert_array_equal(a, b)
@@ -227,7 +228,7 @@ def test_warm_start_reinit_takes_another_scales_body_and_a_fresh_upsampler(tmp_p
 
     x2.train.warm_start_reinit = ("head",)
     with pytest.raises(ValueError, match=r"warm_start_reinit: no top-level params \['head'\]"):
-        _initial_params(x2, model2)
+        initial_params(x2, model2)
     x2.train.warm_start = ""
     with pytest.raises(ValueError, match="warm_start_reinit is set but"):
         check_config(x2)
