@@ -23,7 +23,6 @@ maps the whole cache, so every cache page is counted exactly once).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -44,8 +43,8 @@ from mspan_jax.data.patches import BatchSampler
 from mspan_jax.data.pipeline import TrainIterator, create_train_iterator
 from mspan_jax.data.train_spec import host_cores, resolve_spec
 from mspan_jax.models.registry import get_model
-from mspan_jax.train.state import create_optimizer, create_train_state, learning_rate_schedule
-from mspan_jax.train.step import train_step
+from mspan_jax.train.state import create_optimizer, create_train_state
+from mspan_jax.train.step import make_train_step
 
 
 def synthetic_photo(h: int, w: int, seed: int) -> np.ndarray:
@@ -159,6 +158,7 @@ def measure_memory(config, images: int, counts: list[int]) -> list[dict]:
 
 
 def measure_train_step(config, steps: int) -> dict[str, float]:
+    """Seconds and patches/s of the jitted train step (no EMA) on one random batch of `config`'s."""
     model = get_model(config.model)
     s, b = config.model.scale, config.train.batch_size
     p = config.data.hr_patch_size // s
@@ -166,11 +166,11 @@ def measure_train_step(config, steps: int) -> dict[str, float]:
     batch = {"lr": jnp.asarray(rng.uniform(0, 1, (b, p, p, 3)), jnp.float32),
              "hr": jnp.asarray(rng.uniform(0, 1, (b, p * s, p * s, 3)), jnp.float32)}
     params = model.init(jax.random.PRNGKey(0), batch["lr"][:1])["params"]
-    optimizer = create_optimizer(config.train)
-    state = create_train_state(params, optimizer, ema_decay=0.0)
-    step = jax.jit(functools.partial(train_step, apply_fn=model.apply, optimizer=optimizer,
-                                     loss=config.train.loss, ema_decay=0.0,
-                                     schedule=learning_rate_schedule(config.train)), donate_argnums=0)
+    train_config = config.train.copy_and_resolve_references()
+    train_config.ema_decay = 0.0
+    optimizer = create_optimizer(train_config)
+    state = create_train_state(params, optimizer.tx, ema_decay=0.0)
+    step = make_train_step(train_config, model.apply, optimizer)
     start = time.perf_counter()
     state, metrics = step(state, batch)
     jax.block_until_ready(metrics["loss"])

@@ -5,7 +5,7 @@ same shapes, on the machine at hand.
     python benchmarks/speed.py [--json] [--quick] [--tiny] [--models mspan,imdn] [--rounds N]
                                 [--attention mspa|esa|ca|none] [--no-torch-compile]
 
-Train: L1 + Adam (the project's `train_step` and `create_optimizer`, no EMA), LR patch 48x48, batch
+Train: L1 + Adam (the project's `make_train_step` and `create_optimizer`, no EMA), LR patch 48x48, batch
 16 and 64. Inference: one image at LR 320x180 (720p out) and 256x256. JAX float32 and bfloat16
 compute (float32 params and loss); PyTorch eager fp32, eager bf16 autocast, channels_last fp32 and
 torch.compile fp32 (skipped, with the error, where it does not compile within --compile-timeout).
@@ -93,15 +93,13 @@ class JaxRunner:
         return {"backend": dev.platform, "device": dev.device_kind, "jax": self.jax.__version__}
 
     def setup(self, key: str, case: dict[str, Any], variant: str, dtype: str) -> float:
-        import functools
-
         import jax.numpy as jnp
         import numpy as np
 
         from mspan_jax.config_base import sr_config
         from mspan_jax.models.registry import get_model
-        from mspan_jax.train.state import create_optimizer, create_train_state, learning_rate_schedule
-        from mspan_jax.train.step import train_step
+        from mspan_jax.train.state import create_optimizer, create_train_state
+        from mspan_jax.train.step import make_train_step
 
         del variant  # one JAX variant: jit
         cfg = dict(case["model_config"], dtype=dtype)
@@ -113,11 +111,10 @@ class JaxRunner:
                      "hr": jnp.asarray(rng.uniform(0, 1, (b, p * s, p * s, 3)), jnp.float32)}
             params = model.init(self.jax.random.key(0), batch["lr"][:1])["params"]
             train_config = sr_config(cfg["name"], 4).train
+            train_config.update(loss="l1", ema_decay=0.0)
             optimizer = create_optimizer(train_config)
-            state = create_train_state(params, optimizer, ema_decay=0.0)
-            step = self.jax.jit(functools.partial(
-                train_step, apply_fn=model.apply, optimizer=optimizer, loss="l1", ema_decay=0.0,
-                schedule=learning_rate_schedule(train_config)), donate_argnums=0)
+            state = create_train_state(params, optimizer.tx, ema_decay=0.0)
+            step = make_train_step(train_config, model.apply, optimizer)
             holder = {"state": state}
 
             def run() -> Any:

@@ -114,6 +114,7 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
     config.eval.crop_border = scale  # shave `scale` pixels, as the papers' MATLAB scripts
     config.eval.y_channel = True
     config.eval.round_y = False
+    config.eval.self_ensemble = False  # average the x8 flips/rotations ("+"; 8x the eval time)
     config.eval.num_summary_images = 3  # validation crops (bicubic | SR | HR) written to TensorBoard
     config.eval.summary_crop_size = 128  # HR pixels per side of those crops
     # Restoration: also score scikit-image's non-local means (with its estimated sigma) on the

@@ -29,21 +29,10 @@ from ml_collections import config_flags
 
 from mspan_jax import cli
 from mspan_jax.checkpoints.resolve import load_model
-from mspan_jax.data.images import list_images, write_image
-from mspan_jax.data.pairs import (
-    PAIRED_CONFIGS,
-    EvalPair,
-    load_folder_pairs,
-    load_folder_restoration_pairs,
-)
+from mspan_jax.data.images import write_image
 from mspan_jax.errors import ConfigError
-from mspan_jax.evaluation import (
-    EvalResult,
-    bicubic_scores,
-    evaluate_pairs,
-    input_scores,
-    nl_means_scores,
-)
+from mspan_jax.eval_suite import EvalSet, EvalSuite, Scoring, load_folder_set, load_sets, psnr_ssim
+from mspan_jax.evaluation import EvalResult
 from mspan_jax.files import write_json_atomic
 from mspan_jax.models.registry import pads_exactly
 
@@ -67,7 +56,8 @@ _MANUAL_DIR = flags.DEFINE_string("manual-dir", None, "Where the benchmarks' HR 
                                   "first preparation of --datasets (see docs/data.md).")
 _DOWNLOAD = flags.DEFINE_bool("download", False, "Fetch a benchmark missing from --manual-dir "
                                "(EDSR's benchmark.tar; needs network).")
-_SELF_ENSEMBLE = flags.DEFINE_bool("self-ensemble", False, "Average the x8 flips/rotations ('+').")
+_SELF_ENSEMBLE = flags.DEFINE_bool("self-ensemble", False, "Average the x8 flips/rotations ('+'); "
+                                     "default: config.eval.self_ensemble.")
 _SAVE_IMAGES = flags.DEFINE_string("save-images", None, "Write SR PNGs to <dir>/<dataset>/<name>.png.")
 _JSON = flags.DEFINE_string("json", None, "Write {dataset: {psnr, ssim, images, channel, <baseline>: "
                             "{psnr, ssim}}} to this file.")
@@ -77,52 +67,20 @@ _BUCKET = flags.DEFINE_integer("bucket", 64, "Pad LR sizes up to multiples of th
 flags.mark_flags_as_required(["checkpoint"])
 
 
-def folder_set_name(hr_dir: Path) -> str:
-    """The set's name: the folder's, or its parent's for a folder called HR or GT (Set5/HR -> Set5)."""
-    hr_dir = hr_dir.resolve()
-    generic = hr_dir.name.lower() in ("hr", "gt")
-    return hr_dir.parent.name if generic and hr_dir.parent.name else hr_dir.name
-
-
-def eval_sets(config, scale: int, noise_sigma: float
-              ) -> list[tuple[str, list[EvalPair], list[str]]]:
-    """(name, pairs, names of skipped images) of every set asked for on the command line or in
-    config.eval.datasets. A standard benchmark is whole or fails; a --hr-dir folder skips unreadable
-    or too small files (warning naming each), reported as "N of M images". `noise_sigma`: the noise of
-    restoration inputs, and of DN super-resolution inputs (config.data.noise_sigma, as trained)."""
-    restoration = scale == 1
-    channels = int(config.model.get("in_channels", 3))
+def eval_sets(config, noise_sigma: float) -> list[EvalSet]:
+    """The --hr-dir folder (files it cannot use skipped, reported as "N of M images"), or --datasets
+    (default config.eval.datasets), each whole or failing."""
     if _HR_DIR.value is not None:
         if _DATASETS.value:
             raise ConfigError("give either --hr-dir or --datasets, not both")
-        hr_dir = Path(_HR_DIR.value)
-        if restoration:
-            pairs, skipped = load_folder_restoration_pairs(
-                hr_dir, _LR_DIR.value, noise_sigma=noise_sigma, channels=channels,
-                gray_noise=bool(config.data.noise_gray))
-            return [(folder_set_name(hr_dir), pairs, skipped)]
-        pairs = load_folder_pairs(hr_dir, scale, _LR_DIR.value, skip_unusable=True,
-                                  degradation=config.data.get("degradation", "BI"),
-                                  noise_sigma=noise_sigma)
-        scored = {p.name for p in pairs}
-        skipped = [path.name for path in list_images(hr_dir) if path.stem not in scored]
-        return [(folder_set_name(hr_dir), pairs, skipped)]
+        return [load_folder_set(config, _HR_DIR.value, _LR_DIR.value, noise_sigma=noise_sigma)]
     if _LR_DIR.value is not None:
         raise ConfigError("--lr-dir needs --hr-dir")
-    from mspan_jax.data.datasets import load_benchmark, load_restoration_set
-
     names = _DATASETS.value or list(config.eval.datasets)
     if not names:
         raise ConfigError("no datasets: give --datasets or --hr-dir, or set config.eval.datasets")
-    dirs = dict(data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
-    if restoration:
-        return [(name, load_restoration_set(name, noise_sigma, gray_noise=bool(config.data.noise_gray),
-                                            channels=channels, **dirs), [])
-                for name in names]
-    degradation = config.data.get("degradation", "BI")
-    return [(name, load_benchmark(name, scale, degradation, download=_DOWNLOAD.value,
-                                  noise_sigma=noise_sigma, **dirs), [])
-            for name in names]
+    return load_sets(config, names, noise_sigma=noise_sigma, data_dir=_DATA_DIR.value,
+                     manual_dir=_MANUAL_DIR.value, download=_DOWNLOAD.value)
 
 
 def count_line(result: EvalResult, skipped: Sequence[str]) -> str:
@@ -131,21 +89,15 @@ def count_line(result: EvalResult, skipped: Sequence[str]) -> str:
     return f"{n} of {n + len(skipped)} images" if skipped else f"{n} images"
 
 
-def is_synthetic_noise(name: str) -> bool:
-    """Whether restoration set `name` is clean images with our seeded noise (not real LQ images)."""
-    return _LR_DIR.value is None if _HR_DIR.value is not None else name not in PAIRED_CONFIGS
-
-
-def write_json(path: Path, results: dict[str, EvalResult],
-               baselines: dict[str, dict[str, EvalResult]], extra: dict[str, dict],
-               skipped: dict[str, list[str]]) -> None:
+def write_json(path: Path, results: dict[str, EvalResult], suite: EvalSuite,
+               extra: dict[str, dict]) -> None:
     """{dataset: {psnr, ssim, images[, skipped], <baseline>: {psnr, ssim}, ...extra}} written
     atomically (temp file + rename); `images` is the number scored, `skipped` the files of a folder
     that were not."""
     write_json_atomic(path, {
-        name: {"psnr": r.psnr, "ssim": r.ssim, "images": len(r.images),
-               **({"skipped": skipped[name]} if skipped.get(name) else {}),
-               **{key: {"psnr": b[name].psnr, "ssim": b[name].ssim} for key, b in baselines.items()},
+        name: {**psnr_ssim(r), "images": len(r.images),
+               **({"skipped": list(suite.sets[name].skipped)} if suite.sets[name].skipped else {}),
+               **{key: psnr_ssim(b) for key, b in suite.baselines_of(name).items()},
                **extra[name]}
         for name, r in results.items()})
 
@@ -182,50 +134,35 @@ def main(argv: Sequence[str]) -> None:
     json_path = Path(_JSON.value) if _JSON.value else None
     if json_path is not None and json_path.is_dir():
         raise ConfigError(f"--json {json_path} is a folder; give a file name")
-    sets = eval_sets(config, scale, noise_sigma)
+    sets = eval_sets(config, noise_sigma)
 
-    crop = int(config.eval.crop_border)
-    y_channel = bool(config.eval.y_channel)
-    round_y = _ROUND_Y.value or bool(config.eval.round_y)
-    channel = ("Y, rounded" if round_y else "Y") if y_channel else "RGB"
-    if int(config.model.get("in_channels", 3)) == 1:
-        channel = "gray"
-    tag = f"{config.model.name}{'+' if _SELF_ENSEMBLE.value else ''}"
+    scoring = Scoring.from_config(config, round_y=_ROUND_Y.value, self_ensemble=_SELF_ENSEMBLE.value,
+                                  bucket=_BUCKET.value)
+    channel, crop = scoring.channel, scoring.crop_border
+    tag = f"{config.model.name}{'+' if scoring.self_ensemble else ''}"
     task = "restoration" if restoration else "super-resolution"
     print(f"model {config.model.name} x{scale} ({task}) from {_CHECKPOINT.value}; metrics on {channel}, "
-          f"crop_border={crop}; self-ensemble {'on' if _SELF_ENSEMBLE.value else 'off'}")
+          f"crop_border={crop}; self-ensemble {'on' if scoring.self_ensemble else 'off'}")
 
+    suite = EvalSuite(sets, scoring)
     results: dict[str, EvalResult] = {}
-    baselines: dict[str, dict[str, EvalResult]] = {"input" if restoration else "bicubic": {}}
-    if restoration and config.eval.get("classical_baseline", False):
-        baselines["nl_means"] = {}
     extra: dict[str, dict] = {}
-    skipped = {name: names for name, _, names in sets}
     shapes: set[tuple[int, ...]] = set()
-    for name, pairs, _ in sets:
-        result = evaluate_pairs(model.apply, variables, pairs, scale=scale, crop_border=crop,
-                                y_channel=y_channel, round_y=round_y, self_ensemble=_SELF_ENSEMBLE.value,
-                                bucket=_BUCKET.value, keep_outputs=_SAVE_IMAGES.value is not None)
-        opts = dict(crop_border=crop, y_channel=y_channel)
-        for key, scores in baselines.items():
-            if key == "nl_means":
-                scores[name] = nl_means_scores(pairs, **opts)
-            elif restoration:
-                scores[name] = input_scores(pairs, round_y=round_y, **opts)
-            else:
-                scores[name] = bicubic_scores(pairs, scale=scale, round_y=round_y, **opts)
+    for name, eval_set in suite.sets.items():
+        result = suite.score(model.apply, variables, name, progress=True,
+                             keep_outputs=_SAVE_IMAGES.value is not None)
         extra[name] = {"channel": channel}
-        count = count_line(result, skipped[name])
+        count = count_line(result, eval_set.skipped)
         title = f"{name} x{scale} ({count}), PSNR (dB) / SSIM on {channel}"
         if restoration:
-            synthetic = is_synthetic_noise(name)
+            synthetic = eval_set.noise_sigma is not None
             if synthetic:
-                extra[name].update(noise_sigma=noise_sigma, noise="gaussian, seeded per image name, "
-                                   "float, not clipped")
+                extra[name].update(noise_sigma=eval_set.noise_sigma, noise="gaussian, seeded per "
+                                   "image name, float, not clipped")
             title = (f"{name} ({count}, " + (
-                f"Gaussian noise sigma {noise_sigma:g}, seeded per image" if synthetic
+                f"Gaussian noise sigma {eval_set.noise_sigma:g}, seeded per image" if synthetic
                 else "paired LQ/GT") + f"), PSNR (dB) / SSIM on {channel}; 'input' = the LQ itself")
-        print_table(title, result, tag, {key: scores[name] for key, scores in baselines.items()})
+        print_table(title, result, tag, suite.baselines_of(name))
         if _SAVE_IMAGES.value is not None:
             for image_name, sr in result.outputs.items():
                 out = np.repeat(sr, 3, axis=2) if sr.shape[2] == 1 else sr  # gray saved as RGB PNG
@@ -236,18 +173,17 @@ def main(argv: Sequence[str]) -> None:
     print(f"\nsummary x{scale} ({channel}, crop {crop}):")
     width = max(len(name) for name in results)
     for name, r in results.items():
-        base = "  ".join(f"{key} {scores[name].psnr:6.2f} / {scores[name].ssim:.4f}"
-                         for key, scores in baselines.items())
-        print(f"  {name:<{width}}  {r.psnr:6.2f} / {r.ssim:.4f}  ({count_line(r, skipped[name])}; "
-              f"{base})")
+        base = "  ".join(f"{key} {b.psnr:6.2f} / {b.ssim:.4f}"
+                         for key, b in suite.baselines_of(name).items())
+        print(f"  {name:<{width}}  {r.psnr:6.2f} / {r.ssim:.4f}  "
+              f"({count_line(r, suite.sets[name].skipped)}; {base})")
     how = f"bucket {_BUCKET.value}" if pads_exactly(model) else "unpadded, one per LR size"
     print(f"compiled programs: {len(shapes)} ({how})")
     if _SAVE_IMAGES.value is not None:
         print(f"{'restored' if restoration else 'SR'} images written to {_SAVE_IMAGES.value}/<dataset>/")
     if json_path is not None:
-        write_json(json_path, results, baselines, extra, skipped)
+        write_json(json_path, results, suite, extra)
         print(f"scores written to {json_path}")
-
 
 if __name__ == "__main__":
     cli.run(main)

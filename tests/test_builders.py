@@ -197,13 +197,13 @@ def test_restoration_validation_set_is_noisy_gt_and_reproducible():
 def test_mspan_ir_training_validates_on_noisy_inputs():
     from mspan_jax.config_base import sr_config
     from mspan_jax.models import get_model
-    from mspan_jax.train.loop import Validator
+    from mspan_jax.train.validation import Validator
 
     config = sr_config("mspan_ir", 1)
     config.eval.datasets = ("skimage_holdout",)
     config.data.noise_sigma = 15.0
     validator = Validator(config, get_model(config.model))
-    pairs = validator.pairs["skimage_holdout"]
+    pairs = validator.suite.sets["skimage_holdout"].pairs
     assert all(np.abs(p.lr * 255.0 - p.hr).mean() > 5 for p in pairs)
     # The baseline at scale 1 scores the noisy input itself, here on Y (sr_config's metric), where
     # the colour noise of sigma 15 has std 15 |Y_WEIGHTS| / 255.
@@ -211,7 +211,7 @@ def test_mspan_ir_training_validates_on_noisy_inputs():
 
     sigma_y = 15.0 * float(np.linalg.norm(Y_WEIGHTS)) / 255.0
     want = 20 * np.log10(255.0 / sigma_y)
-    assert validator.bicubic["skimage_holdout"].psnr == pytest.approx(want, abs=0.1)
+    assert validator.suite.baselines["input"]["skimage_holdout"].psnr == pytest.approx(want, abs=0.1)
 
 
 def test_dn_super_resolution_validates_and_evaluates_at_the_configured_sigma(tmp_path):
@@ -237,16 +237,14 @@ def test_dn_super_resolution_validates_and_evaluates_at_the_configured_sigma(tmp
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.xfail(strict=True, reason="train/loop.py Validator does not pass config.data.noise_sigma "
-                   "to load_benchmark yet (train/ is another engineer's; see the h19-data report)")
 def test_dn_super_resolution_training_validates_at_its_noise_sigma():
     from mspan_jax.config_base import sr_config
     from mspan_jax.data.degradations import degrade, seed_for_name
-    from mspan_jax.train.loop import Validator
+    from mspan_jax.train.validation import Validator
 
     config = sr_config("mspan", 2)
     config.eval.datasets = ("skimage_holdout",)
     config.data.degradation, config.data.noise_sigma = "DN", 10.0
-    for p in Validator(config, model=None).pairs["skimage_holdout"]:
+    for p in Validator(config, model=None).suite.sets["skimage_holdout"].pairs:
         np.testing.assert_array_equal(p.lr, degrade(p.hr, 2, "DN", sigma=10.0,
                                                     seed=seed_for_name(p.name)))

@@ -85,7 +85,7 @@ def test_draw_box_and_comparison_figure():
 
 def test_training_samples_are_labelled_crops():
     from mspan_jax.data.pairs import EvalPair
-    from mspan_jax.train.loop import summary_figure
+    from mspan_jax.train.validation import summary_figure
 
     hr = RNG.integers(0, 256, (40, 48, 3), dtype=np.uint8)
     pair = EvalPair(name="img", lr=hr[::2, ::2], hr=hr)

@@ -255,7 +255,7 @@ def test_a_checkpoint_of_the_other_task_fails_in_one_line(ir_checkpoint, tmp_pat
 # ----------------------------------------------------------------------------- training validation
 def test_gray_validation_scores_the_noisy_input_and_nl_means():
     from mspan_jax.config_base import restoration_config
-    from mspan_jax.train.loop import Validator
+    from mspan_jax.train.validation import Validator
 
     config = restoration_config(channels=1)
     config.model.update(num_features=8, num_blocks=1, num_units=1)
@@ -263,7 +263,7 @@ def test_gray_validation_scores_the_noisy_input_and_nl_means():
     config.eval.classical_baseline = True
     config.data.noise_sigma = 25.0
     validator = Validator(config, get_model(config.model))
-    pairs = validator.pairs["skimage_holdout"]
+    pairs = validator.suite.sets["skimage_holdout"].pairs
     assert all(p.lr.shape[2] == 1 and p.hr.shape[2] == 1 for p in pairs)
     params = random_variables(config.model, channels=1)["params"]
     scores, images = validator(params)

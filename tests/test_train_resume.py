@@ -146,12 +146,12 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
 
 def _states(config, steps):
     """Small TrainStates (a 9 KB kernel, a bias, EMA kept) at `steps`, distinct values; no model."""
-    optimizer = create_optimizer(config.train)
+    tx, _ = create_optimizer(config.train)
     for step in steps:
         rng = np.random.default_rng(step)  # random: orbax stores it as is, not compressed away
         params = {"conv": {"kernel": jnp.asarray(rng.standard_normal((3, 3, 16, 16)), jnp.float32),
                            "bias": jnp.arange(16.0) + step}}
-        state = create_train_state(params, optimizer, ema_decay=0.9)
+        state = create_train_state(params, tx, ema_decay=0.9)
         yield state.replace(step=jnp.asarray(step, jnp.int32))
 
 

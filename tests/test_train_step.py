@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import jax
@@ -19,7 +18,7 @@ from mspan_jax.train.state import (
     learning_rate_schedule,
     total_steps,
 )
-from mspan_jax.train.step import train_step
+from mspan_jax.train.step import make_train_step
 from mspan_jax.train.summary import SummaryWriter
 
 
@@ -52,10 +51,8 @@ def _setup(config, patch=6):
     key, x = jax.random.key(0, impl="rbg"), jnp.zeros((1, patch, patch, 3))
     params = jax.jit(model.init)(key, x)["params"]
     optimizer = create_optimizer(config.train)
-    state = create_train_state(params, optimizer, config.train.ema_decay)
-    step = jax.jit(functools.partial(
-        train_step, apply_fn=model.apply, optimizer=optimizer, loss=config.train.loss,
-        ema_decay=config.train.ema_decay, schedule=learning_rate_schedule(config.train)))
+    state = create_train_state(params, optimizer.tx, config.train.ema_decay)
+    step = make_train_step(config.train, model.apply, optimizer, donate=False)  # old states are read
     rng = np.random.default_rng(0)
     hr = rng.random((2, patch * s, patch * s, 3), dtype=np.float32)
     lr = hr.reshape(2, patch, s, patch, s, 3).mean((2, 4))
@@ -101,10 +98,10 @@ def test_gradient_clipping_scales_gradients_to_the_configured_norm():
     params = {"w": jnp.zeros((4,))}
     updates = {}
     for clip in (0.0, 1.0):
-        optimizer = create_optimizer(tiny_config(grad_clip_norm=clip).train)
-        opt_state = optimizer.init(params)
+        tx, _ = create_optimizer(tiny_config(grad_clip_norm=clip).train)
+        opt_state = tx.init(params)
         for g in grads:
-            u, opt_state = optimizer.update(g, opt_state, params)
+            u, opt_state = tx.update(g, opt_state, params)
         updates[clip] = np.asarray(u["w"])
     clipped_first = 3.0 * 1.0 / np.linalg.norm(np.full(4, 3.0))  # 0.5 per element after clipping
     b1, b2 = 0.9, 0.999
@@ -187,14 +184,14 @@ def test_summary_writer_copies_events_to_a_remote_log_dir_at_each_flush(tmp_path
 
 def test_warm_start_loads_a_converted_checkpoint(tmp_path):
     from mspan_jax.checkpoints.params import save_params
-    from mspan_jax.train.loop import _initial_params
+    from mspan_jax.train.warm_start import initial_params
 
     config = tiny_config()
     model = get_model(config.model)
     saved = jax.jit(model.init)(jax.random.key(7, impl="rbg"), jnp.zeros((1, 6, 6, 3)))
     save_params(tmp_path / "converted", saved, config.model)
     config.train.warm_start = str(tmp_path / "converted")
-    loaded = _initial_params(config, model)
+    loaded = initial_params(config, model)
     for a, b in zip(jax.tree.leaves(saved["params"]), jax.tree.leaves(loaded), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -203,7 +200,8 @@ def test_warm_start_reinit_takes_another_scales_body_and_a_fresh_upsampler(tmp_p
     """x2 from a trained x4 (configs/sun_hays_release.py): the body comes from the checkpoint, the
     named upsampler keeps the seeded init; without the key the other scale is refused."""
     from mspan_jax.checkpoints.params import CheckpointError, save_params
-    from mspan_jax.train.loop import _initial_params, _seeded_params, check_config
+    from mspan_jax.train.loop import check_config
+    from mspan_jax.train.warm_start import initial_params, seeded_params
 
     x4 = tiny_config()
     x4.model.scale = 4
@@ -217,10 +215,10 @@ def test_warm_start_reinit_takes_another_scales_body_and_a_fresh_upsampler(tmp_p
     x2.train.warm_start = str(tmp_path / "x4")
     model2 = get_model(x2.model)
     with pytest.raises(CheckpointError, match=r"is x4, config.model is x2; .*warm_start_reinit"):
-        _initial_params(x2, model2)
+        initial_params(x2, model2)
     x2.train.warm_start_reinit = ("upsampler",)
-    params = _initial_params(x2, model2)
-    fresh = _seeded_params(x2, model2)
+    params = initial_params(x2, model2)
+    fresh = seeded_params(x2, model2)
     for a, b in zip(jax.tree.leaves(saved["params"]["body"]), jax.tree.leaves(params["body"]),
                     strict=True):
         np.testing.assert_array_equal(a, b)
@@ -230,7 +228,7 @@ def test_warm_start_reinit_takes_another_scales_body_and_a_fresh_upsampler(tmp_p
 
     x2.train.warm_start_reinit = ("head",)
     with pytest.raises(ValueError, match=r"warm_start_reinit: no top-level params \['head'\]"):
-        _initial_params(x2, model2)
+        initial_params(x2, model2)
     x2.train.warm_start = ""
     with pytest.raises(ValueError, match="warm_start_reinit is set but"):
         check_config(x2)

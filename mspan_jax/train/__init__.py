@@ -1,3 +1,5 @@
-"""Training: `state` (TrainState, optimizer, schedule), `step` (the pure train step), `sharding`
-(mesh, global batches), `checkpoint` (orbax), `summary` (TensorBoard events) and `loop`
-(`train_and_evaluate`, what scripts/train.py runs). See docs/training.md."""
+"""Training: `state` (TrainState, optimizer and schedule), `step` (the pure train step and
+`make_train_step`, its jitted, sharded form), `sharding` (mesh, global batches), `warm_start` (step-0
+params), `validation` (the Validator on `eval_suite`), `checkpoint` (orbax), `summary` (TensorBoard
+events), `console` (printed lines) and `loop` (`train_and_evaluate`, what scripts/train.py runs).
+See docs/training.md."""

@@ -1,5 +1,7 @@
 """The training loop: data-parallel steps over a device mesh, periodic checkpoints and validation,
-TensorBoard and a console progress line. `train_and_evaluate(config, workdir)` is the whole run.
+TensorBoard and a console progress line. `train_and_evaluate(config, workdir)` is the whole run;
+its pieces: `step.make_train_step`, `warm_start.initial_params`, `validation.Validator`,
+`console` (the printed lines), `checkpoint`, `summary` (TensorBoard).
 
 Every process runs the same code (multi-host: after `jax.distributed.initialize()`); each reads
 only its own data shard, and only process 0 prints and writes logs, summaries and eval_results.json.
@@ -15,39 +17,24 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
 
-from mspan_jax.checkpoints.params import CheckpointError, tree_mismatch
-from mspan_jax.checkpoints.resolve import load_weights, recorded_model_config
-from mspan_jax.data.datasets import load_benchmark, load_restoration_set
-from mspan_jax.data.images import to_uint8, write_image
-from mspan_jax.data.pairs import EvalPair, is_folder_set, load_set_folder
+from mspan_jax.data.images import write_image
 from mspan_jax.data.pipeline import create_train_iterator
-from mspan_jax.drawing import Panel, panel_grid
 from mspan_jax.errors import ConfigError
-from mspan_jax.evaluation import (
-    EvalResult,
-    bicubic_scores,
-    evaluate_pairs,
-    input_scores,
-    nl_means_scores,
-)
+from mspan_jax.eval_suite import baseline_key
 from mspan_jax.files import write_json_atomic
 from mspan_jax.models.registry import get_model
 from mspan_jax.train import sharding
 from mspan_jax.train.checkpoint import TrainCheckpoints
-from mspan_jax.train.state import (
-    PyTree,
-    create_optimizer,
-    create_train_state,
-    learning_rate_schedule,
-    total_steps,
-)
-from mspan_jax.train.step import LOSSES, train_step
+from mspan_jax.train.console import progress_line, psnr_summary, validation_line
+from mspan_jax.train.state import create_optimizer, create_train_state, total_steps
+from mspan_jax.train.step import LOSSES, make_train_step
 from mspan_jax.train.summary import SummaryWriter
+from mspan_jax.train.validation import Validator, host_params
+from mspan_jax.train.warm_start import initial_params, seeded_params
 from mspan_jax.train.workdir_lock import WorkdirLock
 
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -74,36 +61,21 @@ def prepare_workdir(workdir: str | epath.Path) -> epath.Path:
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-    """Validates the keys the loop relies on; raises ValueError naming the key."""
+    """Validates the keys the loop relies on; raises ConfigError naming the key."""
     t = config.train
     if t.loss not in LOSSES:
-        raise ValueError(f"config.train.loss={t.loss!r}; choose one of {sorted(LOSSES)}")
+        raise ConfigError(f"config.train.loss={t.loss!r}; choose one of {sorted(LOSSES)}")
     for key in ("steps_per_epoch", "num_epochs", "lr_decay_epochs", "log_every_steps",
                 "checkpoint_every_steps", "eval_every_steps", "keep_checkpoints"):
         if int(t[key]) <= 0:
-            raise ValueError(f"config.train.{key}={t[key]} must be positive")
+            raise ConfigError(f"config.train.{key}={t[key]} must be positive")
     if not config.eval.datasets:
-        raise ValueError("config.eval.datasets is empty; name at least one validation set")
+        raise ConfigError("config.eval.datasets is empty; name at least one validation set")
     if not 0.0 <= t.ema_decay < 1.0:
-        raise ValueError(f"config.train.ema_decay={t.ema_decay} must be in [0, 1)")
+        raise ConfigError(f"config.train.ema_decay={t.ema_decay} must be in [0, 1)")
     if t.get("warm_start_reinit", ()) and not t.warm_start:
-        raise ValueError("config.train.warm_start_reinit is set but config.train.warm_start is empty; "
+        raise ConfigError("config.train.warm_start_reinit is set but config.train.warm_start is empty; "
                          "set both or neither")
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-def progress_line(step: int, num_steps: int, loss: float, lr: float, steps_per_sec: float,
-                  last_psnr: str) -> str:
-    """The compact console line: step, loss, speed, ETA and the last validation PSNR."""
-    eta = format_duration((num_steps - step) / steps_per_sec) if steps_per_sec > 0 else "?"
-    return (f"step {step}/{num_steps} | loss {loss:.5f} | lr {lr:.2e} | {steps_per_sec:.2f} steps/s | "
-            f"ETA {eta} | last PSNR {last_psnr}")
 
 
 def _is_local(path: epath.Path) -> bool:
@@ -111,158 +83,8 @@ def _is_local(path: epath.Path) -> bool:
     return "://" not in str(path)
 
 
-def summary_figure(pairs: Sequence[EvalPair], baseline: EvalResult, result: EvalResult, size: int,
-                   model_label: str, scale: int) -> np.ndarray:
-    """One row per pair: centred `size` crops of baseline | model | HR, each labelled with its
-    whole-image PSNR / SSIM (drawing.panel_grid), as a uint8 (H, W, 3) picture (a gray model's
-    crops repeated to three channels; a float noisy input rounded)."""
-    base_label, ref_label = ("noisy input", "ground truth") if scale == 1 else ("bicubic", "HR")
-    base_scores = {s.name: s for s in baseline.images}
-    model_scores = {s.name: s for s in result.images}
-    panels = []
-    for pair in pairs:
-        h, w = pair.hr.shape[:2]
-        top, left = (h - size) // 2, (w - size) // 2
-
-        def crop(img: np.ndarray, top=top, left=left) -> np.ndarray:
-            img = img[top:top + size, left:left + size]
-            if img.dtype != np.uint8:  # a float noisy input (0..255, unclipped), shown rounded
-                img = to_uint8(img / 255.0)
-            return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
-
-        b, m = base_scores[pair.name], model_scores[pair.name]
-        panels += [Panel(crop(baseline.outputs[pair.name]), base_label,
-                         f"{b.psnr:.2f} dB / {b.ssim:.4f}"),
-                   Panel(crop(result.outputs[pair.name]), model_label,
-                         f"{m.psnr:.2f} dB / {m.ssim:.4f}"),
-                   Panel(crop(pair.hr), f"{ref_label}: {pair.name}", "PSNR / SSIM")]
-    return panel_grid(panels, columns=3)
-
-
-def baseline_key(scale: int) -> str:
-    """The eval_results.json key of the baseline every model is compared with: "bicubic" for SR,
-    "input" (the noisy / rainy LQ itself) for restoration (scale 1)."""
-    return "input" if scale == 1 else "bicubic"
-
-
-class Validator:
-    """Validation sets loaded once, their baseline scores, and PSNR/SSIM of a model on them.
-
-    The baseline (`self.bicubic`) is bicubic for SR and the LQ input itself for restoration (scale 1,
-    `input_scores`); with `config.eval.classical_baseline` restoration also scores scikit-image's
-    non-local means once (`self.nl_means`)."""
-
-    def __init__(self, config: ml_collections.ConfigDict, model: Any):
-        self.config, self.model = config, model
-        scale, ev = config.model.scale, config.eval
-        dirs = dict(data_dir=config.data.get("data_dir") or None,
-                    manual_dir=config.data.get("manual_dir") or None)
-        if scale == 1:  # restoration (MSPAN-IR): LQ is noisy GT or a paired set
-            self.pairs = {name: load_restoration_set(name, config.data.noise_sigma,
-                                                     gray_noise=config.data.noise_gray,
-                                                     channels=config.model.in_channels, **dirs)
-                          for name in ev.datasets}
-        else:
-            if any(is_folder_set(n) for n in ev.datasets) and config.data.degradation != "BI":
-                raise ValueError("config.eval.datasets: an image folder validates bicubic (BI) SR "
-                                 f"only, not degradation {config.data.degradation!r}")
-            self.pairs = {name: load_set_folder(name, scale) if is_folder_set(name)
-                          else load_benchmark(name, scale, config.data.degradation, **dirs)
-                          for name in ev.datasets}
-        opts = dict(crop_border=ev.crop_border, y_channel=ev.y_channel, round_y=ev.round_y,
-                    keep_outputs=True)
-        self.bicubic = {name: input_scores(pairs, **opts) if scale == 1 else
-                        bicubic_scores(pairs, scale=scale, **opts)
-                        for name, pairs in self.pairs.items()}
-        self.nl_means = {}
-        if scale == 1 and ev.get("classical_baseline", False):
-            self.nl_means = {name: nl_means_scores(pairs, crop_border=ev.crop_border,
-                                                   y_channel=ev.y_channel)
-                             for name, pairs in self.pairs.items()}
-
-    def __call__(self, params: PyTree) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
-        """Scores per dataset and, per dataset, a labelled picture of baseline | model | HR crops."""
-        ev, scores, images = self.config.eval, {}, {}
-        for name, pairs in self.pairs.items():
-            result = evaluate_pairs(self.model.apply, {"params": params}, pairs,
-                                    scale=self.config.model.scale, crop_border=ev.crop_border,
-                                    y_channel=ev.y_channel, round_y=ev.round_y, progress=False,
-                                    keep_outputs=True)
-            scores[name] = {"psnr": float(result.psnr), "ssim": float(result.ssim)}
-            shown = pairs[:ev.num_summary_images]
-            if shown:
-                size = min([ev.summary_crop_size] + [min(p.hr.shape[:2]) for p in shown])
-                images[name] = summary_figure(shown, self.bicubic[name], result, size,
-                                              f"{self.config.model.name} x{self.config.model.scale}",
-                                              self.config.model.scale)
-        return scores, images
-
-    def results_json(self, step: int, scores: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
-        """`{"step": n, "<dataset>": {"psnr", "ssim"}, "<baseline>": {"<dataset>": {...}}}`; baseline
-        "bicubic" (SR), or "input" and, when scored, "nl_means" (restoration)."""
-        results: dict[str, Any] = {"step": step, **scores}
-        baselines = {baseline_key(self.config.model.scale): self.bicubic, "nl_means": self.nl_means}
-        for key, baseline in baselines.items():
-            if baseline:
-                results[key] = {name: {"psnr": float(r.psnr), "ssim": float(r.ssim)}
-                                for name, r in baseline.items()}
-        return results
-
-
-def _host_params(params: PyTree) -> PyTree:
-    """Replicated global params as host numpy (works on every process of a multi-host run)."""
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), params)
-
-
-def _psnr_summary(results: Mapping[str, Any], dataset: str, baseline: str = "bicubic") -> str:
-    """'29.99 dB on set5 (bicubic 29.38)' from eval_results.json content; '-' if it lacks `dataset`."""
-    if dataset not in results or dataset not in results.get(baseline, {}):
-        return "-"
-    return (f"{results[dataset]['psnr']:.2f} dB on {dataset} "
-            f"({baseline} {results[baseline][dataset]['psnr']:.2f})")
-
-
-def _initial_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
-    """Warm start from a converted checkpoint or a training workdir (config.train.warm_start), else a
-    seeded init. `config.train.warm_start_reinit` names top-level params (e.g. 'upsampler') that
-    keep the seeded init instead; the warm start may then be of another scale (x2 from x4)."""
-    reinit = tuple(config.train.get("warm_start_reinit", ()))
-    if not config.train.warm_start:
-        return jax.jit(lambda: _seeded_params(config, model))()
-    source_scale = recorded_model_config(config.train.warm_start).get("scale")
-    if not reinit:
-        if source_scale != config.model.scale:
-            raise CheckpointError(f"{config.train.warm_start}: warm start is x{source_scale}, "
-                                  f"config.model is x{config.model.scale}; to keep its body, set "
-                                  "config.train.warm_start_reinit=('upsampler',)")
-        return load_weights(config.train.warm_start, config.model)["params"]
-    seeded = jax.jit(lambda: _seeded_params(config, model))()
-    unknown = sorted(set(reinit) - set(seeded))
-    if unknown:
-        raise ConfigError(f"config.train.warm_start_reinit: no top-level params {unknown} in "
-                          f"{config.model.name} (it has {sorted(seeded)})")
-    # Every architecture key but the scale must match; load_weights checks them.
-    source = dict(config.model.to_dict(), scale=source_scale)
-    loaded = load_weights(config.train.warm_start, source)["params"]
-    params = {k: seeded[k] if k in reinit else loaded[k] for k in seeded}
-    mismatch = tree_mismatch(seeded, params)
-    if mismatch:
-        raise CheckpointError(f"{config.train.warm_start}: does not fit config.model outside "
-                              f"warm_start_reinit {list(reinit)}: {mismatch}")
-    return params
-
-
-def _seeded_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
-    """`model.init` with `config.seed`, on one LR patch.
-
-    The key uses XLA's RngBitGenerator ('rbg'): its init program compiles several times faster on
-    CPU than threefry's (seconds instead of tens of seconds for MSPAN) and is as deterministic."""
-    p = config.data.hr_patch_size // config.model.scale
-    x = jnp.zeros((1, p, p, config.model.in_channels), jnp.float32)
-    return model.init(jax.random.key(config.seed, impl="rbg"), x)["params"]
-
-
 def _check_batch(batch: Mapping[str, np.ndarray], local_batch: int, config: ml_collections.ConfigDict):
+    """Raises ValueError unless `batch` holds this process's share of LR / HR patches of `config`."""
     p, s = config.data.hr_patch_size // config.model.scale, config.model.scale
     want = {"lr": (local_batch, p, p), "hr": (local_batch, p * s, p * s)}
     for key, shape in want.items():
@@ -304,14 +126,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         checkpoints = TrainCheckpoints(workdir_path, config.train)
         checkpoints.check_model(config.model)
         optimizer = create_optimizer(config.train)
-        schedule = learning_rate_schedule(config.train)
         replicated = sharding.replicated(mesh)
         make_state = jax.jit(
-            functools.partial(create_train_state, optimizer=optimizer, ema_decay=config.train.ema_decay),
+            functools.partial(create_train_state, tx=optimizer.tx, ema_decay=config.train.ema_decay),
             out_shardings=replicated)
         resumed = None
         if checkpoints.latest_step() is not None:  # the newest checkpoint that passes its checksums
-            abstract = jax.eval_shape(make_state, jax.eval_shape(lambda: _seeded_params(config, model)))
+            abstract = jax.eval_shape(make_state, jax.eval_shape(lambda: seeded_params(config, model)))
             abstract = jax.tree.map(
                 lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
             resumed = checkpoints.restore(abstract, log=log)
@@ -327,18 +148,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             state = resumed[1]
             log(f"resumed from {workdir_path / 'checkpoints'} at step {start_step}")
         else:
-            state = make_state(_initial_params(config, model))
+            state = make_state(initial_params(config, model))
             if config.train.warm_start:
                 log(f"warm start from {config.train.warm_start}")
 
-        step_fn = jax.jit(
-            functools.partial(train_step, apply_fn=model.apply, optimizer=optimizer,
-                              loss=config.train.loss, ema_decay=config.train.ema_decay,
-                              schedule=schedule),
-            in_shardings=(replicated, sharding.batch_sharding(mesh)),
-            out_shardings=(replicated, replicated),
-            donate_argnums=(0,),
-        )
+        step_fn = make_train_step(config.train, model.apply, optimizer, mesh)
 
         writer = None
         if is_chief:
@@ -361,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     results_path = workdir_path / EVAL_RESULTS_FILE
     if start_step and results_path.exists():
         last_results = json.loads(results_path.read_text())
-        last_psnr = _psnr_summary(last_results, config.eval.datasets[0],
+        last_psnr = psnr_summary(last_results, config.eval.datasets[0],
                                   baseline_key(config.model.scale))
     if start_step >= num_steps:
         log(f"{workdir_path} is already trained to step {start_step} (>= {num_steps}); nothing to do")
@@ -421,20 +235,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 last_saved = step
             if step % config.train.eval_every_steps == 0 or is_last:
                 check_finite()
-                params = _host_params(state.eval_params())
+                params = host_params(state.eval_params())
                 scores, images = validator(params)
                 first = next(iter(scores))
                 checkpoints.save_best(step, state.eval_params(), scores[first]["psnr"], config.model)
                 last_results = validator.results_json(step, scores)
                 base = baseline_key(config.model.scale)
-                last_psnr = _psnr_summary(last_results, first, base)
+                last_psnr = psnr_summary(last_results, first, base)
                 if is_chief:
                     write_json_atomic(results_path, last_results)
-                    others = [k for k in (base, "nl_means") if k in last_results]
-                    log(f"validation at step {step}: " + ", ".join(
-                        f"{n} {s['psnr']:.2f} dB / {s['ssim']:.4f} (" + ", ".join(
-                            f"{k} {last_results[k][n]['psnr']:.2f} / {last_results[k][n]['ssim']:.4f}"
-                            for k in others) + ")" for n, s in scores.items()), flush=True)
+                    log(validation_line(step, last_results, scores,
+                                        validator.suite.scoring.baselines), flush=True)
                 if writer is not None:
                     for name, s in scores.items():
                         writer.scalar(f"eval/{name}/psnr", s["psnr"], step)

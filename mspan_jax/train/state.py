@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -55,19 +55,29 @@ def learning_rate_schedule(train_config: ml_collections.ConfigDict) -> optax.Sch
     )
 
 
-def create_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam on the step-decay schedule, after optional global-norm gradient clipping."""
-    adam = optax.adam(learning_rate_schedule(train_config), b1=train_config.adam_b1,
-                      b2=train_config.adam_b2, eps=train_config.adam_eps)
+class Optimizer(NamedTuple):
+    """The optax transformation and the learning-rate schedule it follows, built together so the
+    train step reports the rate the optimizer applies."""
+
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+
+
+def create_optimizer(train_config: ml_collections.ConfigDict) -> Optimizer:
+    """Adam on `learning_rate_schedule`, after optional global-norm gradient clipping; with that
+    schedule."""
+    schedule = learning_rate_schedule(train_config)
+    tx = optax.adam(schedule, b1=train_config.adam_b1, b2=train_config.adam_b2,
+                    eps=train_config.adam_eps)
     if train_config.grad_clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(train_config.grad_clip_norm), adam)
-    return adam
+        tx = optax.chain(optax.clip_by_global_norm(train_config.grad_clip_norm), tx)
+    return Optimizer(tx, schedule)
 
 
-def create_train_state(params: PyTree, optimizer: optax.GradientTransformation,
+def create_train_state(params: PyTree, tx: optax.GradientTransformation,
                        ema_decay: float) -> TrainState:
     """A step-0 state for `params` (float32), with an EMA copy when `ema_decay` > 0."""
     params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
     ema = jax.tree.map(jnp.copy, params) if ema_decay > 0 else None
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       ema_params=ema)

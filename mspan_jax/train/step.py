@@ -1,17 +1,23 @@
-"""Pure train and loss steps; the loop jits them with explicit shardings (see sharding.py)."""
+"""Pure train and loss steps, and `make_train_step`: the one jitted (and, given a mesh, sharded)
+train step that the loop, the benchmarks and the tests all run."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
+from jax.sharding import Mesh
 
-from mspan_jax.train.state import PyTree, TrainState
+from mspan_jax.train import sharding
+from mspan_jax.train.state import Optimizer, PyTree, TrainState
 
 Batch = dict[str, jax.Array]
+StepFn = Callable[[TrainState, Batch], tuple[TrainState, dict[str, Any]]]
 LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "l1": lambda sr, hr: jnp.mean(jnp.abs(sr - hr)),
     "l2": lambda sr, hr: jnp.mean(jnp.square(sr - hr)),
@@ -46,3 +52,20 @@ def train_step(state: TrainState, batch: Batch, *, apply_fn: Callable[..., jax.A
     metrics = {"loss": value, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
                "nonfinite": jnp.logical_not(finite).astype(jnp.int32)}
     return new_state, metrics
+
+
+def make_train_step(train_config: ml_collections.ConfigDict, apply_fn: Callable[..., jax.Array],
+                    optimizer: Optimizer, mesh: Mesh | None = None, *, donate: bool = True) -> StepFn:
+    """`train_step` with `train_config`'s loss and EMA decay and `optimizer` (`create_optimizer`),
+    jitted. With `mesh`: state replicated and batch split over its 'data' axis (the loop's data
+    parallelism); without, a single-device program. `donate` reuses the input state's buffers for
+    the new state (the caller must not read the old state after the call)."""
+    step = functools.partial(train_step, apply_fn=apply_fn, optimizer=optimizer.tx,
+                             loss=train_config.loss, ema_decay=train_config.ema_decay,
+                             schedule=optimizer.schedule)
+    shardings = {}
+    if mesh is not None:
+        replicated = sharding.replicated(mesh)
+        shardings = dict(in_shardings=(replicated, sharding.batch_sharding(mesh)),
+                         out_shardings=(replicated, replicated))
+    return jax.jit(step, donate_argnums=(0,) if donate else (), **shardings)

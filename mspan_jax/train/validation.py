@@ -1,0 +1,90 @@
+"""Validation during training: the run's evaluation suite (`eval_suite`, the sets and scoring that
+scripts/evaluate.py uses) scored on the current params, eval_results.json content, and labelled
+baseline | model | HR pictures for TensorBoard and WORKDIR/samples."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from mspan_jax.data.images import to_uint8
+from mspan_jax.data.pairs import EvalPair
+from mspan_jax.drawing import Panel, panel_grid
+from mspan_jax.eval_suite import EvalSuite, Scoring, load_sets, psnr_ssim
+from mspan_jax.evaluation import EvalResult
+from mspan_jax.train.state import PyTree
+
+
+def summary_figure(pairs: Sequence[EvalPair], baseline: EvalResult, result: EvalResult, size: int,
+                   model_label: str, scale: int) -> np.ndarray:
+    """One row per pair: centred `size` crops of baseline | model | HR, each labelled with its
+    whole-image PSNR / SSIM (drawing.panel_grid), as a uint8 (H, W, 3) picture (a gray model's
+    crops repeated to three channels; a float noisy input rounded)."""
+    base_label, ref_label = ("noisy input", "ground truth") if scale == 1 else ("bicubic", "HR")
+    base_scores = {s.name: s for s in baseline.images}
+    model_scores = {s.name: s for s in result.images}
+    panels = []
+    for pair in pairs:
+        h, w = pair.hr.shape[:2]
+        top, left = (h - size) // 2, (w - size) // 2
+
+        def crop(img: np.ndarray, top=top, left=left) -> np.ndarray:
+            img = img[top:top + size, left:left + size]
+            if img.dtype != np.uint8:  # a float noisy input (0..255, unclipped), shown rounded
+                img = to_uint8(img / 255.0)
+            return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
+
+        b, m = base_scores[pair.name], model_scores[pair.name]
+        panels += [Panel(crop(baseline.outputs[pair.name]), base_label,
+                         f"{b.psnr:.2f} dB / {b.ssim:.4f}"),
+                   Panel(crop(result.outputs[pair.name]), model_label,
+                         f"{m.psnr:.2f} dB / {m.ssim:.4f}"),
+                   Panel(crop(pair.hr), f"{ref_label}: {pair.name}", "PSNR / SSIM")]
+    return panel_grid(panels, columns=3)
+
+
+def host_params(params: PyTree) -> PyTree:
+    """Replicated global params as host numpy (works on every process of a multi-host run)."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), params)
+
+
+class Validator:
+    """The validation sets of `config.eval` loaded once with their baselines (`self.suite`), and
+    PSNR/SSIM of a model on them.
+
+    The baseline is bicubic for SR and the LQ input itself for restoration (scale 1); with
+    `config.eval.classical_baseline` restoration also scores scikit-image's non-local means once."""
+
+    def __init__(self, config: ml_collections.ConfigDict, model: Any):
+        self.config, self.model = config, model
+        sets = load_sets(config, data_dir=config.data.get("data_dir") or None,
+                         manual_dir=config.data.get("manual_dir") or None)
+        self.suite = EvalSuite(sets, Scoring.from_config(config), keep_baseline_outputs=True)
+
+    def __call__(self, params: PyTree) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+        """Scores per dataset and, per dataset, a labelled picture of baseline | model | HR crops."""
+        ev, model_config, scores, images = self.config.eval, self.config.model, {}, {}
+        main_baseline = self.suite.baselines[self.suite.scoring.baselines[0]]
+        for name, eval_set in self.suite.sets.items():
+            result = self.suite.score(self.model.apply, {"params": params}, name, keep_outputs=True)
+            scores[name] = psnr_ssim(result)
+            shown = eval_set.pairs[:ev.num_summary_images]
+            if shown:
+                size = min([ev.summary_crop_size] + [min(p.hr.shape[:2]) for p in shown])
+                images[name] = summary_figure(shown, main_baseline[name], result, size,
+                                              f"{model_config.name} x{model_config.scale}",
+                                              model_config.scale)
+        return scores, images
+
+    def results_json(self, step: int, scores: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+        """`{"step": n, "<dataset>": {"psnr", "ssim"}, "<baseline>": {"<dataset>": {...}}}`; baseline
+        "bicubic" (SR), or "input" and, when scored, "nl_means" (restoration)."""
+        results: dict[str, Any] = {"step": step, **scores}
+        for key, baseline in self.suite.baselines.items():
+            if baseline:
+                results[key] = {name: psnr_ssim(r) for name, r in baseline.items()}
+        return results
