@@ -103,6 +103,9 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
     # Top-level params that keep their seeded init in a warm start (e.g. ("upsampler",): x2 or x3
     # from a trained x4, whose upsampler has another shape); the warm start's scale may then differ.
     config.train.warm_start_reinit = ()
+    # How a re-initialized `upsampler` of another scale starts: "seeded" (the seeded init) or
+    # "subpixel" (the warm start's sub-pixel filters, linearly resampled to this scale's phases).
+    config.train.warm_start_upsampler = "seeded"
     config.train.log_every_steps = 100  # console progress line and TensorBoard scalars
     config.train.checkpoint_every_steps = 1000  # resumable checkpoint in WORKDIR/checkpoints
     config.train.eval_every_steps = 1000  # validation (IMDN validates once per epoch)

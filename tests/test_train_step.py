@@ -232,3 +232,22 @@ def test_warm_start_reinit_takes_another_scales_body_and_a_fresh_upsampler(tmp_p
     x2.train.warm_start = ""
     with pytest.raises(ValueError, match="warm_start_reinit is set but"):
         check_config(x2)
+
+
+def test_subpixel_upsampler_starts_x2_as_the_x4_output_averaged_over_2x2_blocks():
+    """config.train.warm_start_upsampler='subpixel' (x2 / x3 from a trained x4): the resampled
+    sub-pixel filters make the x2 upsampler's output the 2x2 block mean of the x4 one's."""
+    from mspan_jax.models.layers import pixel_shuffle, torch_conv
+    from mspan_jax.train.warm_start import phase_weights, subpixel_upsampler
+
+    conv4, conv2 = torch_conv(3 * 16, 3), torch_conv(3 * 4, 3)
+    h = jax.random.normal(jax.random.key(0), (1, 6, 7, 5))
+    up4 = conv4.init(jax.random.key(1), h)["params"]
+    up2 = subpixel_upsampler(up4, 4, 2)
+    x4 = pixel_shuffle(conv4.apply({"params": up4}, h), 4)
+    x2 = pixel_shuffle(conv2.apply({"params": up2}, h), 2)
+    want = x4.reshape(1, 12, 2, 14, 2, 3).mean(axis=(2, 4))
+    np.testing.assert_allclose(x2, want, atol=1e-5)
+    np.testing.assert_allclose(phase_weights(4, 3).sum(axis=1), 1.0)  # x3: a convex mix per phase
+    assert jax.tree.map(jnp.shape, subpixel_upsampler(up4, 4, 3)) == {"bias": (27,),
+                                                                       "kernel": (3, 3, 5, 27)}
