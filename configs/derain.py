@@ -20,7 +20,7 @@ def get_config(arg=None):
     if name not in DERAIN_SETS:
         raise ConfigError(f"deraining set {arg!r}: use one of {list(DERAIN_SETS)}, e.g. "
                           "--config configs/derain.py:rain100h")
-    config = restoration_config(channels=3)
+    config = restoration_config(channels=3, task="derain")
     config.data.source = "paired"
     config.eval.datasets = (name,)
     config.eval.y_channel = True

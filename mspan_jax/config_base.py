@@ -1,7 +1,12 @@
 """The one shared base of every config in configs/: paper defaults for each section.
 
 configs/*.py call `sr_config(...)` (super-resolution) or `restoration_config(...)` (MSPAN-IR:
-denoising, deraining) and change only what really differs.
+denoising, deraining) and change only what really differs. `config.task` says which ("sr", "denoise",
+"derain"); code asks `task_of(config)` / `is_restoration(config)`, never `scale == 1`.
+
+Values derived from the scale (`eval.crop_border`) are ml_collections FieldReferences to
+`model.scale`, so `--config.model.scale=2` on configs/x4.py moves them too; setting one explicitly
+(`--config.eval.crop_border=0`, or in a config file) cuts the link and keeps that value.
 """
 
 from __future__ import annotations
@@ -32,6 +37,50 @@ MODEL_DEFAULTS = {
 }
 
 
+TASKS = ("sr", "denoise", "derain")
+RESTORATION_TASKS = ("denoise", "derain")
+RESTORATION_MODELS = ("mspan_ir",)  # models for the restoration tasks only
+
+
+def model_task(model_config: Mapping[str, Any]) -> str:
+    """The task a `config.model` section alone implies, for what records only the model (a
+    checkpoint run without --config, a config file from before `config.task`): "sr" unless the
+    scale is 1, else "denoise", the restoration task a model cannot tell from deraining."""
+    return "denoise" if model_config.get("scale") == 1 else "sr"
+
+
+def task_of(config: ml_collections.ConfigDict) -> str:
+    """`config.task` ("sr", "denoise", "derain"; `model_task` of `config.model` when unset), checked
+    against the model's scale: ConfigError (one line) for an unknown task, "sr" at scale 1 or a
+    restoration task at another scale."""
+    task = config.get("task") or model_task(config.model)
+    if task not in TASKS:
+        raise ConfigError(f"config.task={task!r} is not a task; choose one of {list(TASKS)}")
+    scale = config.model.get("scale")
+    if task == "sr" and config.model.get("name") in RESTORATION_MODELS:
+        raise ConfigError(f"config.model.name={config.model.name!r} restores images at their size: "
+                          f"use config.task {' or '.join(map(repr, RESTORATION_TASKS))} at "
+                          "config.model.scale=1 (configs/denoise_*.py, configs/derain.py)")
+    if task == "sr" and not (isinstance(scale, int) and scale >= 2):
+        raise ConfigError(f"config.task='sr' needs config.model.scale >= 2, got {scale!r}; restoration "
+                          f"is config.task {' or '.join(map(repr, RESTORATION_TASKS))} "
+                          "(configs/denoise_*.py, configs/derain.py)")
+    if task in RESTORATION_TASKS and scale != 1:
+        raise ConfigError(f"config.task={task!r} is restoration and needs config.model.scale=1, got "
+                          f"{scale!r}; super-resolution is config.task='sr' (configs/x4.py)")
+    return task
+
+
+def is_restoration(config: ml_collections.ConfigDict) -> bool:
+    """Whether `config` restores images at their size (denoising, deraining) rather than SR."""
+    return task_of(config) in RESTORATION_TASKS
+
+
+def task_kind(task: str) -> str:
+    """"super-resolution" or "restoration": how messages and tables name a task's family."""
+    return "restoration" if task in RESTORATION_TASKS else "super-resolution"
+
+
 def model_config(name: str, scale: int) -> ml_collections.ConfigDict:
     """The `config.model` section for a registered model at a scale."""
     if name not in MODEL_DEFAULTS:
@@ -54,10 +103,14 @@ def build_model(model_config: Mapping[str, Any]) -> nn.Module:
 
 
 def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict:
-    """A full config: model, data, train and eval sections for SR at `scale` (IMDN's recipe)."""
+    """A full config: task, model, data, train and eval sections for SR at `scale` (IMDN's recipe)."""
     config = ml_collections.ConfigDict()
-    config.seed = 0
     config.model = model_config(model, scale)
+    # "sr" | "denoise" | "derain" (task_of). "sr" here; a bare sr_config("mspan_ir", 1), as tests
+    # build one, is a denoising config, as before `task` existed (restoration_config is the full one).
+    config.task = model_task(config.model)
+    config.seed = 0
+    scale_ref = config.model.get_ref("scale")
 
     config.data = ml_collections.ConfigDict()
     config.data.hr_patch_size = 192  # LR patch = hr_patch_size // scale
@@ -114,7 +167,9 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
 
     config.eval = ml_collections.ConfigDict()
     config.eval.datasets = ("set5",)
-    config.eval.crop_border = scale  # shave `scale` pixels, as the papers' MATLAB scripts
+    # Shave `scale` pixels, as the papers' MATLAB scripts: follows --config.model.scale (a reference;
+    # `* 1` makes it a value of its own, so setting it does not set the scale).
+    config.eval.crop_border = scale_ref * 1
     config.eval.y_channel = True
     config.eval.round_y = False
     config.eval.self_ensemble = False  # average the x8 flips/rotations ("+"; 8x the eval time)
@@ -146,13 +201,17 @@ def noise_level(arg: str | None, default: int = 25) -> tuple[float, tuple[float,
                      "--config configs/denoise_color.py:25")
 
 
-def restoration_config(channels: int = 3) -> ml_collections.ConfigDict:
-    """A full MSPAN-IR config (scale 1) for `channels` (3: colour, 1: grayscale) images: the SR
-    recipe's optimizer and schedule on 128x128 patches, scored without a border shave.
+def restoration_config(channels: int = 3, task: str = "denoise") -> ml_collections.ConfigDict:
+    """A full MSPAN-IR config (scale 1) of `task` ("denoise" or "derain") for `channels` (3: colour,
+    1: grayscale) images: the SR recipe's optimizer and schedule on 128x128 patches, scored without a
+    border shave.
 
     The MSPAN paper gives no training recipe for its restoration results: the patch size is the
     SwinIR / DRUNet one, everything else is IMDN's SR recipe (docs/restoration.md)."""
+    if task not in RESTORATION_TASKS:
+        raise ConfigError(f"restoration task {task!r}: choose one of {list(RESTORATION_TASKS)}")
     config = sr_config(model="mspan_ir", scale=1)
+    config.task = task
     config.model.in_channels = config.model.out_channels = channels
     config.data.hr_patch_size = 128  # input = target patch at scale 1
     config.eval.crop_border = 0

@@ -14,6 +14,7 @@ from typing import Any
 
 import ml_collections
 
+from mspan_jax.config_base import RESTORATION_TASKS, is_restoration, task_of
 from mspan_jax.data.datasets import load_benchmark, load_restoration_set
 from mspan_jax.data.images import list_images
 from mspan_jax.data.pairs import (
@@ -34,10 +35,10 @@ from mspan_jax.evaluation import (
 from mspan_jax.inference import ApplyFn
 
 
-def baseline_key(scale: int) -> str:
-    """The key of the baseline every model is compared with: "bicubic" for SR, "input" (the noisy /
-    rainy LQ itself) for restoration (scale 1)."""
-    return "input" if scale == 1 else "bicubic"
+def baseline_key(task: str) -> str:
+    """The key of the baseline every model of `task` is compared with: "bicubic" for SR, "input"
+    (the noisy / rainy LQ itself) for restoration. eval_results.json and --json keep these keys."""
+    return "input" if task in RESTORATION_TASKS else "bicubic"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Scoring:
     scale: int
     crop_border: int
     y_channel: bool
+    task: str  # config.task: "sr" | "denoise" | "derain"
     round_y: bool = False
     self_ensemble: bool = False
     classical_baseline: bool = False
@@ -56,22 +58,26 @@ class Scoring:
     bucket: int = 64
 
     @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, *, round_y: bool = False,
-                    self_ensemble: bool = False, bucket: int = 64) -> Scoring:
-        """`config.eval`'s scoring for `config.model`; `round_y` / `self_ensemble` set to True turn
-        those on whatever the config says (command-line flags)."""
-        scale = int(config.model.scale)
-        return cls(scale=scale, crop_border=int(config.eval.crop_border),
-                   y_channel=bool(config.eval.y_channel),
-                   round_y=round_y or bool(config.eval.round_y),
-                   self_ensemble=self_ensemble or bool(config.eval.get("self_ensemble", False)),
-                   classical_baseline=scale == 1 and bool(config.eval.get("classical_baseline", False)),
+    def from_config(cls, config: ml_collections.ConfigDict, *, round_y: bool | None = None,
+                    self_ensemble: bool | None = None, bucket: int = 64) -> Scoring:
+        """`config.eval`'s scoring for `config.model` and `config.task`; `round_y` /
+        `self_ensemble` (command-line flags) replace the config's value when not None, so they can
+        turn it off as well as on."""
+        task = task_of(config)
+        ev = config.eval
+        return cls(scale=int(config.model.scale), crop_border=int(ev.crop_border),
+                   y_channel=bool(ev.y_channel), task=task,
+                   round_y=bool(ev.round_y) if round_y is None else round_y,
+                   self_ensemble=(bool(ev.get("self_ensemble", False)) if self_ensemble is None
+                                  else self_ensemble),
+                   classical_baseline=(task in RESTORATION_TASKS
+                                       and bool(ev.get("classical_baseline", False))),
                    gray=int(config.model.get("in_channels", 3)) == 1, bucket=bucket)
 
     @property
     def baselines(self) -> tuple[str, ...]:
         """The baselines scored, main one first: `baseline_key`, then "nl_means" when asked for."""
-        return (baseline_key(self.scale),) + (("nl_means",) if self.classical_baseline else ())
+        return (baseline_key(self.task),) + (("nl_means",) if self.classical_baseline else ())
 
     @property
     def channel(self) -> str:
@@ -103,7 +109,7 @@ def load_sets(config: ml_collections.ConfigDict, names: Sequence[str] | None = N
     names = list(config.eval.datasets if names is None else names)
     scale = int(config.model.scale)
     dirs = dict(data_dir=data_dir, manual_dir=manual_dir)
-    if scale == 1:
+    if is_restoration(config):
         sigma = float(config.data.noise_sigma if noise_sigma is None else noise_sigma)
         channels = int(config.model.get("in_channels", 3))
         return [EvalSet(name, load_restoration_set(name, sigma, gray_noise=bool(config.data.noise_gray),
@@ -134,7 +140,7 @@ def load_folder_set(config: ml_collections.ConfigDict, hr_dir: str | Path, lr_di
     `config.data.noise_sigma`)."""
     hr_dir = Path(hr_dir)
     scale = int(config.model.scale)
-    if scale == 1:
+    if is_restoration(config):
         sigma = float(config.data.noise_sigma if noise_sigma is None else noise_sigma)
         pairs, skipped = load_folder_restoration_pairs(
             hr_dir, lr_dir, noise_sigma=sigma, channels=int(config.model.get("in_channels", 3)),

@@ -27,6 +27,7 @@ from absl import flags
 
 from mspan_jax import cli, metrics
 from mspan_jax.checkpoints.resolve import LoadedModel, load_model
+from mspan_jax.config_base import is_restoration
 from mspan_jax.data.degradations import degrade, rgb_to_gray
 from mspan_jax.data.images import gray_plane, read_image, to_uint8, write_image
 from mspan_jax.data.imresize import bicubic_upscale, modcrop
@@ -118,9 +119,10 @@ def run_model(loaded: LoadedModel, lq: np.ndarray) -> np.ndarray:
 
 def model_input(config, name: str, hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray, str]:
     """(input, baseline picture, baseline label): --lq as given, else made from the reference as
-    evaluation makes it (MATLAB bicubic LR for SR; seeded Gaussian noise at scale 1). Gray models
-    get R = G = B inputs."""
+    evaluation makes it (the config's degradation for SR; seeded Gaussian noise for restoration).
+    Gray models get R = G = B inputs."""
     gray = int(config.model.in_channels) == 1
+    restoration = is_restoration(config)
     if _LQ.value is not None:
         lq = read_image(_LQ.value)
         if gray:
@@ -128,9 +130,9 @@ def model_input(config, name: str, hr: np.ndarray, scale: int) -> tuple[np.ndarr
         if lq.shape[0] * scale != hr.shape[0] or lq.shape[1] * scale != hr.shape[1]:
             raise ConfigError(f"--lq {_LQ.value} is {lq.shape[1]}x{lq.shape[0]}, but x{scale} of it "
                               f"must be the reference's {hr.shape[1]}x{hr.shape[0]}")
-        if scale == 1:
+        if restoration:
             return lq, lq, "input"
-    elif scale == 1:  # evaluation's noisy sets: float noise seeded by the name, unclipped
+    elif restoration:  # evaluation's noisy sets: float noise seeded by the name, unclipped
         lq = noisy_pairs([(name, hr)], _SIGMA.value, gray_noise=gray)[0].lr
         return lq, lq, f"noisy (sigma {_SIGMA.value:g})"
     else:
@@ -176,7 +178,8 @@ def main(argv: Sequence[str]) -> None:
                    if scored else "PSNR / SSIM")
         return Panel(zoom(shown[top:top + size, left:left + size], _ZOOM.value), title, caption)
 
-    panels = [panel(hr, "HR" if scale > 1 else "clean", scored=False), panel(baseline, base_label)]
+    restoration = is_restoration(configs[0])
+    panels = [panel(hr, "clean" if restoration else "HR", scored=False), panel(baseline, base_label)]
     for (_, checkpoint), loaded, label in zip(specs, models, labels, strict=True):
         config = loaded.config
         out = run_model(loaded, lq)
@@ -185,7 +188,7 @@ def main(argv: Sequence[str]) -> None:
         print(f"{label}: {panels[-1].caption}")
     print(f"{base_label}: {panels[1].caption}")
     measured = f"{'Y' if opts['y_channel'] else 'RGB'}, {opts['crop_border']} pixels shaved"
-    reference = Panel(hr, f"{name} ({hr.shape[1]}x{hr.shape[0]}), x{scale}" if scale > 1 else name,
+    reference = Panel(hr, name if restoration else f"{name} ({hr.shape[1]}x{hr.shape[0]}), x{scale}",
                       f"PSNR / SSIM of the whole image on {measured}")
     columns = _COLUMNS.value or math.ceil(len(panels) / 2)
     write_image(_OUT.value, comparison_figure(reference, box, panels, columns))

@@ -11,7 +11,8 @@ for a restoration model (scale 1: denoising, deraining), beside the LQ input its
       --hr-dir Rain100L/test/GT --lr-dir Rain100L/test/LQ
 
 Scores follow config.eval (SR: Y channel, crop_border = scale; denoising: RGB; deraining: Y; no
-border shave for restoration); `--round-y` switches to the official IMDN script's rounded Y. Synthetic
+border shave for restoration); `--round-y` switches to the official IMDN script's rounded Y and
+`--noround-y` back (`--self-ensemble` / `--noself-ensemble` alike; neither: the config's). Synthetic
 noise is seeded per image name, so every run and every model sees the same noisy inputs. Images are
 padded to multiples of --bucket with a mask where that is exact (IMDN; MSPAN without attention or
 with CA), else run at their own sizes (MSPA, ESA: their pooled branches see padding), so results
@@ -29,6 +30,7 @@ from ml_collections import config_flags
 
 from mspan_jax import cli
 from mspan_jax.checkpoints.resolve import load_model
+from mspan_jax.config_base import is_restoration, task_kind, task_of
 from mspan_jax.data.images import write_image
 from mspan_jax.errors import ConfigError
 from mspan_jax.eval_suite import EvalSet, EvalSuite, Scoring, load_folder_set, load_sets, psnr_ssim
@@ -56,13 +58,13 @@ _MANUAL_DIR = flags.DEFINE_string("manual-dir", None, "Where the benchmarks' HR 
                                   "first preparation of --datasets (see docs/data.md).")
 _DOWNLOAD = flags.DEFINE_bool("download", False, "Fetch a benchmark missing from --manual-dir "
                                "(EDSR's benchmark.tar; needs network).")
-_SELF_ENSEMBLE = flags.DEFINE_bool("self-ensemble", False, "Average the x8 flips/rotations ('+'); "
-                                     "default: config.eval.self_ensemble.")
+_SELF_ENSEMBLE = flags.DEFINE_bool("self-ensemble", None, "Average the x8 flips/rotations ('+'); "
+                                     "--noself-ensemble: not (default: config.eval.self_ensemble).")
 _SAVE_IMAGES = flags.DEFINE_string("save-images", None, "Write SR PNGs to <dir>/<dataset>/<name>.png.")
 _JSON = flags.DEFINE_string("json", None, "Write {dataset: {psnr, ssim, images, channel, <baseline>: "
                             "{psnr, ssim}}} to this file.")
-_ROUND_Y = flags.DEFINE_bool("round-y", False, "Round Y to integers (the official IMDN script); "
-                             "default: config.eval.round_y.")
+_ROUND_Y = flags.DEFINE_bool("round-y", None, "Round Y to integers (the official IMDN script); "
+                             "--noround-y: do not (default: config.eval.round_y).")
 _BUCKET = flags.DEFINE_integer("bucket", 64, "Pad LR sizes up to multiples of this (fewer compiles).")
 flags.mark_flags_as_required(["checkpoint"])
 
@@ -118,7 +120,7 @@ def main(argv: Sequence[str]) -> None:
     loaded = load_model(_CHECKPOINT.value, _CONFIG.value)
     config, model, variables = loaded.config, loaded.model, loaded.variables
     scale = int(config.model.scale)
-    restoration = scale == 1
+    restoration = is_restoration(config)
     if restoration and _CONFIG.value is None:
         raise ConfigError(f"{_CHECKPOINT.value} is a restoration model: its scoring depends on the task "
                           "(noise level, RGB or Y), so pass its --config, e.g. "
@@ -126,8 +128,8 @@ def main(argv: Sequence[str]) -> None:
     if _BUCKET.value < 1:
         raise ConfigError(f"--bucket must be a positive integer, got {_BUCKET.value}")
     if _NOISE_SIGMA.value is not None and not restoration:
-        raise ConfigError(f"--noise-sigma is for restoration models (scale 1); {config.model.name} is "
-                          f"x{scale} super-resolution")
+        raise ConfigError(f"--noise-sigma is for restoration models (denoising); {config.model.name} "
+                          f"is x{scale} super-resolution")
     noise_sigma = float(config.data.noise_sigma if _NOISE_SIGMA.value is None else _NOISE_SIGMA.value)
     if noise_sigma < 0:
         raise ConfigError(f"--noise-sigma must be >= 0, got {noise_sigma}")
@@ -140,7 +142,7 @@ def main(argv: Sequence[str]) -> None:
                                   bucket=_BUCKET.value)
     channel, crop = scoring.channel, scoring.crop_border
     tag = f"{config.model.name}{'+' if scoring.self_ensemble else ''}"
-    task = "restoration" if restoration else "super-resolution"
+    task = task_kind(task_of(config))
     print(f"model {config.model.name} x{scale} ({task}) from {_CHECKPOINT.value}; metrics on {channel}, "
           f"crop_border={crop}; self-ensemble {'on' if scoring.self_ensemble else 'off'}")
 

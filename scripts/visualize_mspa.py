@@ -32,6 +32,7 @@ from ml_collections import config_flags
 
 from mspan_jax import cli
 from mspan_jax.checkpoints.resolve import load_model
+from mspan_jax.config_base import is_restoration
 from mspan_jax.data.images import gray_plane
 from mspan_jax.data.imresize import bicubic_downscale
 from mspan_jax.data.sample_images import read_image_or_sample
@@ -177,7 +178,7 @@ def main(argv: Sequence[str]) -> None:
         raise ConfigError(f"--max-side must be at least 8, got {_MAX_SIDE.value}")
     blocks = parse_blocks(_BLOCKS.value, int(config.model.num_blocks))
     name, img = read_image_or_sample(_IMAGE.value)
-    if _AS_HR.value and int(config.model.scale) > 1:
+    if _AS_HR.value and not is_restoration(config):  # SR: the LR of the image
         img = bicubic_downscale(img, int(config.model.scale))
     img = centre_crop(img, _MAX_SIDE.value)
     x = img.astype(np.float32) / 255.0

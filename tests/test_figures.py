@@ -92,7 +92,7 @@ def test_training_samples_are_labelled_crops():
     bic, sr = RNG.integers(0, 256, (2, 40, 48, 3), dtype=np.uint8)
     base = EvalResult(20.0, 0.5, [ImageScore("img", 20.0, 0.5)], 0, {"img": bic})
     result = EvalResult(25.0, 0.7, [ImageScore("img", 25.0, 0.7)], 0, {"img": sr})
-    picture = summary_figure([pair], base, result, 16, "mspan x2", 2)
+    picture = summary_figure([pair], base, result, 16, "mspan x2", "sr")
     spots = [find_exact(picture, im[12:28, 16:32]) for im in (bic, sr, hr)]
     assert [len(s) for s in spots] == [1, 1, 1]
     assert spots[0][0][0] == spots[1][0][0] == spots[2][0][0]

@@ -27,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mspan_jax.checkpoints import checksums
-from mspan_jax.config_base import build_model
+from mspan_jax.config_base import build_model, model_task, task_kind
 from mspan_jax.errors import UserError, first_line
 from mspan_jax.models.complexity import abstract_variables
 
@@ -49,11 +49,6 @@ def model_config_dict(model_config: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON-ready plain dict of a `config.model` section (ConfigDict or dict)."""
     raw = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
     return json.loads(json.dumps(raw, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
-
-
-def _task(cfg: Mapping[str, Any]) -> str:
-    """'restoration' for a scale-1 model (MSPAN-IR: denoising, deraining), else 'super-resolution'."""
-    return "restoration" if cfg.get("scale") == 1 else "super-resolution"
 
 
 def _describe(cfg: Mapping[str, Any]) -> str:
@@ -174,7 +169,7 @@ def check_model_config(directory: str | os.PathLike, saved: Mapping[str, Any],
     """Raises CheckpointError when the saved `config.model` differs from `model_config` in any key
     that shapes the parameters (everything but the compute dtype)."""
     want = model_config_dict(model_config)
-    tasks = [_task(cfg) for cfg in (saved, want)]
+    tasks = [task_kind(model_task(cfg)) for cfg in (saved, want)]
     if tasks[0] != tasks[1]:  # e.g. an SR x4 checkpoint given to a denoising config
         raise CheckpointError(f"{directory}: checkpoint is a {tasks[0]} model ({_describe(saved)}) "
                               f"but config.model is {tasks[1]} ({_describe(want)}); pass the --config "

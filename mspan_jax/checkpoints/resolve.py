@@ -32,7 +32,7 @@ from mspan_jax.checkpoints.params import (
     read_metadata,
     tree_mismatch,
 )
-from mspan_jax.config_base import build_model, restoration_config, sr_config
+from mspan_jax.config_base import build_model, model_task, restoration_config, sr_config
 
 
 def load_weights(path: str | os.PathLike, model_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,8 +70,9 @@ def recorded_model_config(path: str | os.PathLike) -> dict[str, Any]:
 def checkpoint_config(path: str | os.PathLike,
                       config: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
     """The config to run a checkpoint with: `config` (a --config) once its model is checked against
-    the checkpoint's (CheckpointError, one line, on a mismatch), else the base config's data and
-    eval sections (SR's, or restoration's at scale 1) around the checkpoint's recorded `config.model`."""
+    the checkpoint's (CheckpointError, one line, on a mismatch), else the base config's task, data
+    and eval sections (`model_task` of the record: SR's, or restoration's) around the checkpoint's
+    recorded `config.model`."""
     recorded = recorded_model_config(path)
     if config is not None:
         check_model_config(Path(path).absolute(), recorded, config.model)
@@ -80,8 +81,9 @@ def checkpoint_config(path: str | os.PathLike,
     if not isinstance(name, str) or not isinstance(scale, int):
         raise CheckpointError(f"{Path(path).absolute()}: recorded config.model has no name/scale; "
                               "pass --config")
-    config = (restoration_config(int(recorded.get("in_channels", 3))) if scale == 1
-              else sr_config(model=name, scale=scale))
+    task = model_task(recorded)
+    config = (sr_config(model=name, scale=scale) if task == "sr"
+              else restoration_config(int(recorded.get("in_channels", 3)), task))
     config.model = ml_collections.ConfigDict(
         {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()})
     return config

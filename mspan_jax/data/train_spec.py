@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mspan_jax.config_base import is_restoration
 from mspan_jax.data.degradations import DEGRADATIONS
 from mspan_jax.errors import ConfigError
 
@@ -101,9 +102,7 @@ def resolve_spec(config: Any, process_index: int | None = None, process_count: i
     if source not in SOURCES:
         raise _fail("data.source", f"{source!r} is not a source; choose one of {list(SOURCES)}")
     scale = _as_int(config.model.scale, "model.scale", 1)
-    restoration = config.model.name == "mspan_ir" or scale == 1
-    if restoration and scale != 1:
-        raise _fail("model.scale", f"restoration ({config.model.name}) needs scale 1, got {scale}")
+    restoration = is_restoration(config)  # ConfigError when config.task does not fit the scale
     hr_patch = _checked_patch(get("hr_patch_size"), scale)
     count = _as_int(process_count, "process_count", 1)
     index = _as_int(process_index, "process_index", 0)
@@ -114,7 +113,8 @@ def resolve_spec(config: Any, process_index: int | None = None, process_count: i
     if degradation not in DEGRADATIONS:
         raise _fail("data.degradation", f"{degradation!r}; choose one of {list(DEGRADATIONS)}")
     if source == "paired" and not restoration:
-        raise _fail("data.source", "'paired' LQ/GT folders are for restoration (mspan_ir, scale 1)")
+        raise _fail("data.source", "'paired' LQ/GT folders are for restoration (config.task "
+                    "'denoise' or 'derain', mspan_ir at scale 1)")
     sigma_range = tuple(get("noise_sigma_range", ()) or ())
     sigma: float | tuple[float, float]
     if sigma_range:

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from mspan_jax.config_base import task_of
 from mspan_jax.data.images import write_image
 from mspan_jax.data.pipeline import create_train_iterator
 from mspan_jax.errors import ConfigError
@@ -33,13 +34,13 @@ from mspan_jax.train.console import progress_line, psnr_summary, validation_line
 from mspan_jax.train.state import create_optimizer, create_train_state, total_steps
 from mspan_jax.train.step import LOSSES, make_train_step
 from mspan_jax.train.summary import SummaryWriter
-from mspan_jax.train.validation import Validator, host_params
+from mspan_jax.train.validation import Validator, host_params, picture_tag
 from mspan_jax.train.warm_start import initial_params, seeded_params
 from mspan_jax.train.workdir_lock import WorkdirLock
 
 EVAL_RESULTS_FILE = "eval_results.json"
 TENSORBOARD_DIR = "tensorboard"
-SAMPLES_DIR = "samples"  # labelled bicubic | SR | HR crops of each validation, as PNG
+SAMPLES_DIR = "samples"  # labelled baseline | model | target crops of each validation, as PNG
 
 
 class TrainingDivergedError(RuntimeError):
@@ -62,6 +63,7 @@ def prepare_workdir(workdir: str | epath.Path) -> epath.Path:
 
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Validates the keys the loop relies on; raises ConfigError naming the key."""
+    task_of(config)  # an unknown task, or one that does not fit the scale
     t = config.train
     if t.loss not in LOSSES:
         raise ConfigError(f"config.train.loss={t.loss!r}; choose one of {sorted(LOSSES)}")
@@ -104,6 +106,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     when the run validated nothing.
     """
     check_config(config)
+    task = task_of(config)
     fresh = not epath.Path(workdir).exists()
     workdir_path = prepare_workdir(workdir)
     is_chief = jax.process_index() == 0
@@ -176,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if start_step and results_path.exists():
         last_results = json.loads(results_path.read_text())
         last_psnr = psnr_summary(last_results, config.eval.datasets[0],
-                                  baseline_key(config.model.scale))
+                                  baseline_key(task))
     if start_step >= num_steps:
         log(f"{workdir_path} is already trained to step {start_step} (>= {num_steps}); nothing to do")
     pending: list[dict[str, jax.Array]] = []
@@ -240,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 first = next(iter(scores))
                 checkpoints.save_best(step, state.eval_params(), scores[first]["psnr"], config.model)
                 last_results = validator.results_json(step, scores)
-                base = baseline_key(config.model.scale)
+                base = baseline_key(task)
                 last_psnr = psnr_summary(last_results, first, base)
                 if is_chief:
                     write_json_atomic(results_path, last_results)
@@ -251,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         writer.scalar(f"eval/{name}/psnr", s["psnr"], step)
                         writer.scalar(f"eval/{name}/ssim", s["ssim"], step)
                     for name, picture in images.items():
-                        writer.image(f"eval/{name}/bicubic_sr_hr", picture[None], step)
+                        writer.image(f"eval/{name}/{picture_tag(task)}", picture[None], step)
                     writer.flush()
                 if is_chief and _is_local(workdir_path):  # a picture to open without TensorBoard
                     for name, picture in images.items():

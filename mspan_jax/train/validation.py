@@ -1,6 +1,6 @@
 """Validation during training: the run's evaluation suite (`eval_suite`, the sets and scoring that
 scripts/evaluate.py uses) scored on the current params, eval_results.json content, and labelled
-baseline | model | HR pictures for TensorBoard and WORKDIR/samples."""
+baseline | model | target pictures for TensorBoard and WORKDIR/samples."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from mspan_jax.config_base import RESTORATION_TASKS, task_of
 from mspan_jax.data.images import to_uint8
 from mspan_jax.data.pairs import EvalPair
 from mspan_jax.drawing import Panel, panel_grid
@@ -18,13 +19,25 @@ from mspan_jax.eval_suite import EvalSuite, Scoring, load_sets, psnr_ssim
 from mspan_jax.evaluation import EvalResult
 from mspan_jax.train.state import PyTree
 
+# TensorBoard image tag (eval/<set>/<tag>) of the validation pictures, by task: what the three
+# columns hold. SR keeps its historical tag, so older runs' pictures line up with new ones.
+PICTURE_TAGS = {"sr": "bicubic_sr_hr", "denoise": "input_model_target", "derain": "input_model_target"}
+
+
+def picture_tag(task: str) -> str:
+    """The TensorBoard tag of `task`'s validation pictures (baseline | model | target)."""
+    return PICTURE_TAGS[task]
+
 
 def summary_figure(pairs: Sequence[EvalPair], baseline: EvalResult, result: EvalResult, size: int,
-                   model_label: str, scale: int) -> np.ndarray:
-    """One row per pair: centred `size` crops of baseline | model | HR, each labelled with its
-    whole-image PSNR / SSIM (drawing.panel_grid), as a uint8 (H, W, 3) picture (a gray model's
-    crops repeated to three channels; a float noisy input rounded)."""
-    base_label, ref_label = ("noisy input", "ground truth") if scale == 1 else ("bicubic", "HR")
+                   model_label: str, task: str) -> np.ndarray:
+    """One row per pair: centred `size` crops of baseline | model | target (SR: bicubic | SR | HR;
+    restoration: LQ input | restored | ground truth), each labelled with its whole-image PSNR / SSIM
+    (drawing.panel_grid), as a uint8 (H, W, 3) picture (a gray model's crops repeated to three
+    channels; a float noisy input rounded)."""
+    restoration = task in RESTORATION_TASKS
+    base_label = ("noisy input" if task == "denoise" else "rainy input") if restoration else "bicubic"
+    ref_label = "ground truth" if restoration else "HR"
     base_scores = {s.name: s for s in baseline.images}
     model_scores = {s.name: s for s in result.images}
     panels = []
@@ -56,7 +69,7 @@ class Validator:
     """The validation sets of `config.eval` loaded once with their baselines (`self.suite`), and
     PSNR/SSIM of a model on them.
 
-    The baseline is bicubic for SR and the LQ input itself for restoration (scale 1); with
+    The baseline is bicubic for SR and the LQ input itself for restoration; with
     `config.eval.classical_baseline` restoration also scores scikit-image's non-local means once."""
 
     def __init__(self, config: ml_collections.ConfigDict, model: Any):
@@ -77,7 +90,7 @@ class Validator:
                 size = min([ev.summary_crop_size] + [min(p.hr.shape[:2]) for p in shown])
                 images[name] = summary_figure(shown, main_baseline[name], result, size,
                                               f"{model_config.name} x{model_config.scale}",
-                                              model_config.scale)
+                                              task_of(self.config))
         return scores, images
 
     def results_json(self, step: int, scores: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
