@@ -34,6 +34,7 @@ from mspan_jax.data.pairs import noisy_pairs
 from mspan_jax.data.sample_images import read_image_or_sample
 from mspan_jax.drawing import Panel, comparison_figure, zoom
 from mspan_jax.errors import ConfigError
+from mspan_jax.files import check_output_file
 from mspan_jax.inference import Predictor
 
 _IMAGE = flags.DEFINE_string("image", None, "The reference (HR / clean) image, or skimage:NAME.")
@@ -141,6 +142,7 @@ def model_input(config, name: str, hr: np.ndarray, scale: int) -> tuple[np.ndarr
 def main(argv: Sequence[str]) -> None:
     if not str(_OUT.value).lower().endswith(".png"):
         raise ConfigError(f"--out {_OUT.value}: the figure is written as PNG; give a .png path")
+    check_output_file(_OUT.value, "--out")
     if _ZOOM.value < 1:
         raise ConfigError(f"--zoom must be a positive integer, got {_ZOOM.value}")
     specs = [parse_model(s) for s in _MODEL.value]
