@@ -1,8 +1,8 @@
 """The SR papers' visual comparison: one image, a marked box, and that box from every method.
 
-  python scripts/compare.py --image skimage:chelsea \
-      --model configs/quickstart.py=/tmp/quickstart_sr --model configs/imdn_x4.py=ckpt/imdn_x4 \
-      --labels "MSPAN (quickstart),IMDN" --out compare.png
+  python scripts/compare.py --image skimage:chelsea \\
+      --model mspan_x4 --model /tmp/mspan_quickstart \\
+      --labels "MSPAN x4 (shipped),MSPAN x4 (quickstart)" --out compare.png
 
 The image is the reference (HR, or the clean image for a restoration model); `skimage:NAME` names a
 photo bundled with scikit-image. The models' input is --lq when given (an LR image, or the rainy /
@@ -175,7 +175,7 @@ def main(argv: Sequence[str]) -> None:
             shown = img
         both = dict(opts, unquantized=img.dtype != np.uint8)
         caption = (f"{metrics.psnr(img, hr, **both):.2f} dB / {metrics.ssim(img, hr, **both):.4f}"
-                   if scored else "PSNR / SSIM")
+                   if scored else "reference")
         return Panel(zoom(shown[top:top + size, left:left + size], _ZOOM.value), title, caption)
 
     panels = [panel(hr, "HR" if scale > 1 else "clean", scored=False), panel(baseline, base_label)]

@@ -3,11 +3,11 @@ for a restoration model (scale 1: denoising, deraining), beside the LQ input its
 
   python scripts/evaluate.py --checkpoint mspan_x4 --hr-dir Set5/HR --lr-dir Set5/LR_bicubic/X4
   python scripts/evaluate.py --checkpoint IMDN_x4.pth --model imdn --scale 4 --datasets ./Set5
-  python scripts/evaluate.py --checkpoint /tmp/mspan_quickstart --datasets set5,set14 \
+  python scripts/evaluate.py --checkpoint /tmp/mspan_quickstart --datasets set5,set14 \\
       --self-ensemble --json scores.json --save-images sr/
-  python scripts/evaluate.py --config configs/denoise_color.py:25 --checkpoint runs/dn25 \
+  python scripts/evaluate.py --config configs/denoise_color.py:25 --checkpoint runs/dn25 \\
       --datasets cbsd68,kodak24,mcmaster --manual-dir ~/ir_data --noise-sigma 25
-  python scripts/evaluate.py --config configs/derain.py --checkpoint runs/derain \
+  python scripts/evaluate.py --config configs/derain.py --checkpoint runs/derain \\
       --hr-dir Rain100L/test/GT --lr-dir Rain100L/test/LQ
 
 Scores follow config.eval (SR: Y channel, crop_border = scale; denoising: RGB; deraining: Y; no

@@ -1,6 +1,6 @@
 """The MSPAN paper's MSPA figure (`feature_maps.png`): what multi-semantic pixel attention does.
 
-  python scripts/visualize_mspa.py --checkpoint /tmp/quickstart_sr \
+  python scripts/visualize_mspa.py --checkpoint mspan_x4 \\
       --image skimage:chelsea --as-hr --blocks 2,4,6 --out mspa.png
 
 The paper's layout: one column per chosen MSPA (default the paper's 2nd, 4th and 6th; evenly spaced
