@@ -77,6 +77,9 @@ def test_a_training_workdir_records_its_model(tiny, tmp_path):
     checkpoints.wait()
     checkpoints.close()
     assert recorded_model_config(tmp_path / "run")["num_features"] == 8
+    from mspan_jax.train.console import best_checkpoint  # what the end-of-training summary reads
+
+    assert best_checkpoint(tmp_path / "run") == (5, 30.0) and best_checkpoint(tmp_path) is None
     config = checkpoint_config(tmp_path / "run")
     assert (config.model.name, config.model.scale, config.eval.crop_border) == ("mspan", 2, 2)
     assert Upscaler.from_checkpoint(tmp_path / "run").upscale(np.zeros((4, 4, 3), np.uint8)).shape \
