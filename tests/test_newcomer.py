@@ -197,3 +197,13 @@ def test_unprepared_div2k_says_one_thing_and_what_a_denoiser_needs(monkeypatch, 
     assert "source=folder" in str(caught.value) and "bicubic_x" not in str(caught.value)
     with pytest.raises(FileNotFoundError, match="div2k/bicubic_x4 is not prepared"):
         sources.div2k_tfds(types.SimpleNamespace(scale=4, data_dir="", restoration=False))
+
+
+def test_datasets_take_folders_as_documented(tmp_path, monkeypatch):
+    """`--datasets ./Set5`: an entry with a `/` is a folder (docs/training.md), no tfds needed."""
+    from mspan_jax.eval_suite import load_sets
+
+    write_image(tmp_path / "Set5" / "HR" / "baby.png", np.zeros((16, 12, 3), np.uint8))
+    monkeypatch.chdir(tmp_path)
+    (only,) = load_sets(sr_config("mspan", 4), ["./Set5"])
+    assert only.name == "./Set5" and [p.name for p in only.pairs] == ["baby"]
