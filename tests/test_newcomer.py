@@ -207,3 +207,24 @@ def test_datasets_take_folders_as_documented(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (only,) = load_sets(sr_config("mspan", 4), ["./Set5"])
     assert only.name == "./Set5" and [p.name for p in only.pairs] == ["baby"]
+
+
+def test_a_finished_run_prints_its_summary(tmp_path, capsys):
+    """A tiny run end to end: the summary's best PSNR is the best checkpoint's, and its paths exist."""
+    from conftest import TINY_TRAIN_SETTINGS
+
+    from mspan_jax.train.loop import train_and_evaluate
+
+    config = sr_config("mspan", 4)
+    for key, value in TINY_TRAIN_SETTINGS.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    config.train.async_checkpointing = False
+    results = train_and_evaluate(config, str(tmp_path / "run"))
+    out = capsys.readouterr().out
+    summary = out[out.index("done: mspan x4 trained to step 6"):]
+    psnr = results["skimage_holdout"]["psnr"]
+    assert f"best {psnr:.2f} dB at step 6, last {psnr:.2f} dB at step 6 (bicubic " in summary, summary
+    assert f"python scripts/upscale.py --checkpoint {tmp_path / 'run'}" in summary
+    for name in ("best", "samples", "eval_results.json", "tensorboard"):
+        assert (tmp_path / "run" / name).exists() and f"{tmp_path / 'run'}/{name}" in summary
