@@ -230,8 +230,10 @@ def test_upscale_folder_survives_bad_files(tiny, tmp_path):
 
     (folder / "b.png").unlink()
     again = run_script("upscale.py", "--checkpoint", directory, "--input", folder, "--output",
-                       tmp_path / "out", "--skip-existing", "--suffix", "", "--dtype", "float32")
-    assert again.returncode == 0, again.stderr
+                       tmp_path / "out", "--skip-existing", "--suffix", "", "--dtype", "bfloat16")
+    assert again.returncode == 0 and "(bfloat16)" in again.stdout, again.stderr
+    bf16, f32 = (read_image(tmp_path / "out" / n).astype(int) for n in ("a.png", "a_x2.png"))
+    assert 0 < np.abs(bf16 - f32).max() <= 8  # bfloat16 compute: close to float32, not equal
     assert f"{tmp_path / 'out' / 'a.png'} exists" not in again.stdout  # a.png is new: suffix ''
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "a_x2.png", "c.png",
                                                                       "c_x2.jpg"]
@@ -242,3 +244,16 @@ def test_upscale_folder_survives_bad_files(tiny, tmp_path):
 
     listed = run_script("upscale.py", "--list-models")
     assert listed.returncode == 0 and "mspan_x4   mspan x4" in listed.stdout, listed.stderr
+
+
+def test_the_official_imdn_pth_runs_without_conversion(imdn_x4_weights):
+    """IMDN_x4.pth given straight to the API (what upscale.py / evaluate.py do with --model imdn
+    --scale 4): converted in memory to the numbers convert_torch_weights.py writes."""
+    from mspan_jax.config_base import model_config
+    from mspan_jax.convert import convert_state_dict, read_weights
+
+    up = Upscaler.from_checkpoint(imdn_x4_weights, model=("imdn", 4))
+    expected = convert_state_dict(model_config("imdn", 4), read_weights(imdn_x4_weights)[0])
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(up.predictor.variables), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert up.upscale(np.full((8, 8, 3), 128, np.uint8)).shape == (32, 32, 3)
