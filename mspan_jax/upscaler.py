@@ -18,6 +18,7 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+from PIL import Image
 
 from mspan_jax.checkpoints.resolve import load_model
 from mspan_jax.data.images import StoredImage, gray_plane, pil_to_array, read_stored_image, to_uint8
@@ -69,12 +70,12 @@ class Upscaler:
             stored = read_stored_image(images)
             dtype = np.dtype(np.uint8 if stored.bits == 8 else np.uint16)
             return _from_stored(self._stored(stored), dtype, keep_channel_axis=True)
-        if _is_pil_image(images):
+        if isinstance(images, Image.Image):
             images = pil_to_array(images)
-        if isinstance(images, np.ndarray) or np.isscalar(images) or isinstance(images, (list, tuple)):
+        if hasattr(images, "__array__") or isinstance(images, (list, tuple)) or np.isscalar(images):
             images = np.asarray(images)
         else:
-            raise ValueError(f"expected a numpy image, a file path or a PIL image, got "
+            raise ValueError(f"expected a numpy (or JAX) image, a file path or a PIL image, got "
                              f"{type(images).__name__}")
         if images.dtype not in (np.uint8, np.uint16) and not np.issubdtype(images.dtype, np.floating):
             raise ValueError(f"expected uint8, uint16 or float (in [0, 1]) images, got {images.dtype}")
@@ -133,8 +134,3 @@ def _from_stored(image: StoredImage, dtype: np.dtype, keep_channel_axis: bool) -
     else:
         out = planes.astype(np.float32)
     return out if keep_channel_axis or out.shape[2] != 1 else out[:, :, 0]
-
-
-def _is_pil_image(obj: Any) -> bool:
-    module = type(obj).__module__ or ""
-    return module.startswith("PIL.") and hasattr(obj, "mode") and hasattr(obj, "getdata")

@@ -40,7 +40,7 @@ from mspan_jax.data.images import (
     write_image,
     write_stored_image,
 )
-from mspan_jax.errors import ConfigError, UserError, first_line
+from mspan_jax.errors import ConfigError, first_line
 from mspan_jax.files import check_output_dir
 from mspan_jax.inference import Predictor
 from mspan_jax.progress import ProgressLine
@@ -188,7 +188,7 @@ def main(argv: Sequence[str]) -> None:
     for name, path in todo.items():
         try:
             lr = read_stored_image(path)
-        except (ImageReadError, UserError) as e:
+        except ImageReadError as e:
             failed.append((path, first_line(e)))
             progress.update(f"{path.name} FAILED")
             continue
