@@ -1,11 +1,11 @@
-"""MSPAN x4 in ~2 minutes on a 2-core CPU, with no download: scikit-image's bundled photos.
+"""MSPAN x4 in 124 s on an idle 2-core CPU, with no download: scikit-image's bundled photos.
 
 Trains the full-size MSPAN x4 (C=48, B=6) on 5 bundled photos and validates on 2 held-out ones
 (`skimage_holdout`), against bicubic. Only the schedule differs from configs/x4.py: small patches
-and batches, a 5x learning rate and 1200 steps. Measured on a 2-core CPU: 29.98 dB vs bicubic's
-29.38 dB on the held-out photos (docs/training.md; the README gives the wall time).
+and batches, a 5x learning rate and 1200 steps. Measured on a 2-core CPU with no other job (README,
+"Results, measured here"): 124 s wall, 29.98 dB / 0.8037 vs bicubic's 29.38 dB on the held-out photos.
 
-    python scripts/train.py --config configs/quickstart.py --workdir /tmp/q
+    python scripts/train.py --config configs/quickstart.py --workdir /tmp/mspan_quickstart
 """
 
 from mspan_jax.config_base import sr_config

@@ -1,8 +1,8 @@
 """The SR papers' visual comparison: one image, a marked box, and that box from every method.
 
-  python scripts/compare.py --image skimage:chelsea \
-      --model configs/quickstart.py=/tmp/quickstart_sr --model configs/imdn_x4.py=ckpt/imdn_x4 \
-      --labels "MSPAN (quickstart),IMDN" --out compare.png
+  python scripts/compare.py --image skimage:chelsea \\
+      --model mspan_x4 --model /tmp/mspan_quickstart \\
+      --labels "MSPAN x4 (shipped),MSPAN x4 (quickstart)" --out compare.png
 
 The image is the reference (HR, or the clean image for a restoration model); `skimage:NAME` names a
 photo bundled with scikit-image. The models' input is --lq when given (an LR image, or the rainy /
@@ -35,6 +35,7 @@ from mspan_jax.data.pairs import noisy_pairs
 from mspan_jax.data.sample_images import read_image_or_sample
 from mspan_jax.drawing import Panel, comparison_figure, zoom
 from mspan_jax.errors import ConfigError
+from mspan_jax.files import check_output_file
 from mspan_jax.inference import Predictor
 
 _IMAGE = flags.DEFINE_string("image", None, "The reference (HR / clean) image, or skimage:NAME.")
@@ -143,6 +144,7 @@ def model_input(config, name: str, hr: np.ndarray, scale: int) -> tuple[np.ndarr
 def main(argv: Sequence[str]) -> None:
     if not str(_OUT.value).lower().endswith(".png"):
         raise ConfigError(f"--out {_OUT.value}: the figure is written as PNG; give a .png path")
+    check_output_file(_OUT.value, "--out")
     if _ZOOM.value < 1:
         raise ConfigError(f"--zoom must be a positive integer, got {_ZOOM.value}")
     specs = [parse_model(s) for s in _MODEL.value]
@@ -175,7 +177,7 @@ def main(argv: Sequence[str]) -> None:
             shown = img
         both = dict(opts, unquantized=img.dtype != np.uint8)
         caption = (f"{metrics.psnr(img, hr, **both):.2f} dB / {metrics.ssim(img, hr, **both):.4f}"
-                   if scored else "PSNR / SSIM")
+                   if scored else "reference")
         return Panel(zoom(shown[top:top + size, left:left + size], _ZOOM.value), title, caption)
 
     restoration = is_restoration(configs[0])

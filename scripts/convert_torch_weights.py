@@ -1,7 +1,7 @@
 """Converts PyTorch weights (.pth/.pt, legacy or zip, or .safetensors) into a params checkpoint.
 
   python scripts/convert_torch_weights.py --model imdn --scale 4 \\
-      --src ../shared/weights/IMDN_x4.pth --out /tmp/imdn4 --verify
+      --src IMDN_x4.pth --out imdn_x4 --verify
 
 The model is `config_base.model_config(--model, --scale)`, or `config.model` of --config (whose keys
 take overrides, e.g. --config.model.num_features=64); --attention picks MSPAN's block attention

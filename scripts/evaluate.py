@@ -1,13 +1,13 @@
 """PSNR/SSIM of a trained or converted model on SR benchmarks or a folder, beside the bicubic baseline;
 for a restoration model (scale 1: denoising, deraining), beside the LQ input itself.
 
-  python scripts/evaluate.py --checkpoint /tmp/imdn4 \
-      --hr-dir ../shared/data/Set5/HR --lr-dir ../shared/data/Set5/LR_bicubic/X4
-  python scripts/evaluate.py --config configs/x4.py --checkpoint ckpt/ --datasets set5,set14 \
+  python scripts/evaluate.py --checkpoint mspan_x4 --hr-dir Set5/HR --lr-dir Set5/LR_bicubic/X4
+  python scripts/evaluate.py --checkpoint IMDN_x4.pth --model imdn --scale 4 --datasets ./Set5
+  python scripts/evaluate.py --checkpoint /tmp/mspan_quickstart --datasets set5,set14 \\
       --self-ensemble --json scores.json --save-images sr/
-  python scripts/evaluate.py --config configs/denoise_color.py:25 --checkpoint runs/dn25 \
+  python scripts/evaluate.py --config configs/denoise_color.py:25 --checkpoint runs/dn25 \\
       --datasets cbsd68,kodak24,mcmaster --manual-dir ~/ir_data --noise-sigma 25
-  python scripts/evaluate.py --config configs/derain.py --checkpoint runs/derain \
+  python scripts/evaluate.py --config configs/derain.py --checkpoint runs/derain \\
       --hr-dir Rain100L/test/GT --lr-dir Rain100L/test/LQ
 
 Scores follow config.eval (SR: Y channel, crop_border = scale; denoising: RGB; deraining: Y; no
@@ -35,12 +35,15 @@ from mspan_jax.data.images import write_image
 from mspan_jax.errors import ConfigError
 from mspan_jax.eval_suite import EvalSet, EvalSuite, Scoring, load_folder_set, load_sets, psnr_ssim
 from mspan_jax.evaluation import EvalResult
-from mspan_jax.files import write_json_atomic
+from mspan_jax.files import check_output_dir, check_output_file, write_json_atomic
 from mspan_jax.models.registry import pads_exactly
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py "
                                            "(default for SR: the model the checkpoint records).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint or training workdir.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint, training workdir, shipped "
+                                  "weights by name (mspan_x4) or a PyTorch .pth with --model/--scale.")
+_MODEL = flags.DEFINE_string("model", None, "Model of a PyTorch --checkpoint, e.g. imdn.")
+_SCALE = flags.DEFINE_integer("scale", None, "Scale of a PyTorch --checkpoint, e.g. 4.")
 _HR_DIR = flags.DEFINE_string("hr-dir", None, "Evaluate on this folder of HR images, not --datasets "
                               "(restoration: the clean GT images).")
 _LR_DIR = flags.DEFINE_string("lr-dir", None, "LR images for --hr-dir (<stem>x<s>.<ext> or "
@@ -117,7 +120,14 @@ def print_table(title: str, model: EvalResult, tag: str, baselines: dict[str, Ev
 
 
 def main(argv: Sequence[str]) -> None:
-    loaded = load_model(_CHECKPOINT.value, _CONFIG.value)
+    if _JSON.value:
+        check_output_file(_JSON.value, "--json")
+    if _SAVE_IMAGES.value:
+        check_output_dir(_SAVE_IMAGES.value, "--save-images")
+    if (_MODEL.value is None) != (_SCALE.value is None):
+        raise ConfigError("--model and --scale go together (for a PyTorch --checkpoint)")
+    model = (_MODEL.value, _SCALE.value) if _MODEL.value is not None else None
+    loaded = load_model(_CHECKPOINT.value, _CONFIG.value, model=model)
     config, model, variables = loaded.config, loaded.model, loaded.variables
     scale = int(config.model.scale)
     restoration = is_restoration(config)

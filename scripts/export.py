@@ -29,7 +29,7 @@ from ml_collections import config_flags
 from mspan_jax import cli
 from mspan_jax.checkpoints.resolve import load_model
 from mspan_jax.errors import ConfigError
-from mspan_jax.files import write_bytes_atomic
+from mspan_jax.files import check_output_file, write_bytes_atomic
 from mspan_jax.models.registry import min_input_size
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (default: the model the "
@@ -56,6 +56,7 @@ def export_model(model, variables, in_channels: int, platforms: Sequence[str]) -
 
 
 def main(argv: Sequence[str]) -> None:
+    check_output_file(_OUT.value, "--out")
     loaded = load_model(_CHECKPOINT.value, _CONFIG.value)
     config = loaded.config
     platforms = [p.lower() for p in _PLATFORMS.value]

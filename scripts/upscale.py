@@ -1,16 +1,24 @@
 """Super-resolves (or, with a scale-1 restoration model, restores) your own images of any size.
 
-  python scripts/upscale.py --checkpoint /tmp/imdn4 \
-      --input photos/ --output sr/ [--tile 256 --tile-overlap 16] [--self-ensemble]
+  python scripts/upscale.py --checkpoint mspan_x4 --input photos/ --output sr/
+  python scripts/upscale.py --checkpoint /tmp/mspan_quickstart --input photo.jpg --output sr/
+  python scripts/upscale.py --checkpoint IMDN_x4.pth --model imdn --scale 4 --input photos/ --output sr/
+  python scripts/upscale.py --list-models
 
-Writes <output>/<stem>_x<scale>.png for every input image, atomically, keeping what the input was:
-  - 16-bit PNG/TIFF give 16-bit PNG (the model runs in float32 on x / 65535, not on 8 bits);
+--checkpoint takes a params checkpoint, a training workdir, the name of shipped weights
+(--list-models) or a PyTorch weight file with --model/--scale (converted in memory). Writes
+<output>/<stem>_<suffix>.<ext> (default <stem>_x<scale>.png) for every input image, atomically,
+keeping what the input was (PNG output):
+  - 16-bit PNG/TIFF give 16-bit PNG (the model runs on x / 65535, not on 8 bits);
   - grayscale gives grayscale: the gray plane goes through an RGB model as R = G = B and the output
     comes back with MATLAB rgb2gray's weights (a gray model, in_channels 1, takes it directly);
   - an alpha channel is kept: upscaled with the MATLAB bicubic (imresize, unrounded, clipped to
-    [0, 1]), not by the model, which was trained on photos, not masks; a scale-1 model keeps it as is.
-Images up to --tile LR pixels a side run whole; larger ones run as overlapping tiles that all share
-one compiled program, each with --tile-overlap pixels of context that are predicted and discarded.
+    [0, 1]), not by the model, which was trained on photos, not masks; a scale-1 model keeps it.
+A folder run upscales every image it can read; files it could not read or skipped are listed at
+the end, with why, and the exit status is 1 if any failed. The output folder is checked (writable,
+no two inputs on one output name) before any work. Images up to --tile LR pixels a side run whole;
+larger ones run as overlapping tiles sharing one compiled program, each with --tile-overlap pixels
+of context that are predicted and discarded.
 """
 
 from __future__ import annotations
@@ -23,89 +31,184 @@ from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
-from mspan_jax.checkpoints.resolve import load_model
+from mspan_jax.checkpoints.resolve import load_model, shipped_models
 from mspan_jax.data.images import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
     StoredImage,
-    gray_plane,
-    list_images,
     read_stored_image,
+    write_image,
     write_stored_image,
 )
-from mspan_jax.data.imresize import imresize
-from mspan_jax.errors import ConfigError
-from mspan_jax.inference import Predictor, upscale_image
+from mspan_jax.errors import ConfigError, first_line
+from mspan_jax.files import check_output_dir
+from mspan_jax.inference import Predictor
 from mspan_jax.progress import ProgressLine
+from mspan_jax.upscaler import upscale_stored
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py "
                                            "(default: the model the checkpoint records).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint or training workdir.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint, training workdir, shipped "
+                                  "weights by name (mspan_x4; see --list-models) or a PyTorch .pth / "
+                                  ".safetensors with --model and --scale.")
+_MODEL = flags.DEFINE_string("model", None, "Model of a PyTorch --checkpoint, e.g. imdn.")
+_SCALE = flags.DEFINE_integer("scale", None, "Scale of a PyTorch --checkpoint, e.g. 4.")
+_LIST = flags.DEFINE_bool("list-models", False, "List the shipped weights --checkpoint takes by name.")
 _INPUT = flags.DEFINE_string("input", None, "An image file or a folder of images.")
-_OUTPUT = flags.DEFINE_string("output", None, "Folder for the output PNGs (created if missing); "
-                              "bit depth, gray and alpha follow the input (alpha: MATLAB bicubic).")
+_OUTPUT = flags.DEFINE_string("output", None, "Folder for the outputs (created if missing).")
+_SUFFIX = flags.DEFINE_string("suffix", "x{scale}", "Output name <stem>_<suffix>.<ext>; '' writes "
+                              "<stem>.<ext>; {scale} is replaced by the model's scale.")
+_EXT = flags.DEFINE_enum("ext", "png", ["png", "jpg", "auto"], "Output format: png keeps bit depth, "
+                         "gray and alpha; jpg writes 8-bit RGB (alpha dropped); auto: jpg for JPEG "
+                         "inputs, png for the rest.")
+_SKIP_EXISTING = flags.DEFINE_bool("skip-existing", False, "Leave inputs whose output file exists.")
+_DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"], "Compute dtype; auto: "
+                           "bfloat16 on GPU/TPU, float32 on CPU (XLA:CPU has no fast bf16 convs).")
 _TILE = flags.DEFINE_integer("tile", 256, "LR tile size for large images (whole image when it fits).")
 _TILE_OVERLAP = flags.DEFINE_integer("tile-overlap", 16, "LR context pixels around each tile.")
 _SELF_ENSEMBLE = flags.DEFINE_bool("self-ensemble", False, "Average the x8 flips/rotations (8x time).")
 _BUCKET = flags.DEFINE_integer("bucket", 64, "Pad whole-image sizes up to multiples of this.")
-flags.mark_flags_as_required(["checkpoint", "input", "output"])
 
 
-def input_images(path: Path) -> list[Path]:
-    """The one file, or the images of a folder."""
+def input_files(path: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(the image files to upscale, [(file, why skipped)]): the one file, or a folder's files by
+    name; files of other extensions are skipped with a reason, hidden files and subfolders quietly."""
     if path.is_file():
-        return [path]
+        return [path], []
     if not path.exists():
         raise ConfigError(f"--input {path} does not exist")
-    return list_images(path)
+    if not path.is_dir():
+        raise ConfigError(f"--input {path} is neither a file nor a folder")
+    images, skipped = [], []
+    for p in sorted(path.iterdir()):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            images.append(p)
+        else:
+            skipped.append((p, f"not an image extension ({', '.join(IMAGE_EXTENSIONS)})"))
+    if not images:
+        raise ConfigError(f"--input {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return images, skipped
 
 
-def run_stored(predictor: Predictor, image: StoredImage, in_channels: int, **options) -> StoredImage:
-    """The model's output for a StoredImage, in the input's layout: gray in -> gray out (through
-    R = G = B and rgb2gray for an RGB model), alpha upscaled with the MATLAB bicubic, same bits."""
-    x = image.color
-    if in_channels == 3 and x.shape[2] == 1:
-        x = np.repeat(x, 3, axis=2)
-    elif in_channels == 1 and x.shape[2] == 3:
-        x = gray_plane(x)[:, :, None].astype(np.float32)
-    y = upscale_image(predictor, x, **options)
-    if image.color.shape[2] == 1 and y.shape[2] == 3:
-        y = gray_plane(y)[:, :, None].astype(np.float32)
-    alpha = image.alpha
-    if alpha is not None and predictor.scale != 1:
-        alpha = np.clip(imresize(alpha.astype(np.float64), float(predictor.scale)), 0.0, 1.0)
-    return StoredImage(color=y, alpha=alpha, bits=image.bits)
+def output_name(path: Path, suffix: str, ext: str) -> str:
+    """<stem>_<suffix>.<ext> (<stem>.<ext> for an empty suffix); `ext` auto follows a JPEG input."""
+    if ext == "auto":
+        ext = "jpg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
+    return f"{path.stem}{'_' + suffix if suffix else ''}.{ext}"
+
+
+def write_output(path: Path, image: StoredImage) -> str:
+    """Writes PNG (everything kept) or JPEG (8-bit RGB); returns a note on what JPEG dropped."""
+    if path.suffix == ".png":
+        write_stored_image(path, image)
+        return ""
+    color = image.color if image.color.shape[2] == 3 else np.repeat(image.color, 3, axis=2)
+    write_image(path, color)
+    dropped = [what for what, lost in (("alpha", image.alpha is not None), ("16 bits", image.bits == 16))
+               if lost]
+    return f"; JPEG dropped {' and '.join(dropped)}" if dropped else ""
+
+
+def compute_dtype(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    import jax
+
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+def list_models() -> None:
+    from mspan_jax.checkpoints.params import read_metadata
+
+    shipped = shipped_models()
+    if not shipped:
+        cli.fail("no shipped weights: this install has no repository weights/ folder; give "
+                 "--checkpoint the path of a clone's weights/<name>")
+    print("shipped weights (--checkpoint NAME, from any folder):")
+    for name, directory in shipped.items():
+        model = read_metadata(directory)["model"]
+        print(f"  {name:<10} {model['name']} x{model['scale']}  {directory}")
 
 
 def main(argv: Sequence[str]) -> None:
-    loaded = load_model(_CHECKPOINT.value, _CONFIG.value)
-    config = loaded.config
+    if _LIST.value:
+        list_models()
+        return
+    missing = [f"--{f.name}" for f in (_CHECKPOINT, _INPUT, _OUTPUT) if f.value is None]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} required (or --list-models)")
     if _TILE.value < 1 or _TILE_OVERLAP.value < 0 or _TILE.value <= 2 * _TILE_OVERLAP.value:
         raise ConfigError(f"--tile ({_TILE.value}) must exceed 2 x --tile-overlap "
                           f"({_TILE_OVERLAP.value})")
     if _BUCKET.value < 1:
         raise ConfigError(f"--bucket must be a positive integer, got {_BUCKET.value}")
-    paths = input_images(Path(_INPUT.value))
-    out_dir = Path(_OUTPUT.value)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--output {out_dir} exists and is not a folder")
+    if (_MODEL.value is None) != (_SCALE.value is None):
+        raise ConfigError("--model and --scale go together (for a PyTorch --checkpoint)")
+    out_dir = check_output_dir(_OUTPUT.value, "--output")
+    paths, skipped = input_files(Path(_INPUT.value))
+
+    model = (_MODEL.value, _SCALE.value) if _MODEL.value is not None else None
+    loaded = load_model(_CHECKPOINT.value, _CONFIG.value, model=model)
+    config = loaded.config
     scale = int(config.model.scale)
+    try:
+        suffix = _SUFFIX.value.format(scale=scale)
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(f"--suffix {_SUFFIX.value!r}: only {{scale}} may stand in braces") from None
     names: dict[str, Path] = {}
     for path in paths:
-        name = f"{path.stem}_x{scale}.png"
+        name = output_name(path, suffix, _EXT.value)
         if name in names:
-            raise ConfigError(f"{path} and {names[name]} would both be written as {name}")
+            raise ConfigError(f"{path} and {names[name]} would both be written as {out_dir / name}; "
+                              "rename one or run them apart")
+        if (out_dir / name).absolute() == path.absolute():
+            raise ConfigError(f"{path} would be overwritten by its own output; give another --output "
+                              "or --suffix")
         names[name] = path
-
-    predictor = Predictor(loaded.model.apply, loaded.variables, scale=scale, bucket=_BUCKET.value)
-    progress = ProgressLine(len(paths), f"x{scale}")
+    todo = {}
     for name, path in names.items():
-        lr = read_stored_image(path)
-        sr = run_stored(predictor, lr, int(config.model.in_channels), tile=_TILE.value,
+        if _SKIP_EXISTING.value and (out_dir / name).exists():
+            skipped.append((path, f"{out_dir / name} exists (--skip-existing)"))
+        else:
+            todo[name] = path
+
+    dtype = compute_dtype(_DTYPE.value)
+    if dtype != config.model.get("dtype", "float32"):
+        config.model.dtype = dtype
+        from mspan_jax.config_base import build_model
+
+        model_apply = build_model(config.model).apply
+    else:
+        model_apply = loaded.model.apply
+    predictor = Predictor(model_apply, loaded.variables, scale=scale, bucket=_BUCKET.value)
+    progress = ProgressLine(len(todo), f"x{scale}")
+    failed: list[tuple[Path, str]] = []
+    for name, path in todo.items():
+        try:
+            lr = read_stored_image(path)
+        except ImageReadError as e:
+            failed.append((path, first_line(e)))
+            progress.update(f"{path.name} FAILED")
+            continue
+        sr = upscale_stored(predictor, lr, int(config.model.in_channels), tile=_TILE.value,
                         tile_overlap=_TILE_OVERLAP.value, self_ensemble=_SELF_ENSEMBLE.value,
-                        progress=len(paths) == 1)
-        write_stored_image(out_dir / name, sr)
+                        progress=len(todo) == 1)
+        note = write_output(out_dir / name, sr)
         (h, w), (sh, sw) = lr.color.shape[:2], sr.color.shape[:2]
-        progress.update(f"{path.name} {w}x{h} -> {sw}x{sh} ({lr.describe()})")
-    print(f"wrote {len(paths)} images to {out_dir}; compiled programs: {predictor.num_compiled}")
+        progress.update(f"{path.name} {w}x{h} -> {sw}x{sh} ({lr.describe()}{note})")
+    written = len(todo) - len(failed)
+    print(f"wrote {written} images to {out_dir} ({dtype}); compiled programs: {predictor.num_compiled}")
+    for path, why in skipped:
+        print(f"skipped {path}: {why}")
+    for path, why in failed:
+        print(f"FAILED {why}" if str(path) in why else f"FAILED {path}: {why}")
+    if failed:
+        first = failed[0][1] if str(failed[0][0]) in failed[0][1] else f"{failed[0][0]}: {failed[0][1]}"
+        more = f" and {len(failed) - 1} more, listed above" if len(failed) > 1 else ""
+        cli.fail(f"{len(failed)} of {len(todo)} images could not be read ({first}{more}); the others "
+                 "were written", code=1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The MSPAN paper's MSPA figure (`feature_maps.png`): what multi-semantic pixel attention does.
 
-  python scripts/visualize_mspa.py --checkpoint /tmp/quickstart_sr \
+  python scripts/visualize_mspa.py --checkpoint mspan_x4 \\
       --image skimage:chelsea --as-hr --blocks 2,4,6 --out mspa.png
 
 The paper's layout: one column per chosen MSPA (default the paper's 2nd, 4th and 6th; evenly spaced
@@ -38,7 +38,7 @@ from mspan_jax.data.imresize import bicubic_downscale
 from mspan_jax.data.sample_images import read_image_or_sample
 from mspan_jax.errors import ConfigError
 from mspan_jax.extras import require
-from mspan_jax.files import write_bytes_atomic
+from mspan_jax.files import check_output_file, write_bytes_atomic
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (default: the model the "
                                            "checkpoint records), e.g. configs/x4.py.")
@@ -162,10 +162,11 @@ def draw_figure(maps: dict[int, dict[str, np.ndarray]], title: str, dpi: int = 1
 
 def main(argv: Sequence[str]) -> None:
     pyplot()  # fail before any work when matplotlib is missing
-    loaded = load_model(_CHECKPOINT.value, _CONFIG.value)
-    config = loaded.config
     if not str(_OUT.value).lower().endswith(".png"):
         raise ConfigError(f"--out {_OUT.value}: the figure is written as PNG; give a .png path")
+    check_output_file(_OUT.value, "--out")
+    loaded = load_model(_CHECKPOINT.value, _CONFIG.value)
+    config = loaded.config
     if config.model.name not in MSPA_MODELS:
         raise ConfigError(f"config.model.name={config.model.name!r} has no MSPA; visualize_mspa.py "
                           f"shows {' or '.join(MSPA_MODELS)} models")

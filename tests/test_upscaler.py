@@ -61,8 +61,7 @@ def test_upscaler_tiles_and_batches_like_the_model(tmp_path):
     out = up.upscale(image)
     assert out.dtype == np.float32 and out.shape == (40, 80, 3)
     np.testing.assert_allclose(out, np.clip(_whole(cfg, variables, image), 0, 1), atol=1e-5)
-    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
-        up.upscale(batch[0, :, :, :1])
+    assert up.upscale(batch[0, :, :, :1]).shape == (40, 80, 1)  # gray in, gray out (as the CLI)
 
 
 def _train_config():
@@ -78,6 +77,9 @@ def test_a_training_workdir_records_its_model(tiny, tmp_path):
     checkpoints.wait()
     checkpoints.close()
     assert recorded_model_config(tmp_path / "run")["num_features"] == 8
+    from mspan_jax.train.console import best_checkpoint  # what the end-of-training summary reads
+
+    assert best_checkpoint(tmp_path / "run") == (5, 30.0) and best_checkpoint(tmp_path) is None
     config = checkpoint_config(tmp_path / "run")
     assert (config.model.name, config.model.scale, config.eval.crop_border) == ("mspan", 2, 2)
     assert Upscaler.from_checkpoint(tmp_path / "run").upscale(np.zeros((4, 4, 3), np.uint8)).shape \
@@ -127,3 +129,131 @@ def test_scripts_need_no_config_and_check_a_given_one(tiny, tmp_path):
     restoration = run_script("evaluate.py", "--checkpoint", tmp_path / "ir",
                              "--hr-dir", tmp_path / "Set")
     assert restoration.returncode == 2 and "pass its --config" in restoration.stderr, restoration.stderr
+
+
+def test_the_api_takes_what_the_cli_takes(tiny, tmp_path):
+    """uint8 / uint16 / float, gray (H, W) and (H, W, 1), RGBA, a path and a PIL image: the numbers of
+    scripts/upscale.py (upscale_stored), in the input's layout and type; clear errors otherwise."""
+    from PIL import Image
+
+    from mspan_jax.data.images import StoredImage, read_stored_image
+    from mspan_jax.upscaler import upscale_stored
+
+    directory, cfg, _ = tiny
+    up = Upscaler.from_checkpoint(directory)
+    rgb16 = RNG.integers(0, 65536, (9, 11, 3), dtype=np.uint16)
+    out16 = up.upscale(rgb16)
+    want = upscale_stored(up.predictor, StoredImage(rgb16 / np.float32(65535), None, 16), 3)
+    assert out16.dtype == np.uint16 and out16.shape == (18, 22, 3)
+    np.testing.assert_array_equal(out16, np.round(np.clip(want.color.astype(np.float64), 0, 1) * 65535))
+
+    gray = RNG.integers(0, 256, (9, 11), dtype=np.uint8)
+    flat, kept = up.upscale(gray), up.upscale(gray[:, :, None])
+    assert flat.shape == (18, 22) and kept.shape == (18, 22, 1)
+    np.testing.assert_array_equal(flat, kept[:, :, 0])
+    rgba = RNG.integers(0, 256, (9, 11, 4), dtype=np.uint8)
+    out = up.upscale(rgba)
+    assert out.shape == (18, 22, 4) and out.dtype == np.uint8
+
+    # A path and a PIL image give what upscale.py computes from the file.
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    from_file = upscale_stored(up.predictor, read_stored_image(tmp_path / "a.png"), 3)
+    expected = np.round(np.clip(np.concatenate([from_file.color, from_file.alpha[:, :, None]], 2),
+                                0, 1) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(up.upscale(str(tmp_path / "a.png")), expected)
+    np.testing.assert_array_equal(up.upscale(tmp_path / "a.png"), expected)
+    with Image.open(tmp_path / "a.png") as im:
+        np.testing.assert_array_equal(up.upscale(im), expected)
+    np.testing.assert_array_equal(out, expected)
+
+    with pytest.raises(ValueError, match="uint8, uint16 or float"):
+        up.upscale(rgb16.astype(np.int32))
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, C\) image .* got shape \(9, 11, 5\)"):
+        up.upscale(np.zeros((9, 11, 5), np.uint8))
+    with pytest.raises(ValueError, match="no such file"):
+        up.upscale(str(tmp_path / "missing.png"))
+    with pytest.raises(ValueError, match="got dict"):
+        up.upscale({"not": "an image"})
+
+
+def test_weights_by_name_and_torch_files_in_memory(tmp_path, monkeypatch):
+    """`mspan_x4` resolves to the shipped weights from any folder; a PyTorch file of a known model
+    loads with model=(name, scale), converted in memory to the converter's numbers."""
+    from safetensors.numpy import save_file
+
+    from mspan_jax.checkpoints import resolve
+    from mspan_jax.config_base import model_config
+    from mspan_jax.convert import to_state_dict
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve.resolve_checkpoint("mspan_x4") == resolve.WEIGHTS_DIR / "mspan_x4"
+    assert set(resolve.shipped_models()) >= {"mspan_x2", "mspan_x3", "mspan_x4"}
+    with pytest.raises(CheckpointError, match=r"mspan_x9: no such checkpoint or shipped model; "
+                                              r"shipped: mspan_x2, mspan_x3, mspan_x4"):
+        resolve.resolve_checkpoint("mspan_x9")
+    # A pip-installed (non-editable) package has no repository around it: one line saying so.
+    monkeypatch.setattr(resolve, "WEIGHTS_DIR", tmp_path / "site-packages" / "weights")
+    with pytest.raises(CheckpointError, match="this install has no shipped weights"):
+        resolve.resolve_checkpoint("mspan_x4")
+    monkeypatch.undo()
+
+    cfg = model_config("imdn", 2)
+    variables = _random_variables(cfg)
+    save_file({k: np.ascontiguousarray(v) for k, v in to_state_dict(cfg, variables).items()},
+              str(tmp_path / "imdn_x2.safetensors"))
+    with pytest.raises(CheckpointError, match="pass --model and --scale"):
+        resolve.load_model(tmp_path / "imdn_x2.safetensors")
+    loaded = resolve.load_model(tmp_path / "imdn_x2.safetensors", model=("imdn", 2))
+    assert (loaded.config.model.name, loaded.config.model.scale) == ("imdn", 2)
+    for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(loaded.variables), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert Upscaler.from_checkpoint(tmp_path / "imdn_x2.safetensors", model=("imdn", 2)).scale == 2
+
+
+def test_upscale_folder_survives_bad_files(tiny, tmp_path):
+    """Every readable image is written; a corrupt one and a non-image are listed with why; exit 1;
+    --skip-existing, --suffix, --ext and --list-models."""
+    directory, _, _ = tiny
+    folder = tmp_path / "in"
+    write_image(folder / "a.png", RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8))
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    write_image(folder / "c.jpg", RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    done = run_script("upscale.py", "--checkpoint", directory, "--input", folder, "--output",
+                      tmp_path / "out", "--ext", "auto")
+    assert done.returncode == 1, done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x2.png", "c_x2.jpg"]
+    assert f"skipped {folder / 'notes.txt'}: not an image extension" in done.stdout
+    assert f"FAILED {folder / 'b.png'}: not an image file" in done.stdout
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "1 of 3 images could not be read" in errors[0], done.stderr
+
+    (folder / "b.png").unlink()
+    again = run_script("upscale.py", "--checkpoint", directory, "--input", folder, "--output",
+                       tmp_path / "out", "--skip-existing", "--suffix", "", "--dtype", "bfloat16")
+    assert again.returncode == 0 and "(bfloat16)" in again.stdout, again.stderr
+    bf16, f32 = (read_image(tmp_path / "out" / n).astype(int) for n in ("a.png", "a_x2.png"))
+    assert 0 < np.abs(bf16 - f32).max() <= 8  # bfloat16 compute: close to float32, not equal
+    assert f"{tmp_path / 'out' / 'a.png'} exists" not in again.stdout  # a.png is new: suffix ''
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "a_x2.png", "c.png",
+                                                                      "c_x2.jpg"]
+    third = run_script("upscale.py", "--checkpoint", directory, "--input", folder, "--output",
+                       tmp_path / "out", "--skip-existing", "--ext", "auto")
+    assert third.returncode == 0 and "wrote 0 images" in third.stdout, third.stderr
+    assert f"{tmp_path / 'out' / 'a_x2.png'} exists (--skip-existing)" in third.stdout
+
+    listed = run_script("upscale.py", "--list-models")
+    assert listed.returncode == 0 and "mspan_x4   mspan x4" in listed.stdout, listed.stderr
+
+
+def test_the_official_imdn_pth_runs_without_conversion(imdn_x4_weights):
+    """IMDN_x4.pth given straight to the API (what upscale.py / evaluate.py do with --model imdn
+    --scale 4): converted in memory to the numbers convert_torch_weights.py writes."""
+    from mspan_jax.config_base import model_config
+    from mspan_jax.convert import convert_state_dict, read_weights
+
+    up = Upscaler.from_checkpoint(imdn_x4_weights, model=("imdn", 4))
+    expected = convert_state_dict(model_config("imdn", 4), read_weights(imdn_x4_weights)[0])
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(up.predictor.variables), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert up.upscale(np.full((8, 8, 3), 128, np.uint8)).shape == (32, 32, 3)

@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 from mspan_jax.checkpoints import checksums
 from mspan_jax.config_base import build_model, model_task, task_kind
 from mspan_jax.errors import UserError, first_line
+from mspan_jax.files import check_output_dir
 from mspan_jax.models.complexity import abstract_variables
 
 FORMAT_NAME = "mspan_jax.params"
@@ -96,6 +97,7 @@ def check_writable(directory: str | os.PathLike, *, overwrite: bool = False) -> 
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise CheckpointError(f"{target}: already exists and is not empty; remove it or choose another "
                               "output path")
+    check_output_dir(target, "--out")
 
 
 def save_params(

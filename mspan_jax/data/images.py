@@ -81,9 +81,32 @@ def _sixteen_to_eight(x: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(x, 0, 65535).astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
 
 
+def _samples(im: Image.Image) -> np.ndarray:
+    """The samples of a PIL image: palette as RGB, or RGBA when it carries transparency; 1-bit as
+    8-bit gray; CMYK, YCbCr, LAB and HSV as RGB; other modes as they are."""
+    target = {"PA": "RGBA", "1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}.get(
+        im.mode)
+    if im.mode == "P":
+        target = "RGBA" if "transparency" in im.info else "RGB"
+    return np.asarray(im.convert(target)) if target else np.asarray(im)
+
+
+def pil_to_array(im: Image.Image) -> np.ndarray:
+    """A PIL image's samples as uint8 or uint16 (H, W[, C]) (`_samples`; 32-bit integer modes
+    clipped to 0..65535); ValueError for floating-point images."""
+    arr = _samples(im)
+    if arr.dtype.kind == "f":
+        raise ValueError(f"PIL image of mode {im.mode}: floating-point images are not supported; "
+                         "give uint8, uint16 or float arrays in [0, 1]")
+    if arr.dtype not in (np.uint8, np.uint16):
+        arr = np.clip(arr, 0, 65535).astype(np.uint16)
+    return arr
+
+
 def _decode(path: Path) -> tuple[np.ndarray, str]:
     """The file's samples as Pillow gives them, at full bit depth (uint8, uint16 or int32), and its
-    mode; palette and non-RGB colour modes come as RGB(A), 1-bit as 8-bit gray. ImageReadError (one
+    mode; palette (RGBA only with transparency) and non-RGB colour modes come as RGB(A), 1-bit as
+    8-bit gray. ImageReadError (one
     line naming the file) for a missing, corrupt, truncated or non-image file."""
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
@@ -93,9 +116,7 @@ def _decode(path: Path) -> tuple[np.ndarray, str]:
             rawmode16 = _sixteen_bit_rawmode(im)
             im.load()
             if rawmode16 is None:
-                arr = np.asarray(im) if mode not in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV") \
-                    else np.asarray(im.convert("RGBA" if mode in ("P", "PA") else
-                                               "L" if mode == "1" else "RGB"))
+                arr = _samples(im)
         if rawmode16 is not None and rawmode16.startswith("LA"):  # Pillow has no low-byte rawmode
             raise ImageReadError(f"{path}: 16-bit grayscale + alpha is not supported; save it as "
                                  "16-bit RGBA, 16-bit gray or 8-bit")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from absl import logging as absl_logging
 
 from mspan_jax.data.images import ImageReadError, list_images, read_image
 from mspan_jax.data.pairs import pair_files, read_pair
@@ -164,7 +165,20 @@ def div2k_tfds(spec: PipelineSpec) -> tuple[Any, str, str]:
     import tensorflow_datasets as tfds
 
     config = f"bicubic_x{spec.scale if spec.scale in (2, 3, 4) else 4}"
-    builder = tfds.builder(f"div2k/{config}", data_dir=spec.data_dir or None)
+    # tfds warns through absl about the unprepared folder it is about to report ("Variant folder
+    # ... has no dataset_info.json"), before the one line below says what to do: keep it quiet.
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        builder = tfds.builder(f"div2k/{config}", data_dir=spec.data_dir or None)
+    finally:
+        absl_logging.set_verbosity(level)
+    if not builder.is_prepared() and spec.restoration:  # a denoiser needs clean images only
+        raise FileNotFoundError(
+            f"a restoration model trains on clean images only, and tfds DIV2K (its HR) is not prepared "
+            f"in {builder.data_dir_root}: give any folder of clean photos with "
+            "--config.data.source=folder --config.data.train_dir=DIR, or DIV2K_train_HR with "
+            "source=div2k_folder; see docs/restoration.md")
     if not builder.is_prepared():
         raise FileNotFoundError(
             f"tfds div2k/{config} is not prepared in {builder.data_dir_root}: prepare it with "

@@ -40,3 +40,56 @@ def validation_line(step: int, results: Mapping[str, Any], scores: Mapping[str, 
         f"{n} {s['psnr']:.2f} dB / {s['ssim']:.4f} (" + ", ".join(
             f"{k} {results[k][n]['psnr']:.2f} / {results[k][n]['ssim']:.4f}" for k in shown) + ")"
         for n, s in scores.items())
+
+
+def best_checkpoint(workdir: Any) -> tuple[int, float] | None:
+    """(step, PSNR) of a workdir's best-PSNR checkpoint (best/), or None when it has none."""
+    from etils import epath
+
+    from mspan_jax.checkpoints.workdir import BEST_DIR, open_manager
+
+    best_dir = epath.Path(workdir) / BEST_DIR
+    if not best_dir.is_dir():
+        return None
+    manager = open_manager(best_dir, keep=1, async_save=False, best=True, create=False)
+    try:
+        step = manager.best_step()
+        metrics = manager.metrics(step) if step is not None else None
+        return None if step is None or not metrics else (int(step), float(metrics["psnr"]))
+    finally:
+        manager.close()
+
+
+def final_summary(workdir: Any, config: Any, results: Mapping[str, Any] | None,
+                  best: tuple[int, float] | None) -> str:
+    """What a finished run leaves and what to run next: best and last PSNR against the baseline, where
+    the best weights, samples, eval_results.json and TensorBoard events are, and the next commands."""
+    scale = int(config.model.scale)
+    baseline = "input" if scale == 1 else "bicubic"
+    dataset = config.eval.datasets[0] if config.eval.datasets else None
+    lines = [f"done: {config.model.name} x{scale} trained to step {config.train.num_steps}"]
+    if results is not None and dataset is not None and dataset in results:
+        base = results.get(baseline, {}).get(dataset)
+        against = f" ({baseline} {base['psnr']:.2f} dB)" if base else ""
+        last = f"last {results[dataset]['psnr']:.2f} dB at step {results.get('step', '?')}"
+        best_text = f"best {best[1]:.2f} dB at step {best[0]}, " if best else ""
+        lines.append(f"  {dataset}: {best_text}{last}{against}")
+    lines += [
+        f"  best weights:      {workdir}/best (what --checkpoint {workdir} loads)",
+        f"  samples:           {workdir}/samples/*.png (bicubic | SR | HR crops)",
+        f"  scores:            {workdir}/eval_results.json",
+        f"  TensorBoard:       tensorboard --logdir {workdir}/tensorboard",
+        "next:",
+        f"  python scripts/evaluate.py --checkpoint {workdir}"
+        + (" --config <this config>" if scale == 1 else f" --datasets {dataset or 'set5'}"),
+        f"  python scripts/upscale.py --checkpoint {workdir} --input photos/ --output sr/",
+    ]
+    return "\n".join(lines)
+
+
+def print_final_summary(workdir: Any, config: Any, results: Mapping[str, Any] | None) -> None:
+    """Process 0 prints `final_summary` at the end of a run (train/loop.py)."""
+    import jax
+
+    if jax.process_index() == 0:
+        print(final_summary(workdir, config, results, best_checkpoint(workdir)), flush=True)

@@ -30,7 +30,12 @@ from mspan_jax.files import write_json_atomic
 from mspan_jax.models.registry import get_model
 from mspan_jax.train import sharding
 from mspan_jax.train.checkpoint import TrainCheckpoints
-from mspan_jax.train.console import progress_line, psnr_summary, validation_line
+from mspan_jax.train.console import (
+    print_final_summary,
+    progress_line,
+    psnr_summary,
+    validation_line,
+)
 from mspan_jax.train.state import create_optimizer, create_train_state, total_steps
 from mspan_jax.train.step import LOSSES, make_train_step
 from mspan_jax.train.summary import SummaryWriter
@@ -269,4 +274,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             writer.close()
         if lock is not None:
             lock.release()
+    print_final_summary(workdir_path, config, last_results)
     return last_results

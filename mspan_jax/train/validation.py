@@ -56,7 +56,7 @@ def summary_figure(pairs: Sequence[EvalPair], baseline: EvalResult, result: Eval
                          f"{b.psnr:.2f} dB / {b.ssim:.4f}"),
                    Panel(crop(result.outputs[pair.name]), model_label,
                          f"{m.psnr:.2f} dB / {m.ssim:.4f}"),
-                   Panel(crop(pair.hr), f"{ref_label}: {pair.name}", "PSNR / SSIM")]
+                   Panel(crop(pair.hr), f"{ref_label}: {pair.name}", "reference")]
     return panel_grid(panels, columns=3)
 
 
