@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mspan_jax.data.patches import device_batch_to_float
 from mspan_jax.train.state import PyTree, TrainState
 
 Batch = dict[str, jax.Array]
@@ -20,6 +21,7 @@ LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
 
 def loss_fn(params: PyTree, apply_fn: Callable[..., jax.Array], batch: Batch, loss: str) -> jax.Array:
     """Mean `loss` ('l1' or 'l2') between model(batch['lr']) and batch['hr'], in float32."""
+    batch = device_batch_to_float(batch)  # the pipeline's uint8 -> float32 in [0, 1], on the device
     sr = apply_fn({"params": params}, batch["lr"]).astype(jnp.float32)
     return LOSSES[loss](sr, batch["hr"].astype(jnp.float32))
 
