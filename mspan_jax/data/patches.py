@@ -8,8 +8,8 @@ windows stay aligned: LR `(y, x, p, p)`, HR `(s*y, s*x, s*p, s*p)`, the same aug
 
 Batches stay uint8 (a quarter of float32's bytes) until the device: `device_batch_to_float`, inside
 the jitted train step, makes them float32 in [0, 1], bit for bit what `batch_to_float` gives on the
-host. In a grain worker (`grain_workers.in_worker()`) a batch is cut straight into shared memory, which
-grain then hands to the training process without copying it.
+host. In a grain worker (`grain_workers.in_worker()`) a batch is cut straight into shared memory that the
+worker reuses (`shm_slots`), which the training process reads without copying it.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
-from grain.multiprocessing import SharedMemoryArray
 
-from mspan_jax.data import grain_workers
+from mspan_jax.data import grain_workers, shm_slots
 from mspan_jax.data.decoded_cache import DecodedImages, TrainImage
 from mspan_jax.data.degradations import add_gaussian_noise
 from mspan_jax.data.train_spec import PipelineSpec
@@ -87,24 +86,29 @@ class BatchSampler:
     def patches(self, step: int) -> Batch:
         """Batch `step` as cut: `{"lr", "hr"}` uint8 (a quarter of float32's bytes to move between
         processes), except the noisy restoration input, float32 (it may leave [0, 1] slightly).
-        In a grain worker the arrays are shared memory, which grain passes on by name, not copied."""
+        In a grain worker the arrays are cut into the worker's shared-memory slots (`shm_slots`) and
+        the batch holds their references, which `shm_slots.Receiver` turns back into arrays."""
         spec = self.spec
         b, p, s, c = spec.batch_local, spec.lr_patch, spec.scale, 1 if spec.gray_output else 3
-        empty = SharedMemoryArray if grain_workers.in_worker() else np.empty
-        lr_u8 = empty((b, p, p, c), np.uint8)
-        hr_u8 = empty((b, p * s, p * s, c), np.uint8)
+        new = shm_slots.worker_array if grain_workers.in_worker() else _local_array
+        lr_u8, lr_sent = new((b, p, p, c), np.uint8)
+        hr_u8, hr_sent = new((b, p * s, p * s, c), np.uint8)
         rngs = [self.fill(step, j, lr_u8[j], hr_u8[j]) for j in range(b)]
         if spec.restoration and self.images[0].source is None:  # LQ = GT + Gaussian noise (float)
             hr = to_float(hr_u8)
-            lr = empty(hr.shape, np.float32)
+            lr, lr_sent = new(hr.shape, np.float32)
             for j in range(b):
                 lr[j] = add_gaussian_noise(hr[j], spec.noise_sigma, rngs[j], gray=spec.noise_gray)
-            return {"lr": lr, "hr": hr_u8}
-        return {"lr": lr_u8, "hr": hr_u8}
+        return {"lr": lr_sent, "hr": hr_sent}
 
     def batch(self, step: int) -> Batch:
         """`{"lr", "hr"}` float32 in [0, 1] (a noisy restoration input may leave [0, 1] slightly)."""
         return batch_to_float(self.patches(step))
+
+
+def _local_array(shape: tuple[int, ...], dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    array = np.empty(shape, dtype)
+    return array, array
 
 
 def to_float(x: np.ndarray) -> np.ndarray:
