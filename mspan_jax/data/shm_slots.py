@@ -8,8 +8,9 @@ training process may still read that slot). `WorkerSlots.array` hands out a free
 to cut into (a new segment only while every slot is busy); the batch crosses to the training process
 as `SlotRef`s (names, shape, dtype: a few bytes through grain's queue), which `receive` turns into
 `SlotArray` views of the same pages. The segments are mapped there once (and unlinked at once: the
-two mappings keep them alive, nothing is left in /dev/shm when both processes end); a slot is free
-again when its `SlotArray` (and every view of it, e.g. the one `jax.device_put` reads) is gone.
+two mappings keep them alive); a worker that ends unlinks those never received (batches in flight),
+so nothing is left in /dev/shm. A slot is free again when its `SlotArray` (and every view of it, e.g.
+the one `jax.device_put` reads) is gone.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import _posixshmem
 import dataclasses
 import mmap
 import os
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import resource_tracker, shared_memory, util
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,17 @@ class WorkerSlots:
         self.flags = np.ndarray((MAX_SLOTS,), np.uint8, buffer=self._flags_shm.buf)
         self.flags[:] = 0
         self._segments: list[shared_memory.SharedMemory] = []
+        util.Finalize(self, WorkerSlots._unlink, args=([self._flags_shm], self._segments),
+                      exitpriority=0)  # when the worker ends (not when killed: the tracker does)
+
+    @staticmethod
+    def _unlink(*groups: list[shared_memory.SharedMemory]) -> None:
+        """Removes the names of segments the training process never received (it unlinks the rest)."""
+        for shm in (shm for group in groups for shm in group):
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
 
     def array(self, shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, SlotRef] | None:
         """A free slot of at least the array's bytes as an ndarray to fill, and its reference;
