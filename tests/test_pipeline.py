@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,8 +14,9 @@ from PIL import Image
 from mspan_jax.config_base import sr_config
 from mspan_jax.data import train_images
 from mspan_jax.data.degradations import degrade
-from mspan_jax.data.patches import BatchSampler, augment_pair
+from mspan_jax.data.patches import BatchSampler, augment_pair, batch_to_float, device_batch_to_float
 from mspan_jax.data.pipeline import create_train_iterator
+from mspan_jax.data.shm_slots import SlotArray
 from mspan_jax.data.sources import shard_bounds
 from mspan_jax.data.train_images import load_train_images
 from mspan_jax.data.train_spec import resolve_spec
@@ -62,7 +65,7 @@ def test_lr_hr_stay_aligned_through_crop_and_augmentation(div2k_pattern):
     for batch in _batches(config, 6):
         lr, hr = batch["lr"], batch["hr"]
         assert lr.shape == (8, 8, 8, 3) and hr.shape == (8, 24, 24, 3)
-        assert lr.dtype == hr.dtype == np.float32 and 0 <= lr.min() and hr.max() <= 1
+        assert lr.dtype == hr.dtype == np.uint8  # float32 only on the device (device_batch_to_float)
         blocks = hr.reshape(8, 8, 3, 8, 3, 3)
         np.testing.assert_array_equal(blocks, np.broadcast_to(lr[:, :, None, :, None], blocks.shape))
     spec = resolve_spec(config, 0, 1)
@@ -188,6 +191,8 @@ def test_restoration_noise_and_paired_sources(tmp_path):
     config.data.noise_sigma = 25.0
     (batch,) = _batches(config, 1)
     assert batch["lr"].shape == batch["hr"].shape == (8, 8, 8, 3)
+    assert batch["lr"].dtype == np.float32 and batch["hr"].dtype == np.uint8  # noisy input: float
+    batch = batch_to_float(batch)
     assert abs((batch["lr"] - batch["hr"]).std() * 255 - 25) < 2.5
     config.data.source, config.data.train_dir = "paired", str(tmp_path / "pairs")
     (batch,) = _batches(config, 1)
@@ -202,7 +207,7 @@ def test_dn_adds_fresh_noise_per_patch(tmp_path):
     config.data.degradation = "DN"
     config.data.augment = False
     (batch,) = _batches(config, 1)
-    residual = batch["lr"] * 255 - 128
+    residual = batch["lr"].astype(np.float64) - 128  # uint8: the noise rounded and clipped
     assert abs(residual.std() - 30) < 3
     assert not np.array_equal(batch["lr"][0], batch["lr"][1])
 
@@ -258,6 +263,8 @@ def test_worker_processes_give_the_same_batches_and_resume_exactly(tmp_path):
     for a, b in zip(in_process[2:], workers, strict=True):
         np.testing.assert_array_equal(a["lr"], b["lr"])
         np.testing.assert_array_equal(a["hr"], b["hr"])
+        # cut into the worker's reused shared memory and read here as it is: uint8, not copied
+        assert all(isinstance(b[k], SlotArray) and b[k].dtype == np.uint8 for k in b)
     assert _temp_caches() == []
 
 
@@ -332,3 +339,40 @@ def test_temporary_cache_of_a_dead_process_is_removed(tmp_path, monkeypatch):
     mine.write_bytes(b"x")
     path = decoded_cache.temporary_cache_path(1)
     assert path.parent == tmp_path and not left.exists() and mine.exists()
+
+
+def test_uint8_batches_become_float_on_the_device_bit_for_bit_and_the_step_is_unchanged():
+    """The pipeline's uint8 batch, made float32 inside the jitted step (`device_batch_to_float`), gives
+    the values `batch_to_float` gives on the host bit for bit, hence the same train step results."""
+    from mspan_jax.models.registry import get_model
+    from mspan_jax.train.state import create_optimizer, create_train_state
+    from mspan_jax.train.step import make_train_step
+
+    rng = np.random.default_rng(0)
+    every_byte = np.arange(256, dtype=np.uint8).reshape(1, 4, 4, 16)
+    uint8 = {"lr": rng.integers(0, 256, (4, 4, 4, 3), dtype=np.uint8),
+             "hr": rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)}
+    on_host = batch_to_float(uint8)
+    on_device = jax.jit(device_batch_to_float)(uint8)
+    for key in uint8:
+        assert on_device[key].dtype == jnp.float32
+        np.testing.assert_array_equal(np.asarray(on_device[key]).view(np.uint32),
+                                      on_host[key].view(np.uint32))
+    np.testing.assert_array_equal(np.asarray(jax.jit(device_batch_to_float)(
+        {"x": every_byte})["x"]).view(np.uint32), batch_to_float({"x": every_byte})["x"].view(np.uint32))
+    noisy = {"lr": rng.normal(0.5, 0.3, (2, 4, 4, 3)).astype(np.float32)}  # float32 passes unchanged
+    np.testing.assert_array_equal(np.asarray(jax.jit(device_batch_to_float)(noisy)["lr"]), noisy["lr"])
+
+    config = sr_config("mspan", 2)
+    config.model.num_features, config.model.num_blocks, config.model.num_units = 8, 1, 1
+    model = get_model(config.model)
+    optimizer = create_optimizer(config.train)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)))["params"]
+    config.train.ema_decay = 0.9
+    step = make_train_step(config.train, model.apply, optimizer, donate=False)
+    results = [step(create_train_state(params, optimizer.tx, ema_decay=0.9), batch)
+               for batch in (uint8, on_host)]
+    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), strict=True):
+        # the inputs are bit-identical; the two compilations (uint8 / float32 inputs) may fuse the
+        # arithmetic differently: a float32 rounding apart at most (1 ulp of the loss, seen on CPU)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)

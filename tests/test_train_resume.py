@@ -131,7 +131,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
             for step in range(start + 1, NUM_STEPS + 1):
                 batch = next(batches)
                 if step == 5:
-                    batch = dict(batch, hr=np.full_like(batch["hr"], np.nan))
+                    batch = dict(batch, hr=np.full(batch["hr"].shape, np.nan, np.float32))
                 yield batch
             batches.close()
 

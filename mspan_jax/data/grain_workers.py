@@ -12,10 +12,20 @@ import time
 
 import grain
 
+_IN_WORKER = False
+
+
+def in_worker() -> bool:
+    """True in a grain worker process started by `in_workers` (its output goes to shared memory)."""
+    return _IN_WORKER
+
 
 def _worker_init(index: int, count: int) -> None:
-    """Runs first in every grain worker: exit when the training process is gone (killed by SIGKILL,
-    say) instead of lingering as an orphan that holds memory."""
+    """Runs first in every grain worker: marks the process as one (`in_worker`), and exits when the
+    training process is gone (killed by SIGKILL, say) instead of lingering as an orphan that holds
+    memory."""
+    global _IN_WORKER
+    _IN_WORKER = True
     parent = os.getppid()
 
     def watch() -> None:

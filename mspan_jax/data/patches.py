@@ -5,14 +5,21 @@ Sample `j` of step `k` on process `p` uses image `perm_e[i % n]` with `i = k * B
 `e = i // n` and `perm_e` a permutation of the shard seeded by `(seed, p, e)` (every image once per
 epoch); its crop, flips / transpose and noise come from an RNG seeded by `(seed, p, k, j)`. LR and HR
 windows stay aligned: LR `(y, x, p, p)`, HR `(s*y, s*x, s*p, s*p)`, the same augmentation on both.
+
+Batches stay uint8 (a quarter of float32's bytes) until the device: `device_batch_to_float`, inside
+the jitted train step, makes them float32 in [0, 1], bit for bit what `batch_to_float` gives on the
+host. In a grain worker (`grain_workers.in_worker()`) a batch is cut straight into shared memory that the
+worker reuses (`shm_slots`), which the training process reads without copying it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax.numpy as jnp
 import numpy as np
 
+from mspan_jax.data import grain_workers, shm_slots
 from mspan_jax.data.decoded_cache import DecodedImages, TrainImage
 from mspan_jax.data.degradations import add_gaussian_noise
 from mspan_jax.data.train_spec import PipelineSpec
@@ -78,22 +85,30 @@ class BatchSampler:
 
     def patches(self, step: int) -> Batch:
         """Batch `step` as cut: `{"lr", "hr"}` uint8 (a quarter of float32's bytes to move between
-        processes), except the noisy restoration input, float32 (it may leave [0, 1] slightly)."""
+        processes), except the noisy restoration input, float32 (it may leave [0, 1] slightly).
+        In a grain worker the arrays are cut into the worker's shared-memory slots (`shm_slots`) and
+        the batch holds their references, which `shm_slots.Receiver` turns back into arrays."""
         spec = self.spec
         b, p, s, c = spec.batch_local, spec.lr_patch, spec.scale, 1 if spec.gray_output else 3
-        lr_u8 = np.empty((b, p, p, c), np.uint8)
-        hr_u8 = np.empty((b, p * s, p * s, c), np.uint8)
+        new = shm_slots.worker_array if grain_workers.in_worker() else _local_array
+        lr_u8, lr_sent = new((b, p, p, c), np.uint8)
+        hr_u8, hr_sent = new((b, p * s, p * s, c), np.uint8)
         rngs = [self.fill(step, j, lr_u8[j], hr_u8[j]) for j in range(b)]
         if spec.restoration and self.images[0].source is None:  # LQ = GT + Gaussian noise (float)
             hr = to_float(hr_u8)
-            lr = np.stack([add_gaussian_noise(hr[j], spec.noise_sigma, rngs[j], gray=spec.noise_gray)
-                           for j in range(b)])
-            return {"lr": lr, "hr": hr_u8}
-        return {"lr": lr_u8, "hr": hr_u8}
+            lr, lr_sent = new(hr.shape, np.float32)
+            for j in range(b):
+                lr[j] = add_gaussian_noise(hr[j], spec.noise_sigma, rngs[j], gray=spec.noise_gray)
+        return {"lr": lr_sent, "hr": hr_sent}
 
     def batch(self, step: int) -> Batch:
         """`{"lr", "hr"}` float32 in [0, 1] (a noisy restoration input may leave [0, 1] slightly)."""
         return batch_to_float(self.patches(step))
+
+
+def _local_array(shape: tuple[int, ...], dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    array = np.empty(shape, dtype)
+    return array, array
 
 
 def to_float(x: np.ndarray) -> np.ndarray:
@@ -104,3 +119,10 @@ def to_float(x: np.ndarray) -> np.ndarray:
 def batch_to_float(batch: Batch) -> Batch:
     """Every array of `batch` as float32 in [0, 1] (`to_float`)."""
     return {key: to_float(value) for key, value in batch.items()}
+
+
+def device_batch_to_float(batch: dict) -> dict:
+    """`batch_to_float` for jax arrays, to call inside a jitted step: uint8 -> float32 times
+    float32(1/255), the same single rounding as on the host, so the values are bit-identical."""
+    return {key: value if value.dtype == jnp.float32
+            else value.astype(jnp.float32) * jnp.float32(1 / 255) for key, value in batch.items()}

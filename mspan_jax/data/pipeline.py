@@ -18,6 +18,10 @@
   `batch(k)`, assembled by `config.data.num_workers` processes (`mp_prefetch`; 0 = one thread of this
   process; -1 = one per core), each `config.data.prefetch` batches ahead. Worker i builds steps
   i, i + N, ...; grain hands them back in step order, so any worker count gives the same batches.
+* **uint8 to the device**: a worker cuts a batch straight into shared memory it reuses
+  (`shm_slots.py`) and this process reads those pages (not a copy); the batch stays uint8 until the
+  jitted train step makes it float32 (`patches.device_batch_to_float`), so the one copy here is the
+  transfer to the device.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import grain
 import numpy as np
 
 from mspan_jax.data.grain_workers import in_workers
-from mspan_jax.data.patches import Batch, BatchSampler, batch_to_float
+from mspan_jax.data.patches import Batch, BatchSampler
+from mspan_jax.data.shm_slots import Receiver
 from mspan_jax.data.train_images import load_train_images
 from mspan_jax.data.train_spec import resolve_spec
 
@@ -37,27 +42,28 @@ _LAST_STEP = 2**62  # the step dataset is "endless": training stops long before
 
 
 class TrainIterator(Iterator[Batch]):
-    """Yields `sampler.batch(k)` for k = start_step, start_step + 1, ... in order.
+    """Yields `sampler.patches(k)` (uint8; float32 only for a noisy restoration input) for
+    k = start_step, start_step + 1, ... in order.
 
     grain: a MapDataset over the step numbers mapped to `sampler.patches`, cut by `workers` processes
     (`mp_prefetch`, worker i makes steps start + i, start + i + N, ...) or, with 0, by one thread of
-    this process; each keeps `prefetch` batches ready. The uint8 patches cross to this process
-    (shared memory) and a thread here converts them to float32, `prefetch` batches ahead. The workers
+    this process; each keeps `prefetch` batches ready. A worker's batch is shared memory (its reused
+    slots, `shm_slots`), read here as it is (no copy, no conversion: the train step converts on the
+    device, `patches.device_batch_to_float`; on the host, `patches.batch_to_float`). The workers
     unpickle the sampler, so they map the decoded images' file instead of copying them. `close()`
     stops them; an error in a worker re-raises on `next()`."""
 
     def __init__(self, sampler: BatchSampler, start_step: int = 0, prefetch: int = 2, workers: int = 0):
         self.sampler, self.step, self.workers = sampler, start_step, workers
         steps = grain.MapDataset.range(start_step, _LAST_STEP).map(sampler.patches)
-        floats = in_workers(steps, workers, prefetch).map(batch_to_float)
-        self._iterator = iter(grain.experimental.ThreadPrefetchIterDataset(
-            floats, prefetch_buffer_size=prefetch))
+        self._iterator = iter(in_workers(steps, workers, prefetch))
+        self._receiver = Receiver()
         self._received = 0
 
     def __next__(self) -> Batch:
         if self._iterator is None:
             raise StopIteration
-        batch = self._iterator.__next__()
+        batch = self._receiver.receive(self._iterator.__next__())
         self.step += 1
         self._received += 1
         if self._received == self.workers:  # every worker has mapped the images by now
@@ -83,8 +89,10 @@ class TrainIterator(Iterator[Batch]):
 
 def create_train_iterator(config: Any, *, start_step: int = 0, process_index: int | None = None,
                           process_count: int | None = None, verbose: bool = True) -> TrainIterator:
-    """Per-host training batches `{"lr": (B_local, p, p, C), "hr": (B_local, p*s, p*s, C)}` float32 in
-    [0, 1], `B_local = config.train.batch_size // process_count`, `p = hr_patch_size // scale`.
+    """Per-host training batches `{"lr": (B_local, p, p, C), "hr": (B_local, p*s, p*s, C)}` uint8
+    (a synthetic noisy restoration `lr`: float32 in about [0, 1]; `patches.batch_to_float` or, in a
+    jitted step, `patches.device_batch_to_float` gives float32 in [0, 1]),
+    `B_local = config.train.batch_size // process_count`, `p = hr_patch_size // scale`.
 
     Process defaults: `jax.process_index()` / `jax.process_count()`. Batch k depends only on
     (config.seed, process, k), so `start_step=k` resumes exactly without replaying. Decodes this

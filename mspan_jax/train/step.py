@@ -13,6 +13,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
+from mspan_jax.data.patches import device_batch_to_float
 from mspan_jax.train import sharding
 from mspan_jax.train.state import Optimizer, PyTree, TrainState
 
@@ -26,6 +27,7 @@ LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
 
 def loss_fn(params: PyTree, apply_fn: Callable[..., jax.Array], batch: Batch, loss: str) -> jax.Array:
     """Mean `loss` ('l1' or 'l2') between model(batch['lr']) and batch['hr'], in float32."""
+    batch = device_batch_to_float(batch)  # the pipeline's uint8 -> float32 in [0, 1], on the device
     sr = apply_fn({"params": params}, batch["lr"]).astype(jnp.float32)
     return LOSSES[loss](sr, batch["hr"].astype(jnp.float32))
 

@@ -1,0 +1,151 @@
+"""Shared-memory slots that a grain worker reuses for its batches, so that a batch costs no new
+shared memory: grain's own path (`SharedMemoryArray`) creates a segment per array in the worker,
+faults its fresh pages in, and has the training process map, fault and unlink it again, about as much
+CPU per patch as cutting the patch (measured in docs/data.md).
+
+A worker process owns up to `MAX_SLOTS` segments and one flags segment (a byte per slot: 1 while the
+training process may still read that slot). `WorkerSlots.array` hands out a free slot as an ndarray
+to cut into (a new segment only while every slot is busy); the batch crosses to the training process
+as `SlotRef`s (names, shape, dtype: a few bytes through grain's queue), which `receive` turns into
+`SlotArray` views of the same pages. The segments are mapped there once (and unlinked at once: the
+two mappings keep them alive); a worker that ends unlinks those never received (batches in flight),
+so nothing is left in /dev/shm. A slot is free again when its `SlotArray` (and every view of it, e.g.
+the one `jax.device_put` reads) is gone.
+"""
+
+from __future__ import annotations
+
+import _posixshmem
+import dataclasses
+import mmap
+import os
+from multiprocessing import resource_tracker, shared_memory, util
+from typing import Any
+
+import numpy as np
+
+MAX_SLOTS = 256  # per worker; beyond, grain's own shared memory (a consumer holding many batches)
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotRef:
+    """An array in slot `index` of a worker's segments: what crosses the process boundary."""
+    flags: str
+    segment: str
+    index: int
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class WorkerSlots:
+    """The segments of one worker process (created in it, on first use)."""
+
+    def __init__(self) -> None:
+        self._flags_shm = shared_memory.SharedMemory(create=True, size=MAX_SLOTS)
+        self.flags = np.ndarray((MAX_SLOTS,), np.uint8, buffer=self._flags_shm.buf)
+        self.flags[:] = 0
+        self._segments: list[shared_memory.SharedMemory] = []
+        util.Finalize(self, WorkerSlots._unlink, args=([self._flags_shm], self._segments),
+                      exitpriority=0)  # when the worker ends (not when killed: the tracker does)
+
+    @staticmethod
+    def _unlink(*groups: list[shared_memory.SharedMemory]) -> None:
+        """Removes the names of segments the training process never received (it unlinks the rest)."""
+        for shm in (shm for group in groups for shm in group):
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
+
+    def array(self, shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, SlotRef] | None:
+        """A free slot of at least the array's bytes as an ndarray to fill, and its reference;
+        None when all `MAX_SLOTS` are busy."""
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        index = next((j for j, shm in enumerate(self._segments)
+                      if not self.flags[j] and shm.size >= nbytes), None)
+        if index is None:
+            if len(self._segments) == MAX_SLOTS:
+                return None
+            self._segments.append(shared_memory.SharedMemory(create=True, size=max(nbytes, 1)))
+            index = len(self._segments) - 1
+        self.flags[index] = 1
+        shm = self._segments[index]
+        return (np.ndarray(shape, dtype, buffer=shm.buf),
+                SlotRef(self._flags_shm.name, shm.name, index, tuple(shape), dtype.str))
+
+
+_worker_slots: WorkerSlots | None = None
+
+
+def worker_array(shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, Any]:
+    """In a worker: an array to cut into, and what to send for it (a `SlotRef`, or, with every slot
+    busy, grain's `SharedMemoryArray` itself)."""
+    global _worker_slots
+    if _worker_slots is None:
+        _worker_slots = WorkerSlots()
+    made = _worker_slots.array(shape, dtype)
+    if made is None:
+        from grain.multiprocessing import SharedMemoryArray
+
+        array = SharedMemoryArray(shape, dtype)
+        return array, array
+    return made
+
+
+class SlotArray(np.ndarray):
+    """A received slot: frees it for its worker when this array and its views are gone."""
+
+    _flags: np.ndarray | None = None
+    _index = -1
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self._flags, self._index = None, -1  # views and results do not own the slot
+
+    def __array_wrap__(self, obj: Any, context: Any = None, return_scalar: bool = False) -> Any:
+        if return_scalar:
+            return obj[()]
+        return obj.view(np.ndarray)  # results of ufuncs are plain arrays
+
+    def __del__(self) -> None:
+        if self._flags is not None:
+            self._flags[self._index] = 0
+
+
+def _map_and_unlink(name: str) -> np.ndarray:
+    """A worker's segment mapped here as bytes, and unlinked: both processes map it now, so it is gone
+    from /dev/shm when both have ended. Arrays on it keep the mapping (an mmap) alive."""
+    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+    try:
+        mapping = mmap.mmap(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+    _posixshmem.shm_unlink("/" + name)
+    resource_tracker.unregister("/" + name, "shared_memory")  # registered by the worker that made it
+    return np.frombuffer(mapping, np.uint8)
+
+
+class Receiver:
+    """The training process's side: the workers' segments, each mapped once."""
+
+    def __init__(self) -> None:
+        self._mapped: dict[str, np.ndarray] = {}
+
+    def _map(self, name: str) -> np.ndarray:
+        mapped = self._mapped.get(name)
+        if mapped is None:
+            mapped = self._mapped[name] = _map_and_unlink(name)
+        return mapped
+
+    def array(self, ref: SlotRef) -> SlotArray:
+        flags, data = self._map(ref.flags), self._map(ref.segment)
+        dtype = np.dtype(ref.dtype)
+        size = int(np.prod(ref.shape)) * dtype.itemsize
+        array = data[:size].view(dtype).reshape(ref.shape).view(SlotArray)
+        array._flags, array._index = flags, ref.index
+        return array
+
+    def receive(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """`batch` with its `SlotRef`s as arrays (other values unchanged)."""
+        return {key: self.array(value) if isinstance(value, SlotRef) else value
+                for key, value in batch.items()}
