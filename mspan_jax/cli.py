@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from absl import app, flags, logging
 
-from mspan_jax.errors import ConfigError, UserError, first_line
+from mspan_jax.errors import ConfigError, UserError, first_line, is_disk_full
 
 # Errors that mean "the input is wrong", reported as one line without a traceback: the package's own
 # (CheckpointError, ImageReadError, MissingExtraError, ConfigError, ... all derive from UserError)
@@ -98,5 +98,10 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
             main(argv)
         except USER_ERRORS as e:
             fail(first_line(e))
+        except Exception as e:  # a full disk is the machine's state, not a bug: one line too
+            if not is_disk_full(e):
+                raise
+            fail(f"no space left on device ({first_line(e, typed=True, limit=300)}); nothing was left "
+                 "half-written: free space and run the same command again")
 
     app.run(guarded, flags_parser=parse_flags)

@@ -22,6 +22,26 @@ class DataError(UserError, ValueError):
     """An image set, folder or image pair cannot be used as asked (missing, empty or mismatched)."""
 
 
+class DiskFullError(UserError, OSError):
+    """A write ran out of space; what was written before is intact (the message says what)."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from, is ENOSPC: an OSError, or tensorstore's
+    ValueError ('RESOURCE_EXHAUSTED ... No space left on device [os_error_code=\'28\']')."""
+    import errno
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(error) or "os_error_code='28'" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def first_line(error: BaseException, *, typed: bool = False, limit: int | None = None) -> str:
     """The first line of an exception's message (cut to `limit` characters), or its type name when
     it has none; `typed` prefixes the type name ("OSError: ...") for errors from other libraries."""

@@ -8,6 +8,7 @@ cluster), or --coordinator_address/--num_processes/--process_id explicitly. See 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from absl import flags
@@ -63,14 +64,22 @@ def main(argv: Sequence[str]) -> None:
     config = _CONFIG.value
     initialize_distributed()
 
+    from mspan_jax.train.checkpoint import saved_steps
     from mspan_jax.train.loop import TrainingDivergedError, train_and_evaluate
+    from mspan_jax.train.preemption import Preempted
 
     try:
         train_and_evaluate(config, _WORKDIR.value)
     except TrainingDivergedError as e:
         cli.fail(str(e), code=1)
+    except Preempted as e:  # SIGTERM: saved; 128 + SIGTERM, as a shell reports a run it ended
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(143)
     except KeyboardInterrupt:
-        cli.fail(f"interrupted; run the same command again to resume from {_WORKDIR.value}", code=130)
+        steps = saved_steps(_WORKDIR.value)
+        cli.fail(f"interrupted; run the same command again to resume from step {steps[-1]} in "
+                 f"{_WORKDIR.value}" if steps else "interrupted before the first checkpoint; nothing "
+                 "was saved", code=130)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ depend on it.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
@@ -21,11 +22,15 @@ def in_worker() -> bool:
 
 
 def _worker_init(index: int, count: int) -> None:
-    """Runs first in every grain worker: marks the process as one (`in_worker`), and exits when the
-    training process is gone (killed by SIGKILL, say) instead of lingering as an orphan that holds
-    memory."""
+    """Runs first in every grain worker: marks the process as one (`in_worker`); ignores SIGINT and
+    SIGTERM, which Ctrl-C and schedulers send to the whole process group (the training process stops
+    its workers itself, after saving on SIGTERM, without a traceback from each worker or a leaked
+    shared-memory block); and exits when the training process is gone (killed by SIGKILL, say)
+    instead of lingering as an orphan that holds memory."""
     global _IN_WORKER
     _IN_WORKER = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
 
     def watch() -> None:

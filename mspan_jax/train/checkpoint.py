@@ -26,8 +26,14 @@ from mspan_jax.checkpoints.workdir import (
     open_manager,
     verified_state,
 )
-from mspan_jax.errors import first_line
+from mspan_jax.errors import DiskFullError, first_line, is_disk_full
 from mspan_jax.train.state import PyTree, TrainState
+
+
+def saved_steps(workdir: str | epath.Path) -> list[int]:
+    """The committed resumable steps in `workdir` (not orbax's unfinished temp dirs), sorted."""
+    resume = epath.Path(workdir) / RESUME_DIR
+    return sorted(int(p.name) for p in resume.iterdir() if p.name.isdigit()) if resume.is_dir() else []
 
 
 class TrainCheckpoints:
@@ -39,6 +45,7 @@ class TrainCheckpoints:
                                    async_save=train_config.async_checkpointing, best=False)
         self.best = open_manager(self.workdir / BEST_DIR, keep=1,
                                  async_save=train_config.async_checkpointing, best=True)
+        self._full = False  # a save ran out of space (reported once)
 
     def latest_step(self) -> int | None:
         return self.resume.latest_step()
@@ -56,13 +63,35 @@ class TrainCheckpoints:
                     continue
                 check_model_config(manager.directory, saved_model, model_config)
 
+    def _disk_full(self, error: BaseException) -> DiskFullError:
+        """The one-line error for a save that ran out of space (orbax writes a step to a temporary
+        directory and renames it when complete, so the earlier steps are intact)."""
+        self._full = True
+        steps = saved_steps(self.workdir)
+        kept = (f"the checkpoint of step {steps[-1]} is intact" if steps else
+                "no checkpoint had been saved yet")
+        return DiskFullError(f"no space left on device while saving a checkpoint under {self.workdir}; "
+                             f"{kept}; free space and run the same command again to resume")
+
+    def _guarded(self, call: Callable[[], Any]) -> Any:
+        """Runs an orbax call, turning a disk-full failure (raised here or by an earlier background
+        save) into one DiskFullError; after one, later failures of the same writes are dropped."""
+        try:
+            return call()
+        except Exception as e:
+            if self._full:
+                return None
+            if is_disk_full(e):
+                raise self._disk_full(e) from None
+            raise
+
     def save(self, state: TrainState, model_config: Mapping[str, Any]) -> None:
         """Saves the full state at its step (asynchronously when configured)."""
         step = int(jax.device_get(state.step))
         meta = {"model": model_config_dict(model_config), "step": step,
                 "checksums": checksums.record(state)}
-        self.resume.save(step, force=True, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        self._guarded(lambda: self.resume.save(step, force=True, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))))
 
     def save_best(self, step: int, params: PyTree, psnr: float, model_config: Mapping[str, Any]) -> None:
         """Offers `params` validated at `step`; only the one with the highest `psnr` is kept."""
@@ -70,8 +99,9 @@ class TrainCheckpoints:
                 "checksums": checksums.record({"params": params})}
         if step in self.best.all_steps():  # validated again after resuming from an earlier step
             self.best.delete(step)
-        self.best.save(step, force=True, metrics={"psnr": float(psnr)}, args=ocp.args.Composite(
-            state=ocp.args.StandardSave({"params": params}), meta=ocp.args.JsonSave(meta)))
+        self._guarded(lambda: self.best.save(
+            step, force=True, metrics={"psnr": float(psnr)}, args=ocp.args.Composite(
+                state=ocp.args.StandardSave({"params": params}), meta=ocp.args.JsonSave(meta))))
 
     def best_psnr(self) -> float | None:
         step = self.best.best_step()
@@ -119,9 +149,9 @@ class TrainCheckpoints:
 
     def wait(self) -> None:
         """Blocks until background saves are on disk."""
-        self.resume.wait_until_finished()
-        self.best.wait_until_finished()
+        self._guarded(self.resume.wait_until_finished)
+        self._guarded(self.best.wait_until_finished)
 
     def close(self) -> None:
-        self.resume.close()
-        self.best.close()
+        self._guarded(self.resume.close)
+        self._guarded(self.best.close)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +25,7 @@ from etils import epath
 from mspan_jax.config_base import task_of
 from mspan_jax.data.images import write_image
 from mspan_jax.data.pipeline import create_train_iterator
-from mspan_jax.errors import ConfigError
+from mspan_jax.errors import ConfigError, is_disk_full
 from mspan_jax.eval_suite import baseline_key
 from mspan_jax.files import write_json_atomic
 from mspan_jax.models.registry import get_model
@@ -36,6 +37,7 @@ from mspan_jax.train.console import (
     psnr_summary,
     validation_line,
 )
+from mspan_jax.train.preemption import Preempted, PreemptionWatch
 from mspan_jax.train.state import create_optimizer, create_train_state, total_steps
 from mspan_jax.train.step import LOSSES, make_train_step
 from mspan_jax.train.summary import SummaryWriter
@@ -207,6 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 f"loss or gradients became NaN/Inf at step {first_bad}; stopped without saving, {kept}; "
                 "lower --config.train.learning_rate or set --config.train.grad_clip_norm")
 
+    # SIGTERM (preemption): every process saves at the same step and raises Preempted.
+    watch = PreemptionWatch(every=config.train.log_every_steps).start()
     try:
         while step < num_steps:
             local = first_batch if step == start_step else next(batches)
@@ -237,10 +241,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 timer_step, timer_start = step, time.perf_counter()
 
             paused = time.perf_counter()
-            if step % config.train.checkpoint_every_steps == 0 or is_last:
+            preempted = watch.agreed(step) and not is_last
+            if step % config.train.checkpoint_every_steps == 0 or is_last or preempted:
                 check_finite()
                 checkpoints.save(state, config.model)
                 last_saved = step
+            if preempted:
+                checkpoints.wait()
+                raise Preempted(step, f"SIGTERM: saved the checkpoint of step {step} in "
+                                f"{workdir_path / 'checkpoints'}; run the same command again to resume")
             if step % config.train.eval_every_steps == 0 or is_last:
                 check_finite()
                 params = host_params(state.eval_params())
@@ -266,12 +275,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         write_image(workdir_path / SAMPLES_DIR / f"{name}_step{step:07d}.png", picture)
             timer_start += time.perf_counter() - paused  # steps/s counts training time only
     finally:
+        stopping = sys.exc_info()[1]  # what ends the run early, if anything
+        watch.stop()
         if hasattr(batches, "close"):
             batches.close()
         checkpoints.wait()
         checkpoints.close()
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except OSError as e:  # a full disk that already stopped the run: that error is the one
+                if stopping is None or not is_disk_full(e):
+                    raise
         if lock is not None:
             lock.release()
     print_final_summary(workdir_path, config, last_results)

@@ -1,0 +1,79 @@
+"""Saving on preemption: SIGTERM (what TPU/GKE/SLURM send before taking a machine away) makes every
+process of a run save a checkpoint at the same step and stop.
+
+The signal handler only sets a flag. The loop asks `PreemptionWatch.agreed(step)` after each step;
+with several processes they must agree on one step (orbax's save is collective, and a process that
+stopped alone would leave the others waiting in the next step's all-reduce), so at every
+`every`-th step they gather their flags (`multihost_utils.process_allgather`, a tiny all-gather over
+the same collectives as the train step) and all stop when any saw the signal. One process needs no
+agreement and checks its flag after every step.
+
+Why not `multihost_utils.reached_preemption_sync_point`: it needs the preemption service of
+`jax.distributed`, so it does nothing in a one-process run (the common single-GPU case), and a
+CPU test can only reach it by starting the coordination service; the gathered flag works the same
+on one process, on CPU processes over gloo, and on a pod. The cost: one all-gather every `every`
+steps, where the loop already waits for the device (its logging step).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import jax
+import numpy as np
+
+
+class Preempted(Exception):  # noqa: N818 - not an error: the run stopped as asked
+    """The run saved a checkpoint at `step` on SIGTERM and stopped; the same command resumes it."""
+
+    def __init__(self, step: int, message: str):
+        super().__init__(message)
+        self.step = step
+
+
+class PreemptionWatch:
+    """Catches SIGTERM between `start` and `stop` (or as a context manager; main thread only,
+    elsewhere it watches nothing). A second SIGTERM ends the process at once, as the default
+    handler would."""
+
+    def __init__(self, every: int = 1):
+        self.every = max(1, int(every))
+        self.signalled = False
+        self._previous = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signalled:  # asked twice: stop waiting for the next step
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+        self.signalled = True
+
+    def start(self) -> PreemptionWatch:
+        """Installs the SIGTERM handler (in the main thread; elsewhere Python allows none)."""
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def stop(self) -> None:
+        """Puts the previous SIGTERM handler back."""
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def __enter__(self) -> PreemptionWatch:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def agreed(self, step: int) -> bool:
+        """Whether every process stops after `step` (call on all processes after every step)."""
+        if jax.process_count() == 1:
+            return self.signalled
+        if step % self.every:
+            return False
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.asarray(self.signalled, np.int32))
+        return bool(np.any(flags))

@@ -1,0 +1,67 @@
+"""The sharded train step and the inference function lower for TPU and CUDA from this CPU-only
+machine (`jax.export`: tracing and lowering, no compilation), and contain nothing that runs on the
+CPU only (a lapack custom call, a host callback): what would otherwise show up first on a pod."""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+from jax import export
+
+from mspan_jax.config_base import sr_config
+from mspan_jax.models.registry import get_model
+from mspan_jax.train import lowering
+
+PLATFORMS = ("tpu", "cuda")
+
+
+def test_full_size_train_step_lowers_portably():
+    config = sr_config("mspan", 4)  # the paper's MSPAN x4, batch 16 of LR 48 over 8 devices
+    exported = lowering.export_train_step(config, PLATFORMS, num_devices=8, batch_size=16, lr_size=48)
+    assert exported.platforms == PLATFORMS and exported.nr_devices == 8
+    assert lowering.non_portable_parts(exported) == []
+    state_in, batch_in = exported.in_avals[:-2], exported.in_avals[-2:]
+    assert [a.shape for a in batch_in] == [(16, 192, 192, 3), (16, 48, 48, 3)]  # hr, lr (sorted keys)
+    assert len(exported.out_avals) > len(state_in)  # the new state and the metrics
+
+
+def test_full_size_inference_lowers_portably():
+    exported = lowering.export_abstract_inference(sr_config("mspan", 4).model, PLATFORMS)
+    assert exported.platforms == PLATFORMS
+    assert lowering.non_portable_parts(exported) == []
+    assert exported.out_avals[0].str_short().endswith("[b,4*h,4*w,3]")
+
+
+def test_the_export_script_lowers_portably():
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        from export import export_model  # as tests/test_figures.py imports it
+    finally:
+        sys.path.pop(0)
+    config = sr_config("mspan", 2)
+    config.model.num_features, config.model.num_blocks, config.model.num_units = 8, 1, 1
+    model = get_model(config.model)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
+    variables = jax.tree.map(lambda a: np.full(a.shape, 0.01, a.dtype), shapes)  # no init compile
+    exported = export_model(model, variables, 3, ["cpu", *PLATFORMS])
+    assert lowering.non_portable_parts(exported) == []
+
+
+def test_the_scan_catches_cpu_only_parts():
+    """The check itself: a CPU lapack call and a host callback are both named (`jax.export` refuses
+    a host callback outright; the scan also reads a jitted function's lowered text)."""
+    def cpu_only(x):
+        q, _ = jnp.linalg.qr(x)
+        return jax.pure_callback(np.sin, jax.ShapeDtypeStruct(x.shape, x.dtype), q)
+
+    x = jax.ShapeDtypeStruct((4, 4), jnp.float32)
+    found = lowering.non_portable_parts(jax.jit(cpu_only).lower(x).as_text())
+    assert any(p.startswith("custom_call lapack_") for p in found), found
+    assert any(p.startswith("host callback ") for p in found), found
+    with pytest.raises(NotImplementedError, match="host_callbacks"):
+        export.export(jax.jit(cpu_only), platforms=("cpu",))(x)

@@ -1,0 +1,154 @@
+"""Preemption: SIGTERM at a random moment after the first step makes every process save at the same
+step and exit 143 with one line; the same command then resumes to the straight run's params. With
+grain workers, SIGTERM or Ctrl-C sent to the whole process group (as schedulers and terminals do)
+ends them quietly; the "run the same command again" hint is only given when a checkpoint exists."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from conftest import subprocess_env, tiny_train_config_source
+from test_train_parallel import _free_port, _load_config, _max_diff
+
+from mspan_jax.checkpoints.workdir import load_latest_state
+from mspan_jax.train import loop
+from mspan_jax.train.checkpoint import saved_steps
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 300
+FIRST_STEP = "compiled and ran the first step"
+
+
+class _Run:
+    """A scripts/train.py process in its own process group, its output collected as it comes."""
+
+    def __init__(self, config: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None):
+        self.proc = subprocess.Popen(
+            [sys.executable, "scripts/train.py", f"--config={config}", f"--workdir={workdir}", *extra],
+            cwd=REPO, env=env or subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._threads = [threading.Thread(target=lambda s=s, d=d: d.extend(iter(s.readline, "")),
+                                          daemon=True)
+                         for s, d in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for t in self._threads:
+            t.start()
+
+    def wait_for_output(self, text: str) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while not any(text in line for line in self.out):
+            assert self.proc.poll() is None, f"exited early: {''.join(self.err)[-3000:]}"
+            assert time.monotonic() < deadline, f"timed out waiting for {text!r}"
+            time.sleep(0.05)
+
+    def signal_group(self, signum: int) -> None:
+        os.killpg(self.proc.pid, signum)
+
+    def finish(self) -> tuple[int, str, str]:
+        try:
+            code = self.proc.wait(timeout=TIMEOUT)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        for t in self._threads:
+            t.join(timeout=10)
+        return code, "".join(self.out), "".join(self.err)
+
+
+def _quiet(stderr: str) -> None:
+    assert "Traceback" not in stderr and "leaked" not in stderr, stderr[-3000:]
+
+
+def test_sigterm_saves_and_the_same_command_resumes_exactly(tmp_path):
+    config = tmp_path / "tiny.py"  # 2 grain workers; only the SIGTERM save before the end
+    config.write_text(tiny_train_config_source(
+        data__num_workers=2, train__num_steps=1000, train__log_every_steps=10,
+        train__checkpoint_every_steps=1000, train__eval_every_steps=1000))
+    workdir = tmp_path / "run"
+
+    run = _Run(config, workdir)
+    run.wait_for_output(FIRST_STEP)
+    time.sleep(random.uniform(0.0, 0.5))  # a random moment after the first step
+    run.signal_group(signal.SIGTERM)  # as a scheduler does: the trainer and its workers
+    code, out, err = run.finish()
+    assert code == 143, err[-3000:]
+    _quiet(err)
+    (saved,) = saved_steps(workdir)
+    assert 1 <= saved < 1000
+    assert err.strip().splitlines()[-1] == (f"SIGTERM: saved the checkpoint of step {saved} in "
+                                            f"{workdir / 'checkpoints'}; run the same command again "
+                                            "to resume")
+
+    code, out, err = _Run(config, workdir).finish()  # the same command
+    assert code == 0, err[-3000:]
+    assert f"at step {saved}" in out and "step 1000/1000" in out
+
+    loop.train_and_evaluate(_load_config(config), str(tmp_path / "straight"))
+    a, b = load_latest_state(tmp_path / "straight"), load_latest_state(workdir)
+    assert int(a["step"]) == int(b["step"]) == 1000
+    for key in ("params", "opt_state"):
+        assert _max_diff(a[key], b[key]) <= 1e-6, key
+
+
+def test_ctrl_c_before_a_checkpoint_says_nothing_was_saved(tmp_path):
+    config = tmp_path / "tiny.py"
+    config.write_text(tiny_train_config_source(
+        data__num_workers=2, train__num_steps=100000, train__checkpoint_every_steps=100000))
+    run = _Run(config, tmp_path / "run")
+    run.wait_for_output(FIRST_STEP)
+    run.signal_group(signal.SIGINT)  # what Ctrl-C in a terminal does
+    code, _, err = run.finish()
+    assert code == 130, err[-3000:]
+    _quiet(err)
+    assert err.strip().splitlines()[-1] == ("error: interrupted before the first checkpoint; nothing "
+                                            "was saved")
+
+
+def _launch_two(config: Path, workdir: Path) -> list[_Run]:
+    port = _free_port()
+    env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    return [_Run(config, workdir, f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                 f"--process_id={i}", env=env) for i in range(2)]
+
+
+def test_two_processes_agree_on_the_step_and_resume_exactly(tmp_path):
+    """SIGTERM to process 1 only: both save the same step, the next multiple of log_every_steps
+    (3); the same two commands then end where two processes run straight end."""
+    every = 3
+    config = tmp_path / "tiny.py"
+    config.write_text(tiny_train_config_source(
+        train__batch_size=8, train__num_steps=300, train__learning_rate=1e-3, train__ema_decay=0.5,
+        train__log_every_steps=every, train__checkpoint_every_steps=1000,
+        train__eval_every_steps=1000, eval__num_summary_images=1))
+    workdir, straight = tmp_path / "two", tmp_path / "straight"
+    runs = _launch_two(config, workdir)
+    runs[0].wait_for_output(FIRST_STEP)
+    time.sleep(random.uniform(0.0, 0.5))
+    runs[1].proc.send_signal(signal.SIGTERM)
+    results = [run.finish() for run in runs]
+    (saved,) = saved_steps(workdir)
+    assert saved % every == 0 and 1 <= saved < 300
+    for code, _, err in results:
+        assert code == 143, err[-3000:]
+        _quiet(err)
+        assert err.strip().splitlines()[-1].startswith(f"SIGTERM: saved the checkpoint of step {saved} ")
+
+    for target in (workdir, straight):  # the same two commands again; two processes run straight
+        results = [run.finish() for run in _launch_two(config, target)]
+        for code, _, err in results:
+            assert code == 0, err[-3000:]
+        assert "step 300/300" in results[0][1]
+        assert (f"at step {saved}" in results[0][1]) == (target == workdir)
+
+    a, b = load_latest_state(straight), load_latest_state(workdir)
+    assert int(a["step"]) == int(b["step"]) == 300
+    for key in ("params", "opt_state", "ema_params"):
+        assert _max_diff(a[key], b[key]) <= 1e-6, key
