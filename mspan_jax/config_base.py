@@ -15,9 +15,12 @@ MODEL_DEFAULTS = {
     "mspan": dict(num_features=48, num_blocks=6, num_units=3, distill_rate=0.5, attention="mspa",
                   attention_reduction=4, ca_reduction=16, mspa_interactions=2, in_channels=3,
                   out_channels=3),
-    "mspan_ir": dict(num_features=48, num_blocks=6, num_units=3, distill_rate=0.5, attention="mspa",
-                     attention_reduction=4, ca_reduction=16, mspa_interactions=2, in_channels=3,
-                     out_channels=3),
+    # MSPAN-IR as networks.png (c) draws it (head, 6 x [IDDB, LN + MLP], tail, global skip); C=54
+    # and an MLP of 2C are the open widths that give the tables' 8.3 x 10^5 params
+    # (docs/restoration.md). The IDDB is the SR one.
+    "mspan_ir": dict(num_features=54, num_blocks=6, num_units=3, distill_rate=0.5, attention="mspa",
+                     attention_reduction=4, ca_reduction=16, mspa_interactions=2, mlp_ratio=2.0,
+                     in_channels=3, out_channels=3),
     # The official IMDN: nf=64, 6 IMDBs, distillation 0.25, CCA reduction 16.
     "imdn": dict(num_features=64, num_modules=6, distill_rate=0.25, cca_reduction=16,
                  in_channels=3, out_channels=3),
