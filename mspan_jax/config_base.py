@@ -106,14 +106,17 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
 
 
 # Gaussian denoising: the noise levels of the DnCNN / FFDNet tables, and the blind range (DnCNN-B).
-NOISE_LEVELS = (15, 25, 50)
+# 15 / 25 / 50: the DnCNN / FFDNet tables; 30 / 50 / 70: DuRN's, which the MSPAN paper's Gaussian
+# denoising table follows (docs/restoration.md).
+NOISE_LEVELS = (15, 25, 30, 50, 70)
+PAPER_NOISE_LEVELS = (30, 50, 70)
 BLIND_SIGMA_RANGE = (0.0, 55.0)
 
 
 def noise_level(arg: str | None, default: int = 25) -> tuple[float, tuple[float, ...]]:
     """`(noise_sigma, noise_sigma_range)` of a denoising config's argument: the text after ':' in
-    `--config configs/denoise_color.py:25` ("15" | "25" | "50"), or "blind" (train on sigma drawn
-    from BLIND_SIGMA_RANGE per patch, validate at `default`); None (no ':'): `default`."""
+    `--config configs/denoise_color.py:25` ("15" | "25" | "30" | "50" | "70"), or "blind" (train on
+    sigma drawn from BLIND_SIGMA_RANGE per patch, validate at `default`); None (no ':'): `default`."""
     if arg is None or str(arg).strip() == "":
         return float(default), ()
     text = str(arg).strip().lower()
