@@ -25,9 +25,11 @@ def get_config():
     config.train.batch_size = 4
     config.train.learning_rate = 1e-3
     config.train.ema_decay = 0.995
-    config.train.num_steps = 2000
+    # Figure (c)'s network (LayerNorm + MLP stages, Tanh tail) converges more slowly than the SR trunk
+    # it replaced: at 2,000 steps it tied non-local means (30.00 against 30.02 dB); 3,000 steps.
+    config.train.num_steps = 3000
     config.train.steps_per_epoch = 100
-    config.train.lr_decay_epochs = 14  # halve the learning rate after 1,400 steps
+    config.train.lr_decay_epochs = 21  # halve the learning rate after 2,100 steps
     config.train.log_every_steps = 100
     config.train.checkpoint_every_steps = 500
     config.train.eval_every_steps = 500
