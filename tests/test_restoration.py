@@ -360,3 +360,18 @@ def test_a_bad_config_argument_fails_in_one_line(tmp_path):
     line = error_line(proc)
     assert "configs/denoise_color.py:35: cannot load it (ValueError: noise level '35'" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_visualize_mspa_reads_the_stages_of_mspan_ir():
+    """scripts/visualize_mspa.py's maps come from figure (c)'s `stage{i}/iddb/mspa` as from MSPAN's
+    `body/IDDB{i}/mspa`."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        from visualize_mspa import mspa_maps
+    finally:
+        sys.path.pop(0)
+    model = get_model(tiny_ir())
+    variables = random_variables(tiny_ir())
+    maps = mspa_maps(model, variables, RNG.random((16, 12, 3), dtype=np.float32), [1])
+    assert {k: v.shape for k, v in maps[1].items()} == {k: (16, 12) for k in ("input", "attention",
+                                                                             "output")}
