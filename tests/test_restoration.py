@@ -364,14 +364,17 @@ def test_a_bad_config_argument_fails_in_one_line(tmp_path):
 
 def test_visualize_mspa_reads_the_stages_of_mspan_ir():
     """scripts/visualize_mspa.py's maps come from figure (c)'s `stage{i}/iddb/mspa` as from MSPAN's
-    `body/IDDB{i}/mspa`."""
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    try:
-        from visualize_mspa import mspa_maps
-    finally:
-        sys.path.pop(0)
-    model = get_model(tiny_ir())
-    variables = random_variables(tiny_ir())
-    maps = mspa_maps(model, variables, RNG.random((16, 12, 3), dtype=np.float32), [1])
-    assert {k: v.shape for k, v in maps[1].items()} == {k: (16, 12) for k in ("input", "attention",
-                                                                             "output")}
+    `body/IDDB{i}/mspa` (in a subprocess: the script defines absl flags on import)."""
+    code = ("import sys, jax, numpy as np\n"
+            "sys.path.insert(0, 'scripts'); sys.path.insert(0, 'tests')\n"
+            "from conftest import tiny_model_config\n"
+            "from mspan_jax.models import get_model\n"
+            "from visualize_mspa import mspa_maps\n"
+            "model = get_model(tiny_model_config('mspan_ir', 1))\n"
+            "v = model.init(jax.random.key(0), np.zeros((1, 16, 12, 3), np.float32))\n"
+            "maps = mspa_maps(model, v, np.random.rand(16, 12, 3).astype(np.float32), [2])\n"
+            "print(sorted((k, a.shape) for k, a in maps[2].items()))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(sorted((k, (16, 12)) for k in ("attention", "input", "output")))
