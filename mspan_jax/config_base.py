@@ -28,9 +28,12 @@ MODEL_DEFAULTS = {
     "mspan": dict(num_features=48, num_blocks=6, num_units=3, distill_rate=0.5, attention="mspa",
                   attention_reduction=4, ca_reduction=16, mspa_interactions=2, in_channels=3,
                   out_channels=3),
-    "mspan_ir": dict(num_features=48, num_blocks=6, num_units=3, distill_rate=0.5, attention="mspa",
-                     attention_reduction=4, ca_reduction=16, mspa_interactions=2, in_channels=3,
-                     out_channels=3),
+    # MSPAN-IR as networks.png (c) draws it (head, 6 x [IDDB, LN + MLP], tail, global skip); C=54
+    # and an MLP of 2C are the open widths that give the tables' 8.3 x 10^5 params
+    # (docs/restoration.md). The IDDB is the SR one.
+    "mspan_ir": dict(num_features=54, num_blocks=6, num_units=3, distill_rate=0.5, attention="mspa",
+                     attention_reduction=4, ca_reduction=16, mspa_interactions=2, mlp_ratio=2.0,
+                     in_channels=3, out_channels=3),
     # The official IMDN: nf=64, 6 IMDBs, distillation 0.25, CCA reduction 16.
     "imdn": dict(num_features=64, num_modules=6, distill_rate=0.25, cca_reduction=16,
                  in_channels=3, out_channels=3),
@@ -182,14 +185,17 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
 
 
 # Gaussian denoising: the noise levels of the DnCNN / FFDNet tables, and the blind range (DnCNN-B).
-NOISE_LEVELS = (15, 25, 50)
+# 15 / 25 / 50: the DnCNN / FFDNet tables; 30 / 50 / 70: DuRN's, which the MSPAN paper's Gaussian
+# denoising table follows (docs/restoration.md).
+NOISE_LEVELS = (15, 25, 30, 50, 70)
+PAPER_NOISE_LEVELS = (30, 50, 70)
 BLIND_SIGMA_RANGE = (0.0, 55.0)
 
 
 def noise_level(arg: str | None, default: int = 25) -> tuple[float, tuple[float, ...]]:
     """`(noise_sigma, noise_sigma_range)` of a denoising config's argument: the text after ':' in
-    `--config configs/denoise_color.py:25` ("15" | "25" | "50"), or "blind" (train on sigma drawn
-    from BLIND_SIGMA_RANGE per patch, validate at `default`); None (no ':'): `default`."""
+    `--config configs/denoise_color.py:25` ("15" | "25" | "30" | "50" | "70"), or "blind" (train on
+    sigma drawn from BLIND_SIGMA_RANGE per patch, validate at `default`); None (no ':'): `default`."""
     if arg is None or str(arg).strip() == "":
         return float(default), ()
     text = str(arg).strip().lower()

@@ -9,7 +9,10 @@ allocated), in the two conventions of the MSPAN paper's tables (`complexity.coun
 pooling ops: the MSPAN rows). Where 1280 or 720 is not a multiple of the scale (x3) the LR side is
 rounded up (427x240), and the floor count (426x240) is given beside it. When the config is one the
 paper prints (MSPAN x2/x3/x4; MSPAN x2 with attention none/ca/esa; IMDN x2/x3/x4), the paper's
-figures are printed beside ours with ok / miss (`mspan_jax.models.paper_counts`).
+figures are printed beside ours with ok / miss (`mspan_jax.models.paper_counts`). For the
+paper's MSPAN-IR (configs/denoise_gray.py, denoise_real.py, derain.py) it is the restoration tables'
+params figure, printed "8.3x10^-5" there and read as 8.3 x 10^5 (docs/restoration.md); mult-adds
+are then for a 1280x720 input, which the tables do not print.
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ from mspan_jax.models.complexity import (
     count_params,
     sr_input_shape,
 )
-from mspan_jax.models.paper_counts import mult_adds_ok, paper_row, params_ok, verdict
+from mspan_jax.models.paper_counts import (
+    mult_adds_ok,
+    paper_row,
+    params_ok,
+    restoration_row,
+    verdict,
+)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py; "
                                           "override keys with e.g. --config.model.attention=ca.")
@@ -93,6 +102,11 @@ def model_info(model_config: Any) -> dict[str, Any]:
         if floor_shape != shape:
             paper["mult_adds_lr_floor"] = verdict(mult_adds_ok(row, info[f"{row.convention}_lr_floor"]))
         info["paper"] = paper
+    ir_row = restoration_row(model_config)
+    if ir_row is not None:
+        info["paper"] = {"row": ir_row.label, "table": ir_row.tables, "params_printed": ir_row.printed,
+                         "params_figure": ir_row.mantissa * 10**ir_row.exponent,
+                         "params": verdict(ir_row.ok(n_params))}
     return info
 
 
@@ -103,9 +117,13 @@ def print_table(info: dict[str, Any]) -> None:
     attention = f" (attention {info['attention']})" if "attention" in info else ""
     print(f"model      {info['model']} x{scale}{attention}")
     print(f"params     {info['params']:,}")
-    print(f"mult-adds  {info['macs'] / 1e9:.2f} G  (multiply-adds of every conv; LR input "
-          f"{shape[2]}x{shape[1]} -> SR {shape[2] * scale}x{shape[1] * scale}, the papers' {w}x{h} "
-          "convention)")
+    if scale == 1:
+        print(f"mult-adds  {info['macs'] / 1e9:.2f} G  (multiply-adds of every conv; a {shape[2]}x"
+              f"{shape[1]} input, restoration keeps the size)")
+    else:
+        print(f"mult-adds  {info['macs'] / 1e9:.2f} G  (multiply-adds of every conv; LR input "
+              f"{shape[2]}x{shape[1]} -> SR {shape[2] * scale}x{shape[1] * scale}, the papers' "
+              f"{w}x{h} convention)")
     print(f"           {info['macs_with_bias'] / 1e9:.2f} G  with one add per bias and the pooling "
           "ops (the MSPAN rows' convention)")
     if "input_shape_nhwc_lr_floor" in info:
@@ -113,7 +131,11 @@ def print_table(info: dict[str, Any]) -> None:
         print(f"           at the floor LR {fw}x{fh}: {info['macs_lr_floor'] / 1e9:.2f} G, "
               f"{info['macs_with_bias_lr_floor'] / 1e9:.2f} G with bias adds and pooling")
     paper = info.get("paper")
-    if paper is not None:
+    if paper is not None and "params_printed" in paper:
+        print(f"\npaper      {paper['row']}:")
+        print(f"  params     {paper['params_printed']}  ours {info['params']:,} "
+              f"({info['params'] / 1e5:.3f} x 10^5)  {paper['params']}")
+    elif paper is not None:
         key = paper["convention"]
         print(f"\npaper      {paper['row']}, {paper['table']}:")
         printed_params, printed_macs = f"{paper['params_k']}K", f"{paper['mult_adds_g']:.1f} G"

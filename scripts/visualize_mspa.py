@@ -108,9 +108,12 @@ def centre_crop(img: np.ndarray, max_side: int) -> np.ndarray:
 def mspa_maps(model: Any, variables: Any, x: np.ndarray,
               blocks: Sequence[int]) -> dict[int, dict[str, np.ndarray]]:
     """{block: {"input"|"attention"|"output": channel-averaged (H, W) map}} of one float image."""
+    def block(tree, b):  # MSPAN: body/IDDB{b}; MSPAN-IR (figure (c)): stage{b}/iddb
+        return tree["body"][f"IDDB{b}"] if "body" in tree else tree[f"stage{b}"]["iddb"]
+
     def run(v, batch):
         _, state = model.apply(v, batch, mutable=["intermediates"])
-        return {b: {k: jnp.mean(state["intermediates"]["body"][f"IDDB{b}"]["mspa"][k][0][0], axis=-1)
+        return {b: {k: jnp.mean(block(state["intermediates"], b)["mspa"][k][0][0], axis=-1)
                     for k, _ in STAGES} for b in blocks}
 
     return jax.tree.map(np.asarray, jax.jit(run)(variables, jnp.asarray(x[None])))

@@ -69,7 +69,7 @@ def test_torch_reference_imdn_is_the_official_size():
 
 @pytest.mark.parametrize("name, scale, attention, params", [
     ("mspan", 4, "mspa", 611_952), ("mspan", 2, "none", 542_652), ("mspan", 2, "ca", 544_686),
-    ("mspan", 2, "esa", 582_252), ("mspan_ir", 1, "mspa", None)])
+    ("mspan", 2, "esa", 582_252), ("mspan_ir", 1, "mspa", 827_427), ("mspan_ir", 1, "ca", None)])
 def test_torch_reference_mspan_has_the_flax_parameter_count(name, scale, attention, params):
     cfg = model_config(name, scale)
     cfg.attention = attention
@@ -77,7 +77,8 @@ def test_torch_reference_mspan_has_the_flax_parameter_count(name, scale, attenti
     n = sum(p.numel() for p in model.parameters())
     assert n == count_params(expected_variables(cfg)) and n == (params or n)
     assert sorted(key_map(cfg).values()) == sorted(model.state_dict())
-    block = {k.split(".")[1] for k in model.state_dict() if k.startswith("IDDB1.")}
+    first = "IDDB1." if name == "mspan" else "stage1.iddb."
+    block = {k[len(first):].split(".")[0] for k in model.state_dict() if k.startswith(first)}
     assert block & {"mspa", "ca", "esa"} == ({attention} - {"none"})
 
 
@@ -163,8 +164,9 @@ def test_conv_layouts():
                            r"upsampler.0.bias has \(12,\), expected \(27,\)"),
         (tiny("mspan", 2, num_features=16), "shape mismatch \\[\\d+\\]: .*"),
         (tiny("mspan", 2, num_blocks=1), "unexpected \\[\\d+\\]: IDDB2.AU1.bias"),
-        (tiny("mspan_ir", 1), "missing \\[2\\]: out_conv.bias, out_conv.weight; unexpected \\[4\\]: "
-                              "rec_conv.bias, rec_conv.weight, upsampler.0.bias, upsampler.0.weight"),
+        (tiny("mspan_ir", 1), r"looks like mspan x2, num_features=8, attention=mspa but config.model "
+                              r"is mspan_ir x1.*missing \[84\]: head_conv1.bias.*unexpected \[74\]: "
+                              r"IDDB1.AU1.bias"),
         (tiny("mspan", 2, attention="esa"), r"looks like mspan x2, num_features=8, attention=mspa but "
                                             r"config.model is mspan x2, num_features=8, attention=esa;"
                                             r".*missing \[28\]: IDDB1.esa.conv1.bias.*"
@@ -177,6 +179,33 @@ def test_refuses_another_architecture_scale_or_width(cfg, message):
     with pytest.raises(ConversionError, match=message) as info:
         convert_state_dict(cfg, state)
     assert "\n" not in str(info.value) and len(str(info.value)) < 1500
+
+
+def test_state_dicts_of_mspan_ir_are_named_and_the_retired_one_refused():
+    """The figure (c) MSPAN-IR's state_dict is recognized (width, attention); one of the MSPAN-IR
+    before issue 21 (the SR trunk + out_conv) is refused, named as retired, in one line."""
+    cfg = tiny("mspan_ir", 1, attention="ca")
+    state = numpy_state_dict(random_torch_model(cfg))
+    with pytest.raises(ConversionError, match="looks like mspan_ir, num_features=8, attention=ca but"):
+        convert_state_dict(tiny("mspan_ir", 1, num_features=16), state)
+    retired = {k: v for k, v in numpy_state_dict(random_torch_model(tiny("mspan", 2))).items()
+               if not k.startswith(("rec_conv.", "upsampler."))}
+    retired["out_conv.weight"], retired["out_conv.bias"] = np.zeros((3, 8, 3, 3)), np.zeros(3)
+    with pytest.raises(ConversionError, match="looks like the MSPAN-IR of before issue 21") as info:
+        convert_state_dict(tiny("mspan_ir", 1), retired)
+    assert "\n" not in str(info.value)
+
+
+def test_layer_norm_maps_to_torch_weight():
+    cfg = tiny("mspan_ir", 1)
+    state = numpy_state_dict(random_torch_model(cfg))
+    params = convert_state_dict(cfg, state)["params"]
+    np.testing.assert_array_equal(np.asarray(params["stage2"]["norm"]["scale"]),
+                                  state["stage2.norm.weight"])
+    assert key_map(cfg)["stage1/norm/scale"] == "stage1.norm.weight"
+    w = state["stage1.mlp_fc1.weight"]  # (hidden, C, 1, 1)
+    np.testing.assert_array_equal(np.asarray(params["stage1"]["mlp_fc1"]["kernel"])[0, 0],
+                                  w[:, :, 0, 0].T)
 
 
 def test_long_key_lists_are_truncated():
@@ -282,6 +311,23 @@ TINY_OVERRIDES = ("--config.model.num_features=8", "--config.model.num_blocks=2"
 # (x4, the default MSPA) and --attention (ESA, whose 7x7 stride-3 max pool sees a 15x19 map there).
 PARITY_CASES = [(2, "mspa", "tiny"), (3, "mspa", "tiny"), (4, "mspa", "full"), (2, "none", "tiny"),
                 (2, "ca", "tiny"), (2, "esa", "full")]
+
+
+def test_cli_verify_agrees_with_the_reference_for_mspan_ir(tmp_path):
+    """The paper's MSPAN-IR (figure (c), C=54, n=6, gray) through --config configs/denoise_gray.py:50:
+    random reference weights convert and --verify agrees with PyTorch."""
+    cfg = model_config("mspan_ir", 1)
+    cfg.in_channels = cfg.out_channels = 1
+    state = numpy_state_dict(random_torch_model(cfg, seed=7, std=None))
+    assert sum(v.size for v in state.values()) == 825_481
+    torch.save(tensors(state), tmp_path / "w.pth")
+    out = tmp_path / "ckpt"
+    result = run_cli("--config=configs/denoise_gray.py:50", f"--src={tmp_path / 'w.pth'}",
+                     f"--out={out}", "--verify")
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("verify: "))
+    assert float(line.split(" = ")[1].split()[0]) <= 1e-4
+    assert sorted(load_params(out, cfg)["params"]["stage6"]) == ["iddb", "mlp_fc1", "mlp_fc2", "norm"]
 
 
 @pytest.mark.parametrize("scale, attention, width", PARITY_CASES,

@@ -16,7 +16,14 @@ from mspan_jax.config_base import MODEL_DEFAULTS, model_config
 from mspan_jax.models import CA, ESA, IMDN, MSPA, MSPAN, MSPANIR, get_model, pixel_shuffle
 from mspan_jax.models.attention import ATTENTIONS
 from mspan_jax.models.complexity import abstract_variables, count_ops, count_params, sr_input_shape
-from mspan_jax.models.paper_counts import PAPER_ROWS, mult_adds_ok, paper_row, params_ok
+from mspan_jax.models.paper_counts import (
+    PAPER_ROWS,
+    RESTORATION_ROW,
+    mult_adds_ok,
+    paper_row,
+    params_ok,
+    restoration_row,
+)
 from mspan_jax.models.registry import RETIRED_MSPAN_KEYS
 
 TINY_MSPAN = dict(num_features=8, num_blocks=2, num_units=2)
@@ -119,6 +126,15 @@ def test_model_info_prints_the_paper_rows_and_takes_config_overrides(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
     assert "architecture changed" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_model_info_prints_the_restoration_tables_figure():
+    """`model_info.py --config configs/denoise_gray.py:50`: the size, with the tables' 8.3x10^5."""
+    result = run_script("model_info.py", "--config", "configs/denoise_gray.py:50", "--depth", 0)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [" ".join(line.split()) for line in result.stdout.splitlines()]
+    assert "params 825,481" in lines
+    assert "params 8.3x10^-5 (read: 8.3 x 10^5) ours 825,481 (8.255 x 10^5) ok" in lines
 
 
 def torch_pixel_shuffle_nchw(x: np.ndarray, s: int) -> np.ndarray:
@@ -249,17 +265,61 @@ def test_ca_and_esa_reweight_the_input():
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_mspan_ir_returns_input_plus_residual(channels):
+def test_mspan_ir_returns_input_plus_a_tanh_bounded_correction(channels):
     model = MSPANIR(in_channels=channels, out_channels=channels, **TINY_MSPAN)
     x = jnp.asarray(np.random.default_rng(0).uniform(size=(1, 13, 9, channels)), jnp.float32)
     variables = model.init(jax.random.key(0), x)
     y = model.apply(variables, x)
     assert y.shape == x.shape
-    assert float(jnp.max(jnp.abs(y - x))) > 0  # a non-zero residual is added ...
+    assert 0 < float(jnp.max(jnp.abs(y - x))) < 1  # a non-zero correction, Tanh-bounded ...
     zeroed = jax.tree_util.tree_map_with_path(
-        lambda path, v: jnp.zeros_like(v) if "out_conv" in jax.tree_util.keystr(path) else v, variables
-    )
-    np.testing.assert_array_equal(model.apply(zeroed, x), x)  # ... to exactly the input
+        lambda path, v: jnp.zeros_like(v) if "tail_conv2" in jax.tree_util.keystr(path) else v,
+        variables)
+    np.testing.assert_array_equal(model.apply(zeroed, x), x)  # ... added to exactly the input
+    big = jax.tree_util.tree_map_with_path(  # a huge last conv saturates the Tanh at +-1
+        lambda path, v: v * 1e4 if "tail_conv2" in jax.tree_util.keystr(path) else v, variables)
+    assert float(jnp.max(jnp.abs(model.apply(big, x) - x))) <= 1.0
+
+
+def test_mspan_ir_is_figure_c():
+    """networks.png (c): Conv3, ReLU, Conv3; n x [IDDB, then LayerNorm and MLP in a residual];
+    Conv3, ReLU, Conv3, Tanh; no BLF, no upsampler. The IDDB is the SR one (with its MSPA)."""
+    model = MSPANIR(num_features=8, num_blocks=3, num_units=2, mlp_ratio=2.0)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+    assert sorted(params) == ["head_conv1", "head_conv2", "stage1", "stage2", "stage3", "tail_conv1",
+                              "tail_conv2"]
+    stage = params["stage2"]
+    assert sorted(stage) == ["iddb", "mlp_fc1", "mlp_fc2", "norm"]
+    assert {"AU1", "CU2", "fuse", "mspa"} <= set(stage["iddb"])
+    assert stage["norm"]["scale"].shape == stage["norm"]["bias"].shape == (8,)
+    assert stage["mlp_fc1"]["kernel"].shape == (1, 1, 8, 16)  # hidden = mlp_ratio x C
+    assert stage["mlp_fc2"]["kernel"].shape == (1, 1, 16, 8)
+    assert params["tail_conv2"]["kernel"].shape == (3, 3, 8, 3)
+
+
+@pytest.mark.parametrize("channels, params", [(1, 825_481), (3, 827_427)])
+def test_mspan_ir_has_the_restoration_tables_params(channels, params):
+    """The tables print MSPAN's params as "8.3x10^-5" (read 8.3 x 10^5, as DuRN's "8.2x10^-5" is
+    DuRN-P's 816,225): C=54, n=6 and an MLP of 2C give it for gray and colour alike."""
+    cfg = model_config("mspan_ir", 1)
+    cfg.in_channels = cfg.out_channels = channels
+    n = count_params(abstract_variables(get_model(cfg), (1, 16, 16, channels))["params"])
+    assert n == params and restoration_row(cfg) is RESTORATION_ROW and RESTORATION_ROW.ok(n)
+    assert not RESTORATION_ROW.ok(816_225) and not RESTORATION_ROW.ok(835_000)
+    cfg.num_features = 48
+    assert restoration_row(cfg) is None
+
+
+def test_retired_mspan_ir_config_is_refused_in_one_line():
+    """A config.model of the MSPAN-IR before issue 21 (the SR trunk + out_conv: all the trunk's keys,
+    no mlp_ratio), as its checkpoints' model.json records it, is refused in one line."""
+    cfg = model_config("mspan_ir", 1)
+    del cfg["mlp_ratio"]
+    with pytest.raises(ValueError) as info:
+        get_model(cfg)
+    message = str(info.value)
+    assert "\n" not in message and "MSPAN-IR changed to the paper's figure (c)" in message
+    get_model(ml_collections.ConfigDict({"name": "mspan_ir", "num_blocks": 1}))  # a partial one is not
 
 
 @pytest.mark.parametrize("attention", ["none", "ca"])

@@ -65,11 +65,13 @@ def tiny_ir(channels: int = 3):
 
 # ----------------------------------------------------------------------------- configs
 @pytest.mark.parametrize("arg, sigma, sigma_range", [
-    (None, 25.0, ()), ("15", 15.0, ()), ("25", 25.0, ()), ("50", 50.0, ()),
-    ("blind", 25.0, BLIND_SIGMA_RANGE),
+    (None, 25.0, ()), ("15", 15.0, ()), ("25", 25.0, ()), ("30", 30.0, ()), ("50", 50.0, ()),
+    ("70", 70.0, ()), ("blind", 25.0, BLIND_SIGMA_RANGE),
 ])
 def test_denoise_configs_take_the_noise_level(arg, sigma, sigma_range):
-    for name, channels, val in (("denoise_color", 3, "cbsd68"), ("denoise_gray", 1, "set12")):
+    # gray at the paper's (DuRN's) 30 / 50 / 70 validates on BSD68 gray: CBSD68 through rgb2gray
+    gray_val = "cbsd68" if arg in ("30", "50", "70") else "set12"
+    for name, channels, val in (("denoise_color", 3, "cbsd68"), ("denoise_gray", 1, gray_val)):
         config = load_config(name, arg)
         assert (config.model.name, config.model.scale, config.model.in_channels) == ("mspan_ir", 1,
                                                                                       channels)
@@ -77,18 +79,23 @@ def test_denoise_configs_take_the_noise_level(arg, sigma, sigma_range):
         assert config.data.noise_sigma == sigma and tuple(config.data.noise_sigma_range) == sigma_range
         assert config.eval.datasets == (val,) and not config.eval.y_channel
         assert config.eval.crop_border == 0
-    with pytest.raises(ValueError, match="use one of \\[15, 25, 50\\] or 'blind'"):
-        load_config("denoise_color", "30")
+    with pytest.raises(ValueError, match="use one of \\[15, 25, 30, 50, 70\\] or 'blind'"):
+        load_config("denoise_color", "35")
 
 
 def test_paired_configs_score_the_literature_channel():
-    real = load_config("denoise_real")
-    assert real.data.source == "paired" and real.eval.datasets == ("sidd",) and not real.eval.y_channel
-    for arg, name in ((None, "rain100l"), ("rain100h", "rain100h")):
+    # the defaults are the sets of the paper's (DuRN's) tables: PolyU real noise, DID-MDN rain
+    for arg, name in ((None, "polyu"), ("sidd", "sidd")):
+        real = load_config("denoise_real", arg)
+        assert real.data.source == "paired" and real.eval.datasets == (name,)
+        assert not real.eval.y_channel and real.model.in_channels == 3
+    with pytest.raises(ValueError, match="use one of \\['polyu', 'sidd'\\]"):
+        load_config("denoise_real", "dnd")
+    for arg, name in ((None, "didmdn"), ("rain100l", "rain100l"), ("rain100h", "rain100h")):
         derain = load_config("derain", arg)
         assert derain.data.source == "paired" and derain.eval.datasets == (name,)
         assert derain.eval.y_channel and derain.eval.crop_border == 0
-    with pytest.raises(ValueError, match="use one of \\['rain100l', 'rain100h'\\]"):
+    with pytest.raises(ValueError, match="use one of \\['didmdn', 'rain100l', 'rain100h'\\]"):
         load_config("derain", "rain800")
     quick = load_config("quickstart_denoise")
     assert quick.data.source == "skimage" and quick.data.noise_sigma == 25
@@ -133,6 +140,60 @@ def test_paired_folder_pairs_by_name(tmp_path):
     with pytest.warns(UserWarning, match="rain-002.png: size 24x10 differs"):
         pairs, skipped = load_folder_restoration_pairs(tmp_path / "GT", tmp_path / "LQ")
     assert [p.name for p in pairs] == ["001"] and skipped == ["norain-002.png"]
+    # PolyU (DuRN's real-noise test set): <camera>_<scene>_<i>_real.PNG <-> ..._mean.PNG
+    write_image(tmp_path / "polyu" / "LQ" / "Canon80D_print_3_real.PNG", 255 - gt)
+    write_image(tmp_path / "polyu" / "GT" / "Canon80D_print_3_mean.PNG", gt)
+    pairs, _ = load_folder_restoration_pairs(tmp_path / "polyu" / "GT", tmp_path / "polyu" / "LQ")
+    assert [p.name for p in pairs] == ["canon80d_print_3"]
+
+
+def test_prepare_restoration_data_lays_out_didmdn_and_polyu(tmp_path):
+    """DID-MDN's side-by-side rainy | clean images and PolyU's _real / _mean files become LQ/GT
+    folders that pair by name (the layout `paired_folders/didmdn` and `/polyu` read)."""
+    rainy, clean = (RNG.integers(0, 256, (12, 10, 3), dtype=np.uint8) for _ in range(2))
+    write_image(tmp_path / "didmdn_src" / "7.png", np.concatenate([rainy, clean], axis=1))
+    result = run_script("prepare_restoration_data.py", "--set", "didmdn", "--src",
+                        tmp_path / "didmdn_src", "--out", tmp_path / "didmdn" / "test")
+    assert result.returncode == 0, result.stderr[-2000:]
+    pairs, _ = load_folder_restoration_pairs(tmp_path / "didmdn/test/GT", tmp_path / "didmdn/test/LQ")
+    assert [p.name for p in pairs] == ["7"]
+    np.testing.assert_array_equal(pairs[0].lr, rainy)
+    np.testing.assert_array_equal(pairs[0].hr, clean)
+    write_image(tmp_path / "polyu_src" / "Nikon800_wall_3_real.png", rainy)
+    write_image(tmp_path / "polyu_src" / "Nikon800_wall_3_mean.png", clean)
+    result = run_script("prepare_restoration_data.py", "--set", "polyu", "--src", tmp_path / "polyu_src",
+                        "--out", tmp_path / "polyu" / "test")
+    assert result.returncode == 0 and "wrote 1 LQ and 1 GT" in result.stdout, result.stderr[-2000:]
+    pairs, _ = load_folder_restoration_pairs(tmp_path / "polyu/test/GT", tmp_path / "polyu/test/LQ")
+    assert [p.name for p in pairs] == ["nikon800_wall_3"]
+    np.testing.assert_array_equal(pairs[0].lr, rainy)
+    write_image(tmp_path / "polyu_src" / "Nikon800_wall_4_real.png", rainy)  # no _mean partner
+    result = run_script("prepare_restoration_data.py", "--set", "polyu", "--src", tmp_path / "polyu_src",
+                        "--out", tmp_path / "polyu2")
+    assert "1 images without a partner" in error_line(result)
+
+
+def test_a_checkpoint_of_the_retired_mspan_ir_fails_in_one_line(tmp_path, clean_folder):
+    """Weights of the MSPAN-IR before issue 21 (the SR trunk + out_conv; its model.json records the
+    trunk's keys and no mlp_ratio) are refused in one line that says the architecture changed."""
+    old = tmp_path / "old_mspan_ir"
+    (old / "params").mkdir(parents=True)
+    model = {"name": "mspan_ir", "scale": 1, "dtype": "float32", "num_features": 48, "num_blocks": 6,
+             "num_units": 3, "distill_rate": 0.5, "attention": "mspa", "attention_reduction": 4,
+             "ca_reduction": 16, "mspa_interactions": 2, "in_channels": 3, "out_channels": 3}
+    (old / "model.json").write_text(json.dumps({"format": "mspan_jax.params", "format_version": 2,
+                                                "model": model, "checksums": {}}))
+    image = tmp_path / "noisy.png"
+    write_image(image, np.zeros((8, 8, 3), np.uint8))
+    result = run_script("upscale.py", "--checkpoint", old, "--input", image, "--output", tmp_path / "o")
+    assert result.returncode != 0 and not (tmp_path / "o").exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MSPAN-IR changed to the paper's figure (c)" in lines[0], result.stderr
+    # with a --config, the checkpoint/config comparison names the missing key, also in one line
+    result = run_script("evaluate.py", "--config", "configs/denoise_color.py:25", "--checkpoint", old,
+                        "--hr-dir", clean_folder)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and "mlp_ratio=None" in lines[0], result.stderr
 
 
 def test_metrics_score_gray_images_on_their_plane():
@@ -293,9 +354,27 @@ def test_quickstart_denoise_trains_with_scripts_train(tmp_path):
 
 def test_a_bad_config_argument_fails_in_one_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "scripts/train.py", "--config", "configs/denoise_color.py:30", "--workdir",
+        [sys.executable, "scripts/train.py", "--config", "configs/denoise_color.py:35", "--workdir",
          tmp_path / "run"], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
         timeout=300)
     line = error_line(proc)
-    assert "configs/denoise_color.py:30: cannot load it (noise level '30'" in line
+    assert "configs/denoise_color.py:35: cannot load it (noise level '35'" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_visualize_mspa_reads_the_stages_of_mspan_ir():
+    """scripts/visualize_mspa.py's maps come from figure (c)'s `stage{i}/iddb/mspa` as from MSPAN's
+    `body/IDDB{i}/mspa` (in a subprocess: the script defines absl flags on import)."""
+    code = ("import sys, jax, numpy as np\n"
+            "sys.path.insert(0, 'scripts'); sys.path.insert(0, 'tests')\n"
+            "from conftest import tiny_model_config\n"
+            "from mspan_jax.models import get_model\n"
+            "from visualize_mspa import mspa_maps\n"
+            "model = get_model(tiny_model_config('mspan_ir', 1))\n"
+            "v = model.init(jax.random.key(0), np.zeros((1, 16, 12, 3), np.float32))\n"
+            "maps = mspa_maps(model, v, np.random.rand(16, 12, 3).astype(np.float32), [2])\n"
+            "print(sorted((k, a.shape) for k, a in maps[2].items()))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(sorted((k, (16, 12)) for k in ("attention", "input", "output")))

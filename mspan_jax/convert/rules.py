@@ -1,12 +1,14 @@
 """Declarative PyTorch <-> Flax maps: parameter names and layouts, per model.
 
 Every parameter of the SR models is a conv (`kernel` + `bias` in Flax, `weight` + `bias` in
-PyTorch), so a model's map is a short list of module-path rewrites, tried in order, with the
-fallback "same path, '/' -> '.'". Layouts:
+PyTorch), and MSPAN-IR adds LayerNorms (`scale` + `bias` in Flax, `weight` + `bias` in PyTorch),
+so a model's map is a short list of module-path rewrites, tried in order, with the fallback
+"same path, '/' -> '.'". Layouts:
 
   conv kernel       torch (O, I/groups, kH, kW)  ->  Flax (kH, kW, I/groups, O)   transpose (2, 3, 1, 0)
   depthwise kernel  torch (C, 1, k, k)           ->  Flax (k, k, 1, C)            the same transpose
   bias              (O,)                         ->  (O,)                         as is
+  LayerNorm weight  (C,)                         ->  scale (C,)                   as is
 
 The upsampler needs no channel permutation: `mspan_jax.models.layers.pixel_shuffle` uses
 torch.nn.PixelShuffle's channel order (tests/test_convert.py proves it at x2, x3 and x4).
@@ -37,12 +39,10 @@ MODULE_RULES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"body/(.+)", r"\1"),
         (r"upsampler", "upsampler.0"),
     ),
-    "mspan_ir": (
-        (r"body/(.+)", r"\1"),
-    ),
+    "mspan_ir": (),  # figure (c): head_conv1, stage1/iddb/AU1, stage1/norm, ... as they are
 }
 # Flax leaf name -> torch leaf name.
-LEAF_NAMES = {"kernel": "weight", "bias": "bias"}
+LEAF_NAMES = {"kernel": "weight", "bias": "bias", "scale": "weight"}  # scale: MSPAN-IR's LayerNorm
 KERNEL_TO_TORCH = (3, 2, 0, 1)  # HWIO -> OIHW
 KERNEL_FROM_TORCH = (2, 3, 1, 0)  # OIHW -> HWIO
 
@@ -91,19 +91,24 @@ def describe_state_dict(state_dict: Mapping[str, np.ndarray]) -> str:
     """A guess at which model a state_dict is for ('imdn x4, num_features=64'), for error hints."""
     if "IMDB1.c1.weight" in state_dict:
         name = "imdn"
+    elif "IDDB1.AU1.weight" in state_dict and "out_conv.weight" in state_dict:
+        return "the MSPAN-IR of before issue 21 (SR trunk + out_conv; retired, retrain)"
     elif "IDDB1.AU1.weight" in state_dict:
-        name = "mspan_ir" if "out_conv.weight" in state_dict else "mspan"
+        name = "mspan"
+    elif "stage1.iddb.AU1.weight" in state_dict:
+        name = "mspan_ir"
     else:
         return "an unknown architecture"
     up = state_dict.get("upsampler.0.weight")
     if up is not None:  # out_channels * scale^2 filters, assuming RGB output
         scale = round((np.shape(up)[0] / 3) ** 0.5)
         name += f" x{scale}" if 3 * scale * scale == np.shape(up)[0] else ""
-    fea = state_dict.get("fea_conv.weight")
+    fea = state_dict.get("fea_conv.weight", state_dict.get("head_conv1.weight"))
     name += f", num_features={np.shape(fea)[0]}" if fea is not None else ""
     if name.startswith("mspan"):  # the block attention, by its module name in the first IDDB
+        block = "stage1.iddb" if name.startswith("mspan_ir") else "IDDB1"
         kinds = [k for k in ("mspa", "ca", "esa")
-                 if any(key.startswith(f"IDDB1.{k}.") for key in state_dict)]
+                 if any(key.startswith(f"{block}.{k}.") for key in state_dict)]
         name += f", attention={kinds[0] if kinds else 'none'}"
     return name
 

@@ -296,18 +296,49 @@ class MSPAN(_MSPANTrunk):
         return self.upsampler(self.rec_conv(self.features(x)))
 
 
-class MSPANIR(_MSPANTrunk):
-    """MSPAN for restoration: trunk -> out_conv (3x3) + the input (global residual)."""
+class IRStage(nn.Module):
+    """One body stage of MSPAN-IR (figure (c)): `iddb`, then h + mlp_fc2(GELU(mlp_fc1(norm(h)))),
+    `norm` a LayerNorm over each pixel's channels (eps 1e-5), the fcs 1x1 convs."""
 
-    def __init__(self, in_nc: int = 3, nf: int = 48, num_blocks: int = 6, out_nc: int = 3,
-                 num_units: int = 3, distill_rate: float = 0.5, attention: str = "mspa",
-                 reduction: int = 4, ca_reduction: int = 16, interactions: int = 2):
-        super().__init__(in_nc, nf, num_blocks, num_units, distill_rate, attention, reduction,
-                         ca_reduction, interactions)
-        self.out_conv = conv_layer(nf, out_nc, 3)
+    def __init__(self, channels: int, hidden: int, **iddb_kwargs: Any):
+        super().__init__()
+        self.iddb = IDDB(channels, **iddb_kwargs)
+        self.norm = nn.LayerNorm(channels, eps=1e-5)
+        self.mlp_fc1 = conv_layer(channels, hidden, 1)
+        self.mlp_fc2 = conv_layer(hidden, channels, 1)
+        self.gelu = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.out_conv(self.features(x))
+        h = self.iddb(x)
+        y = self.norm(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return h + self.mlp_fc2(self.gelu(self.mlp_fc1(y)))
+
+
+class MSPANIR(nn.Module):
+    """MSPAN for other image restoration (networks.png (c)): head_conv1, ReLU, head_conv2;
+    stage1..n; tail_conv1, ReLU, tail_conv2, Tanh; + the input (global skip)."""
+
+    def __init__(self, in_nc: int = 3, nf: int = 54, num_blocks: int = 6, out_nc: int = 3,
+                 mlp_ratio: float = 2.0, num_units: int = 3, distill_rate: float = 0.5,
+                 attention: str = "mspa", reduction: int = 4, ca_reduction: int = 16,
+                 interactions: int = 2):
+        super().__init__()
+        self.num_blocks = num_blocks
+        self.head_conv1 = conv_layer(in_nc, nf, 3)
+        self.head_conv2 = conv_layer(nf, nf, 3)
+        for i in range(1, num_blocks + 1):
+            setattr(self, f"stage{i}", IRStage(
+                nf, max(1, round(nf * mlp_ratio)), num_units=num_units, distill_rate=distill_rate,
+                attention=attention, reduction=reduction, ca_reduction=ca_reduction,
+                interactions=interactions))
+        self.tail_conv1 = conv_layer(nf, nf, 3)
+        self.tail_conv2 = conv_layer(nf, out_nc, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head_conv2(torch.relu(self.head_conv1(x)))
+        for i in range(1, self.num_blocks + 1):
+            h = getattr(self, f"stage{i}")(h)
+        return x + torch.tanh(self.tail_conv2(torch.relu(self.tail_conv1(h))))
 
 
 def _mspan_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -330,7 +361,7 @@ def build_torch_model(model_config: Mapping[str, Any]) -> nn.Module:
         if cfg.get("scale", 1) != 1:
             raise ValueError(f"config.model.scale={cfg['scale']}: MSPAN-IR needs scale 1")
         model = MSPANIR(cfg["in_channels"], cfg["num_features"], cfg["num_blocks"], cfg["out_channels"],
-                        **_mspan_kwargs(cfg))
+                        cfg["mlp_ratio"], **_mspan_kwargs(cfg))
     else:
         raise ValueError(f"config.model.name={name!r} has no PyTorch reference; choose imdn, mspan or "
                          "mspan_ir")

@@ -165,8 +165,8 @@ def load_clean_set(name: str, data_dir: str | os.PathLike | None = None,
 
 def load_paired(name: str, split: str = "test", data_dir: str | os.PathLike | None = None,
                 manual_dir: str | os.PathLike | None = None) -> list[EvalPair]:
-    """A paired restoration set (tfds `paired_folders/<name>`: sidd, rain100l, rain100h, custom) as
-    `EvalPair(name, lr=LQ, hr=GT)` sorted by name, prepared on first use from
+    """A paired restoration set (tfds `paired_folders/<name>`: sidd, rain100l, rain100h, polyu,
+    didmdn, custom) as `EvalPair(name, lr=LQ, hr=GT)` sorted by name, prepared on first use from
     `<manual_dir>/<name>/<split>/{LQ,GT}/` (docs/data.md)."""
     if name not in PAIRED_CONFIGS:
         raise ConfigError(f"unknown paired set {name!r}; choose one of {list(PAIRED_CONFIGS)}")

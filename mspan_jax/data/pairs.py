@@ -3,10 +3,11 @@
 the training pipeline share it; docs/data.md), and restoration test pairs: clean images with seeded
 Gaussian noise, or paired LQ/GT folders.
 
-LQ/GT files pair by relative folder + *normalized stem*: lower-cased, with the role words `noisy, gt,
-rain, rainy, norain, clean, input, target, lq, hq` removed as whole `_`/`-`/`.`-separated tokens. So
-`rain-001.png` pairs with `norain-001.png` (Rain100L) and `NOISY_SRGB_010.PNG` with `GT_SRGB_010.PNG`
-(SIDD). A file without a partner, or a pair whose sizes differ, is skipped with a warning naming it;
+LQ/GT files pair by relative folder + *normalized stem*: lower-cased, with the role words `noisy,
+gt, rain, rainy, norain, clean, input, target, lq, hq, real, mean` removed as whole `_`/`-`/`.`-
+separated tokens. So `rain-001.png` pairs with `norain-001.png` (Rain100L), `NOISY_SRGB_010.PNG`
+with `GT_SRGB_010.PNG` (SIDD) and `Canon80D_print_3_real.PNG` with `Canon80D_print_3_mean.PNG`
+(PolyU). A file without a partner, or a pair whose sizes differ, is skipped with a warning naming it;
 two files with the same key in one folder are an error.
 """
 
@@ -129,10 +130,13 @@ def load_set_folder(root: str | os.PathLike, scale: int, degradation: str = "BI"
                              noise_sigma=noise_sigma)
 
 
-_ROLE_WORDS = ("noisy", "gt", "rain", "rainy", "norain", "clean", "input", "target", "lq", "hq")
+_ROLE_WORDS = ("noisy", "gt", "rain", "rainy", "norain", "clean", "input", "target", "lq", "hq",
+               "real", "mean")  # PolyU: <camera>_<scene>_<i>_real.PNG <-> ..._mean.PNG
 _ROLE_TOKEN = re.compile(r"(?:^|(?<=[_\-.]))(?:" + "|".join(_ROLE_WORDS) + r")(?=$|[_\-.])")
 SPLITS = ("train", "test")
-PAIRED_CONFIGS = ("sidd", "rain100l", "rain100h", "custom")
+# polyu and didmdn: the test sets of DuRN's (and so of the MSPAN paper's) real-noise and rain-streak
+# tables (docs/restoration.md).
+PAIRED_CONFIGS = ("sidd", "rain100l", "rain100h", "polyu", "didmdn", "custom")
 
 
 def pair_key(relative: Path) -> str:

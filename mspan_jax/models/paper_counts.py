@@ -11,6 +11,12 @@ The MSPAN x3 row (58.7 G) fits only the 426x240 (floor) LR input: at the papers'
 rounded up, which IMDN's x3 71.5 G needs) our count is 58.8 G. No design whose cost per LR pixel
 is the same at every scale fits x2, x4 and x3-at-427 together: the x3 - x2 difference per pixel
 must be the upsampler's 6,495 mult-adds, and 58.7 G / 102,480 - 130.7 G / 230,400 = 5,521.
+
+The restoration tables (Gaussian denoising, real-world denoising) print MSPAN-IR's params as
+"8.3x10^-5", beside DuRN's "8.2x10^-5": a dropped sign, 8.3 x 10^5 parameters (DuRN-P, the
+network of those tables, has 816,225; docs/restoration.md). `RESTORATION_ROW` is that figure;
+it matches the paper's MSPAN-IR (MODEL_DEFAULTS["mspan_ir"], any attention printed: mspa) with
+1 channel (the gray Gaussian table) or 3 (the real-world one). The tables print no mult-adds.
 """
 
 from __future__ import annotations
@@ -89,3 +95,44 @@ def mult_adds_ok(row: PaperRow, mult_adds: int) -> bool:
 def verdict(ok: bool) -> str:
     """'ok' or 'miss'."""
     return "ok" if ok else "miss"
+
+
+@dataclass(frozen=True)
+class RestorationRow:
+    """The restoration tables' parameter figure: `mantissa` x 10^`exponent`, printed to 0.1."""
+
+    model: str
+    mantissa: float
+    exponent: int
+    printed: str  # as the tables print it
+    tables: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.upper().replace('_IR', '-IR')} ({self.tables})"
+
+    def ok(self, params: int) -> bool:
+        """Whether `params` rounds to the printed mantissa (8.25e5 <= params < 8.35e5)."""
+        lo = (self.mantissa - 0.05) * 10**self.exponent
+        return lo <= params < lo + 0.1 * 10**self.exponent
+
+
+RESTORATION_ROW = RestorationRow(
+    "mspan_ir", 8.3, 5, "8.3x10^-5 (read: 8.3 x 10^5)",
+    "Gaussian denoising sigma 30/50/70 (gray) and real-world denoising (colour) tables")
+
+
+def restoration_row(model_config: Mapping[str, Any]) -> RestorationRow | None:
+    """The restoration tables' row for `config.model`: the paper's MSPAN-IR (MODEL_DEFAULTS, MSPA)
+    with 1 or 3 channels; None otherwise."""
+    cfg = dict(model_config)
+    if cfg.get("name") != "mspan_ir" or cfg.get("scale") != 1:
+        return None
+    channels = cfg.get("in_channels")
+    if channels not in (1, 3) or cfg.get("out_channels") != channels:
+        return None
+    defaults = {k: v for k, v in MODEL_DEFAULTS["mspan_ir"].items()
+                if k not in ("in_channels", "out_channels")}
+    if any(cfg.get(key) != value for key, value in defaults.items()):
+        return None
+    return RESTORATION_ROW

@@ -18,6 +18,9 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 # config.model keys of the MSPAN reconstruction that preceded the paper's figures (until 2026-11):
 # a checkpoint that records them holds weights of another network.
 RETIRED_MSPAN_KEYS = frozenset({"mspa_dilations", "use_mspa", "mspa_fusion"})
+# MSPAN-IR before issue 21 was the SR trunk with one output conv; a config.model that records the
+# trunk's keys but not `mlp_ratio` (networks.png (c)'s MLP) is of it, and so are its weights.
+RETIRED_MSPAN_IR_KEYS = frozenset({"num_features", "num_blocks", "num_units", "attention"})
 
 
 def get_model(model_config: Mapping[str, Any]) -> nn.Module:
@@ -35,6 +38,10 @@ def get_model(model_config: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"config.model has {retired}: these weights are of the MSPAN reconstruction "
                          "of before 2026-11, and the MSPAN architecture changed to the paper's figures "
                          "(docs/architecture.md); retrain, or use the shipped weights/mspan_x{2,3,4}")
+    if name == "mspan_ir" and RETIRED_MSPAN_IR_KEYS <= set(kwargs) and "mlp_ratio" not in kwargs:
+        raise ValueError("config.model mspan_ir has no 'mlp_ratio': these weights are of the MSPAN-IR "
+                         "of before issue 21 (the SR trunk and one output conv), and MSPAN-IR changed "
+                         "to the paper's figure (c) (docs/restoration.md); retrain")
     dtype = kwargs.pop("dtype", "float32")
     if dtype not in DTYPES:
         raise ValueError(f"config.model.dtype={dtype!r}; choose one of {sorted(DTYPES)}")

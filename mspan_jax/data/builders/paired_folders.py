@@ -19,14 +19,16 @@ from mspan_jax.errors import DataError
 
 
 class PairedFolders(LocalBuilder, skip_registration=is_registered("paired_folders")):
-    """Paired LQ/GT restoration images from `manual_dir`; configs sidd, rain100l, rain100h, custom."""
+    """Paired LQ/GT restoration images from `manual_dir`; configs sidd, rain100l, rain100h, polyu,
+    didmdn, custom."""
 
     VERSION = tfds.core.Version("1.0.0")
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n, description=f"LQ/GT pairs from <manual_dir>/{n}")
                        for n in PAIRED_CONFIGS]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Put the pairs in `<manual_dir>/<config>/<split>/LQ/` and `.../GT/` (config: sidd, rain100l, "
-        "rain100h or custom; split: train and/or test); matching file names, see docs/data.md."
+        "rain100h, polyu, didmdn or custom; split: train and/or test); matching file names, see "
+        "docs/data.md."
     )
 
     def _info(self) -> tfds.core.DatasetInfo:
