@@ -98,3 +98,18 @@ def test_gpu_script_runs_the_protocol_at_a_tiny_size(tmp_path):
     assert results["step"] == 2 and results["bicubic"][set5]["psnr"] == pytest.approx(28.43, abs=0.01)
     assert (run / "best").is_dir() and int((run / "wall_s").read_text()) > 0
     assert "| mspan | 0 | 2 |" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_gpu_script_release_part_trains_the_x4_recipe_and_saves_its_params(tmp_path):
+    """PART=release: the x4 release recipe, capped and resumable, then its params in $OUT/mspan_x4."""
+    data = require_shared("data")
+    require_shared("data/Sun_Hays80")
+    env = subprocess_env(OUT=str(tmp_path / "out"), PATCH="8", BATCH="2", PART="release",
+                         RELEASE_STEPS="2", DATA=os.path.relpath(data, REPO_ROOT), JAX_PLATFORMS="cpu")
+    done = subprocess.run(["bash", "benchmarks/train_compare_gpu.sh", "--config.model.num_features=8",
+                           "--config.model.num_blocks=1", "--config.model.num_units=1"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "release_x4: exit 0" in done.stdout
+    params = tmp_path / "out" / "mspan_x4"
+    assert json.loads((params / "model.json").read_text())["model"]["scale"] == 4
