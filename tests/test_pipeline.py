@@ -62,7 +62,7 @@ def test_lr_hr_stay_aligned_through_crop_and_augmentation(div2k_pattern):
     for batch in _batches(config, 6):
         lr, hr = batch["lr"], batch["hr"]
         assert lr.shape == (8, 8, 8, 3) and hr.shape == (8, 24, 24, 3)
-        assert lr.dtype == hr.dtype == np.float32 and 0 <= lr.min() and hr.max() <= 1
+        assert lr.dtype == hr.dtype == np.float32 and lr.min() >= 0 and hr.max() <= 1
         blocks = hr.reshape(8, 8, 3, 8, 3, 3)
         np.testing.assert_array_equal(blocks, np.broadcast_to(lr[:, :, None, :, None], blocks.shape))
     spec = resolve_spec(config, 0, 1)
