@@ -5,7 +5,6 @@ every attention (none, ca, esa, mspa), and bad inputs."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -428,19 +427,18 @@ def test_cli_basicsr_choice_safetensors_and_a_failing_verify(tmp_path, tiny_stat
 
     # A converter bug (the upsampler's bias off by 0.01) fails --verify: exit 1, nothing written.
     out = tmp_path / "d"
-    driver = (
-        "import runpy, sys\n"
-        "import mspan_jax.convert as convert\n"
-        "real = convert.convert_state_dict\n"
-        "def buggy(cfg, state):\n"
-        "    variables = real(cfg, state)\n"
-        "    up = variables['params']['upsampler']\n"
-        "    up['bias'] = up['bias'] + 0.01\n"
-        "    return variables\n"
-        "convert.convert_state_dict = buggy\n"
-        f"sys.argv = [{str(SCRIPT)!r}, '--config={config}', '--src={tmp_path / 'w.safetensors'}', "
-        f"'--out={out}', '--verify']\n"
-        f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n")
-    result = subprocess.run([sys.executable, "-c", driver], cwd=REPO, capture_output=True, text=True,
-                            timeout=300)
+    import mspan_jax.convert as convert
+
+    real = convert.convert_state_dict
+
+    def buggy(cfg, state):
+        variables = real(cfg, state)
+        up = variables["params"]["upsampler"]
+        up["bias"] = up["bias"] + 0.01
+        return variables
+
+    with pytest.MonkeyPatch.context() as patch:  # run_cli re-executes the script: it imports this
+        patch.setattr(convert, "convert_state_dict", buggy)
+        result = run_cli(f"--config={config}", f"--src={tmp_path / 'w.safetensors'}", f"--out={out}",
+                         "--verify")
     assert_one_line_error(result, out, code=1, match="verification failed: max abs difference 0.01")

@@ -11,7 +11,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, find_exact, require_extra, run_script, subprocess_env, tiny_model_config
+from conftest import (
+    REPO_ROOT,
+    find_exact,
+    require_extra,
+    run_script,
+    run_script_subprocess,
+    script_module,
+    subprocess_env,
+    tiny_model_config,
+)
 
 from mspan_jax import metrics
 from mspan_jax.checkpoints.params import save_params
@@ -106,10 +115,11 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
     hr = RNG.integers(0, 256, (41, 50, 3), dtype=np.uint8)
     write_image(tmp_path / "photo.png", hr)
     out = tmp_path / "cmp.png"
-    result = run_script("compare.py", "--image", tmp_path / "photo.png",
-                        "--model", f"{mspan_cfg}={mspan_dir}",
-                        "--model", imdn_dir,  # a bare checkpoint: its recorded model
-                        "--labels", "A,B", "--crop", 16, "--box", "4,6", "--zoom", 2, "--out", out)
+    result = run_script_subprocess("compare.py", "--image", tmp_path / "photo.png",  # the real CLI
+                                   "--model", f"{mspan_cfg}={mspan_dir}",
+                                   "--model", imdn_dir,  # a bare checkpoint: its recorded model
+                                   "--labels", "A,B", "--crop", 16, "--box", "4,6", "--zoom", 2,
+                                   "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     figure = read_image(out)
     hr = hr[:40]  # modcrop to the scale
@@ -182,7 +192,7 @@ def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
         assert "input tenengrad=" in line and f"std={mean.std():.4g} mean={mean.mean():.4g};" in line
         mspa = state["intermediates"]["body"][f"IDDB{block}"]["mspa"]
         np.testing.assert_allclose(mspa["output"][0], mspa["input"][0] * mspa["attention"][0], rtol=1e-6)
-        assert 0 < float(mspa["attention"][0].min()) and float(mspa["attention"][0].max()) < 1
+        assert float(mspa["attention"][0].min()) > 0 and float(mspa["attention"][0].max()) < 1
 
     imdn_dir, imdn_cfg, _, _ = _tiny_checkpoint(tmp_path, "imdn", 2)
     _one_line_error(run_script("visualize_mspa.py", "--config", imdn_cfg, "--checkpoint", imdn_dir,
@@ -203,11 +213,8 @@ def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
 def test_export_matches_flax_at_any_size(tmp_path, name, scale):
     from jax import export
 
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    try:
-        from export import export_model
-    finally:
-        sys.path.pop(0)
+    with script_module("export.py") as script:  # its flags are removed again on exit
+        export_model = script["export_model"]
     cfg = tiny_model_config(name, scale)
     model = get_model(cfg)
     variables = _random_variables(model)
