@@ -80,6 +80,7 @@ def test_torch_reference_mspan_has_the_flax_parameter_count(name, scale, attenti
     assert block & {"mspa", "ca", "esa"} == ({attention} - {"none"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cfg",
     [
@@ -117,6 +118,7 @@ def test_round_trip_gives_identical_outputs(cfg):
         np.testing.assert_array_equal(back[key], state[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_verification_catches_a_wrong_upsampler_channel_order():
     """Reordering the upsampler's output channels the naive NHWC way ((c, i, j) -> (i, j, c)) breaks
     the outputs: the channel order matters and the converter's (none) is the right one."""
@@ -283,6 +285,7 @@ PARITY_CASES = [(2, "mspa", "tiny"), (3, "mspa", "tiny"), (4, "mspa", "full"), (
                 (2, "ca", "tiny"), (2, "esa", "full")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale, attention, width", PARITY_CASES,
                          ids=[f"x{s}_{a}_{w}" for s, a, w in PARITY_CASES])
 def test_cli_verify_agrees_with_the_reference(tmp_path, scale, attention, width):
@@ -330,6 +333,7 @@ def assert_one_line_error(result, out: Path, code: int = 2, match: str = ""):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
 
 
+@pytest.mark.slow
 def test_cli_converts_and_verifies_with_a_config_file(tmp_path, tiny_state):
     config = tmp_path / "tiny_x2.py"
     config.write_text(
@@ -389,6 +393,7 @@ def test_basicsr_files_give_the_ema_unless_asked(tmp_path, tiny_state):
         tmp_path / "basicsr.pth").keys()
 
 
+@pytest.mark.slow
 def test_cli_basicsr_choice_safetensors_and_a_failing_verify(tmp_path, tiny_state):
     config = tmp_path / "tiny_x2.py"
     config.write_text("from mspan_jax.config_base import sr_config\n\n\ndef get_config():\n"

@@ -90,6 +90,7 @@ def test_make_lr_writes_matlab_bicubic(hr_folder, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_folder_json_and_images(tiny_checkpoint, hr_folder, tmp_path):
     directory, model, variables = tiny_checkpoint
     result = run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint", directory,
@@ -137,6 +138,7 @@ def test_evaluate_errors_are_one_line(tiny_checkpoint, hr_folder, tmp_path):
     assert not (tmp_path / "s.json").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_lr_dir_self_ensemble_round_y_and_skipped_files(tiny_checkpoint, tmp_path):
     """Each flag reaches the library (the scores equal evaluate_pairs with it and differ without it);
     an unreadable file of a folder is skipped and the summary says "N of M images"."""
@@ -165,6 +167,7 @@ def test_evaluate_lr_dir_self_ensemble_round_y_and_skipped_files(tiny_checkpoint
         assert abs(other - scores["psnr"]) > 1e-5  # equal flags agree to 1e-6
 
 
+@pytest.mark.slow
 def test_evaluate_datasets_are_whole_or_fail(tiny_checkpoint, tmp_path):
     directory, model, variables = tiny_checkpoint
     for name, count in (("Set5", 5), ("Set14", 13)):  # Set14 lacks an image
@@ -189,6 +192,7 @@ def test_evaluate_datasets_are_whole_or_fail(tiny_checkpoint, tmp_path):
     assert not (tmp_path / "partial.json").exists()
 
 
+@pytest.mark.slow
 def test_upscale_whole_and_tiled(tiny_checkpoint, hr_folder, tmp_path):
     directory, model, variables = tiny_checkpoint
     result = run_script("upscale.py", "--config", "configs/x2.py", *TINY, "--checkpoint", directory,
@@ -234,6 +238,7 @@ def _apply(model, variables, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.apply(variables, jnp.asarray(x[None], jnp.float32)))[0]
 
 
+@pytest.mark.slow
 def test_upscale_keeps_alpha_gray_and_16_bits(tiny_checkpoint, tmp_path):
     directory, model, variables = tiny_checkpoint
     folder = tmp_path / "in"
@@ -282,6 +287,7 @@ def test_upscale_keeps_alpha_gray_and_16_bits(tiny_checkpoint, tmp_path):
         assert im.mode == "I;16"
 
 
+@pytest.mark.slow
 def test_upscale_restoration_model_and_bad_inputs(tiny_checkpoint, tmp_path):
     directory, _, _ = tiny_checkpoint
     config = tmp_path / "ir.py"

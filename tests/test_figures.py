@@ -109,6 +109,7 @@ def test_training_samples_are_labelled_crops():
     assert picture.shape[0] > 16 + 20  # room for two lines of text
 
 
+@pytest.mark.slow
 def test_compare_two_models_and_bad_inputs(tmp_path):
     mspan_dir, mspan_cfg, model, variables = _tiny_checkpoint(tmp_path, "mspan", 2)
     imdn_dir, imdn_cfg, _, _ = _tiny_checkpoint(tmp_path, "imdn", 2, seed=1)
@@ -166,6 +167,7 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
                          f"{mspan_cfg}={mspan_dir}", "--out", out), "bad.png")
 
 
+@pytest.mark.slow
 def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
     require_extra("matplotlib", "figures")
     ckpt, config, model, variables = _tiny_checkpoint(tmp_path, "mspan", 2)
@@ -209,6 +211,7 @@ def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, scale", [("mspan", 3), ("imdn", 2), ("mspan_ir", 1)])
 def test_export_matches_flax_at_any_size(tmp_path, name, scale):
     from jax import export
@@ -225,6 +228,7 @@ def test_export_matches_flax_at_any_size(tmp_path, name, scale):
                                    atol=1e-5)
 
 
+@pytest.mark.slow
 def test_export_cli_file_runs_without_the_package(tmp_path):
     ckpt, config, model, variables = _tiny_checkpoint(tmp_path, "mspan", 2)
     out = tmp_path / "m.jaxexport"

@@ -49,6 +49,7 @@ def row_config(row) -> ml_collections.ConfigDict:
     return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", PAPER_ROWS, ids=lambda r: r.label)
 def test_paper_rows_params_and_mult_adds(row):
     """Every printed row: our exact counts, params rounding to the printed thousands, mult-adds (in
@@ -87,6 +88,7 @@ def test_paper_rows_cover_the_tables_and_match_only_the_papers_configs():
         assert paper_row(cfg) is None, (name, scale, change)
 
 
+@pytest.mark.slow
 def test_model_info_prints_the_paper_rows_and_takes_config_overrides(tmp_path):
     result = run_script_subprocess("model_info.py", "--config", "configs/x2.py",
                                    "--config.model.attention=ca", "--json")  # the real command line
@@ -156,6 +158,7 @@ def test_output_shapes_for_odd_sizes(name, scale):
         assert y.shape == (2, hw[0] * scale, hw[1] * scale, 3) and y.dtype == jnp.float32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_every_block_attention_builds_and_runs(attention):
     """Full size traced (the module names the converter maps), tiny run for real."""
@@ -180,6 +183,7 @@ def test_unknown_attention_is_refused():
         abstract_variables(get_model(cfg), (1, 16, 16, 3))
 
 
+@pytest.mark.slow
 def test_tiny_models_run_and_differentiate_under_jit():
     x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 9, 11, 3)), jnp.float32)
     for model in (MSPAN(scale=3, **TINY_MSPAN), IMDN(scale=2, **TINY_IMDN)):
@@ -200,6 +204,7 @@ def test_tiny_models_run_and_differentiate_under_jit():
             assert float(jnp.abs(mspa["context1_quarter"]["kernel"]).max()) > 0
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_is_finite_with_float32_params():
     model = MSPAN(scale=2, dtype=jnp.bfloat16, **TINY_MSPAN)
     x = jnp.asarray(np.random.default_rng(0).uniform(size=(1, 12, 10, 3)), jnp.float32)
@@ -211,6 +216,7 @@ def test_bfloat16_compute_is_finite_with_float32_params():
     assert float(jnp.max(jnp.abs(y - ref))) < 0.1  # bf16 follows the f32 result
 
 
+@pytest.mark.slow
 def test_mspa_attention_lies_in_open_unit_interval_and_is_sown():
     mspa = MSPA(features=8)
     x = jnp.asarray(np.random.default_rng(0).normal(scale=3.0, size=(2, 10, 12, 8)), jnp.float32)
@@ -248,6 +254,7 @@ def test_ca_and_esa_reweight_the_input():
     np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :1, :1], ratio.shape), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channels", [1, 3])
 def test_mspan_ir_returns_input_plus_residual(channels):
     model = MSPANIR(in_channels=channels, out_channels=channels, **TINY_MSPAN)
@@ -262,6 +269,7 @@ def test_mspan_ir_returns_input_plus_residual(channels):
     np.testing.assert_array_equal(model.apply(zeroed, x), x)  # ... to exactly the input
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention", ["none", "ca"])
 def test_mask_makes_padded_input_equal_unpadded(attention):
     """Every conv output masked makes a padded input give the unpadded result: IMDN, and MSPAN-IR

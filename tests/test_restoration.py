@@ -166,6 +166,7 @@ def test_denoising_builders_are_whole_or_fail_and_gray_sets_stay_gray(tmp_path):
     assert tuple(DENOISING_SETS) == datasets.DENOISING_SET_NAMES  # the tfds-free copy of the names
 
 
+@pytest.mark.slow
 def test_cbsd68_noisy_baseline_is_the_published_sigma_25_psnr(tmp_path):
     """The real CBSD68 (68 images, 481x321) through its builder: sigma 25 noise seeded per image and
     not clipped (the DnCNN / FFDNet protocol) gives the noisy input the published 20log10(255/25) =
@@ -193,6 +194,7 @@ def ir_checkpoint(tmp_path_factory):
     return directory, get_model(config), variables
 
 
+@pytest.mark.slow
 def test_evaluate_denoising_folder_json(ir_checkpoint, clean_folder, tmp_path):
     directory, model, variables = ir_checkpoint
     result = run_script("evaluate.py", "--config", "configs/quickstart_denoise.py", *TINY,
@@ -245,6 +247,7 @@ def test_a_checkpoint_of_the_other_task_fails_in_one_line(ir_checkpoint, tmp_pat
 
 
 # ----------------------------------------------------------------------------- training validation
+@pytest.mark.slow
 def test_gray_validation_scores_the_noisy_input_and_nl_means():
     from mspan_jax.config_base import restoration_config
     from mspan_jax.train.validation import Validator
@@ -267,6 +270,7 @@ def test_gray_validation_scores_the_noisy_input_and_nl_means():
     assert images["skimage_holdout"].shape[-1] == 3  # gray crops shown as RGB
 
 
+@pytest.mark.slow
 def test_quickstart_denoise_trains_with_scripts_train(tmp_path):
     """The quickstart config through scripts/train.py (tiny widths, 2 steps): eval_results.json holds
     the model, the noisy input and non-local means."""

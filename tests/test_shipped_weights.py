@@ -23,6 +23,7 @@ IMAGE = "butterfly"  # Set5's hardest image: the one where a weaker model shows 
 CARD = {2: (29.6430, 0.93450), 3: (25.1760, 0.83809), 4: (24.2428, 0.81778)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", sorted(CARD))
 def test_shipped_mspan_scores_its_card_on_set5(scale, set5_dir):
     directory = WEIGHTS / f"mspan_x{scale}"
@@ -38,6 +39,7 @@ def test_shipped_mspan_scores_its_card_on_set5(scale, set5_dir):
     assert scores.psnr > bicubic_scores(pairs, scale=scale, crop_border=scale).psnr
 
 
+@pytest.mark.slow
 def test_scripts_run_the_shipped_x4_without_a_config(set5_dir, tmp_path):
     lr = set5_dir / "LR_bicubic" / "X4" / f"{IMAGE}x4.bmp"
     done = run_script_subprocess("upscale.py", "--checkpoint", WEIGHTS / "mspan_x4", "--input", lr,

@@ -67,6 +67,7 @@ def test_tiny_models_use_only_current_config_keys():
         speed.model_config("mspan", True)
 
 
+@pytest.mark.slow
 def test_tiny_run_prints_the_json_schema():
     proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--json"],
                           capture_output=True, text=True, env=subprocess_env(), timeout=600)

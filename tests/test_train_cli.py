@@ -74,6 +74,7 @@ def _step_dirs(workdir: Path) -> list[str]:
     return sorted(p.name for p in (workdir / "checkpoints").iterdir())
 
 
+@pytest.mark.slow
 def test_killed_during_an_async_save_resumes_to_the_straight_result(tmp_path, tiny_config):
     from mspan_jax.checkpoints.workdir import load_latest_state
 
@@ -148,6 +149,7 @@ def test_bad_input_fails_in_one_line(tmp_path, tiny_config):
     assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_warm_start_from_official_imdn_validates_on_set5_at_the_paper_number(
         tmp_path, set5_dir, imdn_x4_weights):
     converted = tmp_path / "imdn_x4"

@@ -63,6 +63,7 @@ def _max_leaf_diff(a, b) -> float:
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
+@pytest.mark.slow
 def test_train_step_learns_keeps_an_ema_and_guards_against_nan():
     # decay 0.9, not 0.5: at 0.5 the two weights are equal and swapped EMA terms would pass.
     config = tiny_config(ema_decay=0.9, learning_rate=1e-3)
@@ -119,6 +120,7 @@ def test_unknown_loss_is_rejected_by_the_loop_config_check():
         check_config(config)
 
 
+@pytest.mark.slow
 def test_summary_writer_events_are_readable(tmp_path):
     import io
 
@@ -179,6 +181,7 @@ def test_summary_writer_copies_events_to_a_remote_log_dir_at_each_flush(tmp_path
     assert not Path(writer._file.name).exists()  # the staging copy is gone
 
 
+@pytest.mark.slow
 def test_warm_start_loads_a_converted_checkpoint(tmp_path):
     from mspan_jax.checkpoints.params import save_params
     from mspan_jax.train.warm_start import initial_params
@@ -192,6 +195,7 @@ def test_warm_start_loads_a_converted_checkpoint(tmp_path):
     chex.assert_trees_all_equal(loaded, saved["params"])
 
 
+@pytest.mark.slow
 def test_warm_start_reinit_takes_another_scales_body_and_a_fresh_upsampler(tmp_path):
     """x2 from a trained x4 (configs/sun_hays_release.py): the body comes from the checkpoint, the
     named upsampler keeps the seeded init; without the key the other scale is refused."""

@@ -72,6 +72,7 @@ def _train_config():
     return train
 
 
+@pytest.mark.slow
 def test_a_training_workdir_records_its_model(tiny, tmp_path):
     _, cfg, variables = tiny
     checkpoints = TrainCheckpoints(tmp_path / "run", _train_config())
