@@ -165,8 +165,9 @@ def script_module(name: str) -> Iterator[dict[str, object]]:
     Scripts define their flags on absl's process-global FLAGS at import, and several define the same
     names (--config, --checkpoint, --out), so a script can only be loaded while no other one is: each
     load executes the file afresh (runpy, under a name of its own; the mspan_jax modules it imports
-    stay cached, which is what makes this fast), and on exit its flags are deleted and every
-    remaining flag is reset to its default (`unparse_flags`), so no value leaks into the next call.
+    stay cached, which is what makes this fast), and on exit the flags it defined are deleted and
+    every remaining flag is reset to its default (`unparse_flags`), so no value leaks into the next
+    call.
     """
     from absl import flags
 
@@ -174,7 +175,11 @@ def script_module(name: str) -> Iterator[dict[str, object]]:
     try:
         yield runpy.run_path(str(REPO_ROOT / "scripts" / name), run_name=f"script_{name[:-3]}")
     finally:
-        for flag_name in set(flags.FLAGS) - before:
+        # Only the script's own flags go: a library first imported during the call (absl.app,
+        # grain) defined flags it reads later, and keeps them.
+        kept = {flag.name for module, defined in flags.FLAGS.flags_by_module_dict().items()
+                if module in sys.modules for flag in defined}
+        for flag_name in set(flags.FLAGS) - before - kept:
             if flag_name in flags.FLAGS:  # a flag's short name goes with its long one
                 delattr(flags.FLAGS, flag_name)
         flags.FLAGS.unparse_flags()
