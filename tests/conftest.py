@@ -171,16 +171,17 @@ def script_module(name: str) -> Iterator[dict[str, object]]:
     """
     from absl import flags
 
-    before = set(flags.FLAGS)
+    run_name = f"script_{name[:-3]}"
     try:
-        yield runpy.run_path(str(REPO_ROOT / "scripts" / name), run_name=f"script_{name[:-3]}")
+        yield runpy.run_path(str(REPO_ROOT / "scripts" / name), run_name=run_name)
     finally:
-        # Only the script's own flags go: a library first imported during the call (absl.app,
-        # grain) defined flags it reads later, and keeps them.
-        kept = {flag.name for module, defined in flags.FLAGS.flags_by_module_dict().items()
-                if module in sys.modules for flag in defined}
-        for flag_name in set(flags.FLAGS) - before - kept:
-            if flag_name in flags.FLAGS:  # a flag's short name goes with its long one
+        # Only the script's own flags go, with the --config.* override flags config_flags added
+        # under them: a library first imported during the call (absl.app, grain) defined flags it
+        # reads later, and keeps them.
+        own = [flag.name for flag in flags.FLAGS.flags_by_module_dict().get(run_name, [])]
+        for flag_name in list(flags.FLAGS):  # a flag's short name goes with its long one
+            if flag_name in flags.FLAGS and (flag_name in own
+                                             or flag_name.startswith(tuple(f"{o}." for o in own))):
                 delattr(flags.FLAGS, flag_name)
         flags.FLAGS.unparse_flags()
 
