@@ -45,16 +45,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mspan_jax.config_base import TINY_MODEL_OVERRIDES
 from mspan_jax.errors import first_line
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JAX_VARIANTS = [("jit", "float32"), ("jit", "bfloat16")]
 TORCH_VARIANTS = [("eager", "float32"), ("eager_autocast", "bfloat16"),
                   ("channels_last", "float32"), ("compile", "float32")]
-# Test-sized models: every key must exist in config_base.MODEL_DEFAULTS (checked below), so a
-# renamed model key fails here instead of being silently ignored. MSPA at width 8 / 2 = 4.
-TINY_MODELS = {"mspan": dict(num_features=8, num_blocks=2, num_units=2, attention_reduction=2),
-               "imdn": dict(num_features=16, num_modules=2, cca_reduction=4)}
+# Test-sized models: the test suite's (config_base.TINY_MODEL_OVERRIDES), MSPA at width 8 / 2 = 4.
+# Every key must exist in config_base.MODEL_DEFAULTS (checked below), so a renamed model key fails
+# here instead of being silently ignored.
+TINY_MODELS = {"mspan": dict(TINY_MODEL_OVERRIDES["mspan"], attention_reduction=2),
+               "imdn": dict(TINY_MODEL_OVERRIDES["imdn"])}
 OMP_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MKL_NUM_THREADS")
 
 

@@ -60,7 +60,7 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         key = next(iter(re.findall(r"\w+", str(e))), "?")
         fail(f"unknown config key {key!r} in a --config.* override; see {path} and "
              "mspan_jax/config_base.py for the keys")
-    except Exception as e:  # the config file itself failed to import (syntax error, bad import)
+    except Exception as e:  # noqa: BLE001 - the config file failed to import (syntax error, bad import)
         fail(f"--config {path}: cannot load it ({' '.join(first_line(e, typed=True).split())})")
 
 
@@ -75,7 +75,7 @@ def load_config(spec: str):
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
         return module.get_config(arg) if arg else module.get_config()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any error of a user's config file is a ConfigError line
         detail = first_line(e, typed=not isinstance(e, UserError))  # a UserError: its message alone
         raise ConfigError(f"config {spec}: cannot load it ({' '.join(detail.split())})") from None
 

@@ -223,3 +223,25 @@ def restoration_config(channels: int = 3, task: str = "denoise") -> ml_collectio
     config.eval.crop_border = 0
     config.eval.y_channel = False  # denoising scores RGB (or the gray plane); deraining sets True
     return config
+
+
+# Test-sized widths of each registered model: the test suite's models and `benchmarks/speed.py
+# --tiny`'s (compile in seconds on a CPU; numbers are meaningless).
+TINY_MODEL_OVERRIDES = {
+    "mspan": dict(num_features=8, num_blocks=2, num_units=2),
+    "mspan_ir": dict(num_features=8, num_blocks=2, num_units=2),
+    "imdn": dict(num_features=16, num_modules=2, cca_reduction=4),
+}
+
+
+def tiny_model_config(name: str = "mspan", scale: int = 2,
+                      **overrides: Any) -> ml_collections.ConfigDict:
+    """`model_config(name, scale)` at test-sized widths (TINY_MODEL_OVERRIDES), then `overrides`;
+    a key the model does not have is a ConfigError, so a renamed key is never silently ignored."""
+    cfg = model_config(name, scale)
+    changes = {**TINY_MODEL_OVERRIDES[name], **overrides}
+    unknown = sorted(set(changes) - set(cfg))
+    if unknown:
+        raise ConfigError(f"{name} has no config.model keys {unknown} (config_base.MODEL_DEFAULTS)")
+    cfg.update(changes)
+    return cfg

@@ -6,16 +6,29 @@ Tests that need them skip on an outside machine, but FAIL when MSPAN_REQUIRE_SHA
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
+import runpy
 import subprocess
 import sys
+import traceback
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from mspan_jax.config_base import TINY_MODEL_OVERRIDES
+from mspan_jax.config_base import tiny_model_config as tiny_model_config  # re-exported to the tests
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# The suite's one tiny model size (mspan_jax.config_base.TINY_MODEL_OVERRIDES: 8 MSPAN / 16 IMDN
+# features), and the smallest MSPAN the CLI and training tests run (one block of one unit).
+SMALLEST = {"num_blocks": 1, "num_units": 1}
 
 
 def _shared_dir() -> Path:
@@ -107,9 +120,9 @@ def flip_bytes(checkpoint_dir: Path, count: int = 64, at: float = 0.25) -> Path:
     raise AssertionError(f"{target}: every flip was caught by orbax itself; no silent damage to test")
 
 
-# A training run small enough for a subprocess test: tiny MSPAN x4 on the bundled photos.
+# A training run small enough for a subprocess test: the smallest MSPAN x4 on the bundled photos.
 TINY_TRAIN_SETTINGS = {
-    "model.num_features": 8, "model.num_blocks": 1, "model.num_units": 1,
+    **{f"model.{key}": value for key, value in {**TINY_MODEL_OVERRIDES["mspan"], **SMALLEST}.items()},
     "data.source": "skimage", "data.hr_patch_size": 32, "data.prefetch": 1,
     "data.num_workers": 0,  # in-process batches: no worker start-up in every small run
     "train.batch_size": 2, "train.num_steps": 6, "train.log_every_steps": 2,
@@ -135,24 +148,110 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_script(name: str, *args: object, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python scripts/<name> args...` from the repository root on the CPU, output captured."""
+def run_script_subprocess(name: str, *args: object, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python scripts/<name> args...` in a fresh interpreter from the repository root on the CPU,
+    output captured: for the few smoke tests of a real command line (imports, exit codes, the
+    `if __name__ == "__main__"` line); everything else uses the faster in-process `run_script`."""
     return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / name), *map(str, args)],
                           cwd=REPO_ROOT, env=subprocess_env(JAX_PLATFORMS="cpu"), capture_output=True,
                           text=True, timeout=timeout)
 
 
-def tiny_model_config(name: str = "mspan", scale: int = 2, **overrides: object):
-    """config.model of a registered model at test-sized widths (8 MSPAN / 16 IMDN features)."""
-    from mspan_jax.config_base import model_config
+@contextlib.contextmanager
+def script_module(name: str) -> Iterator[dict[str, object]]:
+    """The globals of scripts/<name>, executed (flags defined, main not run) in this process; the
+    absl flags it defined are removed again on exit.
 
-    cfg = model_config(name, scale)
-    if name == "imdn":
-        cfg.update(num_features=16, num_modules=2, cca_reduction=4)
-    else:
-        cfg.update(num_features=8, num_blocks=2, num_units=2)
-    cfg.update(overrides)
-    return cfg
+    Scripts define their flags on absl's process-global FLAGS at import, and several define the same
+    names (--config, --checkpoint, --out), so a script can only be loaded while no other one is: each
+    load executes the file afresh (runpy, under a name of its own; the mspan_jax modules it imports
+    stay cached, which is what makes this fast), and on exit the flags it defined are deleted and
+    every remaining flag is reset to its default (`unparse_flags`), so no value leaks into the next
+    call.
+    """
+    from absl import flags
+
+    run_name = f"script_{name[:-3]}"
+    try:
+        yield runpy.run_path(str(REPO_ROOT / "scripts" / name), run_name=run_name)
+    finally:
+        # Only the script's own flags go, with the --config.* override flags config_flags added
+        # under them: a library first imported during the call (absl.app, grain) defined flags it
+        # reads later, and keeps them.
+        own = [flag.name for flag in flags.FLAGS.flags_by_module_dict().get(run_name, [])]
+        for flag_name in list(flags.FLAGS):  # a flag's short name goes with its long one
+            if flag_name in flags.FLAGS and (flag_name in own
+                                             or flag_name.startswith(tuple(f"{o}." for o in own))):
+                delattr(flags.FLAGS, flag_name)
+        flags.FLAGS.unparse_flags()
+
+
+def _exit_code(code: object) -> int:
+    """The process exit status `sys.exit(code)` gives (a message is printed, status 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _warning_to_stderr(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def run_script(name: str, *args: object) -> subprocess.CompletedProcess:
+    """`python scripts/<name> args...`, run in this process through the script's own `main` and
+    `mspan_jax.cli.run` (flag parsing, one-line user errors, exit codes), from the repository root;
+    returns what `subprocess.run(..., capture_output=True, text=True)` would.
+
+    Why in-process: a subprocess pays ~5-10 s of imports (JAX, Flax, orbax, TensorFlow) per call,
+    which was most of the suite's time. What it keeps of a real run: sys.argv (config_flags reads
+    its --config.* overrides there), the working directory, stdout / stderr (print, absl logging
+    and warnings, shown as Python shows them by default) and the exit status, with an unexpected
+    exception's traceback on stderr and status 1. Flags are isolated by `script_module`. What it
+    does not cover (fresh imports, the `__main__` line, TF/XLA C++ logs on the real file
+    descriptors) is left to a few `run_script_subprocess` smoke tests.
+    """
+    from absl import logging as absl_logging
+
+    from mspan_jax import cli
+
+    argv = [str(REPO_ROOT / "scripts" / name), *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    handler = absl_logging.get_absl_handler().python_handler
+    saved = sys.argv, os.getcwd(), handler.stream
+    code = 0
+    try:
+        sys.argv = argv
+        os.chdir(REPO_ROOT)
+        handler.stream = err
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                warnings.catch_warnings():
+            warnings.simplefilter("default")  # Python's default filters, not pytest's
+            for hidden in (DeprecationWarning, PendingDeprecationWarning, ImportWarning,
+                           ResourceWarning):
+                warnings.simplefilter("ignore", hidden)
+            warnings.showwarning = _warning_to_stderr
+            try:
+                with script_module(name) as module:
+                    cli.run(module["main"])
+            except SystemExit as e:
+                code = _exit_code(e.code)
+            except Exception:  # noqa: BLE001 - a script's crash is its traceback and status 1, as in a shell
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved[0]
+        os.chdir(saved[1])
+        handler.stream = saved[2]
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def tiny_model_flags(name: str = "mspan", **overrides: object) -> list[str]:
+    """`--config.model.KEY=VALUE` flags that set a config file's model to the tiny size (+ overrides)."""
+    changes = {**TINY_MODEL_OVERRIDES[name], **overrides}
+    return [f"--config.model.{key}={value}" for key, value in changes.items()]
 
 
 def read_tensorboard(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, str, object]]]:

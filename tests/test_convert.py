@@ -5,7 +5,6 @@ every attention (none, ca, esa, mspa), and bad inputs."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -82,6 +81,7 @@ def test_torch_reference_mspan_has_the_flax_parameter_count(name, scale, attenti
     assert block & {"mspa", "ca", "esa"} == ({attention} - {"none"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cfg",
     [
@@ -119,6 +119,7 @@ def test_round_trip_gives_identical_outputs(cfg):
         np.testing.assert_array_equal(back[key], state[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_verification_catches_a_wrong_upsampler_channel_order():
     """Reordering the upsampler's output channels the naive NHWC way ((c, i, j) -> (i, j, c)) breaks
     the outputs: the channel order matters and the converter's (none) is the right one."""
@@ -313,6 +314,7 @@ PARITY_CASES = [(2, "mspa", "tiny"), (3, "mspa", "tiny"), (4, "mspa", "full"), (
                 (2, "ca", "tiny"), (2, "esa", "full")]
 
 
+@pytest.mark.slow
 def test_cli_verify_agrees_with_the_reference_for_mspan_ir(tmp_path):
     """The paper's MSPAN-IR (figure (c), C=54, n=6, gray) through --config configs/denoise_gray.py:50:
     random reference weights convert and --verify agrees with PyTorch."""
@@ -330,6 +332,7 @@ def test_cli_verify_agrees_with_the_reference_for_mspan_ir(tmp_path):
     assert sorted(load_params(out, cfg)["params"]["stage6"]) == ["iddb", "mlp_fc1", "mlp_fc2", "norm"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale, attention, width", PARITY_CASES,
                          ids=[f"x{s}_{a}_{w}" for s, a, w in PARITY_CASES])
 def test_cli_verify_agrees_with_the_reference(tmp_path, scale, attention, width):
@@ -377,6 +380,7 @@ def assert_one_line_error(result, out: Path, code: int = 2, match: str = ""):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
 
 
+@pytest.mark.slow
 def test_cli_converts_and_verifies_with_a_config_file(tmp_path, tiny_state):
     config = tmp_path / "tiny_x2.py"
     config.write_text(
@@ -436,6 +440,7 @@ def test_basicsr_files_give_the_ema_unless_asked(tmp_path, tiny_state):
         tmp_path / "basicsr.pth").keys()
 
 
+@pytest.mark.slow
 def test_cli_basicsr_choice_safetensors_and_a_failing_verify(tmp_path, tiny_state):
     config = tmp_path / "tiny_x2.py"
     config.write_text("from mspan_jax.config_base import sr_config\n\n\ndef get_config():\n"
@@ -474,19 +479,18 @@ def test_cli_basicsr_choice_safetensors_and_a_failing_verify(tmp_path, tiny_stat
 
     # A converter bug (the upsampler's bias off by 0.01) fails --verify: exit 1, nothing written.
     out = tmp_path / "d"
-    driver = (
-        "import runpy, sys\n"
-        "import mspan_jax.convert as convert\n"
-        "real = convert.convert_state_dict\n"
-        "def buggy(cfg, state):\n"
-        "    variables = real(cfg, state)\n"
-        "    up = variables['params']['upsampler']\n"
-        "    up['bias'] = up['bias'] + 0.01\n"
-        "    return variables\n"
-        "convert.convert_state_dict = buggy\n"
-        f"sys.argv = [{str(SCRIPT)!r}, '--config={config}', '--src={tmp_path / 'w.safetensors'}', "
-        f"'--out={out}', '--verify']\n"
-        f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n")
-    result = subprocess.run([sys.executable, "-c", driver], cwd=REPO, capture_output=True, text=True,
-                            timeout=300)
+    import mspan_jax.convert as convert
+
+    real = convert.convert_state_dict
+
+    def buggy(cfg, state):
+        variables = real(cfg, state)
+        up = variables["params"]["upsampler"]
+        up["bias"] = up["bias"] + 0.01
+        return variables
+
+    with pytest.MonkeyPatch.context() as patch:  # run_cli re-executes the script: it imports this
+        patch.setattr(convert, "convert_state_dict", buggy)
+        result = run_cli(f"--config={config}", f"--src={tmp_path / 'w.safetensors'}", f"--out={out}",
+                         "--verify")
     assert_one_line_error(result, out, code=1, match="verification failed: max abs difference 0.01")

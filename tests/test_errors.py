@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT, subprocess_env
+from conftest import REPO_ROOT, run_script, subprocess_env
 
 from mspan_jax import errors
 from mspan_jax.checkpoints.params import CheckpointError
@@ -32,12 +32,19 @@ runpy.run_path("scripts/export.py", run_name="__main__")
 
 
 def _export_raising(error: str) -> subprocess.CompletedProcess:
+    """In a fresh interpreter: an uncaught exception's real traceback and exit status."""
     return subprocess.run([sys.executable, "-c", _EXPORT_RAISING.format(error=error)], cwd=REPO_ROOT,
                           env=subprocess_env(), capture_output=True, text=True, timeout=120)
 
 
-def test_a_user_error_is_one_line_and_exit_2():
-    result = _export_raising('errors.ConfigError("--out: bad value\\nsecond line")')
+def test_a_user_error_is_one_line_and_exit_2(monkeypatch):
+    from mspan_jax.checkpoints import resolve
+
+    def load_model(*args, **kwargs):
+        raise errors.ConfigError("--out: bad value\nsecond line")
+
+    monkeypatch.setattr(resolve, "load_model", load_model)  # run_script re-executes export.py
+    result = run_script("export.py", "--checkpoint", "ckpt", "--out", "model.jaxexport")
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.strip()] == ["error: --out: bad value"]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -14,7 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tifffile
-from conftest import flip_bytes
+from conftest import (
+    SMALLEST,
+    TINY_MODEL_OVERRIDES,
+    flip_bytes,
+    run_script,
+    run_script_subprocess,
+    tiny_model_config,
+    tiny_model_flags,
+)
 from PIL import Image
 
 from mspan_jax.checkpoints.params import save_params
@@ -34,13 +40,7 @@ from mspan_jax.models import get_model
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
-TINY = ["--config.model.num_features=8", "--config.model.num_blocks=1", "--config.model.num_units=1"]
-
-
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *map(str, args)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+TINY = tiny_model_flags(**SMALLEST)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
@@ -55,7 +55,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
 def tiny_checkpoint(tmp_path_factory):
     """A params checkpoint of a tiny MSPAN x2 with random weights, and its config."""
     config = sr_config("mspan", 2)
-    config.model.update(num_features=8, num_blocks=1, num_units=1)
+    config.model = tiny_model_config("mspan", 2, **SMALLEST)
     model = get_model(config.model)
     probe = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
     shapes = jax.eval_shape(model.init, jax.random.key(0), probe)
@@ -75,7 +75,8 @@ def hr_folder(tmp_path_factory):
 
 
 def test_make_lr_writes_matlab_bicubic(hr_folder, tmp_path):
-    result = run_script("make_lr.py", "--hr-dir", hr_folder, "--out-dir", tmp_path / "x3", "--scale", 3)
+    result = run_script_subprocess("make_lr.py", "--hr-dir", hr_folder, "--out-dir", tmp_path / "x3",
+                                   "--scale", 3)  # the real command line, once
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "x3").iterdir()) == ["onex3.png", "twox3.png"]
     np.testing.assert_array_equal(read_image(tmp_path / "x3" / "onex3.png"),
@@ -89,6 +90,7 @@ def test_make_lr_writes_matlab_bicubic(hr_folder, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_folder_json_and_images(tiny_checkpoint, hr_folder, tmp_path):
     directory, model, variables = tiny_checkpoint
     result = run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint", directory,
@@ -136,6 +138,7 @@ def test_evaluate_errors_are_one_line(tiny_checkpoint, hr_folder, tmp_path):
     assert not (tmp_path / "s.json").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_lr_dir_self_ensemble_round_y_and_skipped_files(tiny_checkpoint, tmp_path):
     """Each flag reaches the library (the scores equal evaluate_pairs with it and differ without it);
     an unreadable file of a folder is skipped and the summary says "N of M images"."""
@@ -164,6 +167,7 @@ def test_evaluate_lr_dir_self_ensemble_round_y_and_skipped_files(tiny_checkpoint
         assert abs(other - scores["psnr"]) > 1e-5  # equal flags agree to 1e-6
 
 
+@pytest.mark.slow
 def test_evaluate_datasets_are_whole_or_fail(tiny_checkpoint, tmp_path):
     directory, model, variables = tiny_checkpoint
     for name, count in (("Set5", 5), ("Set14", 13)):  # Set14 lacks an image
@@ -188,6 +192,7 @@ def test_evaluate_datasets_are_whole_or_fail(tiny_checkpoint, tmp_path):
     assert not (tmp_path / "partial.json").exists()
 
 
+@pytest.mark.slow
 def test_upscale_whole_and_tiled(tiny_checkpoint, hr_folder, tmp_path):
     directory, model, variables = tiny_checkpoint
     result = run_script("upscale.py", "--config", "configs/x2.py", *TINY, "--checkpoint", directory,
@@ -233,6 +238,7 @@ def _apply(model, variables, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.apply(variables, jnp.asarray(x[None], jnp.float32)))[0]
 
 
+@pytest.mark.slow
 def test_upscale_keeps_alpha_gray_and_16_bits(tiny_checkpoint, tmp_path):
     directory, model, variables = tiny_checkpoint
     folder = tmp_path / "in"
@@ -281,15 +287,17 @@ def test_upscale_keeps_alpha_gray_and_16_bits(tiny_checkpoint, tmp_path):
         assert im.mode == "I;16"
 
 
+@pytest.mark.slow
 def test_upscale_restoration_model_and_bad_inputs(tiny_checkpoint, tmp_path):
     directory, _, _ = tiny_checkpoint
     config = tmp_path / "ir.py"
+    smallest_ir = dict(TINY_MODEL_OVERRIDES["mspan_ir"], **SMALLEST)
     config.write_text("from mspan_jax.config_base import sr_config\n\n\ndef get_config():\n"
                       "    config = sr_config('mspan_ir', 1)\n"
-                      "    config.model.update(num_features=8, num_blocks=1, num_units=1)\n"
+                      f"    config.model.update({smallest_ir!r})\n"
                       "    return config\n")
     ir_config = sr_config("mspan_ir", 1)
-    ir_config.model.update(num_features=8, num_blocks=1, num_units=1)
+    ir_config.model = tiny_model_config("mspan_ir", 1, **SMALLEST)
     ir = get_model(ir_config.model)
     variables = ir.init(jax.random.key(3), jnp.zeros((1, 8, 8, 3)))
     save_params(tmp_path / "ir_ckpt", variables, ir_config.model)

@@ -59,6 +59,7 @@ def _unpadded(model, variables, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.apply(variables, jnp.asarray(x[None])))[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(TINY))
 def test_predictor_equals_unpadded(name):
     model = TINY[name]
@@ -87,6 +88,7 @@ def test_predictor_equals_unpadded(name):
     assert float(np.abs(unmasked - expected).max()) > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mspan", "imdn"])
 def test_bucketed_evaluation_equals_per_image_inference(name):
     model = TINY[name]
@@ -257,6 +259,7 @@ def test_tiles_have_no_seams():
         assert float(np.abs(tiled - whole).max()) <= 1e-5
 
 
+@pytest.mark.slow
 def test_mspa_tiles_differ_from_the_whole_image_within_a_bound():
     # MSPA's 2x2 / 4x4 pooled context and its bilinear resize see the tile border, so tiles are
     # close to the whole image, not equal (docs/evaluation.md measures full-size MSPAN x4). Measured

@@ -11,7 +11,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, find_exact, require_extra, run_script, subprocess_env, tiny_model_config
+from conftest import (
+    REPO_ROOT,
+    find_exact,
+    require_extra,
+    run_script,
+    run_script_subprocess,
+    script_module,
+    subprocess_env,
+    tiny_model_config,
+)
 
 from mspan_jax import metrics
 from mspan_jax.checkpoints.params import save_params
@@ -100,16 +109,18 @@ def test_training_samples_are_labelled_crops():
     assert picture.shape[0] > 16 + 20  # room for two lines of text
 
 
+@pytest.mark.slow
 def test_compare_two_models_and_bad_inputs(tmp_path):
     mspan_dir, mspan_cfg, model, variables = _tiny_checkpoint(tmp_path, "mspan", 2)
     imdn_dir, imdn_cfg, _, _ = _tiny_checkpoint(tmp_path, "imdn", 2, seed=1)
     hr = RNG.integers(0, 256, (41, 50, 3), dtype=np.uint8)
     write_image(tmp_path / "photo.png", hr)
     out = tmp_path / "cmp.png"
-    result = run_script("compare.py", "--image", tmp_path / "photo.png",
-                        "--model", f"{mspan_cfg}={mspan_dir}",
-                        "--model", imdn_dir,  # a bare checkpoint: its recorded model
-                        "--labels", "A,B", "--crop", 16, "--box", "4,6", "--zoom", 2, "--out", out)
+    result = run_script_subprocess("compare.py", "--image", tmp_path / "photo.png",  # the real CLI
+                                   "--model", f"{mspan_cfg}={mspan_dir}",
+                                   "--model", imdn_dir,  # a bare checkpoint: its recorded model
+                                   "--labels", "A,B", "--crop", 16, "--box", "4,6", "--zoom", 2,
+                                   "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     figure = read_image(out)
     hr = hr[:40]  # modcrop to the scale
@@ -156,6 +167,7 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
                          f"{mspan_cfg}={mspan_dir}", "--out", out), "bad.png")
 
 
+@pytest.mark.slow
 def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
     require_extra("matplotlib", "figures")
     ckpt, config, model, variables = _tiny_checkpoint(tmp_path, "mspan", 2)
@@ -182,7 +194,7 @@ def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
         assert "input tenengrad=" in line and f"std={mean.std():.4g} mean={mean.mean():.4g};" in line
         mspa = state["intermediates"]["body"][f"IDDB{block}"]["mspa"]
         np.testing.assert_allclose(mspa["output"][0], mspa["input"][0] * mspa["attention"][0], rtol=1e-6)
-        assert 0 < float(mspa["attention"][0].min()) and float(mspa["attention"][0].max()) < 1
+        assert float(mspa["attention"][0].min()) > 0 and float(mspa["attention"][0].max()) < 1
 
     imdn_dir, imdn_cfg, _, _ = _tiny_checkpoint(tmp_path, "imdn", 2)
     _one_line_error(run_script("visualize_mspa.py", "--config", imdn_cfg, "--checkpoint", imdn_dir,
@@ -199,15 +211,13 @@ def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, scale", [("mspan", 3), ("imdn", 2), ("mspan_ir", 1)])
 def test_export_matches_flax_at_any_size(tmp_path, name, scale):
     from jax import export
 
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    try:
-        from export import export_model
-    finally:
-        sys.path.pop(0)
+    with script_module("export.py") as script:  # its flags are removed again on exit
+        export_model = script["export_model"]
     cfg = tiny_model_config(name, scale)
     model = get_model(cfg)
     variables = _random_variables(model)
@@ -218,6 +228,7 @@ def test_export_matches_flax_at_any_size(tmp_path, name, scale):
                                    atol=1e-5)
 
 
+@pytest.mark.slow
 def test_export_cli_file_runs_without_the_package(tmp_path):
     ckpt, config, model, variables = _tiny_checkpoint(tmp_path, "mspan", 2)
     out = tmp_path / "m.jaxexport"

@@ -57,6 +57,7 @@ def test_flax_and_torch_agree_on_a_set5_image(official_state, set5_dir):
     assert np.max(np.abs(got.transpose(2, 0, 1) - expected)) < 1e-4
 
 
+@pytest.mark.slow
 def test_official_imdn_x4_scores_the_paper_on_set5(imdn_x4_weights, set5_dir, tmp_path):
     out = tmp_path / "imdn4"
     result = subprocess.run(

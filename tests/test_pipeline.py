@@ -219,6 +219,7 @@ def test_skimage_source_gray_output():
     assert batch["lr"].shape == (2, 8, 8, 1) and batch["hr"].shape == (2, 16, 16, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*not divisible by scale:UserWarning")
 def test_div2k_tfds_source_reads_through_tfds(monkeypatch, tmp_path):
     """The `div2k` source on tfds' mocked div2k (random images of random sizes): decoded, degraded by BD
@@ -250,6 +251,7 @@ def _temp_caches() -> list[Path]:
             for p in folder.glob(f"mspan_jax-decoded-{os.getpid()}-*")]
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_batches_and_resume_exactly(tmp_path):
     """grain workers (2 processes: decoding, then batches) == in-process, from any start step; the
     worker-decoded images' warnings reach this process; the shared temporary file is gone after."""

@@ -23,6 +23,7 @@ def _pytest_without_torch(tmp_path, **env: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_proof_tests_fail_without_torch_when_required_and_skip_otherwise(tmp_path):
     required = _pytest_without_torch(tmp_path, MSPAN_REQUIRE_SHARED="1")
     assert required.returncode != 0, required.stdout[-2000:]

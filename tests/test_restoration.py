@@ -8,14 +8,13 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, require_shared, subprocess_env, tiny_model_config
+from conftest import REPO_ROOT, SMALLEST, require_shared, run_script, tiny_model_config, tiny_model_flags
 
 from mspan_jax import metrics
 from mspan_jax.checkpoints.params import CheckpointError, load_params, save_params
@@ -28,7 +27,7 @@ from mspan_jax.evaluation import evaluate_pairs, input_scores, nl_means_scores
 from mspan_jax.models import get_model
 
 RNG = np.random.default_rng(0)
-TINY = ["--config.model.num_features=8", "--config.model.num_blocks=1", "--config.model.num_units=1"]
+TINY = tiny_model_flags(**SMALLEST)
 
 
 def load_config(name: str, arg: str | None = None):
@@ -36,12 +35,6 @@ def load_config(name: str, arg: str | None = None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config() if arg is None else module.get_config(arg)
-
-
-def run_script(name: str, *args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / name), *map(str, args)],
-                          cwd=REPO_ROOT, env=subprocess_env(JAX_PLATFORMS="cpu"), capture_output=True,
-                          text=True, timeout=300)
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -59,8 +52,7 @@ def random_variables(model_config, channels: int = 3):
 
 
 def tiny_ir(channels: int = 3):
-    return tiny_model_config("mspan_ir", 1, num_blocks=1, num_units=1, in_channels=channels,
-                             out_channels=channels)
+    return tiny_model_config("mspan_ir", 1, **SMALLEST, in_channels=channels, out_channels=channels)
 
 
 # ----------------------------------------------------------------------------- configs
@@ -232,9 +224,10 @@ def test_denoising_builders_are_whole_or_fail_and_gray_sets_stay_gray(tmp_path):
         datasets.load_benchmark("cbsd68", 4)
     from mspan_jax.data.builders.benchmarks import DENOISING_SETS
 
-    assert datasets.DENOISING_SET_NAMES == tuple(DENOISING_SETS)  # the tfds-free copy of the names
+    assert tuple(DENOISING_SETS) == datasets.DENOISING_SET_NAMES  # the tfds-free copy of the names
 
 
+@pytest.mark.slow
 def test_cbsd68_noisy_baseline_is_the_published_sigma_25_psnr(tmp_path):
     """The real CBSD68 (68 images, 481x321) through its builder: sigma 25 noise seeded per image and
     not clipped (the DnCNN / FFDNet protocol) gives the noisy input the published 20log10(255/25) =
@@ -262,6 +255,7 @@ def ir_checkpoint(tmp_path_factory):
     return directory, get_model(config), variables
 
 
+@pytest.mark.slow
 def test_evaluate_denoising_folder_json(ir_checkpoint, clean_folder, tmp_path):
     directory, model, variables = ir_checkpoint
     result = run_script("evaluate.py", "--config", "configs/quickstart_denoise.py", *TINY,
@@ -314,12 +308,13 @@ def test_a_checkpoint_of_the_other_task_fails_in_one_line(ir_checkpoint, tmp_pat
 
 
 # ----------------------------------------------------------------------------- training validation
+@pytest.mark.slow
 def test_gray_validation_scores_the_noisy_input_and_nl_means():
     from mspan_jax.config_base import restoration_config
     from mspan_jax.train.validation import Validator
 
     config = restoration_config(channels=1)
-    config.model.update(num_features=8, num_blocks=1, num_units=1)
+    config.model.update(num_features=8, **SMALLEST)
     config.eval.datasets = ("skimage_holdout",)
     config.eval.classical_baseline = True
     config.data.noise_sigma = 25.0
@@ -336,15 +331,14 @@ def test_gray_validation_scores_the_noisy_input_and_nl_means():
     assert images["skimage_holdout"].shape[-1] == 3  # gray crops shown as RGB
 
 
+@pytest.mark.slow
 def test_quickstart_denoise_trains_with_scripts_train(tmp_path):
     """The quickstart config through scripts/train.py (tiny widths, 2 steps): eval_results.json holds
     the model, the noisy input and non-local means."""
     workdir = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "scripts/train.py", "--config", "configs/quickstart_denoise.py", "--workdir",
-         workdir, *TINY, "--config.train.num_steps=2", "--config.data.hr_patch_size=16",
-         "--config.train.checkpoint_every_steps=2", "--config.data.prefetch=1"],
-        cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    proc = run_script("train.py", "--config", "configs/quickstart_denoise.py", "--workdir", workdir,
+                      *TINY, "--config.train.num_steps=2", "--config.data.hr_patch_size=16",
+                      "--config.train.checkpoint_every_steps=2", "--config.data.prefetch=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((workdir / "eval_results.json").read_text())
     assert set(results) == {"step", "skimage_holdout", "input", "nl_means"} and results["step"] == 2
@@ -353,10 +347,8 @@ def test_quickstart_denoise_trains_with_scripts_train(tmp_path):
 
 
 def test_a_bad_config_argument_fails_in_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "scripts/train.py", "--config", "configs/denoise_color.py:35", "--workdir",
-         tmp_path / "run"], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
-        timeout=300)
+    proc = run_script("train.py", "--config", "configs/denoise_color.py:35", "--workdir",
+                      tmp_path / "run")
     line = error_line(proc)
     assert "configs/denoise_color.py:35: cannot load it (noise level '35'" in line
     assert not (tmp_path / "run").exists()

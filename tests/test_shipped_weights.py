@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_script
+from conftest import REPO_ROOT, run_script, run_script_subprocess
 
 from mspan_jax import Upscaler
 from mspan_jax.checkpoints.params import model_config_dict
@@ -23,6 +23,7 @@ IMAGE = "butterfly"  # Set5's hardest image: the one where a weaker model shows 
 CARD = {2: (29.6430, 0.93450), 3: (25.1760, 0.83809), 4: (24.2428, 0.81778)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", sorted(CARD))
 def test_shipped_mspan_scores_its_card_on_set5(scale, set5_dir):
     directory = WEIGHTS / f"mspan_x{scale}"
@@ -38,16 +39,17 @@ def test_shipped_mspan_scores_its_card_on_set5(scale, set5_dir):
     assert scores.psnr > bicubic_scores(pairs, scale=scale, crop_border=scale).psnr
 
 
+@pytest.mark.slow
 def test_scripts_run_the_shipped_x4_without_a_config(set5_dir, tmp_path):
     lr = set5_dir / "LR_bicubic" / "X4" / f"{IMAGE}x4.bmp"
-    done = run_script("upscale.py", "--checkpoint", WEIGHTS / "mspan_x4", "--input", lr,
-                      "--output", tmp_path)
+    done = run_script_subprocess("upscale.py", "--checkpoint", WEIGHTS / "mspan_x4", "--input", lr,
+                                 "--output", tmp_path)  # the real command lines of both scripts
     assert done.returncode == 0, done.stderr[-2000:]
     sr = read_image(tmp_path / f"{IMAGE}x4_x4.png")
     np.testing.assert_array_equal(
         sr, Upscaler.from_checkpoint(WEIGHTS / "mspan_x4").upscale(read_image(lr)))
-    done = run_script("evaluate.py", "--checkpoint", WEIGHTS / "mspan_x4", "--hr-dir", set5_dir / "HR",
-                      "--lr-dir", set5_dir / "LR_bicubic" / "X4")
+    done = run_script_subprocess("evaluate.py", "--checkpoint", WEIGHTS / "mspan_x4", "--hr-dir",
+                                 set5_dir / "HR", "--lr-dir", set5_dir / "LR_bicubic" / "X4")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "model mspan x4" in done.stdout and "Set5 x4 (5 images)" in done.stdout
 

@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
+import chex
 import numpy as np
 import pytest
-from conftest import find_exact, subprocess_env, tiny_train_config_source
+from conftest import find_exact, run_script, subprocess_env, tiny_train_config_source
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
@@ -21,6 +21,12 @@ TINY_CONFIG = tiny_train_config_source()
 
 
 def _train(*args: str) -> subprocess.CompletedProcess:
+    """scripts/train.py in this process (conftest.run_script)."""
+    return run_script("train.py", *args)
+
+
+def _train_subprocess(*args: str) -> subprocess.CompletedProcess:
+    """scripts/train.py in a fresh interpreter: the real command line, once per test file."""
     return subprocess.run([sys.executable, "scripts/train.py", *args], cwd=REPO, env=subprocess_env(),
                           capture_output=True, text=True, timeout=TIMEOUT)
 
@@ -68,11 +74,12 @@ def _step_dirs(workdir: Path) -> list[str]:
     return sorted(p.name for p in (workdir / "checkpoints").iterdir())
 
 
+@pytest.mark.slow
 def test_killed_during_an_async_save_resumes_to_the_straight_result(tmp_path, tiny_config):
     from mspan_jax.checkpoints.workdir import load_latest_state
 
     straight, workdir = tmp_path / "straight", tmp_path / "run"
-    done = _train(f"--config={tiny_config}", f"--workdir={straight}")
+    done = _train_subprocess(f"--config={tiny_config}", f"--workdir={straight}")
     assert done.returncode == 0, done.stderr[-3000:]
 
     killed = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(tiny_config), str(workdir),
@@ -90,9 +97,8 @@ def test_killed_during_an_async_save_resumes_to_the_straight_result(tmp_path, ti
     assert "step 6/6" in resumed.stdout
     a, b = load_latest_state(straight), load_latest_state(workdir)
     assert int(a["step"]) == int(b["step"]) == 6
-    for key in ("params", "opt_state"):
-        for x, y in zip(jax.tree.leaves(a[key]), jax.tree.leaves(b[key]), strict=True):
-            np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-6, err_msg=key)
+    chex.assert_trees_all_close(b["params"], a["params"], rtol=0, atol=1e-6)
+    chex.assert_trees_all_close(b["opt_state"], a["opt_state"], rtol=0, atol=1e-6)
     results = json.loads((workdir / "eval_results.json").read_text())
     assert results == json.loads((straight / "eval_results.json").read_text())
     assert results["step"] == 6 and set(results) == {"step", "skimage_holdout", "bicubic"}
@@ -143,13 +149,12 @@ def test_bad_input_fails_in_one_line(tmp_path, tiny_config):
     assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_warm_start_from_official_imdn_validates_on_set5_at_the_paper_number(
         tmp_path, set5_dir, imdn_x4_weights):
     converted = tmp_path / "imdn_x4"
-    convert = subprocess.run(
-        [sys.executable, "scripts/convert_torch_weights.py", "--model=imdn", "--scale=4",
-         f"--src={imdn_x4_weights}", f"--out={converted}"],
-        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    convert = run_script("convert_torch_weights.py", "--model=imdn", "--scale=4",
+                         f"--src={imdn_x4_weights}", f"--out={converted}")
     assert convert.returncode == 0, convert.stderr[-2000:]
     workdir = tmp_path / "run"
     proc = _train("--config=configs/imdn_x4.py", f"--workdir={workdir}",

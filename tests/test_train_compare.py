@@ -83,6 +83,7 @@ def test_a_benchmark_folder_validates_with_its_published_lr(set5_dir):
         load_set_folder(set5_dir / "missing", 4)
 
 
+@pytest.mark.slow
 def test_gpu_script_runs_the_protocol_at_a_tiny_size(tmp_path):
     data = require_shared("data")
     require_shared("data/Sun_Hays80")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from conftest import read_tensorboard, subprocess_env, tiny_train_config_source
 
 from mspan_jax.checkpoints.workdir import load_latest_state
@@ -46,6 +47,7 @@ def _load_config(path: Path):
     return namespace["get_config"]()
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device(tmp_path):
     (tmp_path / "tiny.py").write_text(TINY_CONFIG)
     script = textwrap.dedent(f"""
@@ -100,6 +102,7 @@ def _two_processes(config_file: Path, workdir: Path, num_steps: int) -> list[str
     return outputs
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_and_resume(tmp_path, monkeypatch):
     config_file = tmp_path / "tiny.py"
     config_file.write_text(TINY_CONFIG)

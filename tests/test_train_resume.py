@@ -70,6 +70,7 @@ def _max_diff(a, b) -> float:
                                                                                    strict=True))
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_a_straight_run(tmp_path, monkeypatch, capsys):
     config = tiny_config()
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -119,6 +120,7 @@ def test_interrupted_and_resumed_run_equals_a_straight_run(tmp_path, monkeypatch
         loop.train_and_evaluate(tiny_config(scale=2), str(straight))
 
 
+@pytest.mark.slow
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     config = tiny_config()
     real = loop.create_train_iterator

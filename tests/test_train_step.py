@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import read_tensorboard
+from conftest import SMALLEST, read_tensorboard, tiny_model_config
 
 from mspan_jax.config_base import sr_config
 from mspan_jax.models.registry import get_model
@@ -24,9 +25,7 @@ from mspan_jax.train.summary import SummaryWriter
 
 def tiny_config(**train):
     config = sr_config("mspan", 2)
-    config.model.num_features = 8
-    config.model.num_blocks = 1
-    config.model.num_units = 1
+    config.model = tiny_model_config("mspan", 2, **SMALLEST)
     for key, value in train.items():
         config.train[key] = value
     return config
@@ -64,6 +63,7 @@ def _max_leaf_diff(a, b) -> float:
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
+@pytest.mark.slow
 def test_train_step_learns_keeps_an_ema_and_guards_against_nan():
     # decay 0.9, not 0.5: at 0.5 the two weights are equal and swapped EMA terms would pass.
     config = tiny_config(ema_decay=0.9, learning_rate=1e-3)
@@ -73,8 +73,7 @@ def test_train_step_learns_keeps_an_ema_and_guards_against_nan():
     # EMA by hand after two steps: 0.9 (0.9 p0 + 0.1 p1) + 0.1 p2 = 0.81 p0 + 0.09 p1 + 0.1 p2.
     expect = jax.tree.map(lambda p0, p1, p2: 0.81 * p0 + 0.09 * p1 + 0.1 * p2,
                           state0.params, state1.params, state2.params)
-    for a, b in zip(jax.tree.leaves(expect), jax.tree.leaves(state2.ema_params), strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(state2.ema_params, expect, rtol=1e-5, atol=1e-7)
     assert _max_leaf_diff(state2.ema_params, state2.params) > 0  # the EMA lags the params
     assert state1.eval_params() is state1.ema_params
     for _ in range(3):
@@ -87,8 +86,7 @@ def test_train_step_learns_keeps_an_ema_and_guards_against_nan():
     state3, m3 = step(state2, bad)
     assert int(m3["nonfinite"]) == 1
     assert int(state3.step) == int(state2.step)  # nothing applied, not even the step
-    for a, b in zip(jax.tree.leaves(state3), jax.tree.leaves(state2), strict=True):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(state3, state2)
 
 
 def test_gradient_clipping_scales_gradients_to_the_configured_norm():
@@ -122,6 +120,7 @@ def test_unknown_loss_is_rejected_by_the_loop_config_check():
         check_config(config)
 
 
+@pytest.mark.slow
 def test_summary_writer_events_are_readable(tmp_path):
     import io
 
@@ -182,6 +181,7 @@ def test_summary_writer_copies_events_to_a_remote_log_dir_at_each_flush(tmp_path
     assert not Path(writer._file.name).exists()  # the staging copy is gone
 
 
+@pytest.mark.slow
 def test_warm_start_loads_a_converted_checkpoint(tmp_path):
     from mspan_jax.checkpoints.params import save_params
     from mspan_jax.train.warm_start import initial_params
@@ -192,10 +192,10 @@ def test_warm_start_loads_a_converted_checkpoint(tmp_path):
     save_params(tmp_path / "converted", saved, config.model)
     config.train.warm_start = str(tmp_path / "converted")
     loaded = initial_params(config, model)
-    for a, b in zip(jax.tree.leaves(saved["params"]), jax.tree.leaves(loaded), strict=True):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(loaded, saved["params"])
 
 
+@pytest.mark.slow
 def test_warm_start_reinit_takes_another_scales_body_and_a_fresh_upsampler(tmp_path):
     """x2 from a trained x4 (configs/sun_hays_release.py): the body comes from the checkpoint, the
     named upsampler keeps the seeded init; without the key the other scale is refused."""
@@ -219,12 +219,8 @@ def test_warm_start_reinit_takes_another_scales_body_and_a_fresh_upsampler(tmp_p
     x2.train.warm_start_reinit = ("upsampler",)
     params = initial_params(x2, model2)
     fresh = seeded_params(x2, model2)
-    for a, b in zip(jax.tree.leaves(saved["params"]["body"]), jax.tree.leaves(params["body"]),
-                    strict=True):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(jax.tree.leaves(fresh["upsampler"]), jax.tree.leaves(params["upsampler"]),
-                    strict=True):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(params["body"], saved["params"]["body"])
+    chex.assert_trees_all_equal(params["upsampler"], fresh["upsampler"])
 
     x2.train.warm_start_reinit = ("head",)
     with pytest.raises(ValueError, match=r"warm_start_reinit: no top-level params \['head'\]"):

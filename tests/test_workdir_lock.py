@@ -50,6 +50,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_second_trainer_is_refused_and_a_killed_holders_lock_is_taken_over(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
@@ -84,6 +85,7 @@ def test_second_trainer_is_refused_and_a_killed_holders_lock_is_taken_over(tmp_p
     assert WorkdirLock(workdir).acquire() is None
 
 
+@pytest.mark.slow
 def test_trainer_killed_with_workers_leaves_none_behind_and_resumes(tmp_path):
     """SIGKILL of a trainer whose batches come from 2 grain worker processes: the workers exit, the
     next run takes the stale lock over and resumes from the last checkpoint."""

@@ -209,7 +209,7 @@ def load_params(directory: str | os.PathLike, model_config: Mapping[str, Any]) -
             restored = checkpointer.restore(params_dir, expected)
     except CheckpointError:
         raise
-    except Exception as e:  # orbax raises many types for a damaged checkpoint
+    except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged checkpoint
         raise CheckpointError(f"{path}: unreadable params checkpoint ({first_line(e)})") from None
     try:
         checksums.verify(restored, metadata.get("checksums"), path,

@@ -243,7 +243,7 @@ def _load_torch(path: Path) -> Any:
     except _CodeBearing as e:
         raise ConversionError(f"{path}: holds code-bearing objects ({e}), not only tensors and "
                               "dicts; refusing to unpickle it (save a plain state_dict)") from None
-    except Exception as e:  # UnpicklingError, EOFError (truncated), BadZipFile, KeyError, ...
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, EOFError (truncated), BadZipFile, KeyError, ...
         raise ConversionError(f"{path}: not a readable PyTorch checkpoint, truncated or damaged "
                               f"({first_line(e, typed=True, limit=200)})") from None
 
@@ -253,7 +253,7 @@ def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
 
     try:
         return load_file(str(path))
-    except Exception as e:  # SafetensorError for bad headers, truncated data, unknown dtypes
+    except Exception as e:  # noqa: BLE001 - SafetensorError: bad headers, truncated data, unknown dtypes
         raise ConversionError(f"{path}: not a readable safetensors file "
                               f"({first_line(e, typed=True, limit=200)})") from None
 

@@ -44,7 +44,7 @@ class SummaryWriter:
         self.path = directory / name
         self._staging = None if "://" not in os.fspath(directory) else tempfile.TemporaryDirectory()
         local = Path(self._staging.name) / name if self._staging else Path(os.fspath(self.path))
-        self._file = open(local, "wb")  # closed by close()
+        self._file = open(local, "wb")  # noqa: SIM115 - the writer owns it; closed by close()
         self._records = RecordWriter(self._file)
         self._metadata = {
             plugin: summary_pb2.SummaryMetadata(

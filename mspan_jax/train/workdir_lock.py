@@ -8,6 +8,7 @@ with one line naming the holder. Remote workdirs (gs://) cannot be locked this w
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import json
@@ -86,10 +87,8 @@ class WorkdirLock:
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        try:
+        with contextlib.suppress(OSError):  # the workdir was removed (a failed first start)
             self.path.unlink(missing_ok=True)
-        except OSError:  # the workdir was removed (a failed first start)
-            pass
         os.close(fd)
 
     def __enter__(self) -> WorkdirLock:
