@@ -4,13 +4,11 @@ CPU only (a lapack custom call, a host callback): what would otherwise show up f
 
 from __future__ import annotations
 
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import script_module, tiny_model_config
 from jax import export
 
 from mspan_jax.config_base import sr_config
@@ -38,17 +36,11 @@ def test_full_size_inference_lowers_portably():
 
 
 def test_the_export_script_lowers_portably():
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    try:
-        from export import export_model  # as tests/test_figures.py imports it
-    finally:
-        sys.path.pop(0)
-    config = sr_config("mspan", 2)
-    config.model.num_features, config.model.num_blocks, config.model.num_units = 8, 1, 1
-    model = get_model(config.model)
+    model = get_model(tiny_model_config("mspan", 2))
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
     variables = jax.tree.map(lambda a: np.full(a.shape, 0.01, a.dtype), shapes)  # no init compile
-    exported = export_model(model, variables, 3, ["cpu", *PLATFORMS])
+    with script_module("export.py") as script:  # its flags removed again afterwards
+        exported = script["export_model"](model, variables, 3, ["cpu", *PLATFORMS])
     assert lowering.non_portable_parts(exported) == []
 
 

@@ -8,13 +8,22 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, SMALLEST, require_shared, run_script, tiny_model_config, tiny_model_flags
+from conftest import (
+    REPO_ROOT,
+    SMALLEST,
+    require_shared,
+    run_script,
+    subprocess_env,
+    tiny_model_config,
+    tiny_model_flags,
+)
 
 from mspan_jax import metrics
 from mspan_jax.checkpoints.params import CheckpointError, load_params, save_params
@@ -358,8 +367,8 @@ def test_visualize_mspa_reads_the_stages_of_mspan_ir():
     """scripts/visualize_mspa.py's maps come from figure (c)'s `stage{i}/iddb/mspa` as from MSPAN's
     `body/IDDB{i}/mspa` (in a subprocess: the script defines absl flags on import)."""
     code = ("import sys, jax, numpy as np\n"
-            "sys.path.insert(0, 'scripts'); sys.path.insert(0, 'tests')\n"
-            "from conftest import tiny_model_config\n"
+            "sys.path.insert(0, 'scripts')\n"
+            "from mspan_jax.config_base import tiny_model_config\n"
             "from mspan_jax.models import get_model\n"
             "from visualize_mspa import mspa_maps\n"
             "model = get_model(tiny_model_config('mspan_ir', 1))\n"

@@ -16,6 +16,7 @@ the one `jax.device_put` reads) is gone.
 from __future__ import annotations
 
 import _posixshmem
+import contextlib
 import dataclasses
 import mmap
 import os
@@ -52,10 +53,8 @@ class WorkerSlots:
     def _unlink(*groups: list[shared_memory.SharedMemory]) -> None:
         """Removes the names of segments the training process never received (it unlinks the rest)."""
         for shm in (shm for group in groups for shm in group):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 shm.unlink()
-            except FileNotFoundError:
-                pass
 
     def array(self, shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, SlotRef] | None:
         """A free slot of at least the array's bytes as an ndarray to fill, and its reference;

@@ -38,7 +38,7 @@ def get_model(model_config: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"config.model has {retired}: these weights are of the MSPAN reconstruction "
                          "of before 2026-11, and the MSPAN architecture changed to the paper's figures "
                          "(docs/architecture.md); retrain, or use the shipped weights/mspan_x{2,3,4}")
-    if name == "mspan_ir" and RETIRED_MSPAN_IR_KEYS <= set(kwargs) and "mlp_ratio" not in kwargs:
+    if name == "mspan_ir" and set(kwargs) >= RETIRED_MSPAN_IR_KEYS and "mlp_ratio" not in kwargs:
         raise ValueError("config.model mspan_ir has no 'mlp_ratio': these weights are of the MSPAN-IR "
                          "of before issue 21 (the SR trunk and one output conv), and MSPAN-IR changed "
                          "to the paper's figure (c) (docs/restoration.md); retrain")

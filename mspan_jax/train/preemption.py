@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 
-class Preempted(Exception):  # noqa: N818 - not an error: the run stopped as asked
+class Preempted(Exception):
     """The run saved a checkpoint at `step` on SIGTERM and stopped; the same command resumes it."""
 
     def __init__(self, step: int, message: str):
