@@ -20,7 +20,7 @@ WEIGHTS = REPO_ROOT / "weights"
 IMAGE = "butterfly"  # Set5's hardest image: the one where a weaker model shows first
 # (PSNR, SSIM) of weights/mspan_x{s} on Set5 butterfly (published bicubic LR; Y channel, s pixels
 # shaved), as weights/README.md lists them.
-CARD = {2: (29.6430, 0.93450), 3: (25.1760, 0.83809), 4: (24.2428, 0.81778)}
+CARD = {2: (31.7649, 0.95987), 3: (26.7769, 0.88954), 4: (24.2428, 0.81778)}
 
 
 @pytest.mark.slow

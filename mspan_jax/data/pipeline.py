@@ -63,7 +63,11 @@ class TrainIterator(Iterator[Batch]):
     def __next__(self) -> Batch:
         if self._iterator is None:
             raise StopIteration
-        batch = self._receiver.receive(self._iterator.__next__())
+        # One copy out of the worker's shared-memory slot, which is then free at once: on CPU, JAX
+        # aliases host arrays zero-copy, and a device array still reading a slot its worker refilled
+        # made training nondeterministic with workers (a test runs 2 workers twice).
+        batch = {key: np.array(value) for key, value in
+                 self._receiver.receive(self._iterator.__next__()).items()}
         self.step += 1
         self._received += 1
         if self._received == self.workers:  # every worker has mapped the images by now
