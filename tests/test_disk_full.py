@@ -95,6 +95,7 @@ def straight(tmp_path_factory):
     return load_latest_state(workdir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fill", [_full_disk_by_patch, _full_disk_by_tmpfs], ids=["patched", "tmpfs"])
 def test_a_full_disk_stops_in_one_line_and_a_rerun_resumes(tmp_path, monkeypatch, request, straight,
                                                            fill):

@@ -209,6 +209,7 @@ def test_datasets_take_folders_as_documented(tmp_path, monkeypatch):
     assert only.name == "./Set5" and [p.name for p in only.pairs] == ["baby"]
 
 
+@pytest.mark.slow
 def test_a_finished_run_prints_its_summary(tmp_path, capsys):
     """A tiny run end to end: the summary's best PSNR is the best checkpoint's, and its paths exist."""
     from conftest import TINY_TRAIN_SETTINGS

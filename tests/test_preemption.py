@@ -14,12 +14,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from conftest import subprocess_env, tiny_train_config_source
 from test_train_parallel import _free_port, _load_config, _max_diff
 
 from mspan_jax.checkpoints.workdir import load_latest_state
 from mspan_jax.train import loop
 from mspan_jax.train.checkpoint import saved_steps
+
+pytestmark = pytest.mark.slow  # training runs in subprocesses, minutes on 2 cores
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
