@@ -2,7 +2,7 @@
 
 `networks.png` (a) and (b) and `MSPA.png` of the paper; docs/architecture.md maps every element of
 the figures to the module here, and gives the open choices that the paper's parameter and
-mult-add counts settle. Names are the PyTorch reference's (`mspan_jax/convert/torch_reference.py`),
+mult-add counts settle. Names are the PyTorch reference's (`mspan_jax/convert/torch_mspan.py`),
 so weights convert by a declarative rename.
 """
 
