@@ -88,8 +88,10 @@ def final_summary(workdir: Any, config: Any, results: Mapping[str, Any] | None,
 
 
 def print_final_summary(workdir: Any, config: Any, results: Mapping[str, Any] | None) -> None:
-    """Process 0 prints `final_summary` at the end of a run (train/loop.py)."""
+    """Process 0 prints `final_summary` at the end of a run (train/loop.py). Every process reads the
+    best checkpoint: opening an orbax manager syncs all processes, so process 0 alone would hang."""
     import jax
 
+    best = best_checkpoint(workdir)
     if jax.process_index() == 0:
-        print(final_summary(workdir, config, results, best_checkpoint(workdir)), flush=True)
+        print(final_summary(workdir, config, results, best), flush=True)
