@@ -149,7 +149,7 @@ def test_two_processes_agree_on_the_step_and_resume_exactly(tmp_path):
         for code, _, err in results:
             assert code == 0, err[-3000:]
         assert "step 300/300" in results[0][1]
-        assert (f"at step {saved}" in results[0][1]) == (target == workdir)
+        assert ("resumed from" in results[0][1]) == (target == workdir)  # the summary says "at step"
 
     a, b = load_latest_state(straight), load_latest_state(workdir)
     assert int(a["step"]) == int(b["step"]) == 300
