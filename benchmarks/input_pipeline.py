@@ -18,7 +18,10 @@ from the workers, handing to the device) per patch taken is its cost per patch, 
 ceiling: the patches/s no number of workers can exceed. CPU time, unlike the wall time of the drains
 (also reported), does not grow when other jobs take the cores. The workers' CPU time per patch
 (/proc/<pid>/stat, during the timed rounds) gives the throughput of one worker on a core of its own;
-`estimate_16_cores` = min(ceiling, 15 cores x that): arithmetic, not a measurement.
+`estimate_16_cores` = min(ceiling, 15 cores x that): arithmetic, not a measurement. Batches are taken
+as the training loop takes them, in the workers' shared memory (`TrainIterator(copy=False)`);
+`ceiling_copy` is the ceiling with each batch copied out of its slot (`copy=True`, the default for
+other callers), for comparison.
 
 The pipeline reads a folder of synthetic 2K-class PNGs written to a temp dir (source "folder", LR made
 by BI on the fly), so decoding and degradation are real; the decode-once start-up (all workers) and
@@ -114,16 +117,18 @@ def _patches_per_s(it, mesh, batches: int, batch_size: int, workers: int, prefet
             "workers_cpu_us": (_workers_cpu_s() - workers_cpu) / patches * 1e6}
 
 
-def measure_ceiling(config, workers: int, cycles: int, rate: float) -> dict:
+def measure_ceiling(config, workers: int, cycles: int, rate: float, copy: bool = False) -> dict:
     """The training process's CPU time per patch taken while `workers` workers are ahead (see the
-    module docstring), and the wall time of taking the buffered batches."""
+    module docstring), and the wall time of taking the buffered batches; `copy`: batches copied out
+    of their slots (`TrainIterator(copy=True)`) instead of read in place as the training loop does."""
     mesh = sharding.create_mesh(jax.devices()[:1])
     config.data.num_workers, config.data.prefetch = workers, 8
     batch_size = config.train.batch_size
     ahead = workers * config.data.prefetch  # batches the workers' buffers hold
     refill_s = max(0.2, 3 * ahead * batch_size / rate)
     drain_s, cpu_s, taken = 0.0, 0.0, 0
-    with create_train_iterator(config, process_index=0, process_count=1, verbose=False) as it:
+    with create_train_iterator(config, process_index=0, process_count=1, verbose=False,
+                               copy=copy) as it:
         for _ in range(ahead + 3):  # workers started
             _take(it, mesh)
         for _ in range(cycles):
@@ -136,7 +141,7 @@ def measure_ceiling(config, workers: int, cycles: int, rate: float) -> dict:
             cpu_s += time.process_time() - cpu
             taken += ahead * batch_size
     cpu_us, drain_us = cpu_s / taken * 1e6, drain_s / taken * 1e6
-    return {"workers": workers, "patches": taken, "process_cpu_us_per_patch": cpu_us,
+    return {"workers": workers, "copy": copy, "patches": taken, "process_cpu_us_per_patch": cpu_us,
             "ceiling_patches_per_s": 1e6 / cpu_us, "drain_wall_us_per_patch": drain_us,
             "drain_patches_per_s": 1e6 / drain_us, "refill_sleep_s": refill_s}
 
@@ -159,7 +164,8 @@ def measure_pipeline(config, folder: Path, cache: Path, batches: int, rounds: in
     for _ in range(rounds):
         for n in counts:
             config.data.num_workers = n
-            with create_train_iterator(config, process_index=0, process_count=1, verbose=False) as it:
+            with create_train_iterator(config, process_index=0, process_count=1, verbose=False,
+                                       copy=False) as it:  # as the training loop takes them
                 runs[n].append(_patches_per_s(it, mesh, batches, config.train.batch_size, n,
                                               config.data.prefetch))
     return {"startup_s": startup, "restart_from_cache_s": restart,
@@ -214,7 +220,8 @@ def measure_memory(config, images: int, counts: list[int]) -> list[dict]:
             for image in made:
                 writer.add(image)
             decoded = writer.finish()
-        with TrainIterator(BatchSampler(spec, decoded), 0, config.data.prefetch, workers=n) as it:
+        with TrainIterator(BatchSampler(spec, decoded), 0, config.data.prefetch, workers=n,
+                           copy=False) as it:
             for _ in range(100):
                 next(it)
             for image in decoded:  # the training process maps every cache page (see the docstring)
@@ -297,6 +304,8 @@ def main() -> None:
         top = max(counts)
         say(f"the training process's cost per patch, {top} workers ahead, {args.cycles} cycles ...")
         result["ceiling"] = measure_ceiling(config, top, args.cycles, speed[top])
+        say("... and with each batch copied out of its slot (TrainIterator(copy=True)) ...")
+        result["ceiling_copy"] = measure_ceiling(config, top, args.cycles, speed[top], copy=True)
     one = next((row for row in result["scaling"] if row["workers"] == 1), None)
     if one is not None:  # one worker's throughput on a core of its own, from its CPU time
         per_worker = 1e6 / one["workers_cpu_us_per_patch"]
@@ -334,6 +343,9 @@ def main() -> None:
           f"{ceiling['process_cpu_us_per_patch']:.1f} us CPU per patch -> ceiling "
           f"{ceiling['ceiling_patches_per_s']:,.0f} patches/s (target >= 20,000); taking buffered"
           f" batches: {ceiling['drain_wall_us_per_patch']:.1f} us/patch wall")
+    copied = result["ceiling_copy"]
+    print(f"  the same with each batch copied out of its slot: {copied['process_cpu_us_per_patch']:.1f}"
+          f" us -> {copied['ceiling_patches_per_s']:,.0f} patches/s")
     if "estimate_16_cores" in result:
         print(f"one worker on a core of its own: {result['per_worker_patches_per_s']:,.0f} patches/s; "
               f"16-core estimate min(ceiling, 15 x that): {result['estimate_16_cores']:,.0f} patches/s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+import weakref
 from pathlib import Path
 
 import jax
@@ -12,10 +13,11 @@ import pytest
 from PIL import Image
 
 from mspan_jax.config_base import sr_config
-from mspan_jax.data import train_images
+from mspan_jax.data import pipeline, train_images
 from mspan_jax.data.degradations import degrade
 from mspan_jax.data.patches import BatchSampler, augment_pair, batch_to_float, device_batch_to_float
 from mspan_jax.data.pipeline import create_train_iterator
+from mspan_jax.data.shm_slots import SlotArray
 from mspan_jax.data.sources import shard_bounds
 from mspan_jax.data.train_images import load_train_images
 from mspan_jax.data.train_spec import resolve_spec
@@ -267,7 +269,36 @@ def test_worker_processes_give_the_same_batches_and_resume_exactly(tmp_path):
         # cut into the worker's reused shared memory, copied out once (the slot is free at once:
         # JAX on CPU would alias a slot its worker refills), still uint8
         assert all(type(b[k]) is np.ndarray and b[k].dtype == np.uint8 for k in b)
+    with pytest.warns(UserWarning, match="broken.png"):
+        in_slots = _batches(_config("folder", tmp_path, workers=2), 4, start_step=2, copy=False)
+    for a, b in zip(in_process[2:], in_slots, strict=True):  # the same batches, read in place
+        assert all(isinstance(b[k], SlotArray) and b[k].dtype == np.uint8 for k in b)
+        np.testing.assert_array_equal(a["hr"], b["hr"])
     assert _temp_caches() == []
+
+
+class _Owned(np.ndarray):
+    """Stands for a worker's slot: records when the array that owns it is gone."""
+
+
+def test_batches_in_flight_keep_each_batch_until_its_step_has_finished(monkeypatch):
+    """A slot must outlive the step that reads it: JAX on CPU reads a host array in place without
+    keeping the array object alive. BatchesInFlight waits for step k - depth before dropping its
+    batch, and release_all waits for every held step (a failed one is not re-raised)."""
+    waited = []
+    monkeypatch.setattr(pipeline.jax, "block_until_ready", lambda x: waited.append(x["step"]) or x)
+    in_flight = pipeline.BatchesInFlight(depth=1)
+    alive = []
+    for k in range(3):
+        batch = {"hr": np.zeros(4, np.uint8).view(_Owned)}
+        alive.append(weakref.ref(batch["hr"]))
+        in_flight.hold(batch, {"step": k})
+        del batch
+    assert waited == [0, 1]  # holding step 2 waited for step 1, not for step 2
+    assert [ref() is None for ref in alive] == [True, True, False]
+    monkeypatch.setattr(pipeline.jax, "block_until_ready", lambda x: waited.append(x["step"]) or 1 / 0)
+    in_flight.release_all()
+    assert waited == [0, 1, 2] and alive[2]() is None
 
 
 def test_decoded_cache_is_reused_and_rebuilt_when_stale_or_damaged(tmp_path, monkeypatch):

@@ -118,8 +118,9 @@ def test_two_processes_match_one_process_and_resume(tmp_path, monkeypatch):
     # One process fed the same global batches: process 0's shard rows, then process 1's.
     real = loop.create_train_iterator
 
-    def both_shards(config, *, start_step=0, process_index=None, process_count=None):
-        parts = [real(config, start_step=start_step, process_index=p, process_count=2) for p in (0, 1)]
+    def both_shards(config, *, start_step=0, process_index=None, process_count=None, copy=True):
+        parts = [real(config, start_step=start_step, process_index=p, process_count=2, copy=copy)
+                 for p in (0, 1)]
 
         def gen():
             try:

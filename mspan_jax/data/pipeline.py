@@ -19,17 +19,22 @@
   process; -1 = one per core), each `config.data.prefetch` batches ahead. Worker i builds steps
   i, i + N, ...; grain hands them back in step order, so any worker count gives the same batches.
 * **uint8 to the device**: a worker cuts a batch straight into shared memory it reuses
-  (`shm_slots.py`) and this process reads those pages (not a copy); the batch stays uint8 until the
-  jitted train step makes it float32 (`patches.device_batch_to_float`), so the one copy here is the
-  transfer to the device.
+  (`shm_slots.py`); the batch stays uint8 until the jitted train step makes it float32
+  (`patches.device_batch_to_float`). By default this process copies it out of its slot once (plain
+  arrays, safe anywhere). The training loop takes the slots themselves (`copy=False`) and keeps each
+  batch in `BatchesInFlight` until the step that read it has finished: JAX on CPU reads a host array
+  in place (no copy at all), and on an accelerator the one copy is the transfer to the device.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import grain
+import jax
 import numpy as np
 
 from mspan_jax.data.grain_workers import in_workers
@@ -47,14 +52,22 @@ class TrainIterator(Iterator[Batch]):
 
     grain: a MapDataset over the step numbers mapped to `sampler.patches`, cut by `workers` processes
     (`mp_prefetch`, worker i makes steps start + i, start + i + N, ...) or, with 0, by one thread of
-    this process; each keeps `prefetch` batches ready. A worker's batch is shared memory (its reused
-    slots, `shm_slots`), read here as it is (no copy, no conversion: the train step converts on the
-    device, `patches.device_batch_to_float`; on the host, `patches.batch_to_float`). The workers
-    unpickle the sampler, so they map the decoded images' file instead of copying them. `close()`
-    stops them; an error in a worker re-raises on `next()`."""
+    this process; each keeps `prefetch` batches ready. A worker's batch arrives in shared memory (its
+    reused slots, `shm_slots`); no conversion here (the train step converts on the device,
+    `patches.device_batch_to_float`; on the host, `patches.batch_to_float`). The workers unpickle the
+    sampler, so they map the decoded images' file instead of copying them. `close()` stops them; an
+    error in a worker re-raises on `next()`.
 
-    def __init__(self, sampler: BatchSampler, start_step: int = 0, prefetch: int = 2, workers: int = 0):
-        self.sampler, self.step, self.workers = sampler, start_step, workers
+    `copy=True` (default): each batch is copied out of its slot into plain arrays, and the slot is free
+    at once. `copy=False`: the arrays are the slots themselves (no copy; measured in docs/data.md), and
+    a slot stays busy while its arrays live. The caller must then keep the batch alive until every
+    computation that reads it has finished (`BatchesInFlight`): JAX on CPU reads a host array in place
+    and does not keep the array object alive, so a slot dropped earlier can be refilled under a running
+    step (2-worker training was nondeterministic that way; a test runs it twice)."""
+
+    def __init__(self, sampler: BatchSampler, start_step: int = 0, prefetch: int = 2, workers: int = 0,
+                 *, copy: bool = True):
+        self.sampler, self.step, self.workers, self.copy = sampler, start_step, workers, copy
         steps = grain.MapDataset.range(start_step, _LAST_STEP).map(sampler.patches)
         self._iterator = iter(in_workers(steps, workers, prefetch))
         self._receiver = Receiver()
@@ -63,11 +76,9 @@ class TrainIterator(Iterator[Batch]):
     def __next__(self) -> Batch:
         if self._iterator is None:
             raise StopIteration
-        # One copy out of the worker's shared-memory slot, which is then free at once: on CPU, JAX
-        # aliases host arrays zero-copy, and a device array still reading a slot its worker refilled
-        # made training nondeterministic with workers (a test runs 2 workers twice).
-        batch = {key: np.array(value) for key, value in
-                 self._receiver.receive(self._iterator.__next__()).items()}
+        batch = self._receiver.receive(self._iterator.__next__())
+        if self.copy:
+            batch = {key: np.array(value) for key, value in batch.items()}
         self.step += 1
         self._received += 1
         if self._received == self.workers:  # every worker has mapped the images by now
@@ -91,8 +102,34 @@ class TrainIterator(Iterator[Batch]):
         self.close()
 
 
+class BatchesInFlight:
+    """Host batches kept alive until the train step that read them has finished, so that a worker's
+    slot (`TrainIterator(copy=False)`) is not refilled under a running step. Holding a batch waits
+    for the step `depth` steps before it: at most `depth + 1` steps are in flight, enough to keep
+    the device busy while the host takes the next batch."""
+
+    def __init__(self, depth: int = 1):
+        self.depth = depth
+        self._held: collections.deque[tuple[Batch, Any]] = collections.deque()
+
+    def hold(self, batch: Batch, outputs: Any) -> None:
+        """Keeps `batch` until `outputs` (any output of the step that read it) are ready."""
+        self._held.append((batch, outputs))
+        while len(self._held) > self.depth:
+            _, outputs = self._held.popleft()
+            jax.block_until_ready(outputs)
+
+    def release_all(self) -> None:
+        """Waits for every held step (a failed one is not re-raised here), then drops the batches."""
+        while self._held:
+            _, outputs = self._held.popleft()
+            with contextlib.suppress(Exception):
+                jax.block_until_ready(outputs)
+
+
 def create_train_iterator(config: Any, *, start_step: int = 0, process_index: int | None = None,
-                          process_count: int | None = None, verbose: bool = True) -> TrainIterator:
+                          process_count: int | None = None, verbose: bool = True,
+                          copy: bool = True) -> TrainIterator:
     """Per-host training batches `{"lr": (B_local, p, p, C), "hr": (B_local, p*s, p*s, C)}` uint8
     (a synthetic noisy restoration `lr`: float32 in about [0, 1]; `patches.batch_to_float` or, in a
     jitted step, `patches.device_batch_to_float` gives float32 in [0, 1]),
@@ -100,10 +137,11 @@ def create_train_iterator(config: Any, *, start_step: int = 0, process_index: in
 
     Process defaults: `jax.process_index()` / `jax.process_count()`. Batch k depends only on
     (config.seed, process, k), so `start_step=k` resumes exactly without replaying. Decodes this
-    process's shard once up front (progress line on stderr when `verbose`)."""
+    process's shard once up front (progress line on stderr when `verbose`). `copy=False`: batches
+    in the workers' shared memory, to be held in `BatchesInFlight` (`TrainIterator`)."""
     if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) or start_step < 0:
         raise ValueError(f"start_step must be an integer >= 0, got {start_step!r}")
     spec = resolve_spec(config, process_index, process_count)
     images = load_train_images(spec, verbose=verbose)
     return TrainIterator(BatchSampler(spec, images), int(start_step), spec.prefetch,
-                         workers=spec.num_workers)
+                         workers=spec.num_workers, copy=copy)

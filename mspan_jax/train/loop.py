@@ -24,7 +24,7 @@ from etils import epath
 
 from mspan_jax.config_base import task_of
 from mspan_jax.data.images import write_image
-from mspan_jax.data.pipeline import create_train_iterator
+from mspan_jax.data.pipeline import BatchesInFlight, create_train_iterator
 from mspan_jax.errors import ConfigError, is_disk_full
 from mspan_jax.eval_suite import baseline_key
 from mspan_jax.files import write_json_atomic
@@ -37,7 +37,7 @@ from mspan_jax.train.console import (
     psnr_summary,
     validation_line,
 )
-from mspan_jax.train.preemption import Preempted, PreemptionWatch
+from mspan_jax.train.preemption import InterruptWatch, Preempted, PreemptionWatch
 from mspan_jax.train.state import create_optimizer, create_train_state, total_steps
 from mspan_jax.train.step import LOSSES, make_train_step
 from mspan_jax.train.summary import SummaryWriter
@@ -147,9 +147,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
             resumed = checkpoints.restore(abstract, log=log)
         start_step = resumed[0] if resumed else 0
-        batches = create_train_iterator(
+        batches = create_train_iterator(  # batches in the workers' slots: held in `in_flight`
             config, start_step=start_step, process_index=jax.process_index(),
-            process_count=jax.process_count())
+            process_count=jax.process_count(), copy=False)
         first_batch = next(batches)
         _check_batch(first_batch, local_batch, config)
         validator = Validator(config, model)
@@ -211,10 +211,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     # SIGTERM (preemption): every process saves at the same step and raises Preempted.
     watch = PreemptionWatch(every=config.train.log_every_steps).start()
+    interrupts = InterruptWatch().start()  # Ctrl-C stops the run even if a finalizer dropped it
+    in_flight = BatchesInFlight()  # each batch until its step has finished (its slot is then free)
     try:
         while step < num_steps:
-            local = first_batch if step == start_step else next(batches)
+            local, first_batch = first_batch if first_batch is not None else next(batches), None
             state, metrics = step_fn(state, sharding.make_global_batch(local, mesh))
+            in_flight.hold(local, metrics)
+            del local
+            interrupts.check()
             step += 1
             pending.append(metrics)
             if step == start_step + 1:  # the first step compiles: time the rest
@@ -277,6 +282,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     finally:
         stopping = sys.exc_info()[1]  # what ends the run early, if anything
         watch.stop()
+        interrupts.stop()
+        in_flight.release_all()
         if hasattr(batches, "close"):
             batches.close()
         checkpoints.wait()

@@ -1,5 +1,6 @@
-"""Saving on preemption: SIGTERM (what TPU/GKE/SLURM send before taking a machine away) makes every
-process of a run save a checkpoint at the same step and stop.
+"""Signals that stop training. Saving on preemption: SIGTERM (what TPU/GKE/SLURM send before taking a
+machine away) makes every process of a run save a checkpoint at the same step and stop. Ctrl-C
+(SIGINT) stops a run even where Python would drop its KeyboardInterrupt (`InterruptWatch`).
 
 The signal handler only sets a flag. The loop asks `PreemptionWatch.agreed(step)` after each step;
 with several processes they must agree on one step (orbax's save is collective, and a process that
@@ -77,3 +78,39 @@ class PreemptionWatch:
 
         flags = multihost_utils.process_allgather(np.asarray(self.signalled, np.int32))
         return bool(np.any(flags))
+
+
+class InterruptWatch:
+    """Makes Ctrl-C stop the run for sure. Python raises KeyboardInterrupt in whatever code runs when
+    the signal is handled; inside a finalizer (`__del__`, e.g. a worker slot's, `shm_slots`) it is
+    printed as "Exception ignored" and dropped, and the run went on (1 Ctrl-C in ~6 was lost). This
+    handler records the interrupt, raises at once except in a finalizer, and `check()` (after every
+    step) raises it there. Installed only over Python's default handler (main thread only)."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._installed = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.interrupted = True
+        if frame is None or frame.f_code.co_name != "__del__":
+            raise KeyboardInterrupt
+
+    def start(self) -> InterruptWatch:
+        """Installs the SIGINT handler where Python's default one is (not over SIG_IGN or a user's)."""
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def stop(self) -> None:
+        """Puts Python's default SIGINT handler back."""
+        if self._installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self._installed = False
+
+    def check(self) -> None:
+        """Raises KeyboardInterrupt if Ctrl-C came since `start`, even if it was dropped."""
+        if self.interrupted:
+            raise KeyboardInterrupt
