@@ -19,6 +19,7 @@ gray models (in_channels 1) the reference is converted with MATLAB rgb2gray.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,10 +40,10 @@ from mspan_jax.files import check_output_file
 from mspan_jax.inference import Predictor
 
 _IMAGE = flags.DEFINE_string("image", None, "The reference (HR / clean) image, or skimage:NAME.")
-_MODEL = flags.DEFINE_multi_string("model", None, "CHECKPOINT (its recorded model) or "
-                                   "CONFIG=CHECKPOINT, "
-                                   "e.g. configs/x4.py=ckpt/x4 (repeat for more models; CONFIG may "
-                                   "be path:arg).")
+_MODEL = flags.DEFINE_multi_string("model", None, "CHECKPOINT (its recorded model), "
+                                   "CONFIG=CHECKPOINT (e.g. configs/x4.py=ckpt/x4; CONFIG may be "
+                                   "path:arg) or NAME_xS=WEIGHTS.pth for PyTorch weights (e.g. "
+                                   "imdn_x4=IMDN_x4.pth); repeat for more models.")
 _LABELS = flags.DEFINE_list("labels", None, "One label per --model (default: model name and "
                             "checkpoint folder).")
 _BOX = flags.DEFINE_list("box", None, "TOP,LEFT of the box in reference pixels (default: the "
@@ -57,16 +58,20 @@ _OUT = flags.DEFINE_string("out", None, "The figure (.png).")
 flags.mark_flags_as_required(["image", "model", "out"])
 
 
-def parse_model(spec: str) -> tuple[str | None, str]:
-    """(config file or None, checkpoint) of a --model: CONFIG=CHECKPOINT, or a bare CHECKPOINT whose
-    recorded model is used."""
+def parse_model(spec: str) -> tuple[str | None, tuple[str, int] | None, str]:
+    """(config file or None, (model, scale) or None, checkpoint) of a --model: CONFIG=CHECKPOINT,
+    NAME_xS=CHECKPOINT (a PyTorch weight file's model, as upscale.py's --model NAME --scale S), or a
+    bare CHECKPOINT whose recorded model is used."""
     config, sep, checkpoint = spec.partition("=")
     if not sep:
         config, checkpoint = None, spec
     if not checkpoint or config == "":
-        raise ConfigError(f"--model {spec!r}: give CHECKPOINT or CONFIG=CHECKPOINT, e.g. "
-                          "weights/mspan_x4 or configs/x4.py=ckpt/x4")
-    return config, checkpoint
+        raise ConfigError(f"--model {spec!r}: give CHECKPOINT, CONFIG=CHECKPOINT or NAME_xS=WEIGHTS, "
+                          "e.g. weights/mspan_x4, configs/x4.py=ckpt/x4 or imdn_x4=IMDN_x4.pth")
+    named = re.fullmatch(r"([a-z][a-z0-9_]*)_x(\d+)", config or "")
+    if named and not Path(config).exists():
+        return None, (named.group(1), int(named.group(2))), checkpoint
+    return config, None, checkpoint
 
 
 def textured_box(img: np.ndarray, size: int) -> tuple[int, int]:
@@ -151,7 +156,7 @@ def main(argv: Sequence[str]) -> None:
     labels = _LABELS.value or [None] * len(specs)
     if len(labels) != len(specs):
         raise ConfigError(f"--labels has {len(labels)} labels for {len(specs)} --model")
-    models = [load_model(ckpt, cli.load_config(c) if c else None) for c, ckpt in specs]
+    models = [load_model(ckpt, cli.load_config(c) if c else None, model=m) for c, m, ckpt in specs]
     configs = [m.config for m in models]
     kinds = {(int(c.model.scale), int(c.model.in_channels)) for c in configs}
     if len(kinds) > 1:
@@ -182,7 +187,7 @@ def main(argv: Sequence[str]) -> None:
 
     restoration = is_restoration(configs[0])
     panels = [panel(hr, "clean" if restoration else "HR", scored=False), panel(baseline, base_label)]
-    for (_, checkpoint), loaded, label in zip(specs, models, labels, strict=True):
+    for (_, _, checkpoint), loaded, label in zip(specs, models, labels, strict=True):
         config = loaded.config
         out = run_model(loaded, lq)
         label = label or f"{config.model.name} ({Path(checkpoint).name})"

@@ -167,6 +167,20 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
                          f"{mspan_cfg}={mspan_dir}", "--out", out), "bad.png")
 
 
+def test_compare_takes_a_pytorch_weight_file_by_model_name(tmp_path, imdn_x4_weights):
+    """NAME_xS=WEIGHTS.pth: the official IMDN x4 converted in memory, as upscale.py's --model/--scale;
+    an unknown name fails in one line."""
+    hr = RNG.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    write_image(tmp_path / "photo.png", hr)
+    out = tmp_path / "fig.png"
+    result = run_script("compare.py", "--image", tmp_path / "photo.png", "--model",
+                        f"imdn_x4={imdn_x4_weights}", "--crop", 16, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert read_image(out).ndim == 3 and f"imdn ({imdn_x4_weights.name})" in result.stdout
+    _one_line_error(run_script("compare.py", "--image", tmp_path / "photo.png", "--model",
+                               f"nosuch_x4={imdn_x4_weights}", "--out", out), "nosuch")
+
+
 @pytest.mark.slow
 def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
     require_extra("matplotlib", "figures")

@@ -29,6 +29,13 @@ TIMEOUT = 300
 FIRST_STEP = "compiled and ran the first step"
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C handled as in a terminal's foreground job: a runner that started pytest in the
+    background (as `cmd &` does) passes SIGINT on ignored, and Python then never raises
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class _Run:
     """A scripts/train.py process in its own process group, its output collected as it comes."""
 
@@ -36,7 +43,7 @@ class _Run:
         self.proc = subprocess.Popen(
             [sys.executable, "scripts/train.py", f"--config={config}", f"--workdir={workdir}", *extra],
             cwd=REPO, env=env or subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True)
+            text=True, start_new_session=True, preexec_fn=_as_in_a_terminal)
         self.out: list[str] = []
         self.err: list[str] = []
         self._threads = [threading.Thread(target=lambda s=s, d=d: d.extend(iter(s.readline, "")),
