@@ -201,12 +201,17 @@ def load_params(directory: str | os.PathLike, model_config: Mapping[str, Any]) -
     params_dir = path / PARAMS_SUBDIR
     try:
         with ocp.StandardCheckpointer() as checkpointer:
-            stored = checkpointer.metadata(params_dir).item_metadata.tree
+            found = checkpointer.metadata(params_dir)  # step metadata (orbax 0.12), or the tree's
+            stored = getattr(found, "item_metadata", found).tree  # garbage: an error, "unreadable"
             mismatch = tree_mismatch(expected, stored)
             if mismatch:
                 raise CheckpointError(f"{path}: parameters do not fit config.model "
                                       f"{_describe(model_config_dict(model_config))}: {mismatch}")
-            restored = checkpointer.restore(params_dir, expected)
+            # On this host's first device, whatever device saved it (a CPU-made checkpoint on a GPU
+            # host; the stored sharding names a device this host may not have).
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            restored = checkpointer.restore(params_dir, jax.tree.map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), expected))
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged checkpoint
