@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from mspan_jax.interrupts import finish_first
 from mspan_jax.train.preemption import InterruptWatch, PreemptionWatch
 
 
@@ -43,6 +44,31 @@ def test_ctrl_c_in_a_finalizer_is_not_lost(default_sigint, monkeypatch):
     finally:
         watch.stop()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@finish_first
+def _two_halves(done: list[str]) -> None:
+    """Stands for unlinking a segment, then unregistering it: both halves, or the tracker warns."""
+    done.append("unlinked")
+    signal.raise_signal(signal.SIGINT)
+    for _ in range(1000):  # the handler runs in here
+        pass
+    done.append("unregistered")
+
+
+def test_ctrl_c_lets_a_finish_first_function_finish(default_sigint):
+    done: list[str] = []
+    watch = InterruptWatch().start()
+    try:
+        _two_halves(done)
+        assert done == ["unlinked", "unregistered"] and watch.interrupted
+        with pytest.raises(KeyboardInterrupt):
+            watch.check()
+    finally:
+        watch.stop()
+    with pytest.raises(KeyboardInterrupt):  # without the watch, Python cuts it in half
+        _two_halves(done := [])
+    assert done == ["unlinked"]
 
 
 def test_interrupt_watch_leaves_an_ignored_sigint_alone():

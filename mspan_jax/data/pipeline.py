@@ -39,7 +39,7 @@ import numpy as np
 
 from mspan_jax.data.grain_workers import in_workers
 from mspan_jax.data.patches import Batch, BatchSampler
-from mspan_jax.data.shm_slots import Receiver
+from mspan_jax.data.shm_slots import Receiver, remove_unreceived
 from mspan_jax.data.train_images import load_train_images
 from mspan_jax.data.train_spec import resolve_spec
 
@@ -89,6 +89,8 @@ class TrainIterator(Iterator[Batch]):
         iterator, self._iterator = getattr(self, "_iterator", None), None
         if iterator is not None and hasattr(iterator, "close"):
             iterator.close()
+            if self.workers:
+                remove_unreceived()  # the workers are stopped: what they made and never sent
         if hasattr(self, "sampler"):
             self.sampler.images.release_temporary()
 

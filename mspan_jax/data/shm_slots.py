@@ -9,8 +9,11 @@ to cut into (a new segment only while every slot is busy); the batch crosses to 
 as `SlotRef`s (names, shape, dtype: a few bytes through grain's queue), which `receive` turns into
 `SlotArray` views of the same pages. The segments are mapped there once (and unlinked at once: the
 two mappings keep them alive); a worker that ends unlinks those never received (batches in flight),
-so nothing is left in /dev/shm. A slot is free again when its `SlotArray` (and every view of it, e.g.
-the one `jax.device_put` reads) is gone.
+and the training process removes what a stopped or killed worker left (`remove_unreceived`: the
+segments are named after it), so nothing is left in /dev/shm and the resource tracker has nothing
+to warn about. A slot is free again when its `SlotArray` (and every view of it) is gone; JAX on
+CPU may still read its pages then, so the training loop holds each batch until its step has
+finished (`pipeline.BatchesInFlight`).
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ from __future__ import annotations
 import _posixshmem
 import contextlib
 import dataclasses
+import itertools
 import mmap
 import os
 from multiprocessing import resource_tracker, shared_memory, util
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mspan_jax.interrupts import finish_first
 
 MAX_SLOTS = 256  # per worker; beyond, grain's own shared memory (a consumer holding many batches)
 
@@ -38,11 +45,34 @@ class SlotRef:
     dtype: str
 
 
+_PREFIX = "mspan-slots"
+
+
+def _new_segment(size: int) -> shared_memory.SharedMemory:
+    """A segment named after the training process (this worker's parent), so that it can remove the
+    ones a stopped worker left unreceived (`remove_unreceived`)."""
+    name = f"{_PREFIX}-{os.getppid()}-{os.getpid()}-{next(_counter)}"
+    return shared_memory.SharedMemory(name=name, create=True, size=size)
+
+
+_counter = itertools.count()
+
+
+def remove_unreceived(training_pid: int | None = None) -> None:
+    """Unlinks (and unregisters from the resource tracker) the segments the workers of this training
+    process made but it never received: a worker stopped by `close()` or killed does not unlink
+    them itself, and the tracker would, with a "leaked shared_memory" warning at exit."""
+    for path in Path("/dev/shm").glob(f"{_PREFIX}-{training_pid or os.getpid()}-*"):
+        with contextlib.suppress(FileNotFoundError):
+            _posixshmem.shm_unlink("/" + path.name)
+            resource_tracker.unregister("/" + path.name, "shared_memory")
+
+
 class WorkerSlots:
     """The segments of one worker process (created in it, on first use)."""
 
     def __init__(self) -> None:
-        self._flags_shm = shared_memory.SharedMemory(create=True, size=MAX_SLOTS)
+        self._flags_shm = _new_segment(MAX_SLOTS)
         self.flags = np.ndarray((MAX_SLOTS,), np.uint8, buffer=self._flags_shm.buf)
         self.flags[:] = 0
         self._segments: list[shared_memory.SharedMemory] = []
@@ -66,7 +96,7 @@ class WorkerSlots:
         if index is None:
             if len(self._segments) == MAX_SLOTS:
                 return None
-            self._segments.append(shared_memory.SharedMemory(create=True, size=max(nbytes, 1)))
+            self._segments.append(_new_segment(max(nbytes, 1)))
             index = len(self._segments) - 1
         self.flags[index] = 1
         shm = self._segments[index]
@@ -111,6 +141,7 @@ class SlotArray(np.ndarray):
             self._flags[self._index] = 0
 
 
+@finish_first  # unlinked and unregistered, or neither: else the tracker warns of a leak at exit
 def _map_and_unlink(name: str) -> np.ndarray:
     """A worker's segment mapped here as bytes, and unlinked: both processes map it now, so it is gone
     from /dev/shm when both have ended. Arrays on it keep the mapping (an mmap) alive."""

@@ -25,6 +25,8 @@ from types import FrameType
 import jax
 import numpy as np
 
+from mspan_jax.interrupts import must_finish
+
 
 class Preempted(Exception):
     """The run saved a checkpoint at `step` on SIGTERM and stopped; the same command resumes it."""
@@ -81,11 +83,13 @@ class PreemptionWatch:
 
 
 class InterruptWatch:
-    """Makes Ctrl-C stop the run for sure. Python raises KeyboardInterrupt in whatever code runs when
-    the signal is handled; inside a finalizer (`__del__`, e.g. a worker slot's, `shm_slots`) it is
-    printed as "Exception ignored" and dropped, and the run went on (1 Ctrl-C in ~6 was lost). This
-    handler records the interrupt, raises at once except in a finalizer, and `check()` (after every
-    step) raises it there. Installed only over Python's default handler (main thread only)."""
+    """Makes Ctrl-C stop the run for sure, and never half-way through what must finish. Python raises
+    KeyboardInterrupt in whatever code runs when the signal is handled: inside a finalizer
+    (`__del__`, e.g. a worker slot's, `shm_slots`) it is printed as "Exception ignored" and dropped,
+    and the run went on (1 Ctrl-C in ~6 was lost); between unlinking a shared-memory segment and
+    unregistering it, it left a "leaked shared_memory" warning. This handler records the interrupt
+    and raises at once unless `interrupts.must_finish` says otherwise; `check()` (after every step)
+    raises it then. Installed only over Python's default handler (main thread only)."""
 
     def __init__(self) -> None:
         self.interrupted = False
@@ -93,7 +97,7 @@ class InterruptWatch:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.interrupted = True
-        if frame is None or frame.f_code.co_name != "__del__":
+        if not must_finish(frame):
             raise KeyboardInterrupt
 
     def start(self) -> InterruptWatch:
