@@ -252,6 +252,14 @@ def _temp_caches() -> list[Path]:
             for p in folder.glob(f"mspan_jax-decoded-{os.getpid()}-*")]
 
 
+def _replace(path: Path, content: bytes) -> None:
+    """Damages a cache file as a new file moved over it: an iterator that is still prefetching maps
+    the old one, and truncating a mapped file in place would end this process with SIGBUS."""
+    tmp = path.with_suffix(".damaged")
+    tmp.write_bytes(content)
+    tmp.replace(path)
+
+
 @pytest.mark.slow
 def test_worker_processes_give_the_same_batches_and_resume_exactly(tmp_path):
     """grain workers (2 processes: decoding, then batches) == in-process, from any start step; the
@@ -328,12 +336,12 @@ def test_decoded_cache_is_reused_and_rebuilt_when_stale_or_damaged(tmp_path, mon
 
     raw = bytearray(data.read_bytes())
     raw[100] ^= 0xFF
-    data.write_bytes(bytes(raw))
+    _replace(data, bytes(raw))
     with pytest.warns(UserWarning, match=r"damaged \(im0 fails its CRC-32 check\); decoding"):
         np.testing.assert_array_equal(_batches(config, 1)[0]["hr"], plain[0]["hr"])
     assert len(decoded) == 2
     (data,) = (tmp_path / "cache").glob("*.u8")  # rebuilt; the damaged file is gone
-    data.write_bytes(data.read_bytes()[:-10])
+    _replace(data, data.read_bytes()[:-10])
     with pytest.warns(UserWarning, match=r"damaged \(.*\.u8 is \d+ bytes, expected \d+ bytes\)"):
         _batches(config, 1)
 
