@@ -46,6 +46,7 @@ class SlotRef:
 
 
 _PREFIX = "mspan-slots"
+_counter = itertools.count()
 
 
 def _new_segment(size: int) -> shared_memory.SharedMemory:
@@ -55,14 +56,11 @@ def _new_segment(size: int) -> shared_memory.SharedMemory:
     return shared_memory.SharedMemory(name=name, create=True, size=size)
 
 
-_counter = itertools.count()
-
-
-def remove_unreceived(training_pid: int | None = None) -> None:
+def remove_unreceived() -> None:
     """Unlinks (and unregisters from the resource tracker) the segments the workers of this training
     process made but it never received: a worker stopped by `close()` or killed does not unlink
     them itself, and the tracker would, with a "leaked shared_memory" warning at exit."""
-    for path in Path("/dev/shm").glob(f"{_PREFIX}-{training_pid or os.getpid()}-*"):
+    for path in Path("/dev/shm").glob(f"{_PREFIX}-{os.getpid()}-*"):
         with contextlib.suppress(FileNotFoundError):
             _posixshmem.shm_unlink("/" + path.name)
             resource_tracker.unregister("/" + path.name, "shared_memory")
