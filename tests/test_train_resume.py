@@ -230,3 +230,32 @@ def test_a_step_saved_before_checksums_resumes_with_a_warning(tmp_path):
         step, state = ckpts.restore(jax.eval_shape(lambda: states[0]), log=print)
     ckpts.close()
     assert step == 2 and _max_diff(state, states[0]) == 0
+
+
+@pytest.mark.parametrize("key, saved, now", [("ema_decay", 0.0, 0.999), ("ema_decay", 0.9, 0.0),
+                                             ("grad_clip_norm", 1.0, 0.0), ("grad_clip_norm", 0.0, 1.0)])
+def test_a_changed_state_structure_is_a_config_change_not_damage(tmp_path, key, saved, now):
+    """Resuming with a config that shapes the state otherwise (EMA on/off, clipping on/off) stops in
+    one line naming the key, its saved value and the ways on; the healthy step stays where it is."""
+    config, ckpts = _checkpoints(tmp_path)
+    config.train[key] = saved
+    ckpts = TrainCheckpoints(tmp_path / "w", config.train)
+    tx, _ = create_optimizer(config.train)
+    params = {"conv": {"kernel": jnp.ones((3, 3, 4, 4)), "bias": jnp.zeros(4)}}
+    ckpts.save(create_train_state(params, tx, config.train.ema_decay), config.model)
+    ckpts.close()
+
+    config.train[key] = now
+    tx, _ = create_optimizer(config.train)
+    abstract = jax.eval_shape(lambda: create_train_state(params, tx, config.train.ema_decay))
+    ckpts = TrainCheckpoints(tmp_path / "w", config.train)
+    said = []
+    with pytest.raises(CheckpointError) as raised:
+        ckpts.restore(abstract, log=said.append)
+    ckpts.close()
+    message = str(raised.value)
+    assert "\n" not in message and not said, (message, said)
+    assert f"train.{key}={saved} when saved, {now:g} now" in message
+    assert f"--config.train.{key}={saved:g}" in message
+    assert f"--config.train.warm_start={tmp_path / 'w'}" in message
+    assert (tmp_path / "w" / "checkpoints" / "0").is_dir() and not (tmp_path / "w" / "damaged").exists()
