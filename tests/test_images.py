@@ -187,3 +187,24 @@ def test_stored_image_reads_16bit_tiff_and_rejects_other_suffixes(tmp_path):
     with pytest.raises(ImageReadError, match="not an image"):
         (tmp_path / "bad.png").write_bytes(b"nope")
         read_stored_image(tmp_path / "bad.png")
+
+
+def test_a_tiny_file_claiming_a_huge_image_is_refused(tmp_path):
+    """Found by benchmarks/fuzz_readers.py: an 11 x 11 TIFF whose header claims 12,517,387 rows
+    (137M pixels, under Pillow's error limit, where it only warns) decoded to 400 MB of zeros in
+    seconds. Refused in one line as a decompression bomb."""
+    import io
+    import struct
+
+    out = io.BytesIO()
+    Image.new("L", (11, 11)).save(out, "TIFF")
+    data = bytearray(out.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", data, entry)[0] == 257:  # ImageLength
+            struct.pack_into("<HHII", data, entry, 257, 4, 1, 12_517_387)
+    (tmp_path / "bomb.tif").write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match="bomb.tif: too large to decode safely") as info:
+        read_image(tmp_path / "bomb.tif")
+    assert "\n" not in str(info.value)

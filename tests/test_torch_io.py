@@ -227,3 +227,25 @@ def test_build_cannot_rewrite_the_allow_list_for_later_files(tmp_path, target, s
     good = forge.dumps({"w": forge.tensor(forge.storage("0", 6), 0, (2, 3), (3, 1))})
     read = read_state_dict(_write(tmp_path, "good.pth", forge.zip_file(good, {"0": FLOATS})))
     np.testing.assert_array_equal(read["w"], np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+@pytest.mark.parametrize("pickled", [
+    b"\x80\x02}q\x00X\x01\x00\x00\x00wr\x80\x96\x98\x00N.",  # LONG_BINPUT 10,000,000: an 80 MB memo
+    b"\x80\x02}X\xff\xff\xff\xe0w.",  # BINUNICODE of 3.7 GB, 1 byte there
+    b"\x80\x02}\x8e\x00\x00\x00\x00\x01\x00\x00\x00w.",  # BINBYTES8 of 4 GB
+], ids=["memo-index", "unicode-length", "bytes8-length"])
+def test_pickle_lengths_and_memo_indices_cannot_allocate(tmp_path, pickled):
+    """Found by benchmarks/fuzz_readers.py: a memo index of 6e8 in a 30-byte legacy file made the C
+    unpickler allocate and clear 5 GB, and a length field claiming gigabytes was allocated before
+    it was read. Both are refused from a scan of the opcodes."""
+    import tracemalloc
+
+    path = _write(tmp_path, "w.pth", forge.legacy_file(pickled, {}))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConversionError, match="not a readable PyTorch checkpoint") as info:
+            read_state_dict(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in str(info.value) and peak < 16 << 20, peak

@@ -15,6 +15,7 @@ import io
 import math
 import os
 import pickle
+import pickletools
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -186,6 +187,22 @@ class _StateDictUnpickler(pickle.Unpickler):
         return self._storages[key]
 
 
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
+def _unpickle(f: io.BytesIO, storages: dict[str, _Storage], read_storage: Any = None) -> Any:
+    """The next pickle of `f` through the allow-list, after a scan of its opcodes: a length that
+    claims more bytes than are left, or a memo index beyond the opcodes seen (pickle numbers its
+    memo entries in order), is refused before the C unpickler would allocate for it (an index of
+    6e8 in a 30-byte file made it allocate and clear 5 GB)."""
+    start = f.tell()
+    for count, (op, arg, _) in enumerate(pickletools.genops(f)):
+        if op.name in _MEMO_PUTS and not 0 <= int(arg) <= count:
+            raise _Damaged(f"a memo index {arg} after {count} opcodes")
+    f.seek(start)
+    return _StateDictUnpickler(f, storages, read_storage).load()
+
+
 def _materialize(obj: Any, budget: _Budget, memo: dict[int, Any] | None = None) -> Any:
     """The unpickled object with every tensor cut out of its storage as a numpy array (a copy,
     so tensors sharing a storage stay independent). Each object is converted once (`memo`, by id):
@@ -235,7 +252,7 @@ def _cut(ref: _TensorRef, budget: _Budget) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(data[ref.offset:], ref.size, strides).copy()
 
 
-def _from_bytes(raw: bytes, dtype: np.dtype, numel: int, byteorder: str) -> np.ndarray:
+def _from_bytes(raw: bytes | memoryview, dtype: np.dtype, numel: int, byteorder: str) -> np.ndarray:
     """`numel` elements of `dtype` stored in `byteorder` ("<" or ">"), in native order."""
     array = np.frombuffer(raw, dtype.newbyteorder(byteorder), count=numel)
     return array if array.dtype.isnative else array.astype(dtype)
@@ -268,7 +285,7 @@ def _load_zip(path: Path, budget: _Budget) -> Any:
             return _from_bytes(raw, storage.dtype, storage.numel, ">" if big else "<")
 
         pickled = _member(archive, pickles[0], budget)
-        obj = _StateDictUnpickler(io.BytesIO(pickled), {}, read_storage).load()
+        obj = _unpickle(io.BytesIO(pickled), {}, read_storage)
     return _materialize(obj, budget)
 
 
@@ -278,25 +295,30 @@ def _load_legacy(path: Path, budget: _Budget) -> Any:
     storage's bytes as an int64 element count and the elements, both little-endian whatever the
     saving machine (torch's writeFileRaw converts)."""
     storages: dict[str, _Storage] = {}
-    with open(path, "rb") as f:
-        header = [_StateDictUnpickler(f, storages).load() for _ in range(3)]
-        magic, protocol, sys_info = header
-        if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL or not isinstance(sys_info, dict):
-            raise _Damaged("not the legacy torch.save header (magic number, protocol 1001)")
-        obj = _StateDictUnpickler(f, storages).load()
-        keys = _StateDictUnpickler(f, storages).load()
-        if not isinstance(keys, list) or set(map(str, keys)) != set(storages):
-            raise _Damaged("the storage key list does not match the tensors")
-        for key in map(str, keys):
-            storage = storages[key]
-            count = int.from_bytes(f.read(8), "little")
-            if count != storage.numel:
-                raise _Damaged(f"storage {key}: {count} elements recorded for {storage.numel}")
-            budget.take(count * storage.dtype.itemsize, f"storage {key}")
-            raw = f.read(count * storage.dtype.itemsize)
-            if len(raw) != count * storage.dtype.itemsize:
-                raise _Damaged(f"storage {key}: {len(raw)} bytes for {storage.numel} elements")
-            storage.data = _from_bytes(raw, storage.dtype, count, "<")
+    # Read whole (counted against the budget): the unpickler then reads from memory, where a
+    # length field that claims gigabytes gets the bytes that are there, while a file object's
+    # read(n) allocates n first. The storages are views of these bytes, not copies.
+    budget.take(path.stat().st_size, "the file")
+    raw = path.read_bytes()
+    f = io.BytesIO(raw)
+    header = [_unpickle(f, storages) for _ in range(3)]
+    magic, protocol, sys_info = header
+    if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL or not isinstance(sys_info, dict):
+        raise _Damaged("not the legacy torch.save header (magic number, protocol 1001)")
+    obj = _unpickle(f, storages)
+    keys = _unpickle(f, storages)
+    if not isinstance(keys, list) or set(map(str, keys)) != set(storages):
+        raise _Damaged("the storage key list does not match the tensors")
+    for key in map(str, keys):
+        storage = storages[key]
+        count = int.from_bytes(f.read(8), "little")
+        if count != storage.numel:
+            raise _Damaged(f"storage {key}: {count} elements recorded for {storage.numel}")
+        start, nbytes = f.tell(), count * storage.dtype.itemsize
+        if start + nbytes > len(raw):
+            raise _Damaged(f"storage {key}: {len(raw) - start} bytes for {storage.numel} elements")
+        storage.data = _from_bytes(memoryview(raw)[start:start + nbytes], storage.dtype, count, "<")
+        f.seek(start + nbytes)
     return _materialize(obj, budget)
 
 
