@@ -25,7 +25,6 @@ from mspan_jax.data.decoded_cache import (
     DiskCache,
     TrainImage,
     fingerprint,
-    temporary_cache_path,
 )
 from mspan_jax.data.degradations import degrade, rgb_to_gray
 from mspan_jax.data.grain_workers import in_workers
@@ -155,7 +154,7 @@ def load_train_images(spec: PipelineSpec, verbose: bool = True) -> DecodedImages
             return found
         writer: CacheWriter | None = cache.writer()
     elif spec.num_workers:
-        writer = CacheWriter(temporary_cache_path(), temporary=True)
+        writer = CacheWriter(None, temporary=True, expected_images=max(total, 1))
     else:
         writer = None
 
