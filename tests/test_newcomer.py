@@ -85,6 +85,9 @@ def test_training_ends_with_a_summary():
                   "python scripts/upscale.py --checkpoint /tmp/mspan_quickstart"):
         assert where in text, text
     assert "done:" in final_summary("/w", config, None, None)  # no validation yet: still a summary
+    config.train.num_steps = -1  # the paper configs: num_epochs * steps_per_epoch
+    config.train.num_epochs, config.train.steps_per_epoch = 3, 1000
+    assert final_summary("/w", config, None, None).startswith("done: mspan x4 trained to step 3000\n")
 
 
 QUICKSTART_WORKDIR = "/tmp/mspan_quickstart"
