@@ -259,3 +259,66 @@ def test_a_changed_state_structure_is_a_config_change_not_damage(tmp_path, key, 
     assert f"--config.train.{key}={saved:g}" in message
     assert f"--config.train.warm_start={tmp_path / 'w'}" in message
     assert (tmp_path / "w" / "checkpoints" / "0").is_dir() and not (tmp_path / "w" / "damaged").exists()
+
+
+@pytest.mark.slow
+def test_a_validation_the_run_did_not_finish_is_done_on_resume_and_cleanup_failures_hide_nothing(
+        tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the last step's validation (the step already saved), and the checkpoint wait in
+    the loop's cleanup failing as well: the Ctrl-C is what is raised, the workdir lock is released
+    and the checkpoints are closed. The rerun validates that step: best/ and eval_results.json see
+    the final weights."""
+    from mspan_jax.train import validation
+    from mspan_jax.train.workdir_lock import WorkdirLock
+
+    config = tiny_config()
+    workdir = tmp_path / "w"
+    real_call, real_wait, real_close = (validation.Validator.__call__, TrainCheckpoints.wait,
+                                        TrainCheckpoints.close)
+    closed = []
+
+    def interrupted(self, params):
+        raise KeyboardInterrupt
+
+    def failing_wait(self):
+        real_wait(self)
+        raise RuntimeError("wait failed")
+
+    with monkeypatch.context() as m:
+        m.setattr(validation.Validator, "__call__", interrupted)
+        m.setattr(TrainCheckpoints, "wait", failing_wait)
+        m.setattr(TrainCheckpoints, "close", lambda self: closed.append(1) or real_close(self))
+        with pytest.raises(KeyboardInterrupt) as info:
+            loop.train_and_evaluate(config, str(workdir))
+    assert any("while stopping: RuntimeError: wait failed" in n for n in info.value.__notes__)
+    assert closed and int(load_latest_state(workdir)["step"]) == NUM_STEPS
+    assert not (workdir / "eval_results.json").exists()
+    with WorkdirLock(workdir):  # released
+        pass
+    assert validation.Validator.__call__ is real_call
+
+    results = loop.train_and_evaluate(config, str(workdir))
+    out = capsys.readouterr().out
+    assert f"validating step {NUM_STEPS} (saved, but the run stopped before its validation)" in out
+    assert "nothing to do" in out
+    assert json.loads((workdir / "eval_results.json").read_text()) == results
+    assert results["step"] == NUM_STEPS
+    final = load_latest_state(workdir)["ema_params"]
+    assert _max_diff(load_workdir_params(workdir, config.model), final) == 0
+
+
+def test_cleanup_runs_every_step_and_raises_the_first_failure():
+    ran = []
+
+    def fail(name):
+        def step():
+            ran.append(name)
+            raise RuntimeError(name)
+        return step
+
+    with pytest.raises(RuntimeError, match="^a$"):
+        loop._run_all([fail("a"), lambda: ran.append("b"), fail("c")], None)
+    assert ran == ["a", "b", "c"]
+    stopping = KeyboardInterrupt()
+    loop._run_all([fail("d")], stopping)  # the run's own error stays the one raised
+    assert stopping.__notes__ == ["then, while stopping: RuntimeError: d"]
