@@ -208,3 +208,23 @@ def test_a_tiny_file_claiming_a_huge_image_is_refused(tmp_path):
     with pytest.raises(ImageReadError, match="bomb.tif: too large to decode safely") as info:
         read_image(tmp_path / "bomb.tif")
     assert "\n" not in str(info.value)
+
+
+def test_a_tiff_with_a_malformed_tag_type_fails_in_one_line(tmp_path):
+    """Found by benchmarks/fuzz_readers.py: StripOffsets stored as a RATIONAL made Pillow raise a
+    TypeError, which escaped the reader as a traceback."""
+    import io
+    import struct
+
+    out = io.BytesIO()
+    Image.new("L", (4, 4)).save(out, "TIFF")
+    data = bytearray(out.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", data, entry)[0] == 273:  # StripOffsets, as a RATIONAL
+            struct.pack_into("<HHII", data, entry, 273, 5, 1, 0)
+    (tmp_path / "rational.tif").write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match="rational.tif: corrupt image .TypeError") as info:
+        read_image(tmp_path / "rational.tif")
+    assert "\n" not in str(info.value)

@@ -136,6 +136,8 @@ def _decode(path: Path) -> tuple[np.ndarray, str]:
         raise ImageReadError(f"{path}: too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageReadError(f"{path}: corrupt or truncated image ({first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - Pillow's decoders raise TypeError, IndexError, ... on crafted files
+        raise ImageReadError(f"{path}: corrupt image ({first_line(e, typed=True)})") from None
     if mode == "F" or arr.dtype.kind == "f":
         raise ImageReadError(f"{path}: floating-point image (mode {mode}) is not supported; "
                              "save it as 8-bit or 16-bit")
