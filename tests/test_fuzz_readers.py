@@ -106,6 +106,7 @@ def test_fuzz_image_reader(tmp_path, suffix):
 STRUCTURED_CASES = 150  # per parser; the long run: benchmarks/fuzz_readers.py
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parser", ["pth_zip", "pth_legacy", "safetensors", "image"])
 def test_structure_aware_fuzz_short_seeded_pass(tmp_path, parser):
     import fuzz_strategies
