@@ -103,6 +103,19 @@ def pil_to_array(im: Image.Image) -> np.ndarray:
     return arr
 
 
+def _check_tiles(im: Image.Image, path: Path) -> None:
+    """Refuses an image whose data (its tiles, e.g. a TIFF's strips) covers fewer pixels than its
+    header claims: a 230-byte TIFF of 9 x 4,128,780 decoded to 110 MB of zeros in seconds."""
+    try:
+        covered = sum((x1 - x0) * (y1 - y0) for (x0, y0, x1, y1) in (t[1] for t in im.tile))
+    except (TypeError, ValueError, IndexError):  # no extents to count: left to Pillow's load
+        return
+    pixels = im.size[0] * im.size[1]
+    if im.tile and covered < pixels:
+        raise ImageReadError(f"{path}: corrupt image (its data covers {covered:,} of the "
+                             f"{pixels:,} pixels its header claims)")
+
+
 def _decode(path: Path) -> tuple[np.ndarray, str]:
     """The file's samples as Pillow gives them, at full bit depth (uint8, uint16 or int32), and its
     mode; palette (RGBA only with transparency) and non-RGB colour modes come as RGB(A), 1-bit as
@@ -118,6 +131,7 @@ def _decode(path: Path) -> tuple[np.ndarray, str]:
             with Image.open(path) as im:
                 mode = im.mode
                 rawmode16 = _sixteen_bit_rawmode(im)
+                _check_tiles(im, path)
                 im.load()
                 if rawmode16 is None:
                     arr = _samples(im)
