@@ -25,6 +25,8 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1000, help="checkpoint and validation interval")
     ap.add_argument("--ema_decay", type=float, default=0.999)
     ap.add_argument("--train", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--num_features", type=int, default=None, help="a narrower MSPAN (default 48)")
+    ap.add_argument("--num_blocks", type=int, default=None, help="fewer blocks (default 6)")
     args = ap.parse_args()
 
     import quickstart
@@ -40,6 +42,9 @@ def main() -> None:
     config.train.num_steps = args.steps
     config.train.checkpoint_every_steps = config.train.eval_every_steps = args.every
     config.train.keep_checkpoints = args.steps // args.every + 1
+    for key in ("num_features", "num_blocks"):
+        if getattr(args, key) is not None:
+            config.model[key] = getattr(args, key)
     if args.train:
         train_and_evaluate(config, args.workdir)
 

@@ -95,7 +95,7 @@ def test_same_seed_same_batches_and_resume_without_replay(tmp_path, monkeypatch)
     built = []
     original = BatchSampler.patches
     monkeypatch.setattr(BatchSampler, "patches",
-                        lambda self, step: built.append(step) or original(self, step))
+                        lambda self, step, slots="": built.append(step) or original(self, step, slots))
     resumed = _batches(config, 2, start_step=3)
     np.testing.assert_array_equal(resumed[0]["hr"], first[3]["hr"])
     np.testing.assert_array_equal(resumed[1]["lr"], first[4]["lr"])
