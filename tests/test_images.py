@@ -189,6 +189,23 @@ def test_stored_image_reads_16bit_tiff_and_rejects_other_suffixes(tmp_path):
         read_stored_image(tmp_path / "bad.png")
 
 
+def _tiff_with_tag(path, side: int, tag: int, kind: int, value: int) -> None:
+    """A side x side 8-bit gray TIFF whose IFD entry `tag` is rewritten as (type `kind`, count 1,
+    `value`)."""
+    import io
+    import struct
+
+    out = io.BytesIO()
+    Image.new("L", (side, side)).save(out, "TIFF")
+    data = bytearray(out.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", data, entry)[0] == tag:
+            struct.pack_into("<HHII", data, entry, tag, kind, 1, value)
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize("rows, refused", [(12_517_387, "too large to decode safely"),
                                            (4_128_780, "corrupt image .its data covers 121 of the "
                                                        "45,416,580 pixels")])
@@ -197,18 +214,7 @@ def test_a_tiny_file_claiming_a_huge_image_is_refused(tmp_path, rows, refused):
     (137M pixels, under Pillow's error limit, where it only warns) decoded to 400 MB of zeros in
     seconds; with 4,128,780 rows (under the warning too), 110 MB. Refused in one line, as a
     decompression bomb or as data that covers too few of the pixels."""
-    import io
-    import struct
-
-    out = io.BytesIO()
-    Image.new("L", (11, 11)).save(out, "TIFF")
-    data = bytearray(out.getvalue())
-    ifd = struct.unpack_from("<I", data, 4)[0]
-    for i in range(struct.unpack_from("<H", data, ifd)[0]):
-        entry = ifd + 2 + 12 * i
-        if struct.unpack_from("<H", data, entry)[0] == 257:  # ImageLength
-            struct.pack_into("<HHII", data, entry, 257, 4, 1, rows)
-    (tmp_path / "bomb.tif").write_bytes(bytes(data))
+    _tiff_with_tag(tmp_path / "bomb.tif", 11, 257, 4, rows)  # ImageLength, a LONG
     with pytest.raises(ImageReadError, match=f"bomb.tif: {refused}") as info:
         read_image(tmp_path / "bomb.tif")
     assert "\n" not in str(info.value)
@@ -217,18 +223,7 @@ def test_a_tiny_file_claiming_a_huge_image_is_refused(tmp_path, rows, refused):
 def test_a_tiff_with_a_malformed_tag_type_fails_in_one_line(tmp_path):
     """Found by benchmarks/fuzz_readers.py: StripOffsets stored as a RATIONAL made Pillow raise a
     TypeError, which escaped the reader as a traceback."""
-    import io
-    import struct
-
-    out = io.BytesIO()
-    Image.new("L", (4, 4)).save(out, "TIFF")
-    data = bytearray(out.getvalue())
-    ifd = struct.unpack_from("<I", data, 4)[0]
-    for i in range(struct.unpack_from("<H", data, ifd)[0]):
-        entry = ifd + 2 + 12 * i
-        if struct.unpack_from("<H", data, entry)[0] == 273:  # StripOffsets, as a RATIONAL
-            struct.pack_into("<HHII", data, entry, 273, 5, 1, 0)
-    (tmp_path / "rational.tif").write_bytes(bytes(data))
+    _tiff_with_tag(tmp_path / "rational.tif", 4, 273, 5, 0)  # StripOffsets, a RATIONAL
     with pytest.raises(ImageReadError, match="rational.tif: corrupt image .TypeError") as info:
         read_image(tmp_path / "rational.tif")
     assert "\n" not in str(info.value)
