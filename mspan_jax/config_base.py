@@ -11,7 +11,9 @@ Values derived from the scale (`eval.crop_border`) are ml_collections FieldRefer
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ml_collections
@@ -20,6 +22,15 @@ from mspan_jax.errors import ConfigError
 
 if TYPE_CHECKING:
     import flax.linen as nn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """The project's read-only shared folder (Set5, Sun & Hays, official weights): $MSPAN_SHARED_DIR,
+    else `shared` beside the repository (its ../shared, whatever the working folder). The configs
+    that train on it and the tests that need it both find it here."""
+    return Path(os.environ.get("MSPAN_SHARED_DIR") or REPO_ROOT.parent / "shared").expanduser()
 
 MODEL_DEFAULTS = {
     # The paper's MSPAN (docs/architecture.md): C=48, 6 IDDBs of 3 AU/CU pairs, 24 distilled

@@ -3,33 +3,43 @@ before the work (`check_output_dir`, `check_output_file`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from etils import epath
 
 from mspan_jax.errors import UserError, first_line
 
 
-def write_bytes_atomic(path: str | os.PathLike | epath.Path, data: bytes) -> None:
-    """Writes `data` to a temporary sibling, then renames it over `path` (parents created).
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike | epath.Path) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through: a temporary sibling (parents created), renamed over
+    `path` when the block ends, removed when it raises, so a reader never sees a partial file.
 
     Works for local and remote (gs://) paths through etils.epath."""
     path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        tmp.write_bytes(data)
+        with tmp.open("wb") as f:
+            yield f
         tmp.replace(path)
     except BaseException:
         if tmp.exists():
             tmp.unlink()
         raise
+
+
+def write_bytes_atomic(path: str | os.PathLike | epath.Path, data: bytes) -> None:
+    """Writes `data` to `path` atomically (`atomic_output`)."""
+    with atomic_output(path) as f:
+        f.write(data)
 
 
 def write_json_atomic(path: str | os.PathLike | epath.Path, payload: Mapping[str, Any]) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mspan_jax.config_base import TINY_MODEL_OVERRIDES
+from mspan_jax.config_base import TINY_MODEL_OVERRIDES, shared_dir
 from mspan_jax.config_base import tiny_model_config as tiny_model_config  # re-exported to the tests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,13 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALLEST = {"num_blocks": 1, "num_units": 1}
 
 
-def _shared_dir() -> Path:
-    return Path(os.environ.get("MSPAN_SHARED_DIR", REPO_ROOT.parent / "shared"))
-
-
 def require_shared(relative: str) -> Path:
     """Path of ../shared/<relative>; skips when absent, fails when MSPAN_REQUIRE_SHARED=1."""
-    path = _shared_dir() / relative
+    path = shared_dir() / relative
     if not path.exists():
         message = f"{path} is missing (set MSPAN_SHARED_DIR to the shared folder)"
         if os.environ.get("MSPAN_REQUIRE_SHARED") == "1":

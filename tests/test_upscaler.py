@@ -212,24 +212,56 @@ def test_weights_by_name_and_torch_files_in_memory(tmp_path, monkeypatch):
 
 
 def test_upscale_folder_survives_bad_files(tiny, tmp_path):
-    """Every readable image is written; a corrupt one and a non-image are listed with why; exit 1;
-    --skip-existing, --suffix, --ext and --list-models."""
+    """Every readable image is written, whatever its format or size (a WebP, a JPEG without an image
+    extension, a 1x1 and a 3x10 PNG below MSPA's 4 pixels, a phone JPEG turned by its EXIF
+    orientation, with its ICC profile and DPI kept); a corrupt one and a non-image are listed one
+    line each with why; exit 1; --skip-existing, --suffix, --ext and --list-models."""
+    from PIL import Image, ImageCms
+
     directory, _, _ = tiny
     folder = tmp_path / "in"
-    write_image(folder / "a.png", RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8))
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    folder.mkdir()
+    Image.fromarray(RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(
+        folder / "a.png", icc_profile=icc, dpi=(300, 300))
     (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     write_image(folder / "c.jpg", RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8))
+    Image.fromarray(RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(folder / "d.webp")
+    Image.fromarray(RNG.integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(folder / "e.dat", "JPEG")
+    Image.fromarray(RNG.integers(0, 256, (1, 1, 3), dtype=np.uint8)).save(folder / "f.png")
+    Image.fromarray(RNG.integers(0, 256, (10, 3), dtype=np.uint8)).save(folder / "g.png")  # 3 wide
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 12 wide, 10 high; shown turned 90 degrees clockwise: 10 x 12
+    Image.fromarray(RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(
+        folder / "phone.jpg", exif=exif, icc_profile=icc, dpi=(72, 96))
     (folder / "notes.txt").write_text("not an image")
-    done = run_script("upscale.py", "--checkpoint", directory, "--input", folder, "--output",
-                      tmp_path / "out", "--ext", "auto")
+    out = tmp_path / "out"
+    done = run_script("upscale.py", "--checkpoint", directory, "--input", folder, "--output", out,
+                      "--ext", "auto")
     assert done.returncode == 1, done.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x2.png", "c_x2.jpg"]
-    assert f"skipped {folder / 'notes.txt'}: not an image extension" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["a_x2.png", "c_x2.jpg", "d_x2.png", "e_x2.png",
+                                                     "f_x2.png", "g_x2.png", "phone_x2.jpg"]
+    sizes = {}
+    for p in out.iterdir():
+        with Image.open(p) as im:
+            sizes[p.stem] = (im.size, im.mode, im.info.get("icc_profile"), im.info.get("dpi"))
+    assert sizes["f_x2"][:2] == ((2, 2), "RGB") and sizes["g_x2"][:2] == ((6, 20), "L")
+    assert sizes["phone_x2"][:3] == ((20, 24), "RGB", icc) and sizes["phone_x2"][3] == (96, 72)
+    assert sizes["a_x2"][2] == icc and sizes["a_x2"][3] == pytest.approx((300, 300), abs=0.02)
+    assert f"skipped {folder / 'notes.txt'}: not an image (PNG, JPEG, WebP" in done.stdout
     assert f"FAILED {folder / 'b.png'}: not an image file" in done.stdout
+    assert "wrote 7 images to" in done.stdout
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "1 of 3 images could not be read" in errors[0], done.stderr
+    assert len(errors) == 1 and "1 of 8 images could not be read" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
 
-    (folder / "b.png").unlink()
+    one = run_script("upscale.py", "--checkpoint", directory, "--input", folder / "phone.jpg",
+                     "--output", tmp_path / "one")
+    assert one.returncode == 0 and "wrote 1 image to" in one.stdout, one.stderr
+    for name in ("b.png", "d.webp", "e.dat", "f.png", "g.png", "phone.jpg"):
+        (folder / name).unlink()
+    for name in ("d_x2.png", "e_x2.png", "f_x2.png", "g_x2.png", "phone_x2.jpg"):
+        (out / name).unlink()
     again = run_script("upscale.py", "--checkpoint", directory, "--input", folder, "--output",
                        tmp_path / "out", "--skip-existing", "--suffix", "", "--dtype", "bfloat16")
     assert again.returncode == 0 and "(bfloat16)" in again.stdout, again.stderr
