@@ -108,9 +108,7 @@ class Upscaler:
         samples = pil_to_array(im)
         _check_size(samples.shape)
         out = self._assemble(stored_image(samples), samples.dtype)
-        pixels = out[:, :, 0] if out.shape[2] == 1 else out
-        result = Image.fromarray(pixels, {1: "I;16" if out.dtype == np.uint16 else "L", 2: "LA",
-                                          3: "RGB", 4: "RGBA"}[out.shape[2]])
+        result = Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out)  # L, I;16, LA, RGB(A)
         if im.mode == "I":
             result = result.convert("I")
         for key in ("icc_profile", "dpi"):

@@ -3,12 +3,14 @@ scripts/upscale.py / evaluate.py with --checkpoint and no --config; a given --co
 
 from __future__ import annotations
 
+import io
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_script, run_script_subprocess, tiny_model_config
+from conftest import run_script, run_script_subprocess, script_module, tiny_model_config
 
 from mspan_jax import Upscaler
 from mspan_jax.checkpoints.params import CheckpointError, save_params
@@ -290,3 +292,87 @@ def test_the_official_imdn_pth_runs_without_conversion(imdn_x4_weights):
     for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(up.predictor.variables), strict=True):
         np.testing.assert_array_equal(a, b)
     assert up.upscale(np.full((8, 8, 3), 128, np.uint8)).shape == (32, 32, 3)
+
+
+def test_the_api_keeps_what_it_is_given(tiny):
+    """A PIL image in gives a PIL image out (mode, ICC profile and DPI kept, EXIF orientation
+    applied); float samples outside [0, 1] are refused in one line, not clipped to white; images
+    below MSPA's 4 pixels, down to 1x1, upscale to their size."""
+    from PIL import Image, ImageCms
+
+    directory, _, _ = tiny
+    up = Upscaler.from_checkpoint(directory)
+    rgb = RNG.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    im = Image.fromarray(rgb)
+    im.info.update(icc_profile=icc, dpi=(300, 300))
+    out = up.upscale(im)
+    assert isinstance(out, Image.Image) and (out.mode, out.size) == ("RGB", (22, 18))
+    assert out.info["icc_profile"] == icc and out.info["dpi"] == (300, 300)
+    np.testing.assert_array_equal(np.asarray(out), up.upscale(rgb))
+    for mode in ("L", "LA", "RGBA", "I;16", "I", "P"):
+        back = up.upscale(im.convert(mode))
+        assert (back.mode, back.size) == ({"P": "RGB"}.get(mode, mode), (22, 18)), mode
+    exif = Image.Exif()
+    exif[0x0112] = 8  # shown turned 90 degrees counterclockwise
+    turned = Image.open(_jpeg_with(rgb, exif))
+    assert up.upscale(turned).size == (18, 22)
+
+    with pytest.raises(ValueError, match=r"float images must be in \[0, 1\], got values from 0 to "
+                                         r"255 \(0..255 samples: divide by 255"):
+        up.upscale(np.linspace(0, 255, 9 * 11 * 3).reshape(9, 11, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        up.upscale(np.full((4, 4, 3), np.nan, np.float32))
+    near = up.upscale(np.clip(rgb / 255.0 + 1e-4, 0, 1 + 1e-4))  # float rounding: taken, clipped
+    assert near.dtype == np.float32 and near.max() <= 1.0
+    with pytest.raises(ValueError, match=r"at least 1x1 pixels, got shape \(0, 5, 3\)"):
+        up.upscale(np.zeros((0, 5, 3), np.uint8))
+    assert up.upscale(rgb[:1, :1]).shape == (2, 2, 3) and up.upscale(rgb[:, :3]).shape == (18, 6, 3)
+
+
+def _jpeg_with(rgb: np.ndarray, exif) -> io.BytesIO:
+    from PIL import Image
+
+    data = io.BytesIO()
+    Image.fromarray(rgb).save(data, "JPEG", exif=exif)
+    data.seek(0)
+    return data
+
+
+def test_alpha_and_tiles_stream_in_strips_exactly_and_in_bounded_memory(tiny, tmp_path):
+    """A tiled RGBA upscale made a row of tiles at a time has the whole-image alpha bicubic, a PNG
+    written a row of tiles at a time equals the tiles assembled at once, and the memory writing it
+    takes does not grow with the image (no float copy of the output, no whole-output buffer)."""
+    import tracemalloc
+
+    from mspan_jax.data.images import read_stored_image, stored_image
+    from mspan_jax.data.imresize import imresize
+
+    directory, _, _ = tiny
+    up = Upscaler.from_checkpoint(directory, tile=16, tile_overlap=2)
+    rgba = RNG.integers(0, 256, (40, 14, 4), dtype=np.uint8)
+    out = up.upscale(rgba)
+    stored_alpha = (rgba[:, :, 3] / np.float32(255)).astype(np.float64)  # as StoredImage holds it
+    alpha = np.clip(imresize(stored_alpha, 2.0), 0, 1)
+    np.testing.assert_array_equal(out[:, :, 3], np.round(alpha * 255).astype(np.uint8))
+
+    def peak_writing(lr_height: int) -> int:
+        """Peak traced bytes of writing a PNG of an (lr_height, 100) image."""
+        tracemalloc.start()
+        try:
+            script["write_output"](tmp_path / "t.png", up.predictor, images[lr_height], 3, **options)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    images = {h: stored_image(RNG.integers(0, 256, (h, 100, 3), dtype=np.uint8)) for h in (100, 400)}
+    options = dict(tile=16, tile_overlap=2)
+    with script_module("upscale.py") as script:
+        script["write_output"](tmp_path / "warm.png", up.predictor, images[100], 3, **options)
+        short, tall = peak_writing(100), peak_writing(400)
+    # The 400-high image's output is 1.44 MB larger as uint8 (5.8 MB as float32): a row of tiles
+    # at a time, memory does not grow with it.
+    assert tall < short + 0.1 * (800 - 200) * 200 * 3, (short, tall)
+    written = read_stored_image(tmp_path / "t.png")
+    np.testing.assert_array_equal(np.round(written.color * 255).astype(np.uint8),
+                                  up.upscale(np.round(images[400].color * 255).astype(np.uint8)))

@@ -345,7 +345,9 @@ def _png_filtered(rows: np.ndarray, above: np.ndarray, bpp: int) -> np.ndarray:
     return np.concatenate([best[:, None].astype(np.uint8), chosen], axis=1)
 
 
-PNG_ROWS_PER_BLOCK = 16  # scanlines filtered at a time: bounds the encoder's working memory
+# Scanline bytes filtered at a time (at least one row): the encoder's working memory is a few
+# dozen times this, whatever the image's size.
+PNG_BLOCK_BYTES = 1 << 18
 
 
 def png_chunks(strips: Iterable[np.ndarray], height: int, width: int, channels: int, bits: int,
@@ -371,8 +373,9 @@ def png_chunks(strips: Iterable[np.ndarray], height: int, width: int, channels: 
                              f"{channels}-channel {bits}-bit image")
         data = strip.reshape(len(strip), -1) if bits == 8 else \
             strip.astype(">u2").reshape(len(strip), -1).view(np.uint8)
-        for i in range(0, len(data), PNG_ROWS_PER_BLOCK):
-            rows = data[i:i + PNG_ROWS_PER_BLOCK]
+        block = max(1, PNG_BLOCK_BYTES // stride)
+        for i in range(0, len(data), block):
+            rows = data[i:i + block]
             packed = compressor.compress(_png_filtered(rows, above, bpp).tobytes())
             above = rows[-1]
             if packed:
