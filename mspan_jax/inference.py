@@ -224,8 +224,9 @@ def upscale_strips(predictor: Predictor, lr: np.ndarray, *, tile: int = 256,
     (`tile_grid`), a strip per row of them: padded to (tile, tile) on the padded path, so they
     share one compiled program; at their own sizes on the exact-size path, (tile, tile) inside the
     image and shorter by less than `TILE_ALIGN` pixels at its far borders, so all images share at
-    most TILE_ALIGN**2 programs. With `progress`, a tile counts as done once the strip holding it
-    has been taken by the caller (written, when the caller writes it).
+    most TILE_ALIGN**2 programs. With `progress`, tiles count as they are made, and the last once
+    the caller has taken (written, when the caller writes them) the last row: the rows' writing is
+    inside the rate, and the line ends when the output is complete.
     """
     x = lr.astype(np.float32) / 255.0 if lr.dtype == np.uint8 else np.asarray(lr, np.float32)
     h, w = lr.shape[:2]
@@ -242,9 +243,10 @@ def upscale_strips(predictor: Predictor, lr: np.ndarray, *, tile: int = 256,
             if strip is None:  # the model's output channels
                 strip = np.empty((s * (y1 - y0), s * w, y.shape[2]), np.float32)
             strip[:, s * x0:s * x1] = y[s * (y0 - iy0):s * (y1 - iy0), s * (x0 - ix0):s * (x1 - ix0)]
+            if bar.done < bar.total - 1:
+                bar.update()
         yield strip
-        for _ in cols:
-            bar.update()
+    bar.update()  # the last tile: once the caller has taken (written) the last row
 
 
 def upscale_image(predictor: Predictor, lr: np.ndarray, *, tile: int = 256, tile_overlap: int = 16,

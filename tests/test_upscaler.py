@@ -339,7 +339,7 @@ def _jpeg_with(rgb: np.ndarray, exif) -> io.BytesIO:
     return data
 
 
-def test_alpha_and_tiles_stream_in_strips_exactly_and_in_bounded_memory(tiny, tmp_path):
+def test_alpha_and_tiles_stream_in_strips_exactly_and_in_bounded_memory(tiny, tmp_path, capsys):
     """A tiled RGBA upscale made a row of tiles at a time has the whole-image alpha bicubic, a PNG
     written a row of tiles at a time equals the tiles assembled at once, and the memory writing it
     takes does not grow with the image (no float copy of the output, no whole-output buffer)."""
@@ -373,6 +373,13 @@ def test_alpha_and_tiles_stream_in_strips_exactly_and_in_bounded_memory(tiny, tm
     # The 400-high image's output is 1.44 MB larger as uint8 (5.8 MB as float32): a row of tiles
     # at a time, memory does not grow with it.
     assert tall < short + 0.1 * (800 - 200) * 200 * 3, (short, tall)
+    # The progress line ends only once the caller has taken (written) the last row of tiles.
+    from mspan_jax.inference import upscale_strips
+
+    strips = upscale_strips(up.predictor, images[100].color, progress=True, **options)
+    taken = [next(strips) for _ in range(9)]  # 100 LR rows: 9 rows of tiles (cores of 12)
+    assert sum(len(t) for t in taken) == 200 and "tiles 81/81" not in capsys.readouterr().err
+    assert next(strips, None) is None and "tiles 81/81" in capsys.readouterr().err
     written = read_stored_image(tmp_path / "t.png")
     np.testing.assert_array_equal(np.round(written.color * 255).astype(np.uint8),
                                   up.upscale(np.round(images[400].color * 255).astype(np.uint8)))
