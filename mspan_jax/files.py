@@ -18,17 +18,15 @@ from mspan_jax.errors import UserError, first_line
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike | epath.Path) -> Iterator[BinaryIO]:
-    """A binary file to write `path` through: a temporary sibling (parents created), renamed over
-    `path` when the block ends, removed when it raises, so a reader never sees a partial file.
-
-    Works for local and remote (gs://) paths through etils.epath."""
+def _temporary_sibling(path: str | os.PathLike | epath.Path) -> Iterator[epath.Path]:
+    """A temporary name beside `path` (parents created) to write; renamed over `path` when the
+    block ends, removed when it raises, so a reader never sees a partial file. Local and remote
+    (gs://) paths alike, through etils.epath."""
     path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        with tmp.open("wb") as f:
-            yield f
+        yield tmp
         tmp.replace(path)
     except BaseException:
         if tmp.exists():
@@ -37,9 +35,16 @@ def atomic_output(path: str | os.PathLike | epath.Path) -> Iterator[BinaryIO]:
 
 
 def write_bytes_atomic(path: str | os.PathLike | epath.Path, data: bytes) -> None:
-    """Writes `data` to `path` atomically (`atomic_output`)."""
-    with atomic_output(path) as f:
-        f.write(data)
+    """Writes `data` to a temporary sibling, then renames it over `path` (parents created)."""
+    with _temporary_sibling(path) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike | epath.Path) -> Iterator[BinaryIO]:
+    """A binary file to stream `path` through, written atomically as `write_bytes_atomic` writes."""
+    with _temporary_sibling(path) as tmp, tmp.open("wb") as f:
+        yield f
 
 
 def write_json_atomic(path: str | os.PathLike | epath.Path, payload: Mapping[str, Any]) -> None:

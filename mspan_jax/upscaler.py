@@ -156,6 +156,7 @@ def _check_values(images: np.ndarray) -> None:
 
 
 ALPHA_CONTEXT = 4  # LR rows beyond a strip that its bicubic alpha sees (the kernel reaches 2)
+SAMPLE_BLOCK_BYTES = 1 << 24  # float32 output rows converted (gray, alpha, quantized) at a time
 
 
 def _alpha_rows(alpha: np.ndarray, scale: int, start: int, stop: int) -> np.ndarray:
@@ -181,17 +182,19 @@ def upscale_samples(predictor: Predictor, image: StoredImage, in_channels: int, 
         x = np.repeat(x, 3, axis=2)
     elif in_channels == 1 and x.shape[2] == 3:
         x = gray_plane(x)[:, :, None].astype(np.float32)
-    row = 0
-    for y in upscale_strips(predictor, x, **options):
-        if image.color.shape[2] == 1 and y.shape[2] == 3:
-            y = gray_plane(y)[:, :, None].astype(np.float32)
-        if image.alpha is not None:
-            alpha = _alpha_rows(image.alpha, predictor.scale, row, row + len(y))
-            y = np.concatenate([y, alpha[:, :, None].astype(np.float32)], axis=2)
-        row += len(y)
-        dtype = np.dtype(dtype)
-        yield quantize(y, 8 if dtype == np.uint8 else 16) if dtype.kind == "u" else \
-            np.clip(y, 0.0, 1.0).astype(np.float32)
+    dtype, row = np.dtype(dtype), 0
+    for strip in upscale_strips(predictor, x, **options):
+        block = max(1, SAMPLE_BLOCK_BYTES // (strip[0].size * 4))
+        for i in range(0, len(strip), block):  # in blocks: float64 temporaries of a fixed size
+            y = strip[i:i + block]
+            if image.color.shape[2] == 1 and y.shape[2] == 3:
+                y = gray_plane(y)[:, :, None].astype(np.float32)
+            if image.alpha is not None:
+                alpha = _alpha_rows(image.alpha, predictor.scale, row, row + len(y))
+                y = np.concatenate([y, alpha[:, :, None].astype(np.float32)], axis=2)
+            row += len(y)
+            yield quantize(y, 8 if dtype == np.uint8 else 16) if dtype.kind == "u" else \
+                np.clip(y, 0.0, 1.0).astype(np.float32)
 
 
 def upscale_to_array(predictor: Predictor, image: StoredImage, in_channels: int, dtype: np.dtype,

@@ -29,6 +29,7 @@ output (docs/usage.md).
 from __future__ import annotations
 
 import dataclasses
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,10 @@ def write_output(path: Path, predictor: Predictor, lr: StoredImage, in_channels:
     return f"; JPEG dropped {' and '.join(dropped)}" if dropped else ""
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def compute_dtype(choice: str) -> str:
     if choice != "auto":
         return choice
@@ -202,18 +207,25 @@ def main(argv: Sequence[str]) -> None:
     predictor = Predictor(model_apply, loaded.variables, scale=scale, bucket=_BUCKET.value)
     progress = ProgressLine(len(todo), f"x{scale}")
     failed: list[tuple[Path, str]] = []
-    for name, path in todo.items():
-        try:
-            lr = read_stored_image(path)
-        except ImageReadError as e:
-            failed.append((path, first_line(e)))
-            progress.update(f"{path.name} FAILED")
-            continue
-        note = write_output(out_dir / name, predictor, lr, int(config.model.in_channels),
-                            tile=_TILE.value, tile_overlap=_TILE_OVERLAP.value,
-                            self_ensemble=_SELF_ENSEMBLE.value, progress=len(todo) == 1)
-        (h, w) = lr.color.shape[:2]
-        progress.update(f"{path.name} {w}x{h} -> {scale * w}x{scale * h} ({lr.describe()}{note})")
+    # SIGTERM (kill, a job scheduler) ends the run as Ctrl-C does: the output being written is
+    # removed, not left as a hidden temporary file.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        for name, path in todo.items():
+            try:
+                lr = read_stored_image(path)
+            except ImageReadError as e:
+                failed.append((path, first_line(e)))
+                progress.update(f"{path.name} FAILED")
+                continue
+            note = write_output(out_dir / name, predictor, lr, int(config.model.in_channels),
+                                tile=_TILE.value, tile_overlap=_TILE_OVERLAP.value,
+                                self_ensemble=_SELF_ENSEMBLE.value, progress=len(todo) == 1)
+            (h, w) = lr.color.shape[:2]
+            progress.update(f"{path.name} {w}x{h} -> {scale * w}x{scale * h} "
+                            f"({lr.describe()}{note})")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     written = len(todo) - len(failed)
     print(f"wrote {count(written, 'image')} to {out_dir} ({dtype}); compiled "
           f"programs: {predictor.num_compiled}")

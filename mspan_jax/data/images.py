@@ -305,7 +305,9 @@ def stored_image(samples: np.ndarray, meta: ImageMeta = ImageMeta()) -> StoredIm
     """The StoredImage of uint8 or uint16 (wider integers clipped to 16 bits) samples (H, W[, C]),
     C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA); ValueError for another layout."""
     bits = 8 if samples.dtype == np.uint8 else 16
-    x = np.clip(samples.astype(np.float32) / (255.0 if bits == 8 else 65535.0), 0.0, 1.0)
+    x = samples.astype(np.float32)  # scaled and clipped in place: one float copy of a large image
+    x /= np.float32(255.0 if bits == 8 else 65535.0)
+    np.clip(x, 0.0, 1.0, out=x)
     if x.ndim == 2:
         x = x[:, :, None]
     if x.ndim != 3 or x.shape[2] not in (1, 2, 3, 4):
