@@ -383,3 +383,36 @@ def test_alpha_and_tiles_stream_in_strips_exactly_and_in_bounded_memory(tiny, tm
     written = read_stored_image(tmp_path / "t.png")
     np.testing.assert_array_equal(np.round(written.color * 255).astype(np.uint8),
                                   up.upscale(np.round(images[400].color * 255).astype(np.uint8)))
+
+
+@pytest.mark.slow
+def test_sigterm_while_a_png_is_written_leaves_nothing(tiny, tmp_path):
+    """A PNG output is written a row of tiles at a time, under a temporary name; SIGTERM (kill, a job
+    scheduler) mid-image ends the run as Ctrl-C does, and the temporary file goes with it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_ROOT, subprocess_env
+
+    directory, _, _ = tiny
+    write_image(tmp_path / "big.png", RNG.integers(0, 256, (400, 400, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "upscale.py"), "--checkpoint",
+                             str(directory), "--input", str(tmp_path / "big.png"), "--output", str(out),
+                             "--tile", "24", "--tile-overlap", "2"],
+                            env=subprocess_env(JAX_PLATFORMS="cpu"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out.is_dir() and any(out.iterdir())) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no temporary output appeared"
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert list(out.iterdir()) == [], list(out.iterdir())
