@@ -22,7 +22,7 @@ from mspan_jax.errors import ConfigError, DataError
 from mspan_jax.files import check_output_dir
 from mspan_jax.progress import ProgressLine, count
 
-_HR_DIR = flags.DEFINE_string("hr-dir", None, "Folder of HR images (png/bmp/jpg/tif).")
+_HR_DIR = flags.DEFINE_string("hr-dir", None, "Folder of HR images (any format Pillow reads).")
 _OUT_DIR = flags.DEFINE_string("out-dir", None, "Folder for the LR PNGs (created if missing).")
 _SCALE = flags.DEFINE_integer("scale", None, "Integer downscaling factor, e.g. 2, 3 or 4.")
 _SUFFIX = flags.DEFINE_string("suffix", "x{scale}", "Appended to each HR stem ({scale}: the scale); "
