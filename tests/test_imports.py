@@ -5,6 +5,7 @@ imported), and the models import nothing of the package but themselves and `erro
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 from conftest import REPO_ROOT
@@ -37,6 +38,7 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
     return {m for m in found if m in modules and m != name}
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     """module -> the modules of mspan_jax it imports."""
     paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}

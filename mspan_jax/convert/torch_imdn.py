@@ -3,7 +3,7 @@ model/architecture.py, with their state_dict names, so the official weights load
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -61,17 +61,18 @@ class IMDModule(nn.Module):
         return self.c5(self.cca(out)) + x
 
 
-class IMDN(nn.Module):
-    """fea_conv -> IMDB1..M -> c (1x1 + LReLU) -> LR_conv + skip -> upsampler (conv + shuffle)."""
+class DistillationFrame(nn.Module):
+    """IMDN's frame around its blocks, which RFDN keeps: fea_conv -> `{prefix}1..M` -> c (1x1 +
+    LReLU over every block's output) -> LR_conv + skip -> upsampler (conv + shuffle)."""
 
-    def __init__(self, in_nc: int = 3, nf: int = 64, num_modules: int = 6, out_nc: int = 3,
-                 upscale: int = 4, distill_rate: float = 0.25, cca_reduction: int = 16):
+    def __init__(self, in_nc: int, nf: int, out_nc: int, upscale: int, blocks: Sequence[nn.Module],
+                 prefix: str):
         super().__init__()
-        self.num_modules = num_modules
         self.fea_conv = conv_layer(in_nc, nf, 3)
-        for i in range(1, num_modules + 1):
-            setattr(self, f"IMDB{i}", IMDModule(nf, distill_rate, cca_reduction))
-        self.c = nn.Sequential(conv_layer(nf * num_modules, nf, 1),
+        self.block_names = [f"{prefix}{i}" for i in range(1, len(blocks) + 1)]
+        for name, block in zip(self.block_names, blocks, strict=True):
+            setattr(self, name, block)
+        self.c = nn.Sequential(conv_layer(nf * len(blocks), nf, 1),
                                nn.LeakyReLU(LRELU_SLOPE, inplace=True))
         self.LR_conv = conv_layer(nf, nf, 3)
         self.upsampler = nn.Sequential(conv_layer(nf, out_nc * upscale**2, 3), nn.PixelShuffle(upscale))
@@ -79,11 +80,19 @@ class IMDN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fea = self.fea_conv(x)
         h, outs = fea, []
-        for i in range(1, self.num_modules + 1):
-            h = getattr(self, f"IMDB{i}")(h)
+        for name in self.block_names:
+            h = getattr(self, name)(h)
             outs.append(h)
-        out_lr = self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea
-        return self.upsampler(out_lr)
+        return self.upsampler(self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea)
+
+
+class IMDN(DistillationFrame):
+    """fea_conv -> IMDB1..M -> c (1x1 + LReLU) -> LR_conv + skip -> upsampler (conv + shuffle)."""
+
+    def __init__(self, in_nc: int = 3, nf: int = 64, num_modules: int = 6, out_nc: int = 3,
+                 upscale: int = 4, distill_rate: float = 0.25, cca_reduction: int = 16):
+        blocks = [IMDModule(nf, distill_rate, cca_reduction) for _ in range(num_modules)]
+        super().__init__(in_nc, nf, out_nc, upscale, blocks, "IMDB")
 
 
 def build(model_config: Mapping[str, Any]) -> IMDN:

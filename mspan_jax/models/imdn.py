@@ -7,7 +7,7 @@ reference is `mspan_jax/convert/torch_imdn.py`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -71,6 +71,22 @@ class IMDB(nn.Module):
         return masked_conv(out, mask, self.features, 1, dtype=self.dtype, name="c5") + x
 
 
+def distillation_frame(x: Array, mask: Array | None, blocks: Sequence[nn.Module], features: int,
+                       out_channels: int, scale: int, dtype: Dtype) -> Array:
+    """IMDN's frame around its blocks, which RFDN keeps: `fea_conv` (3x3), the blocks in a chain,
+    `c` (1x1 + LReLU over every block's output), `LR_conv` (3x3) + the shallow features, and
+    `upsampler` (3x3 to out_channels * scale^2, pixel shuffle); call inside a compact method."""
+    fea = masked_conv(x, mask, features, 3, dtype=dtype, name="fea_conv")
+    h, outs = fea, []
+    for block in blocks:
+        h = block(h, mask)
+        outs.append(h)
+    h = lrelu(masked_conv(jnp.concatenate(outs, -1), mask, features, 1, dtype=dtype, name="c"))
+    h = masked_conv(h, mask, features, 3, dtype=dtype, name="LR_conv") + fea
+    y = torch_conv(out_channels * scale**2, 3, dtype=dtype, name="upsampler")(h)
+    return pixel_shuffle(y, scale).astype(jnp.float32)
+
+
 class IMDN(nn.Module):
     """IMDN: fea_conv -> IMDB x M -> concat -> 1x1 + LReLU -> LR_conv + skip -> upsampler."""
 
@@ -86,17 +102,9 @@ class IMDN(nn.Module):
     @nn.compact
     def __call__(self, x: Array, mask: Array | None = None) -> Array:
         nf, dt = self.num_features, self.dtype
-        fea = masked_conv(x, mask, nf, 3, dtype=dt, name="fea_conv")
-        h, outs = fea, []
-        for i in range(1, self.num_modules + 1):
-            h = IMDB(
-                nf, self.distill_rate, self.cca_reduction, dt, name=f"IMDB{i}"
-            )(h, mask)
-            outs.append(h)
-        h = lrelu(masked_conv(jnp.concatenate(outs, -1), mask, nf, 1, dtype=dt, name="c"))
-        h = masked_conv(h, mask, nf, 3, dtype=dt, name="LR_conv") + fea
-        y = torch_conv(self.out_channels * self.scale**2, 3, dtype=dt, name="upsampler")(h)
-        return pixel_shuffle(y, self.scale).astype(jnp.float32)
+        blocks = [IMDB(nf, self.distill_rate, self.cca_reduction, dt, name=f"IMDB{i}")
+                  for i in range(1, self.num_modules + 1)]
+        return distillation_frame(x, mask, blocks, nf, self.out_channels, self.scale, dt)
 
 
 def _describe_weights(state_dict: Mapping[str, Any]) -> str | None:

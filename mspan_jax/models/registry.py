@@ -52,7 +52,7 @@ def get_spec(name: Any) -> ModelSpec:
 def spec_of(model: nn.Module) -> ModelSpec | None:
     """The spec whose module `model` is an instance of (None for a module no spec builds)."""
     for spec in specs().values():
-        if type(model) is spec.module:
+        if isinstance(model, spec.module):
             return spec
     return None
 
