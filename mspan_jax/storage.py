@@ -49,6 +49,23 @@ def as_path(path: str | os.PathLike) -> Path | epath.Path:
     return Path(path)
 
 
+def absolute(path: str | os.PathLike) -> Path | epath.Path:
+    """`as_path(path)`, made absolute when it is local."""
+    return as_path(path) if is_remote(path) else Path(path).absolute()
+
+
+def remove_tree(path: Path | epath.Path) -> None:
+    """Removes a folder, local or remote, if it is there (errors ignored: a best-effort clean-up)."""
+    import contextlib
+    import shutil
+
+    if isinstance(path, Path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(Exception):
+            path.rmtree(missing_ok=True)
+
+
 def emulator_url() -> str | None:
     """The GCS emulator's base URL from STORAGE_EMULATOR_HOST (host:port or a URL), or None."""
     host = os.environ.get("STORAGE_EMULATOR_HOST", "").strip()
