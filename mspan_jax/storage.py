@@ -14,11 +14,14 @@ runs when the package is imported, before any of them is, and sets only what the
   `TENSORSTORE_GCS_HTTP_URL` (tensorstore's documented endpoint setting) points tensorstore at the
   same server, `GOOGLE_AUTH_TOKEN_FOR_TESTING` gives it a fixed token instead of a credential
   lookup, and gcsfs is made anonymous (no metadata-server lookup).
+* gcsfs caches no folder listings (every host writes into the run's folders).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,17 +81,31 @@ def configure() -> None:
     """Sets, unless already set, the environment the GCS layers read (module docstring)."""
     os.environ.setdefault("EPATH_USE_TF", "false")
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    # No cached folder listings in gcsfs: the other hosts of a run write into the same folders (a
+    # stale listing hid their newest checkpoint).
+    options: dict[str, object] = {"use_listings_cache": False}
     url = emulator_url()
     if url is not None:
         os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", url)
         os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
-        # fsspec reads FSSPEC_<PROTOCOL>_<ARG> when it is first imported; for an fsspec already
-        # imported, its config dict is set too.
-        os.environ.setdefault("FSSPEC_GCS_TOKEN", "anon")
-        import sys
+        options["token"] = "anon"
+    _set_gcsfs_defaults(options)
 
-        if "fsspec" in sys.modules:
-            sys.modules["fsspec"].config.conf.setdefault("gcs", {}).setdefault("token", "anon")
+
+def _set_gcsfs_defaults(options: dict[str, object]) -> None:
+    """gcsfs keyword defaults through fsspec's config: the FSSPEC_GCS variable (JSON) that fsspec
+    reads when first imported, and its config dict when it already is (importing it costs time)."""
+    if "fsspec" in sys.modules:
+        conf = sys.modules["fsspec"].config.conf.setdefault("gcs", {})
+    else:
+        try:
+            conf = json.loads(os.environ.get("FSSPEC_GCS") or "{}")
+        except ValueError:
+            conf = {}
+    for key, value in options.items():
+        conf.setdefault(key, value)
+    if "fsspec" not in sys.modules:
+        os.environ["FSSPEC_GCS"] = json.dumps(conf)
 
 
 def _bucket(path: str) -> str:

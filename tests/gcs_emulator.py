@@ -26,7 +26,7 @@ from pathlib import Path
 
 # What the project derives from STORAGE_EMULATOR_HOST (mspan_jax/storage.py): unset in the clients'
 # environment, so that a test shows the project setting them.
-DERIVED = ("TENSORSTORE_GCS_HTTP_URL", "GOOGLE_AUTH_TOKEN_FOR_TESTING", "FSSPEC_GCS_TOKEN",
+DERIVED = ("TENSORSTORE_GCS_HTTP_URL", "GOOGLE_AUTH_TOKEN_FOR_TESTING", "FSSPEC_GCS",
            "EPATH_USE_TF", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")
 OFFLINE = {"GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9", "NO_GCE_CHECK": "True",
            "GOOGLE_CLOUD_PROJECT": "test", "GCSFS_DEFAULT_PROJECT": "test"}
@@ -72,9 +72,9 @@ class Emulator:
         self._shim = FaultyProxy(self.backend, add_generation=True)
         self.url = self._shim.url
 
-    def new_bucket(self) -> str:
-        """Creates a bucket with a fresh name; returns the name."""
-        name = f"test-{uuid.uuid4().hex[:12]}"
+    def new_bucket(self, name: str | None = None) -> str:
+        """Creates a bucket (by default with a fresh name); returns the name."""
+        name = name or f"test-{uuid.uuid4().hex[:12]}"
         request = urllib.request.Request(f"{self.url}/storage/v1/b?project=test", method="POST",
                                          data=json.dumps({"name": name}).encode(),
                                          headers={"Content-Type": "application/json"})
@@ -180,3 +180,25 @@ class FaultyProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def main() -> None:
+    """`python tests/gcs_emulator.py BUCKET...`: the emulator and its proxy, with the buckets, until
+    Ctrl-C; prints the STORAGE_EMULATOR_HOST to use (docs/tpu_pod.md, "Rehearse")."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Emulator(Path(tmp) / "emulator.log")
+        try:
+            for name in sys.argv[1:]:
+                server.new_bucket(name)
+            print(f"export STORAGE_EMULATOR_HOST={server.url}", flush=True)
+            server.proc.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

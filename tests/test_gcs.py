@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, tiny_train_config_source
-from gcs_emulator import Emulator, FaultyProxy, client_env, free_port, serving
+from gcs_emulator import Emulator, client_env, free_port, serving
 
 from mspan_jax.extras import MissingExtraError
 
@@ -78,7 +78,8 @@ def test_project_sets_the_environment_of_every_layer(emulator):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=_env(emulator.url),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["false", "false", emulator.url, "emulator", "{'token':", "'anon'}"]
+    assert proc.stdout.split() == ["false", "false", emulator.url, "emulator", "{'use_listings_cache':",
+                                   "False,", "'token':", "'anon'}"]
 
 
 def test_missing_or_unreachable_bucket_fails_in_one_line(emulator, tmp_path):
@@ -172,3 +173,55 @@ def test_train_resume_export_evaluate_and_upscale_on_a_bucket(emulator, tmp_path
                    url=emulator.url)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "a_x4.png").is_file()
+
+
+def _launch_two(config: Path, workdir: str, url: str) -> list:
+    from test_preemption import _Run
+
+    port = free_port()
+    env = _env(url, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    return [_Run(config, workdir, f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                 f"--process_id={i}", env=env) for i in range(2)]
+
+
+@pytest.mark.slow
+def test_two_processes_preempted_on_a_bucket_resume_to_the_straight_run(emulator, tmp_path):
+    """2 processes x 2 CPU devices into one gs:// workdir; SIGTERM to process 1 at a random moment:
+    both save the same step and exit 143; the same two commands end at a local straight run's
+    params (the multi-process machinery of test_preemption.py, on a bucket)."""
+    from test_preemption import FIRST_STEP, _max_diff, _quiet
+
+    from mspan_jax.checkpoints.workdir import load_latest_state
+    from mspan_jax.train.checkpoint import saved_steps
+
+    every, steps = 3, 60
+    config = tmp_path / "tiny.py"
+    config.write_text(tiny_train_config_source(
+        train__batch_size=8, train__num_steps=steps, train__learning_rate=1e-3, train__ema_decay=0.5,
+        train__log_every_steps=every, train__checkpoint_every_steps=1000,
+        train__eval_every_steps=1000, eval__num_summary_images=1))
+    workdir = f"gs://{emulator.new_bucket()}/two"
+    runs = _launch_two(config, workdir, emulator.url)
+    runs[0].wait_for_output(FIRST_STEP)
+    time.sleep(random.uniform(0.0, 0.5))
+    runs[1].proc.send_signal(signal.SIGTERM)
+    results = [run.finish() for run in runs]
+    (saved,) = saved_steps(workdir)
+    assert saved % every == 0 and 1 <= saved < steps
+    for code, _, err in results:
+        assert code == 143, err[-3000:]
+        _quiet(err)
+        assert err.strip().splitlines()[-1].startswith(f"SIGTERM: saved the checkpoint of step {saved} ")
+
+    straight = tmp_path / "straight"
+    for target in (workdir, str(straight)):
+        results = [run.finish() for run in _launch_two(config, target, emulator.url)]
+        for code, _, err in results:
+            assert code == 0, err[-3000:]
+        assert f"step {steps}/{steps}" in results[0][1]
+        assert ("resumed from" in results[0][1]) == (target == workdir)
+
+    a, b = load_latest_state(straight), load_latest_state(workdir)
+    assert int(a["step"]) == int(b["step"]) == steps
+    for key in ("params", "opt_state", "ema_params"):
+        assert _max_diff(a[key], b[key]) <= 1e-6, key
