@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, tiny_train_config_source
-from gcs_emulator import Emulator, client_env, free_port, serving
+from gcs_emulator import Emulator, FaultyProxy, client_env, free_port, serving
 
 from mspan_jax.extras import MissingExtraError
 
@@ -225,3 +225,22 @@ def test_two_processes_preempted_on_a_bucket_resume_to_the_straight_run(emulator
     assert int(a["step"]) == int(b["step"]) == steps
     for key in ("params", "opt_state", "ema_params"):
         assert _max_diff(a[key], b[key]) <= 1e-6, key
+
+
+@pytest.mark.slow
+def test_transient_storage_errors_are_retried_and_training_goes_on(emulator, tmp_path):
+    """Every 8th request to storage answers 503 (a proxy in front of the emulator): gcsfs and
+    tensorstore retry, and the run ends with all its checkpoints."""
+    from mspan_jax.train.checkpoint import saved_steps
+
+    proxy = FaultyProxy(emulator.url, every=8)
+    try:
+        config = tmp_path / "tiny.py"
+        config.write_text(tiny_train_config_source(train__num_steps=4))
+        workdir = f"gs://{emulator.new_bucket()}/run"
+        proc = _script("train.py", f"--config={config}", f"--workdir={workdir}", url=proxy.url)
+    finally:
+        proxy.stop()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proxy.failed >= 5, proxy.failed
+    assert saved_steps(workdir) == [2, 4]
