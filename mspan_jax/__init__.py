@@ -1,5 +1,10 @@
 """mspan-jax: MSPAN and IMDN image super-resolution in JAX/Flax."""
 
+from mspan_jax import storage as _storage
+
+# Before etils, gcsfs or tensorstore are imported: the environment their gs:// access reads.
+_storage.configure()
+
 __version__ = "0.1.0"
 
 __all__ = ["Upscaler"]

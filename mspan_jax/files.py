@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 from etils import epath
 
 from mspan_jax.errors import UserError, first_line
+from mspan_jax.storage import as_path, is_remote
 
 
 @contextlib.contextmanager
@@ -77,8 +78,8 @@ def check_output_dir(folder: str | os.PathLike, flag: str) -> Path:
     """Raises OutputError (one line naming `flag` and the folder) unless `folder` is, or can be made
     as, a writable folder; makes nothing. Local paths only; a gs:// path is left to the writer.
     Scripts call it before their work, so that an unwritable output fails in seconds."""
-    if str(folder).startswith("gs://"):
-        return Path(str(folder))
+    if is_remote(folder):
+        return as_path(folder)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{flag} {folder}: exists and is not a folder; choose a folder")
@@ -95,8 +96,8 @@ def _check_folder(folder: Path, what: str) -> None:
 
 def check_output_file(path: str | os.PathLike, flag: str) -> Path:
     """`check_output_dir` of the file's folder, and the file itself not a folder (OutputError)."""
-    if str(path).startswith("gs://"):
-        return Path(str(path))
+    if is_remote(path):
+        return as_path(path)
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{flag} {path}: is a folder; give a file name")

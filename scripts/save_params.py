@@ -11,7 +11,6 @@ the EMA params when kept) and the `config.model` they belong to, so `evaluate.py
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -20,6 +19,7 @@ from absl import flags
 from mspan_jax import cli
 from mspan_jax.checkpoints.params import check_writable, save_params
 from mspan_jax.checkpoints.resolve import load_model
+from mspan_jax.storage import absolute
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Training workdir (or a params checkpoint).")
 _OUT = flags.DEFINE_string("out", None, "Output params checkpoint directory (must not exist).")
@@ -29,7 +29,7 @@ flags.mark_flags_as_required(["checkpoint", "out"])
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    out = Path(_OUT.value)
+    out = absolute(_OUT.value)
     check_writable(out, overwrite=_OVERWRITE.value)
     loaded = load_model(_CHECKPOINT.value)  # the model the checkpoint records
     model_config = loaded.model_config

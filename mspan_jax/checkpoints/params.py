@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,6 +28,7 @@ from mspan_jax.config_base import model_task, task_kind
 from mspan_jax.errors import UserError, first_line
 from mspan_jax.files import check_output_dir
 from mspan_jax.models.variables import expected_variables, tree_mismatch
+from mspan_jax.storage import absolute, remove_tree
 
 FORMAT_NAME = "mspan_jax.params"
 FORMAT_VERSION = 2  # 2: model.json records array checksums
@@ -57,7 +56,7 @@ def _describe(cfg: Mapping[str, Any]) -> str:
 def check_writable(directory: str | os.PathLike, *, overwrite: bool = False) -> None:
     """Raises CheckpointError unless `save_params(directory, ..., overwrite=overwrite)` may write
     there; scripts call it before long work so that they fail early."""
-    target = Path(directory).absolute()
+    target = absolute(directory)
     if target.exists() and not target.is_dir():
         raise CheckpointError(f"{target}: exists and is not a directory; choose another output path")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
@@ -79,7 +78,7 @@ def save_params(
     failure never leaves a partial checkpoint. An existing non-empty `directory` is refused
     unless `overwrite=True`.
     """
-    target = Path(directory).absolute()
+    target = absolute(directory)
     if "params" not in variables:
         raise CheckpointError(f"{target}: variables must be a {{'params': ...}} tree; got keys "
                               f"{sorted(variables)}")
@@ -97,17 +96,17 @@ def save_params(
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
             target.rename(old)
             tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
+            remove_tree(old)
         else:
             tmp.rename(target)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
 
 
 def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     """The `model.json` of a params checkpoint; CheckpointError when it is not one."""
-    path = Path(directory).absolute()
+    path = absolute(directory)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint directory")
     if not path.is_dir():
@@ -160,7 +159,7 @@ def load_params(directory: str | os.PathLike, model_config: Mapping[str, Any]) -
     not a checkpoint, or holds another model/scale/width or a tree of other paths/shapes. (A
     training workdir is read by `checkpoints.resolve.load_weights`, which dispatches to this.)
     """
-    path = Path(directory).absolute()
+    path = absolute(directory)
     metadata = read_metadata(path)
     check_model_config(path, metadata["model"], model_config)
     expected = expected_variables(model_config)

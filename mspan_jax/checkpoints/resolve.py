@@ -39,6 +39,7 @@ from mspan_jax.checkpoints.params import (
 from mspan_jax.config_base import model_config, model_task, restoration_config, sr_config
 from mspan_jax.models.registry import get_model
 from mspan_jax.models.variables import expected_variables, tree_mismatch
+from mspan_jax.storage import absolute, as_path, is_remote
 
 # The repository's shipped weights (weights/<name>/model.json + params/). A pip-installed,
 # non-editable package has no repository around it: names then fail with a line saying so.
@@ -58,8 +59,10 @@ def shipped_models(weights_dir: Path | None = None) -> dict[str, Path]:
 def resolve_checkpoint(spec: str | os.PathLike) -> Path:
     """The checkpoint a --checkpoint value names: an existing path as given, else the shipped
     weights of that name (`mspan_x4`), else CheckpointError (one line) listing the names."""
+    if is_remote(spec):
+        return as_path(spec)
     path = Path(spec)
-    if path.exists() or str(spec).startswith("gs://"):
+    if path.exists():
         return path
     text = str(spec)
     if "/" in text or os.sep in text or path.suffix:
@@ -82,7 +85,7 @@ def is_torch_weights(path: str | os.PathLike) -> bool:
 def load_weights(path: str | os.PathLike, model_config: Mapping[str, Any]) -> dict[str, Any]:
     """Variables `{'params': ...}` (jax arrays) of a params checkpoint or a training workdir made for
     `model_config`. Raises CheckpointError (one line naming the directory) otherwise."""
-    path = Path(path).absolute()
+    path = absolute(path)
     if _is_params_checkpoint(path):
         return load_params(path, model_config)
     try:
@@ -102,7 +105,7 @@ def _is_params_checkpoint(path: Path) -> bool:
 def recorded_model_config(path: str | os.PathLike) -> dict[str, Any]:
     """The `config.model` a params checkpoint (its model.json) or a training workdir (the meta of the
     step `load_weights` reads) was made for. CheckpointError (one line) when there is none."""
-    path = Path(path).absolute()
+    path = absolute(path)
     if _is_params_checkpoint(path):
         return read_metadata(path)["model"]
     try:
@@ -119,11 +122,11 @@ def checkpoint_config(path: str | os.PathLike,
     recorded `config.model`."""
     recorded = recorded_model_config(path)
     if config is not None:
-        check_model_config(Path(path).absolute(), recorded, config.model)
+        check_model_config(absolute(path), recorded, config.model)
         return config
     name, scale = recorded.get("name"), recorded.get("scale")
     if not isinstance(name, str) or not isinstance(scale, int):
-        raise CheckpointError(f"{Path(path).absolute()}: recorded config.model has no name/scale; "
+        raise CheckpointError(f"{absolute(path)}: recorded config.model has no name/scale; "
                               "pass --config")
     task = model_task(recorded)
     config = (sr_config(model=name, scale=scale) if task == "sr"

@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from etils import epath
 from PIL import Image, UnidentifiedImageError
 
 from mspan_jax.errors import DataError, first_line
 from mspan_jax.files import atomic_output, write_bytes_atomic
+from mspan_jax.storage import as_path
 
 
 def _readable_extensions() -> tuple[str, ...]:
@@ -263,8 +265,9 @@ def write_image(path: str | os.PathLike, img: np.ndarray, meta: ImageMeta = Imag
 
     The format follows the suffix (.png, .bmp, .jpg/.jpeg); parent folders are created. The file
     is written to a temporary name in the same folder and renamed, so no partial file is left.
+    `path` may be a gs:// URL.
     """
-    path = Path(path)
+    path = as_path(path)
     fmt = WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: cannot write suffix {path.suffix!r}; "
@@ -284,7 +287,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray, meta: ImageMeta = Imag
     _write_atomic(path, lambda f: Image.fromarray(img, "RGB").save(f, format=fmt, **options))
 
 
-def _write_atomic(path: Path, save: Callable[[BinaryIO], None]) -> None:
+def _write_atomic(path: Path | epath.Path, save: Callable[[BinaryIO], None]) -> None:
     """Encodes with `save(file)` in memory, then writes `path` atomically (files.write_bytes_atomic):
     a failed encode leaves nothing behind."""
     buffer = io.BytesIO()

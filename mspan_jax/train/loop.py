@@ -29,6 +29,7 @@ from mspan_jax.errors import ConfigError, first_line
 from mspan_jax.eval_suite import baseline_key
 from mspan_jax.files import write_json_atomic
 from mspan_jax.models.registry import get_model
+from mspan_jax.storage import check_bucket
 from mspan_jax.train import sharding
 from mspan_jax.train.checkpoint import TrainCheckpoints
 from mspan_jax.train.console import (
@@ -43,7 +44,7 @@ from mspan_jax.train.step import LOSSES, make_train_step
 from mspan_jax.train.summary import SummaryWriter
 from mspan_jax.train.validation import Validator, host_params, picture_tag
 from mspan_jax.train.warm_start import initial_params, seeded_params
-from mspan_jax.train.workdir_lock import WorkdirLock
+from mspan_jax.train.workdir_lock import lock_for
 
 EVAL_RESULTS_FILE = "eval_results.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -87,11 +88,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                          "set both or neither")
 
 
-def _is_local(path: epath.Path) -> bool:
-    """Whether `path` is on the local file system (not gs:// or another remote store)."""
-    return "://" not in str(path)
-
-
 def _check_batch(batch: Mapping[str, np.ndarray], local_batch: int, config: ml_collections.ConfigDict):
     """Raises ValueError unless `batch` holds this process's share of LR / HR patches of `config`."""
     p, s = config.data.hr_patch_size // config.model.scale, config.model.scale
@@ -131,12 +127,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     check_config(config)
     task = task_of(config)
+    check_bucket(workdir, "--workdir")  # gs://: the client installed, the bucket there (one line)
     fresh = not epath.Path(workdir).exists()
     workdir_path = prepare_workdir(workdir)
     is_chief = jax.process_index() == 0
     log = print if is_chief else (lambda *a, **k: None)
-    # One run per workdir: process 0 holds its lock until the run ends (a second run is refused).
-    lock = WorkdirLock(workdir_path) if is_chief and _is_local(workdir_path) else None
+    # One run per workdir: process 0 holds its lock (a lease on a bucket) until the run ends.
+    lock = lock_for(workdir_path) if is_chief else None
     took_over = lock.acquire() if lock is not None else None
     if took_over:
         log(took_over)
@@ -221,7 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             for name, picture in images.items():
                 writer.image(f"eval/{name}/{picture_tag(task)}", picture[None], step)
             writer.flush()
-        if is_chief and _is_local(workdir_path):  # a picture to open without TensorBoard
+        if is_chief:  # a picture to open without TensorBoard
             for name, picture in images.items():
                 write_image(workdir_path / SAMPLES_DIR / f"{name}_step{step:07d}.png", picture)
         return results, psnr_summary(results, first, baseline_key(task))

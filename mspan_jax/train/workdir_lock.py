@@ -3,7 +3,8 @@
 The lock is flock(2) on that file, so the kernel releases it however the holder ends, SIGKILL
 included: a lock left by a killed run is free, and the next run takes it over (and says whose it
 was, from the host / pid / start time the file records). A second run on a workdir in use is refused
-with one line naming the holder. Remote workdirs (gs://) cannot be locked this way and are not.
+with one line naming the holder. A gs:// workdir has no flock: `lock_for` gives it a lease object
+instead (train/bucket_lease.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import json
 import os
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mspan_jax.errors import UserError
+
+if TYPE_CHECKING:
+    from mspan_jax.train.bucket_lease import BucketLease
 
 LOCK_FILE = ".train.lock"
 
@@ -25,7 +30,8 @@ class WorkdirInUseError(UserError, ValueError):
     """Another live run holds the workdir's lock."""
 
 
-def _holder(info: dict) -> str:
+def holder_text(info: dict) -> str:
+    """The holder a lock file records, as one phrase ("pid 12 on host since <time>")."""
     return (f"pid {info.get('pid', '?')} on {info.get('host', '?')} since "
             f"{info.get('since', '?')}")
 
@@ -58,7 +64,7 @@ class WorkdirLock:
                 info = _read_info(fd)
                 os.close(fd)
                 raise WorkdirInUseError(
-                    f"--workdir {self.workdir} is in use by another training run ({_holder(info)}; "
+                    f"--workdir {self.workdir} is in use by another training run ({holder_text(info)}; "
                     f"lock {self.path}); wait for it or stop it, or choose another --workdir") from None
             except BaseException:
                 os.close(fd)
@@ -78,7 +84,7 @@ class WorkdirLock:
         os.fsync(fd)
         self._fd = fd
         if previous:
-            return (f"took over {self.path}: its holder ({_holder(previous)}) ended without "
+            return (f"took over {self.path}: its holder ({holder_text(previous)}) ended without "
                     "releasing it (killed?)")
         return None
 
@@ -97,3 +103,12 @@ class WorkdirLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def lock_for(workdir: str | os.PathLike) -> WorkdirLock | BucketLease:
+    """The one-run guard of `workdir`: flock(2) for a local folder, a lease object on a bucket."""
+    if "://" in os.fspath(workdir):
+        from mspan_jax.train.bucket_lease import BucketLease
+
+        return BucketLease(os.fspath(workdir))
+    return WorkdirLock(workdir)
