@@ -183,8 +183,8 @@ def test_refuses_another_architecture_scale_or_width(cfg, message):
 
 
 def test_state_dicts_of_mspan_ir_are_named_and_the_retired_one_refused():
-    """The figure (c) MSPAN-IR's state_dict is recognized (width, attention); one of the MSPAN-IR
-    before issue 21 (the SR trunk + out_conv) is refused, named as retired, in one line."""
+    """The figure (c) MSPAN-IR's state_dict is recognized (width, attention); one of the retired
+    MSPAN-IR layout (the SR trunk + out_conv) is refused, named as retired, in one line."""
     cfg = tiny("mspan_ir", 1, attention="ca")
     state = numpy_state_dict(random_torch_model(cfg))
     with pytest.raises(ConversionError, match="looks like mspan_ir, num_features=8, attention=ca but"):
@@ -192,7 +192,7 @@ def test_state_dicts_of_mspan_ir_are_named_and_the_retired_one_refused():
     retired = {k: v for k, v in numpy_state_dict(random_torch_model(tiny("mspan", 2))).items()
                if not k.startswith(("rec_conv.", "upsampler."))}
     retired["out_conv.weight"], retired["out_conv.bias"] = np.zeros((3, 8, 3, 3)), np.zeros(3)
-    with pytest.raises(ConversionError, match="looks like the MSPAN-IR of before issue 21") as info:
+    with pytest.raises(ConversionError, match="looks like an MSPAN-IR of the retired layout") as info:
         convert_state_dict(tiny("mspan_ir", 1), retired)
     assert "\n" not in str(info.value)
 
