@@ -11,7 +11,7 @@ import jax
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import require_torch, run_script
+from conftest import REPO_ROOT, require_torch, run_script
 from conftest import tiny_model_config as tiny
 
 torch = require_torch()
@@ -31,8 +31,7 @@ from mspan_jax.models import get_model  # noqa: E402
 from mspan_jax.models.attention import ATTENTIONS  # noqa: E402
 from mspan_jax.models.complexity import count_params  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "convert_torch_weights.py"
+SCRIPT = REPO_ROOT / "scripts" / "convert_torch_weights.py"
 
 
 def random_torch_model(cfg, seed: int = 0, std: float | None = 0.3):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +37,6 @@ from mspan_jax.data.pairs import load_folder_pairs
 from mspan_jax.evaluation import evaluate_pairs
 from mspan_jax.models import get_model
 
-REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
 TINY = tiny_model_flags(**SMALLEST)
 

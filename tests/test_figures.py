@@ -7,13 +7,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import (
     REPO_ROOT,
     find_exact,
+    random_variables,
     require_extra,
     run_script,
     run_script_subprocess,
@@ -44,19 +44,11 @@ def _one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
         assert needle in errors[0], errors[0]
 
 
-def _random_variables(model, seed: int = 0, channels: int = 3):
-    """Variables of `model` drawn from N(0, 0.1^2) (faster than an eager `model.init`)."""
-    probe = jax.ShapeDtypeStruct((1, 8, 8, channels), jnp.float32)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), probe)
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
-
-
 def _tiny_checkpoint(directory: Path, name: str, scale: int, seed: int = 0, **overrides):
     """A saved tiny model with random weights, its config file and (model, variables)."""
     cfg = tiny_model_config(name, scale, **overrides)
     model = get_model(cfg)
-    variables = _random_variables(model, seed, cfg.in_channels)
+    variables = random_variables(model, seed)
     save_params(directory / f"{name}_x{scale}", variables, cfg)
     overrides = "".join(f"    config.model.{k} = {v!r}\n" for k, v in cfg.items()
                         if k not in ("name", "scale", "dtype"))
@@ -234,7 +226,7 @@ def test_export_matches_flax_at_any_size(tmp_path, name, scale):
         export_model = script["export_model"]
     cfg = tiny_model_config(name, scale)
     model = get_model(cfg)
-    variables = _random_variables(model)
+    variables = random_variables(model)
     restored = export.deserialize(export_model(model, variables, 3, ["cpu"]).serialize())
     for shape in ((1, 13, 9, 3), (2, 7, 20, 3)):
         x = RNG.random(shape, dtype=np.float32)
