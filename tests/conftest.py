@@ -222,6 +222,17 @@ def random_variables(model: nn.Module | Mapping[str, Any], seed: int = 0, std: f
     return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
+def one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int | None = 2) -> str:
+    """The one `error:` line of a failed script run, checked: exit `code` (None: any but 0), no
+    traceback, each of `needles` in the line."""
+    assert result.returncode != 0 if code is None else result.returncode == code, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
 def random_rgb(h: int, w: int, seed: int) -> np.ndarray:
     """A uint8 (h, w, 3) image of uniform noise, the same for the same seed."""
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
