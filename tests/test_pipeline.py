@@ -10,8 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_rgb, save_png
+from conftest import REPO_ROOT, random_rgb, save_png
 
+from mspan_jax.cli import load_config
 from mspan_jax.config_base import sr_config
 from mspan_jax.data import pipeline, train_images
 from mspan_jax.data.degradations import degrade
@@ -116,6 +117,7 @@ def test_bad_files_are_converted_or_skipped_with_warnings(tmp_path):
     save_png(tmp_path / "rgba.png", np.dstack([random_rgb(24, 24, 2), np.zeros((24, 24), np.uint8)]))
     save_png(tmp_path / "deep16.png", random_rgb(24, 24, 3)[..., 0].astype(np.uint16) * 257)
     save_png(tmp_path / "odd.png", random_rgb(25, 27, 4))
+    save_png(tmp_path / "odd2.png", random_rgb(25, 25, 6))
     save_png(tmp_path / "small.png", random_rgb(12, 40, 5))
     (tmp_path / "broken.png").write_bytes(b"not a png")
     config = _config("folder", tmp_path)
@@ -125,7 +127,11 @@ def test_bad_files_are_converted_or_skipped_with_warnings(tmp_path):
     messages = "\n".join(str(w.message) for w in caught)
     for name in ("gray.png", "rgba.png", "deep16.png", "odd.png", "small.png", "broken.png"):
         assert name in messages, f"no warning names {name}:\n{messages}"
-    assert sorted(im.name for im in images) == ["deep16", "gray", "odd", "ok", "rgba"]
+    # The images modcrop cropped: one warning with their count, not one each.
+    cropped = [str(w.message) for w in caught if "modcrop" in str(w.message)]
+    assert cropped == [f"2 of 8 training images are not divisible by scale 2; HR cropped to a "
+                       f"multiple of it (modcrop), e.g. {tmp_path / 'odd.png'}: 27x25"], cropped
+    assert sorted(im.name for im in images) == ["deep16", "gray", "odd", "odd2", "ok", "rgba"]
     odd = next(im for im in images if im.name == "odd")
     assert odd.target.shape == (24, 26, 3) and odd.source.shape == (12, 13, 3)
 
@@ -152,6 +158,9 @@ def test_config_and_folder_errors_are_one_line(tmp_path):
     cfg = _config("skimage")
     cfg.data.hr_patch_siz = 4
     cases.append((cfg, r"config.data.hr_patch_siz: unknown key"))
+    for spec, name in (("configs/denoise_real.py", "polyu"), ("configs/derain.py:rain100h", "rain100h")):
+        cases.append((load_config(str(REPO_ROOT / spec)), rf"config.data.train_dir: source 'paired' "
+                      rf"needs the {name} training pairs: .*scripts/prepare_restoration_data.py"))
     cfg = _config("skimage", scale=3)
     cfg.data.hr_patch_size = 16
     cases.append((cfg, r"config.data.hr_patch_size: 16 is not a multiple of model.scale=3; set it to "
