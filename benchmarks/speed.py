@@ -1,6 +1,6 @@
 """Speed of our jitted MSPAN x4 / IMDN x4 train step and inference against the PyTorch reference
-models (mspan_jax/convert/torch_reference.py: the same network, math and parameter names) at the
-same shapes, on the machine at hand.
+models (mspan_jax/convert/torch_mspan.py, torch_imdn.py, built by torch_reference.py: the same
+network, math and parameter names) at the same shapes, on the machine at hand.
 
     python benchmarks/speed.py [--json] [--quick] [--tiny] [--models mspan,imdn] [--rounds N]
                                 [--attention mspa|esa|ca|none] [--no-torch-compile]

@@ -84,6 +84,12 @@ def _compiled(owner: Hashable, apply_fn: ApplyFn, variables: Any, variables_key:
     return program
 
 
+def cached_program_shapes(apply_fn: ApplyFn) -> list[tuple[int, ...]]:
+    """The input shapes of `apply_fn`'s programs in the process-wide cache, least recently used
+    first (the next one dropped beyond `MAX_PROGRAMS`)."""
+    return [key[2] for key in _PROGRAMS if key[0] == apply_fn]
+
+
 def model_pads_exactly(apply_fn: ApplyFn) -> bool:
     """`pads_exactly` of the model whose bound `apply` `apply_fn` is (e.g. `model.apply`); True for
     any other callable (a stand-in that takes the mask)."""

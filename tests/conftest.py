@@ -12,20 +12,26 @@ import importlib
 import io
 import os
 import runpy
+import socket
 import subprocess
 import sys
 import traceback
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
+from flax import linen as nn
 
-from mspan_jax.config_base import model_config, shared_dir
+from mspan_jax.config_base import model_config, shared_dir, sr_config
 from mspan_jax.errors import ConfigError
+from mspan_jax.models.complexity import abstract_variables
+from mspan_jax.models.registry import get_model, min_input_size
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,13 +170,101 @@ TINY_TRAIN_SETTINGS = {
 }
 
 
+def _dotted(overrides: Mapping[str, object]) -> dict[str, object]:
+    return {key.replace("__", "."): value for key, value in overrides.items()}
+
+
 def tiny_train_config_source(**overrides: object) -> str:
     """Source of a configs/*.py-style file for a tiny run; overrides use `section__key=value`."""
-    settings = dict(TINY_TRAIN_SETTINGS)
-    settings.update({k.replace("__", "."): v for k, v in overrides.items()})
+    settings = {**TINY_TRAIN_SETTINGS, **_dotted(overrides)}
     body = "".join(f"    config.{key} = {value!r}\n" for key, value in settings.items())
     return ("from mspan_jax.config_base import sr_config\n\n\ndef get_config():\n"
             '    config = sr_config("mspan", 4)\n' + body + "    return config\n")
+
+
+def tiny_train_config(scale: int = 4, **overrides: object) -> ml_collections.ConfigDict:
+    """The tiny run of TINY_TRAIN_SETTINGS as a config (LR patches 8x8 at any scale); overrides use
+    `section__key=value`."""
+    config = sr_config("mspan", scale)
+    settings = {**TINY_TRAIN_SETTINGS, "data.hr_patch_size": 8 * scale, **_dotted(overrides)}
+    for key, value in settings.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    return config
+
+
+def resumable_train_config(scale: int = 4) -> ml_collections.ConfigDict:
+    """The tiny run that the resume, preemption and disk-full tests stop and resume: EMA and gradient
+    clipping on (their state must survive a restart), a checkpoint halfway, one summary image."""
+    return tiny_train_config(scale, train__learning_rate=1e-3, train__ema_decay=0.9,
+                             train__grad_clip_norm=1.0, eval__num_summary_images=1,
+                             train__checkpoint_every_steps=TINY_TRAIN_SETTINGS["train.num_steps"] // 2)
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path: Path) -> Path:
+    """A configs/*.py-style file of the tiny run (`tiny_train_config_source()`), under tmp_path."""
+    path = tmp_path / "tiny.py"
+    path.write_text(tiny_train_config_source())
+    return path
+
+
+def max_tree_diff(a: Any, b: Any) -> float:
+    """The largest absolute difference between two trees of arrays of the same structure (not empty)."""
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b) > 0
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+               for x, y in zip(leaves_a, leaves_b, strict=True))
+
+
+def random_variables(model: nn.Module | Mapping[str, Any], seed: int = 0, std: float = 0.1,
+                     attention_std: float | None = None) -> Any:
+    """Variables of a model (or of `get_model` of a config.model) drawn from N(0, std^2), without an
+    eager `model.init` (~10 s on CPU). `attention_std`: MSPA's and ESA's own spread (at 0.2 their
+    attention is nearly flat, and padding or a tile border would hardly show in the output)."""
+    if not isinstance(model, nn.Module):
+        model = get_model(model)
+    size = min_input_size(model)
+    shapes = abstract_variables(model, (1, size, size, getattr(model, "in_channels", 3)))
+    rng = np.random.default_rng(seed)
+
+    def draw(path: tuple, s: jax.ShapeDtypeStruct) -> np.ndarray:
+        in_attention = {"mspa", "esa"} & {getattr(k, "key", None) for k in path}
+        spread = attention_std if attention_std is not None and in_attention else std
+        return (rng.standard_normal(s.shape) * spread).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int | None = 2) -> str:
+    """The one `error:` line of a failed script run, checked: exit `code` (None: any but 0), no
+    traceback, each of `needles` in the line."""
+    assert result.returncode != 0 if code is None else result.returncode == code, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def random_rgb(h: int, w: int, seed: int) -> np.ndarray:
+    """A uint8 (h, w, 3) image of uniform noise, the same for the same seed."""
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    """`array` as PIL writes it (any mode: gray, RGBA, 16-bit too), its folders created."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def free_port() -> int:
+    """A loopback TCP port free now (for a coordinator that a test starts)."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_tfds
-from PIL import Image
+from conftest import random_rgb, require_tfds, save_png
 
 from mspan_jax.data import datasets, pairs
 from mspan_jax.data.degradations import blur_downsample
@@ -19,22 +18,13 @@ tfds = require_tfds()
 from mspan_jax.data.builders import benchmarks  # noqa: E402
 
 
-def _rgb(h: int, w: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def _save(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-
-
 def test_set5_builder_converts_files_and_reloads(tmp_path):
     hr_dir = tmp_path / "manual" / "Set5" / "HR"
-    _save(hr_dir / "a.png", _rgb(24, 36, 0))
-    _save(hr_dir / "b_odd.png", _rgb(25, 38, 1))  # not divisible by 2: cropped, with a warning
-    _save(hr_dir / "c_gray.png", _rgb(24, 24, 2)[..., 0])  # converted, with a warning
-    _save(hr_dir / "d_rgba.png", np.dstack([_rgb(24, 24, 3), np.full((24, 24), 255, np.uint8)]))
-    _save(hr_dir / "e_16bit.png", (_rgb(24, 24, 4)[..., 0].astype(np.uint16) * 257))
+    save_png(hr_dir / "a.png", random_rgb(24, 36, 0))
+    save_png(hr_dir / "b_odd.png", random_rgb(25, 38, 1))  # not divisible by 2: cropped, with a warning
+    save_png(hr_dir / "c_gray.png", random_rgb(24, 24, 2)[..., 0])  # converted, with a warning
+    save_png(hr_dir / "d_rgba.png", np.dstack([random_rgb(24, 24, 3), np.full((24, 24), 255, np.uint8)]))
+    save_png(hr_dir / "e_16bit.png", (random_rgb(24, 24, 4)[..., 0].astype(np.uint16) * 257))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pairs = datasets.load_benchmark("set5", 2, data_dir=tmp_path / "data",
@@ -46,8 +36,8 @@ def test_set5_builder_converts_files_and_reloads(tmp_path):
     for p in pairs:
         assert p.hr.shape[0] % 2 == 0 and p.hr.shape[1] % 2 == 0
         np.testing.assert_array_equal(p.lr, bicubic_downscale(p.hr, 2))
-    np.testing.assert_array_equal(pairs[0].hr, _rgb(24, 36, 0))
-    np.testing.assert_array_equal(pairs[1].hr, modcrop(_rgb(25, 38, 1), 2))
+    np.testing.assert_array_equal(pairs[0].hr, random_rgb(24, 36, 0))
+    np.testing.assert_array_equal(pairs[1].hr, modcrop(random_rgb(25, 38, 1), 2))
     # Prepared: reading again needs no manual_dir; re-importing does not register twice.
     again = datasets.load_benchmark("set5", 2, data_dir=tmp_path / "data")
     assert [p.name for p in again] == [p.name for p in pairs]
@@ -64,13 +54,13 @@ def test_set5_builder_converts_files_and_reloads(tmp_path):
 def test_a_standard_set_is_whole_or_fails_in_one_line(tmp_path, problem, needle):
     hr_dir = tmp_path / "manual" / "Set5" / "HR"
     for i in range(4 if problem == "missing" else 5):
-        _save(hr_dir / f"img{i}.png", _rgb(24, 24, i))
+        save_png(hr_dir / f"img{i}.png", random_rgb(24, 24, i))
     if problem == "tiny":
-        _save(hr_dir / "a_tiny.png", _rgb(3, 3, 5))
+        save_png(hr_dir / "a_tiny.png", random_rgb(3, 3, 5))
     elif problem == "corrupt":
         (hr_dir / "a_corrupt.png").write_bytes(b"\x89PNG not really")
     elif problem == "extra":
-        _save(hr_dir / "extra.png", _rgb(24, 24, 9))
+        save_png(hr_dir / "extra.png", random_rgb(24, 24, 9))
     if problem in ("tiny", "corrupt"):
         (hr_dir / "img0.png").unlink()  # the bad file takes a good one's place: 5 files
     with pytest.raises(benchmarks.IncompleteSetError) as e:
@@ -83,7 +73,7 @@ def test_a_standard_set_is_whole_or_fails_in_one_line(tmp_path, problem, needle)
 
 def test_a_set_prepared_incomplete_is_refused(tmp_path, monkeypatch):
     for i in range(5):
-        _save(tmp_path / "manual" / "Set5" / "HR" / f"img{i}.png", _rgb(24, 24, i))
+        save_png(tmp_path / "manual" / "Set5" / "HR" / f"img{i}.png", random_rgb(24, 24, i))
     assert len(datasets.load_benchmark("set5", 3, data_dir=tmp_path / "data",
                                        manual_dir=tmp_path / "manual")) == 5
     monkeypatch.setitem(benchmarks.EXPECTED_IMAGES, "set5", 6)  # as if an older version skipped one
@@ -94,12 +84,13 @@ def test_a_set_prepared_incomplete_is_refused(tmp_path, monkeypatch):
 
 def test_bd_config_and_alias_folder(tmp_path, monkeypatch):
     monkeypatch.setitem(benchmarks.EXPECTED_IMAGES, "b100", 1)  # one image stands for the 100
-    _save(tmp_path / "manual" / "BSD100" / "x.png", _rgb(24, 30, 6))  # images directly in the folder
+    # images directly in the folder
+    save_png(tmp_path / "manual" / "BSD100" / "x.png", random_rgb(24, 30, 6))
     builder = benchmarks.B100(data_dir=str(tmp_path / "data"), config="bd_x3")
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "manual")))
     (ex,) = tfds.as_numpy(builder.as_dataset(split="test"))
-    np.testing.assert_array_equal(ex["lr"], blur_downsample(_rgb(24, 30, 6), 3))
+    np.testing.assert_array_equal(ex["lr"], blur_downsample(random_rgb(24, 30, 6), 3))
 
 
 def test_missing_files_give_one_line_errors(tmp_path):
@@ -118,7 +109,7 @@ def test_missing_files_give_one_line_errors(tmp_path):
 def test_download_path_finds_benchmark_tar_layout(tmp_path, monkeypatch):
     monkeypatch.setitem(benchmarks.EXPECTED_IMAGES, "urban100", 1)  # one image stands for the 100
     extracted = tmp_path / "extracted"
-    _save(extracted / "benchmark" / "Urban100" / "HR" / "img_001.png", _rgb(24, 24, 7))
+    save_png(extracted / "benchmark" / "Urban100" / "HR" / "img_001.png", random_rgb(24, 24, 7))
     calls = []
 
     def fake_download_and_extract(self, url):
@@ -149,10 +140,10 @@ def test_pair_key_matches_rain_and_sidd_names():
 def test_paired_folders_builder(tmp_path):
     root = tmp_path / "manual" / "rain100l" / "test"
     for i in range(3):
-        _save(root / "LQ" / f"rain-{i:03d}.png", _rgb(16, 20, i))
-        _save(root / "GT" / f"norain-{i:03d}.png", _rgb(16, 20, 10 + i))
-    _save(root / "LQ" / "rain-009.png", _rgb(16, 20, 9))  # no partner: skipped
-    _save(root / "GT" / "norain-002.png", _rgb(16, 24, 12))  # size differs from its LQ: skipped
+        save_png(root / "LQ" / f"rain-{i:03d}.png", random_rgb(16, 20, i))
+        save_png(root / "GT" / f"norain-{i:03d}.png", random_rgb(16, 20, 10 + i))
+    save_png(root / "LQ" / "rain-009.png", random_rgb(16, 20, 9))  # no partner: skipped
+    save_png(root / "GT" / "norain-002.png", random_rgb(16, 24, 12))  # size differs from its LQ: skipped
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pairs = datasets.load_paired("rain100l", "test", data_dir=tmp_path / "data",
@@ -160,8 +151,8 @@ def test_paired_folders_builder(tmp_path):
     messages = "\n".join(str(w.message) for w in caught)
     assert "rain-009.png" in messages and "rain-002.png" in messages
     assert [p.name for p in pairs] == ["000", "001"]
-    np.testing.assert_array_equal(pairs[1].lr, _rgb(16, 20, 1))  # lr = LQ, hr = GT
-    np.testing.assert_array_equal(pairs[1].hr, _rgb(16, 20, 11))
+    np.testing.assert_array_equal(pairs[1].lr, random_rgb(16, 20, 1))  # lr = LQ, hr = GT
+    np.testing.assert_array_equal(pairs[1].hr, random_rgb(16, 20, 11))
     assert tfds.builder("paired_folders/rain100l", data_dir=str(tmp_path / "data")).is_prepared()
     with pytest.raises(FileNotFoundError, match=r"sidd/test has no LQ/ and GT/ folders") as e:
         datasets.load_paired("sidd", data_dir=tmp_path / "data", manual_dir=tmp_path / "manual")
@@ -224,7 +215,7 @@ def test_dn_super_resolution_validates_and_evaluates_at_the_configured_sigma(tmp
         want = degrade(p.hr, 2, "DN", sigma=10.0, seed=seed_for_name(p.name))
         np.testing.assert_array_equal(p.lr, want)
         assert np.std(p.lr.astype(np.float64) - bicubic(p.hr, 2)) < 12  # ~10, not ~30
-    _save(tmp_path / "hr" / "a.png", _rgb(24, 30, 0))
+    save_png(tmp_path / "hr" / "a.png", random_rgb(24, 30, 0))
     (pair,) = pairs.load_folder_pairs(tmp_path / "hr", 2, degradation="DN", noise_sigma=10.0)
     np.testing.assert_array_equal(pair.lr, degrade(pair.hr, 2, "DN", sigma=10.0,
                                                    seed=seed_for_name("a")))

@@ -11,7 +11,7 @@ import jax
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import require_torch, run_script
+from conftest import REPO_ROOT, one_line_error, require_torch, run_script
 from conftest import tiny_model_config as tiny
 
 torch = require_torch()
@@ -31,8 +31,7 @@ from mspan_jax.models import get_model  # noqa: E402
 from mspan_jax.models.attention import ATTENTIONS  # noqa: E402
 from mspan_jax.models.complexity import count_params  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "convert_torch_weights.py"
+SCRIPT = REPO_ROOT / "scripts" / "convert_torch_weights.py"
 
 
 def random_torch_model(cfg, seed: int = 0, std: float | None = 0.3):
@@ -183,8 +182,8 @@ def test_refuses_another_architecture_scale_or_width(cfg, message):
 
 
 def test_state_dicts_of_mspan_ir_are_named_and_the_retired_one_refused():
-    """The figure (c) MSPAN-IR's state_dict is recognized (width, attention); one of the MSPAN-IR
-    before issue 21 (the SR trunk + out_conv) is refused, named as retired, in one line."""
+    """The figure (c) MSPAN-IR's state_dict is recognized (width, attention); one of the retired
+    MSPAN-IR layout (the SR trunk + out_conv) is refused, named as retired, in one line."""
     cfg = tiny("mspan_ir", 1, attention="ca")
     state = numpy_state_dict(random_torch_model(cfg))
     with pytest.raises(ConversionError, match="looks like mspan_ir, num_features=8, attention=ca but"):
@@ -192,7 +191,7 @@ def test_state_dicts_of_mspan_ir_are_named_and_the_retired_one_refused():
     retired = {k: v for k, v in numpy_state_dict(random_torch_model(tiny("mspan", 2))).items()
                if not k.startswith(("rec_conv.", "upsampler."))}
     retired["out_conv.weight"], retired["out_conv.bias"] = np.zeros((3, 8, 3, 3)), np.zeros(3)
-    with pytest.raises(ConversionError, match="looks like the MSPAN-IR of before issue 21") as info:
+    with pytest.raises(ConversionError, match="looks like an MSPAN-IR of the retired layout") as info:
         convert_state_dict(tiny("mspan_ir", 1), retired)
     assert "\n" not in str(info.value)
 
@@ -361,21 +360,19 @@ def test_cli_attention_flag_is_checked(tmp_path, tiny_state):
     torch.save(tensors(tiny_state), tmp_path / "w.pth")
     src, out = f"--src={tmp_path / 'w.pth'}", tmp_path / "out"
     result = run_cli("--config=configs/x2.py", "--attention=esa", src, f"--out={out}")
-    assert_one_line_error(result, out, match="--attention=esa disagrees with the config's "
-                                             "model.attention=mspa")
+    assert_fails_leaving_nothing(result, out, match="--attention=esa disagrees with the config's "
+                                                   "model.attention=mspa")
     assert "--config.model.attention=esa" in result.stderr
     result = run_cli("--model=imdn", "--scale=2", "--attention=ca", src, f"--out={out}")
-    assert_one_line_error(result, out, match="imdn has no block attention")
+    assert_fails_leaving_nothing(result, out, match="imdn has no block attention")
     result = run_cli("--model=mspan", "--scale=2", "--attention=pa", src, f"--out={out}")
-    assert_one_line_error(result, out, match="attention")
+    assert_fails_leaving_nothing(result, out, match="attention")
     assert set(ATTENTIONS) == {"none", "ca", "esa", "mspa"}
 
 
-def assert_one_line_error(result, out: Path, code: int = 2, match: str = ""):
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert result.returncode == code, result.stderr
-    assert len(errors) == 1 and match in errors[0], result.stderr
-    assert "Traceback" not in result.stderr
+def assert_fails_leaving_nothing(result, out: Path, code: int = 2, match: str = ""):
+    """One error line (`one_line_error`), and neither `out` nor a temporary of it left behind."""
+    one_line_error(result, match, code=code)
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
 
@@ -401,7 +398,7 @@ def test_cli_converts_and_verifies_with_a_config_file(tmp_path, tiny_state):
     # A state_dict for another model: one line with the key lists, nothing written.
     result = run_cli("--model=imdn", "--scale=2", f"--src={tmp_path / 'w.pth'}",
                      f"--out={tmp_path / 'x'}")
-    assert_one_line_error(result, tmp_path / "x", match="missing [")
+    assert_fails_leaving_nothing(result, tmp_path / "x", match="missing [")
     assert "unexpected [" in result.stderr
 
 
@@ -415,7 +412,7 @@ def test_cli_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path, tiny_stat
                        (tmp_path / "text.pth", "not a PyTorch checkpoint"),
                        (tmp_path / "trunc.pth", "not a readable PyTorch checkpoint")):
         result = run_cli("--model=imdn", "--scale=4", f"--src={src}", f"--out={out}")
-        assert_one_line_error(result, out, match=match)
+        assert_fails_leaving_nothing(result, out, match=match)
 
 
 def _basicsr_file(path: Path, state) -> dict:
@@ -493,4 +490,5 @@ def test_cli_basicsr_choice_safetensors_and_a_failing_verify(tmp_path, tiny_stat
         patch.setattr(convert, "convert_state_dict", buggy)
         result = run_cli(f"--config={config}", f"--src={tmp_path / 'w.safetensors'}", f"--out={out}",
                          "--verify")
-    assert_one_line_error(result, out, code=1, match="verification failed: max abs difference 0.01")
+    assert_fails_leaving_nothing(result, out, code=1,
+                                 match="verification failed: max abs difference 0.01")

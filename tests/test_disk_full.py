@@ -19,10 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import subprocess_env
+from conftest import max_tree_diff, resumable_train_config, subprocess_env
 from etils import epath
-from etils.epath import gpath
-from test_train_resume import _max_diff, tiny_config
 
 from mspan_jax import files
 from mspan_jax.checkpoints.workdir import load_latest_state
@@ -53,7 +51,8 @@ def _enospc(path) -> OSError:
 
 def _full_disk_by_patch(monkeypatch, workdir: Path, request):
     """From the save of FULL_AT on, every write under workdir/checkpoints fails with ENOSPC."""
-    real_open, real_save = gpath._GPath.open, checkpoint.TrainCheckpoints.save
+    local_path = type(epath.Path(workdir))  # the class of epath's local paths (orbax's metadata)
+    real_open, real_save = local_path.open, checkpoint.TrainCheckpoints.save
     full = []
 
     def open_(self, mode="r", *args, **kwargs):
@@ -67,7 +66,7 @@ def _full_disk_by_patch(monkeypatch, workdir: Path, request):
             full.append(True)
         real_save(self, state, model_config)
 
-    monkeypatch.setattr(gpath._GPath, "open", open_)
+    monkeypatch.setattr(local_path, "open", open_)
     monkeypatch.setattr(checkpoint.TrainCheckpoints, "save", save)
     return lambda: monkeypatch.undo()
 
@@ -106,7 +105,7 @@ def _full_disk_by_tmpfs(monkeypatch, workdir: Path, request):
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("straight") / "run"
-    loop.train_and_evaluate(tiny_config(), str(workdir))
+    loop.train_and_evaluate(resumable_train_config(), str(workdir))
     return load_latest_state(workdir)
 
 
@@ -114,7 +113,7 @@ def straight(tmp_path_factory):
 @pytest.mark.parametrize("fill", [_full_disk_by_patch, _full_disk_by_tmpfs], ids=["patched", "tmpfs"])
 def test_a_full_disk_stops_in_one_line_and_a_rerun_resumes(tmp_path, monkeypatch, request, straight,
                                                            fill):
-    config = tiny_config()
+    config = resumable_train_config()
     config.train.checkpoint_every_steps = 2
     workdir = tmp_path / "disk" / "run" if fill is _full_disk_by_tmpfs else tmp_path / "run"
     free = fill(monkeypatch, workdir, request)
@@ -133,8 +132,8 @@ def test_a_full_disk_stops_in_one_line_and_a_rerun_resumes(tmp_path, monkeypatch
     loop.train_and_evaluate(config, str(workdir))  # space freed: the same call resumes
     done = load_latest_state(workdir)
     assert int(done["step"]) == int(straight["step"]) == 6
-    assert _max_diff(done["params"], straight["params"]) <= 1e-6
-    assert _max_diff(done["opt_state"], straight["opt_state"]) <= 1e-6
+    assert max_tree_diff(done["params"], straight["params"]) <= 1e-6
+    assert max_tree_diff(done["opt_state"], straight["opt_state"]) <= 1e-6
 
 
 def _half_then_enospc(monkeypatch):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +14,7 @@ from conftest import (
     SMALLEST,
     TINY_MODEL_OVERRIDES,
     flip_bytes,
+    one_line_error,
     run_script,
     run_script_subprocess,
     tiny_model_config,
@@ -38,17 +37,8 @@ from mspan_jax.data.pairs import load_folder_pairs
 from mspan_jax.evaluation import evaluate_pairs
 from mspan_jax.models import get_model
 
-REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
 TINY = tiny_model_flags(**SMALLEST)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +73,10 @@ def test_make_lr_writes_matlab_bicubic(hr_folder, tmp_path):
                                   bicubic_downscale(read_image(hr_folder / "one.png"), 3))
     assert "2/2" in result.stderr  # the progress line
 
-    assert_one_line_error(run_script("make_lr.py", "--hr-dir", tmp_path / "none", "--out-dir",
-                                     tmp_path / "o", "--scale", 2), "none", "does not exist")
-    assert_one_line_error(run_script("make_lr.py", "--hr-dir", hr_folder, "--out-dir", tmp_path / "o",
-                                     "--scale", 0), "--scale")
+    one_line_error(run_script("make_lr.py", "--hr-dir", tmp_path / "none", "--out-dir",
+                              tmp_path / "o", "--scale", 2), "none", "does not exist")
+    one_line_error(run_script("make_lr.py", "--hr-dir", hr_folder, "--out-dir", tmp_path / "o",
+                              "--scale", 0), "--scale")
     assert not (tmp_path / "o").exists()
 
 
@@ -115,26 +105,26 @@ def test_evaluate_folder_json_and_images(tiny_checkpoint, hr_folder, tmp_path):
 
 def test_evaluate_errors_are_one_line(tiny_checkpoint, hr_folder, tmp_path):
     directory, _, _ = tiny_checkpoint
-    assert_one_line_error(run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
-                                     tmp_path / "missing", "--hr-dir", hr_folder), "missing")
-    assert_one_line_error(run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
-                                     directory, "--hr-dir", tmp_path / "nope", "--json",
-                                     tmp_path / "s.json"), "nope")
+    one_line_error(run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
+                              tmp_path / "missing", "--hr-dir", hr_folder), "missing")
+    one_line_error(run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
+                              directory, "--hr-dir", tmp_path / "nope", "--json",
+                              tmp_path / "s.json"), "nope")
     assert not (tmp_path / "s.json").exists()
     # A folder whose only image is too small: nothing to score, one line naming the file.
     tiny_folder = tmp_path / "tiny"
     write_image(tiny_folder / "dot.png", np.zeros((1, 1, 3), np.uint8))
-    assert_one_line_error(run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
-                                     directory, "--hr-dir", tiny_folder, "--json", tmp_path / "s.json"),
-                          f"{tiny_folder / 'dot.png'}: a 1x1 image is too small for scale 2")
+    one_line_error(run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
+                              directory, "--hr-dir", tiny_folder, "--json", tmp_path / "s.json"),
+                   f"{tiny_folder / 'dot.png'}: a 1x1 image is too small for scale 2")
     assert not (tmp_path / "s.json").exists()
     # A checkpoint damaged on disk: one line naming it and the damaged array, no scores written.
     damaged = tmp_path / "damaged"
     shutil.copytree(directory, damaged)
     flip_bytes(damaged)
-    assert_one_line_error(run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
-                                     damaged, "--hr-dir", hr_folder, "--json", tmp_path / "s.json"),
-                          f"{damaged}: array params/", "does not match its recorded checksum")
+    one_line_error(run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
+                              damaged, "--hr-dir", hr_folder, "--json", tmp_path / "s.json"),
+                   f"{damaged}: array params/", "does not match its recorded checksum")
     assert not (tmp_path / "s.json").exists()
 
 
@@ -188,7 +178,7 @@ def test_evaluate_datasets_are_whole_or_fail(tiny_checkpoint, tmp_path):
 
     failed = run_script("evaluate.py", "--config", "configs/x2.py", *TINY, "--checkpoint", directory,
                         "--datasets", "set5,set14", *data, "--json", tmp_path / "partial.json")
-    assert_one_line_error(failed, "set14: the set has 14 images but ", "holds 13")
+    one_line_error(failed, "set14: the set has 14 images but ", "holds 13")
     assert not (tmp_path / "partial.json").exists()
 
 
@@ -211,9 +201,9 @@ def test_upscale_whole_and_tiled(tiny_checkpoint, hr_folder, tmp_path):
     # MSPA runs each tile at its own size (no padding): 24 or 21 rows x 24 or 22 columns.
     assert "compiled programs: 4" in result.stdout
 
-    assert_one_line_error(run_script("upscale.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
-                                     directory, "--input", tmp_path / "none.png", "--output",
-                                     tmp_path / "o2"), "none.png")
+    one_line_error(run_script("upscale.py", "--config", "configs/x2.py", *TINY, "--checkpoint",
+                              directory, "--input", tmp_path / "none.png", "--output",
+                              tmp_path / "o2"), "none.png")
 
 
 def test_model_info_reports_the_official_imdn_size():
@@ -316,9 +306,9 @@ def test_upscale_restoration_model_and_bad_inputs(tiny_checkpoint, tmp_path):
     np.testing.assert_array_equal(got[..., :3], want)
 
     # A checkpoint of the other task, and a corrupt image in the folder: one line each.
-    assert_one_line_error(run_script("upscale.py", "--config", config, "--checkpoint", directory,
-                                     "--input", folder, "--output", tmp_path / "o2"),
-                          "mspan x2", "mspan_ir x1")
+    one_line_error(run_script("upscale.py", "--config", config, "--checkpoint", directory,
+                              "--input", folder, "--output", tmp_path / "o2"),
+                   "mspan x2", "mspan_ir x1")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     broken = run_script("upscale.py", "--config", config, "--checkpoint", tmp_path / "ir_ckpt",
                         "--input", folder, "--output", tmp_path / "o3")

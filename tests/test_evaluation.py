@@ -4,10 +4,10 @@ bounded tile difference), folder pairs."""
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_variables
 
 from mspan_jax import inference, metrics
 from mspan_jax.data.images import to_uint8, write_image
@@ -35,21 +35,6 @@ PADS_EXACTLY = {"mspan": False, "mspan_esa": False, "mspan_ca": True, "mspan_ir"
                 "mspan_ir_ca": True, "imdn": True}
 
 
-def _random_variables(model, seed: int = 0):
-    """Random variables of the model's shapes, without model.init (eager init costs ~10 s on CPU).
-    MSPA's and ESA's get a larger spread: at 0.2 their attention is nearly flat, and padding or a
-    tile border would hardly show in the output."""
-    rng = np.random.default_rng(seed)
-    probe = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)  # ESA needs >= 15x15
-    shapes = jax.eval_shape(model.init, jax.random.key(0), probe)
-
-    def draw(path, s):
-        std = 1.0 if {"mspa", "esa"} & {getattr(k, "key", None) for k in path} else 0.2
-        return (rng.standard_normal(s.shape) * std).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
-
-
 def _random_image(h: int, w: int) -> np.ndarray:
     return RNG.random((h, w, 3), dtype=np.float32)
 
@@ -64,7 +49,7 @@ def _unpadded(model, variables, x: np.ndarray) -> np.ndarray:
 def test_predictor_equals_unpadded(name):
     model = TINY[name]
     x = _random_image(17, 23)
-    variables = _random_variables(model)
+    variables = random_variables(model, std=0.2, attention_std=1.0)
     expected = _unpadded(model, variables, x)
     s = model.scale
     predictor = Predictor(model.apply, variables, scale=s, bucket=32)
@@ -92,7 +77,7 @@ def test_predictor_equals_unpadded(name):
 @pytest.mark.parametrize("name", ["mspan", "imdn"])
 def test_bucketed_evaluation_equals_per_image_inference(name):
     model = TINY[name]
-    variables = _random_variables(model)
+    variables = random_variables(model, std=0.2, attention_std=1.0)
     sizes = {"a": (17, 23), "b": (20, 30), "c": (33, 10), "d": (17, 23)}
     pairs = [EvalPair(n, _uint8(h, w), _uint8(2 * h, 2 * w)) for n, (h, w) in sizes.items()]
     result = evaluate_pairs(model.apply, variables, pairs, scale=2, crop_border=2, bucket=32,
@@ -110,23 +95,17 @@ def test_bucketed_evaluation_equals_per_image_inference(name):
 
 
 def test_exact_size_programs_are_least_recently_used(monkeypatch):
-    compiles, compile_ = [], inference._compile
-
-    def counting_compile(apply_fn, variables, x, mask):
-        assert mask is None  # the exact-size path passes no mask
-        compiles.append(x.shape[1:3])
-        return compile_(apply_fn, variables, x, mask)
-
-    monkeypatch.setattr(inference, "_compile", counting_compile)
     monkeypatch.setattr(inference, "MAX_PROGRAMS", 2)
     predictor = Predictor(_nearest_apply, {"params": {"gain": jnp.float32(1.0)}}, scale=2,
                           padded=False)
+    cached = []
     for h, w in [(5, 7), (6, 7), (5, 7), (8, 3), (5, 7), (6, 7)]:
         x = _random_image(h, w)
         np.testing.assert_array_equal(predictor(x), np.repeat(np.repeat(x, 2, 0), 2, 1))
-        assert len(inference._PROGRAMS) <= 2
-    # (6, 7) was the least recently used when (8, 3) came, so it compiles again; (5, 7) never does.
-    assert compiles == [(5, 7), (6, 7), (8, 3), (6, 7)]
+        cached.append([shape[1:3] for shape in inference.cached_program_shapes(_nearest_apply)])
+    # (6, 7) was the least recently used when (8, 3) came, so it was dropped; (5, 7) never is.
+    assert cached == [[(5, 7)], [(5, 7), (6, 7)], [(6, 7), (5, 7)], [(5, 7), (8, 3)],
+                      [(8, 3), (5, 7)], [(5, 7), (6, 7)]]
     assert predictor.num_compiled == 3
 
 
@@ -247,7 +226,7 @@ def test_tiles_have_no_seams():
     # (its own, tiles of 20x24 and 20x21 padded to 24x24) or at the exact sizes.
     lr = _uint8(20, 41)
     model = _tiny_mspan("none")
-    variables = _random_variables(model)
+    variables = random_variables(model, std=0.2, attention_std=1.0)
     assert Predictor(model.apply, variables, scale=2).padded
     for padded, shapes in ((True, {(1, 64, 64, 3), (1, 24, 24, 3)}),
                            (False, {(1, 20, 41, 3), (1, 20, 24, 3), (1, 20, 21, 3)})):
@@ -266,7 +245,7 @@ def test_mspa_tiles_differ_from_the_whole_image_within_a_bound():
     # here: max 0.069 and mean 0.0031 on outputs spanning 16 (the attention weights drawn at std 1).
     model = _tiny_mspan("mspa")
     lr = np.random.default_rng(5).integers(0, 256, (30, 41, 3), dtype=np.uint8)
-    predictor = Predictor(model.apply, _random_variables(model), scale=2)
+    predictor = Predictor(model.apply, random_variables(model, std=0.2, attention_std=1.0), scale=2)
     whole = upscale_image(predictor, lr, tile=64)
     tiled = upscale_image(predictor, lr, tile=24, tile_overlap=8)
     assert tiled.shape == whole.shape == (60, 82, 3)

@@ -7,13 +7,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import (
     REPO_ROOT,
     find_exact,
+    one_line_error,
+    random_variables,
     require_extra,
     run_script,
     run_script_subprocess,
@@ -36,27 +37,11 @@ RNG = np.random.default_rng(0)
 TIMEOUT = 300
 
 
-def _one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-
-
-def _random_variables(model, seed: int = 0, channels: int = 3):
-    """Variables of `model` drawn from N(0, 0.1^2) (faster than an eager `model.init`)."""
-    probe = jax.ShapeDtypeStruct((1, 8, 8, channels), jnp.float32)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), probe)
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
-
-
 def _tiny_checkpoint(directory: Path, name: str, scale: int, seed: int = 0, **overrides):
     """A saved tiny model with random weights, its config file and (model, variables)."""
     cfg = tiny_model_config(name, scale, **overrides)
     model = get_model(cfg)
-    variables = _random_variables(model, seed, cfg.in_channels)
+    variables = random_variables(model, seed)
     save_params(directory / f"{name}_x{scale}", variables, cfg)
     overrides = "".join(f"    config.model.{k} = {v!r}\n" for k, v in cfg.items()
                         if k not in ("name", "scale", "dtype"))
@@ -156,15 +141,16 @@ def test_compare_two_models_and_bad_inputs(tmp_path):
     psnr = metrics.psnr(noisy, clean, crop_border=1, unquantized=True)
     assert f"noisy (sigma 15): {psnr:.2f} dB" in result.stdout
 
-    _one_line_error(run_script("compare.py", "--image", tmp_path / "photo.png", "--model",
-                         f"{mspan_cfg}={mspan_dir}", "--model", f"{ir_cfg}={ir_dir}", "--crop", 16,
-                         "--out", out),
-                    "differ in (scale, input channels)")
-    _one_line_error(run_script("compare.py", "--image", tmp_path / "photo.png", "--model",
-                         f"{ir_cfg}={mspan_dir}", "--crop", 16, "--out", out), "mspan x2", "mspan_ir x1")
+    one_line_error(run_script("compare.py", "--image", tmp_path / "photo.png", "--model",
+                              f"{mspan_cfg}={mspan_dir}", "--model", f"{ir_cfg}={ir_dir}", "--crop", 16,
+                              "--out", out),
+                   "differ in (scale, input channels)")
+    one_line_error(run_script("compare.py", "--image", tmp_path / "photo.png", "--model",
+                              f"{ir_cfg}={mspan_dir}", "--crop", 16, "--out", out),
+                   "mspan x2", "mspan_ir x1")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    _one_line_error(run_script("compare.py", "--image", tmp_path / "bad.png", "--model",
-                         f"{mspan_cfg}={mspan_dir}", "--out", out), "bad.png")
+    one_line_error(run_script("compare.py", "--image", tmp_path / "bad.png", "--model",
+                              f"{mspan_cfg}={mspan_dir}", "--out", out), "bad.png")
 
 
 def test_compare_takes_a_pytorch_weight_file_by_model_name(tmp_path, imdn_x4_weights):
@@ -177,8 +163,8 @@ def test_compare_takes_a_pytorch_weight_file_by_model_name(tmp_path, imdn_x4_wei
                         f"imdn_x4={imdn_x4_weights}", "--crop", 16, "--out", out)
     assert result.returncode == 0, result.stderr
     assert read_image(out).ndim == 3 and f"imdn ({imdn_x4_weights.name})" in result.stdout
-    _one_line_error(run_script("compare.py", "--image", tmp_path / "photo.png", "--model",
-                               f"nosuch_x4={imdn_x4_weights}", "--out", out), "nosuch")
+    one_line_error(run_script("compare.py", "--image", tmp_path / "photo.png", "--model",
+                              f"nosuch_x4={imdn_x4_weights}", "--out", out), "nosuch")
 
 
 @pytest.mark.slow
@@ -211,17 +197,17 @@ def test_visualize_mspa_captures_the_attention_of_chosen_blocks(tmp_path):
         assert float(mspa["attention"][0].min()) > 0 and float(mspa["attention"][0].max()) < 1
 
     imdn_dir, imdn_cfg, _, _ = _tiny_checkpoint(tmp_path, "imdn", 2)
-    _one_line_error(run_script("visualize_mspa.py", "--config", imdn_cfg, "--checkpoint", imdn_dir,
-                               "--image", tmp_path / "in.png", "--out", tmp_path / "x.png"),
-                    "has no MSPA")
+    one_line_error(run_script("visualize_mspa.py", "--config", imdn_cfg, "--checkpoint", imdn_dir,
+                              "--image", tmp_path / "in.png", "--out", tmp_path / "x.png"),
+                   "has no MSPA")
     (tmp_path / "ca").mkdir()
     ca_dir, _, _, _ = _tiny_checkpoint(tmp_path / "ca", "mspan", 2, attention="ca")
-    _one_line_error(run_script("visualize_mspa.py", "--checkpoint", ca_dir, "--image",
-                               tmp_path / "in.png", "--out", tmp_path / "x.png"),
-                    "attention='ca'", "has no MSPA")
-    _one_line_error(run_script("visualize_mspa.py", "--config", config, "--checkpoint", ckpt, "--image",
-                               tmp_path / "in.png", "--blocks", "3", "--out", tmp_path / "x.png"),
-                    "IDDB1..IDDB2")
+    one_line_error(run_script("visualize_mspa.py", "--checkpoint", ca_dir, "--image",
+                              tmp_path / "in.png", "--out", tmp_path / "x.png"),
+                   "attention='ca'", "has no MSPA")
+    one_line_error(run_script("visualize_mspa.py", "--config", config, "--checkpoint", ckpt, "--image",
+                              tmp_path / "in.png", "--blocks", "3", "--out", tmp_path / "x.png"),
+                   "IDDB1..IDDB2")
     assert not (tmp_path / "x.png").exists()
 
 
@@ -234,7 +220,7 @@ def test_export_matches_flax_at_any_size(tmp_path, name, scale):
         export_model = script["export_model"]
     cfg = tiny_model_config(name, scale)
     model = get_model(cfg)
-    variables = _random_variables(model)
+    variables = random_variables(model)
     restored = export.deserialize(export_model(model, variables, 3, ["cpu"]).serialize())
     for shape in ((1, 13, 9, 3), (2, 7, 20, 3)):
         x = RNG.random(shape, dtype=np.float32)
@@ -265,8 +251,8 @@ def test_export_cli_file_runs_without_the_package(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.asarray(model.apply(variables, x)),
                                atol=1e-5)
-    _one_line_error(run_script("export.py", "--config", config, "--checkpoint", tmp_path / "nope",
-                         "--out", tmp_path / "n.jaxexport"), "nope")
+    one_line_error(run_script("export.py", "--config", config, "--checkpoint", tmp_path / "nope",
+                              "--out", tmp_path / "n.jaxexport"), "nope")
     assert not (tmp_path / "n.jaxexport").exists()
 
 
@@ -282,4 +268,4 @@ def test_visualize_mspa_without_matplotlib_says_what_to_install(tmp_path):
               "runpy.run_path('scripts/visualize_mspa.py', run_name='__main__')\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=subprocess_env(),
                             capture_output=True, text=True, timeout=TIMEOUT)
-    _one_line_error(result, "matplotlib", "[figures]")
+    one_line_error(result, "matplotlib", "[figures]")

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from conftest import require_torch
+from conftest import REPO_ROOT, require_torch
 
 torch = require_torch()
 
@@ -26,7 +25,6 @@ from mspan_jax.data.pairs import load_folder_pairs  # noqa: E402
 from mspan_jax.evaluation import evaluate_pairs  # noqa: E402
 from mspan_jax.models import get_model  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 PSNR_TOL, SSIM_TOL = 0.003, 0.0002
 
 
@@ -63,7 +61,7 @@ def test_official_imdn_x4_scores_the_paper_on_set5(imdn_x4_weights, set5_dir, tm
     result = subprocess.run(
         [sys.executable, "scripts/convert_torch_weights.py", "--model=imdn", "--scale=4",
          f"--src={imdn_x4_weights}", f"--out={out}", "--verify"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "verify: max |flax - torch|" in result.stdout

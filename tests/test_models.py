@@ -317,7 +317,7 @@ def test_mspan_ir_has_the_restoration_tables_params(channels, params):
 
 
 def test_retired_mspan_ir_config_is_refused_in_one_line():
-    """A config.model of the MSPAN-IR before issue 21 (the SR trunk + out_conv: all the trunk's keys,
+    """A config.model of the retired MSPAN-IR layout (the SR trunk + out_conv: all the trunk's keys,
     no mlp_ratio), as its checkpoints' model.json records it, is refused in one line."""
     cfg = model_config("mspan_ir", 1)
     del cfg["mlp_ratio"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import flip_bytes
+from conftest import flip_bytes, max_tree_diff, random_variables
 from conftest import tiny_model_config as tiny
 
 from mspan_jax.checkpoints.params import (
@@ -21,12 +22,7 @@ from mspan_jax.checkpoints.params import (
     save_params,
 )
 
-
-def init(cfg, seed: int = 0):
-    """Random variables of the model's tree (eval_shape + numpy: no compile, fast)."""
-    rng = np.random.default_rng(seed)
-    return jax.tree_util.tree_map(lambda s: rng.standard_normal(s.shape).astype(np.float32),
-                                  expected_variables(cfg))
+init = functools.partial(random_variables, std=1.0)  # (cfg, seed): variables of N(0, 1), no compile
 
 
 def test_round_trip_gives_identical_variables_and_metadata(tmp_path):
@@ -47,9 +43,13 @@ def test_round_trip_gives_identical_variables_and_metadata(tmp_path):
 
 
 def test_compute_dtype_does_not_matter(tmp_path):
+    """Params are stored and loaded as float32 whatever the compute dtype of the config."""
     cfg = tiny("imdn", 3)
-    save_params(tmp_path / "c", init(cfg), cfg)
-    load_params(tmp_path / "c", tiny("imdn", 3, dtype="bfloat16"))
+    variables = init(cfg)
+    save_params(tmp_path / "c", variables, cfg)
+    loaded = load_params(tmp_path / "c", tiny("imdn", 3, dtype="bfloat16"))
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(loaded)} == {np.dtype(np.float32)}
+    assert max_tree_diff(loaded, variables) == 0
 
 
 def test_refuses_overwrite_unless_asked(tmp_path):

@@ -10,8 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
-from PIL import Image
+from conftest import REPO_ROOT, random_rgb, save_png
 
 from mspan_jax.cli import load_config
 from mspan_jax.config_base import sr_config
@@ -23,15 +22,6 @@ from mspan_jax.data.shm_slots import SlotArray
 from mspan_jax.data.sources import shard_bounds
 from mspan_jax.data.train_images import load_train_images
 from mspan_jax.data.train_spec import resolve_spec
-
-
-def _rgb(h: int, w: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def _save(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
 
 
 def _config(source: str = "folder", train_dir: Path | str = "", scale: int = 2, batch: int = 4,
@@ -57,9 +47,9 @@ def div2k_pattern(tmp_path):
     aligned LR/HR patch pair satisfies hr[s*i + a, s*j + b] == lr[i, j] for every a, b."""
     s = 3
     for k in (1, 2, 801):  # 0801 is a validation image: must not be used
-        lr = _rgb(12, 15, k)
-        _save(tmp_path / "DIV2K_train_LR_bicubic" / f"X{s}" / f"{k:04d}x{s}.png", lr)
-        _save(tmp_path / "DIV2K_train_HR" / f"{k:04d}.png", np.repeat(np.repeat(lr, s, 0), s, 1))
+        lr = random_rgb(12, 15, k)
+        save_png(tmp_path / "DIV2K_train_LR_bicubic" / f"X{s}" / f"{k:04d}x{s}.png", lr)
+        save_png(tmp_path / "DIV2K_train_HR" / f"{k:04d}.png", np.repeat(np.repeat(lr, s, 0), s, 1))
     return tmp_path
 
 
@@ -84,7 +74,7 @@ def test_augmentation_uses_all_flips_and_transposes():
 
 def test_same_seed_same_batches_and_resume_without_replay(tmp_path, monkeypatch):
     for k in range(3):
-        _save(tmp_path / f"im{k}.png", _rgb(24, 36, k))
+        save_png(tmp_path / f"im{k}.png", random_rgb(24, 36, k))
     config = _config("folder", tmp_path)
     first = _batches(config, 5)
     again = _batches(config, 5)
@@ -112,7 +102,7 @@ def test_process_shards_are_disjoint_and_cover(tmp_path):
             assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
             assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
     for k in range(7):
-        _save(tmp_path / f"im{k}.png", _rgb(16, 16, k))
+        save_png(tmp_path / f"im{k}.png", random_rgb(16, 16, k))
     config = _config("folder", tmp_path, batch=6)
     names = [{im.name for im in load_train_images(resolve_spec(config, i, 3), verbose=False)}
              for i in range(3)]
@@ -122,13 +112,13 @@ def test_process_shards_are_disjoint_and_cover(tmp_path):
 
 
 def test_bad_files_are_converted_or_skipped_with_warnings(tmp_path):
-    _save(tmp_path / "ok.png", _rgb(24, 24, 0))
-    _save(tmp_path / "gray.png", _rgb(24, 24, 1)[..., 0])
-    _save(tmp_path / "rgba.png", np.dstack([_rgb(24, 24, 2), np.zeros((24, 24), np.uint8)]))
-    _save(tmp_path / "deep16.png", _rgb(24, 24, 3)[..., 0].astype(np.uint16) * 257)
-    _save(tmp_path / "odd.png", _rgb(25, 27, 4))
-    _save(tmp_path / "odd2.png", _rgb(25, 25, 6))
-    _save(tmp_path / "small.png", _rgb(12, 40, 5))
+    save_png(tmp_path / "ok.png", random_rgb(24, 24, 0))
+    save_png(tmp_path / "gray.png", random_rgb(24, 24, 1)[..., 0])
+    save_png(tmp_path / "rgba.png", np.dstack([random_rgb(24, 24, 2), np.zeros((24, 24), np.uint8)]))
+    save_png(tmp_path / "deep16.png", random_rgb(24, 24, 3)[..., 0].astype(np.uint16) * 257)
+    save_png(tmp_path / "odd.png", random_rgb(25, 27, 4))
+    save_png(tmp_path / "odd2.png", random_rgb(25, 25, 6))
+    save_png(tmp_path / "small.png", random_rgb(12, 40, 5))
     (tmp_path / "broken.png").write_bytes(b"not a png")
     config = _config("folder", tmp_path)
     with warnings.catch_warnings(record=True) as caught:
@@ -147,7 +137,7 @@ def test_bad_files_are_converted_or_skipped_with_warnings(tmp_path):
 
 
 def test_premade_lr_of_wrong_size_is_skipped(div2k_pattern):
-    _save(div2k_pattern / "DIV2K_train_LR_bicubic" / "X3" / "0002x3.png", _rgb(11, 15, 0))
+    save_png(div2k_pattern / "DIV2K_train_LR_bicubic" / "X3" / "0002x3.png", random_rgb(11, 15, 0))
     with pytest.warns(UserWarning, match=r"0002.*LR is 15x11"):
         images = load_train_images(resolve_spec(_config("div2k_folder", div2k_pattern, 3), 0, 1),
                                    verbose=False)
@@ -180,7 +170,7 @@ def test_config_and_folder_errors_are_one_line(tmp_path):
             create_train_iterator(config, process_index=0, process_count=2, verbose=False)
         assert "\n" not in str(e.value)
     tiny = tmp_path / "tiny"
-    _save(tiny / "a.png", _rgb(8, 8, 0))
+    save_png(tiny / "a.png", random_rgb(8, 8, 0))
     with pytest.raises(ValueError, match="every training image was skipped"), \
             pytest.warns(UserWarning, match=r"a\.png: 8x8 is smaller than the 16x16 patch"):
         create_train_iterator(_config("folder", tiny), process_index=0, process_count=1, verbose=False)
@@ -195,9 +185,9 @@ def test_div2k_tfds_source_fails_fast_when_not_prepared(tmp_path):
 
 def test_restoration_noise_and_paired_sources(tmp_path):
     for k in range(2):
-        _save(tmp_path / "clean" / f"c{k}.png", np.full((20, 20, 3), 120, np.uint8))
-        _save(tmp_path / "pairs" / "LQ" / f"rain-{k}.png", _rgb(20, 20, k))
-        _save(tmp_path / "pairs" / "GT" / f"norain-{k}.png", _rgb(20, 20, k))  # LQ == GT here
+        save_png(tmp_path / "clean" / f"c{k}.png", np.full((20, 20, 3), 120, np.uint8))
+        save_png(tmp_path / "pairs" / "LQ" / f"rain-{k}.png", random_rgb(20, 20, k))
+        save_png(tmp_path / "pairs" / "GT" / f"norain-{k}.png", random_rgb(20, 20, k))  # LQ == GT here
     config = _config("folder", tmp_path / "clean", scale=1, batch=8, model="mspan_ir")
     config.data.noise_sigma = 25.0
     (batch,) = _batches(config, 1)
@@ -213,7 +203,7 @@ def test_restoration_noise_and_paired_sources(tmp_path):
 
 
 def test_dn_adds_fresh_noise_per_patch(tmp_path):
-    _save(tmp_path / "flat.png", np.full((32, 32, 3), 128, np.uint8))
+    save_png(tmp_path / "flat.png", np.full((32, 32, 3), 128, np.uint8))
     config = _config("folder", tmp_path, batch=8)
     config.data.degradation = "DN"
     config.data.augment = False
@@ -275,7 +265,7 @@ def test_worker_processes_give_the_same_batches_and_resume_exactly(tmp_path):
     """grain workers (2 processes: decoding, then batches) == in-process, from any start step; the
     worker-decoded images' warnings reach this process; the shared temporary file is gone after."""
     for k in range(3):
-        _save(tmp_path / f"im{k}.png", _rgb(24, 36, k))
+        save_png(tmp_path / f"im{k}.png", random_rgb(24, 36, k))
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.warns(UserWarning, match="broken.png"):
         in_process = _batches(_config("folder", tmp_path, workers=0), 6)
@@ -322,14 +312,14 @@ def test_batches_in_flight_keep_each_batch_until_its_step_has_finished(monkeypat
 def test_decoded_cache_is_reused_and_rebuilt_when_stale_or_damaged(tmp_path, monkeypatch):
     images = tmp_path / "images"
     for k in range(2):
-        _save(images / f"im{k}.png", _rgb(24, 36, k))
+        save_png(images / f"im{k}.png", random_rgb(24, 36, k))
     config = _config("folder", images)
     plain = _batches(config, 3)
     config.data.cache_dir = str(tmp_path / "cache")
     decoded = []
-    real = train_images._load_and_prepare
-    monkeypatch.setattr(train_images, "_load_and_prepare",
-                        lambda spec, loader: decoded.append(loader) or real(spec, loader))
+    real = train_images.prepare_image  # runs on every decoded image, never on a cached one
+    monkeypatch.setattr(train_images, "prepare_image",
+                        lambda spec, name, *rest: decoded.append(name) or real(spec, name, *rest))
 
     def run() -> list[dict[str, np.ndarray]]:
         decoded.clear()
@@ -355,7 +345,7 @@ def test_decoded_cache_is_reused_and_rebuilt_when_stale_or_damaged(tmp_path, mon
     with pytest.warns(UserWarning, match=r"damaged \(.*\.u8 is \d+ bytes, expected \d+ bytes\)"):
         _batches(config, 1)
 
-    _save(images / "im2.png", _rgb(24, 36, 2))  # the source changed: stale
+    save_png(images / "im2.png", random_rgb(24, 36, 2))  # the source changed: stale
     with pytest.warns(UserWarning, match=r"stale \(built for other inputs, num_inputs\)"):
         _batches(config, 1)
     config.data.hr_patch_size = 12
@@ -494,7 +484,7 @@ def test_close_waits_for_the_batch_being_cut(tmp_path, monkeypatch):
     import time
 
     for k in range(2):
-        _save(tmp_path / f"im{k}.png", _rgb(24, 36, k))
+        save_png(tmp_path / f"im{k}.png", random_rgb(24, 36, k))
     real = BatchSampler.patches
     running = []
 
@@ -548,7 +538,7 @@ def test_temporary_decoded_cache_falls_back_to_the_temp_folder(small_shared_memo
     from mspan_jax.data.decoded_cache import CacheWriter, TrainImage
 
     shm, tmp = small_shared_memory
-    images = [TrainImage(f"im{k}", _rgb(256, 256, k), None) for k in range(8)]  # 192 KB each
+    images = [TrainImage(f"im{k}", random_rgb(256, 256, k), None) for k in range(8)]  # 192 KB each
     writer = CacheWriter(None, temporary=True, expected_images=expected)
     for image in images:
         writer.add(image)

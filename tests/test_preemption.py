@@ -15,16 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env, tiny_train_config_source
-from test_train_parallel import _free_port, _load_config, _max_diff
+from conftest import REPO_ROOT, free_port, max_tree_diff, subprocess_env, tiny_train_config_source
 
 from mspan_jax.checkpoints.workdir import load_latest_state
+from mspan_jax.cli import load_config
 from mspan_jax.train import loop
 from mspan_jax.train.checkpoint import saved_steps
 
 pytestmark = pytest.mark.slow  # training runs in subprocesses, minutes on 2 cores
 
-REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
 FIRST_STEP = "compiled and ran the first step"
 
@@ -42,7 +41,7 @@ class _Run:
     def __init__(self, config: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None):
         self.proc = subprocess.Popen(
             [sys.executable, "scripts/train.py", f"--config={config}", f"--workdir={workdir}", *extra],
-            cwd=REPO, env=env or subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=REPO_ROOT, env=env or subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, start_new_session=True, preexec_fn=_as_in_a_terminal)
         self.out: list[str] = []
         self.err: list[str] = []
@@ -101,11 +100,11 @@ def test_sigterm_saves_and_the_same_command_resumes_exactly(tmp_path):
     assert code == 0, err[-3000:]
     assert f"at step {saved}" in out and "step 1000/1000" in out
 
-    loop.train_and_evaluate(_load_config(config), str(tmp_path / "straight"))
+    loop.train_and_evaluate(load_config(str(config)), str(tmp_path / "straight"))
     a, b = load_latest_state(tmp_path / "straight"), load_latest_state(workdir)
     assert int(a["step"]) == int(b["step"]) == 1000
     for key in ("params", "opt_state"):
-        assert _max_diff(a[key], b[key]) <= 1e-6, key
+        assert max_tree_diff(a[key], b[key]) <= 1e-6, key
 
 
 def test_ctrl_c_before_a_checkpoint_says_nothing_was_saved(tmp_path):
@@ -123,7 +122,7 @@ def test_ctrl_c_before_a_checkpoint_says_nothing_was_saved(tmp_path):
 
 
 def _launch_two(config: Path, workdir: Path) -> list[_Run]:
-    port = _free_port()
+    port = free_port()
     env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
     return [_Run(config, workdir, f"--coordinator_address=localhost:{port}", "--num_processes=2",
                  f"--process_id={i}", env=env) for i in range(2)]
@@ -161,4 +160,4 @@ def test_two_processes_agree_on_the_step_and_resume_exactly(tmp_path):
     a, b = load_latest_state(straight), load_latest_state(workdir)
     assert int(a["step"]) == int(b["step"]) == 300
     for key in ("params", "opt_state", "ema_params"):
-        assert _max_diff(a[key], b[key]) <= 1e-6, key
+        assert max_tree_diff(a[key], b[key]) <= 1e-6, key

@@ -175,7 +175,7 @@ def test_prepare_restoration_data_lays_out_didmdn_and_polyu(tmp_path):
 
 
 def test_a_checkpoint_of_the_retired_mspan_ir_fails_in_one_line(tmp_path, clean_folder):
-    """Weights of the MSPAN-IR before issue 21 (the SR trunk + out_conv; its model.json records the
+    """Weights of the retired MSPAN-IR layout (the SR trunk + out_conv; its model.json records the
     trunk's keys and no mlp_ratio) are refused in one line that says the architecture changed."""
     old = tmp_path / "old_mspan_ir"
     (old / "params").mkdir(parents=True)

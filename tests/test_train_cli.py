@@ -12,12 +12,9 @@ from pathlib import Path
 import chex
 import numpy as np
 import pytest
-from conftest import find_exact, run_script, subprocess_env, tiny_train_config_source
+from conftest import REPO_ROOT, find_exact, one_line_error, run_script, subprocess_env
 
-REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
-
-TINY_CONFIG = tiny_train_config_source()
 
 
 def _train(*args: str) -> subprocess.CompletedProcess:
@@ -27,24 +24,8 @@ def _train(*args: str) -> subprocess.CompletedProcess:
 
 def _train_subprocess(*args: str) -> subprocess.CompletedProcess:
     """scripts/train.py in a fresh interpreter: the real command line, once per test file."""
-    return subprocess.run([sys.executable, "scripts/train.py", *args], cwd=REPO, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=TIMEOUT)
-
-
-def _error_line(proc: subprocess.CompletedProcess) -> str:
-    """The one `error:` line, checking there is no traceback."""
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, proc.stderr[-2000:]
-    return lines[0]
-
-
-@pytest.fixture
-def tiny_config(tmp_path) -> Path:
-    path = tmp_path / "tiny.py"
-    path.write_text(TINY_CONFIG)
-    return path
+    return subprocess.run([sys.executable, "scripts/train.py", *args], cwd=REPO_ROOT,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
 
 
 # Runs the tiny config in-process and SIGKILLs itself right after the asynchronous save of step
@@ -75,15 +56,15 @@ def _step_dirs(workdir: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_killed_during_an_async_save_resumes_to_the_straight_result(tmp_path, tiny_config):
+def test_killed_during_an_async_save_resumes_to_the_straight_result(tmp_path, tiny_config_file):
     from mspan_jax.checkpoints.workdir import load_latest_state
 
     straight, workdir = tmp_path / "straight", tmp_path / "run"
-    done = _train_subprocess(f"--config={tiny_config}", f"--workdir={straight}")
+    done = _train_subprocess(f"--config={tiny_config_file}", f"--workdir={straight}")
     assert done.returncode == 0, done.stderr[-3000:]
 
-    killed = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(tiny_config), str(workdir),
-                             "4"], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(tiny_config_file), str(workdir),
+                             "4"], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
                             timeout=TIMEOUT)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     finished = [int(name) for name in _step_dirs(workdir) if name.isdigit()]
@@ -91,7 +72,7 @@ def test_killed_during_an_async_save_resumes_to_the_straight_result(tmp_path, ti
     assert max(finished) == 4 or any(name.startswith("4.") for name in _step_dirs(workdir)), \
         _step_dirs(workdir)
 
-    resumed = _train(f"--config={tiny_config}", f"--workdir={workdir}")
+    resumed = _train(f"--config={tiny_config_file}", f"--workdir={workdir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {workdir / 'checkpoints'} at step {max(finished)}" in resumed.stdout
     assert "step 6/6" in resumed.stdout
@@ -106,27 +87,27 @@ def test_killed_during_an_async_save_resumes_to_the_straight_result(tmp_path, ti
 
     # The workdir is also a checkpoint for evaluation (resolve.load_weights reads its best params).
     from mspan_jax.checkpoints.resolve import load_weights
+    from mspan_jax.cli import load_config
 
-    namespace: dict = {}
-    exec(TINY_CONFIG, namespace)
-    variables = load_weights(workdir, namespace["get_config"]().model)
+    variables = load_weights(workdir, load_config(str(tiny_config_file)).model)
     assert "upsampler" in variables["params"]
 
     # Another scale in the same workdir: refused in one line, naming both.
-    other = _error_line(_train(f"--config={tiny_config}", f"--workdir={workdir}",
-                               "--config.model.scale=2"))
+    other = one_line_error(_train(f"--config={tiny_config_file}", f"--workdir={workdir}",
+                                  "--config.model.scale=2"))
     assert "mspan x4" in other and "mspan x2" in other
 
 
-def test_bad_input_fails_in_one_line(tmp_path, tiny_config):
-    unknown = _train(f"--config={tiny_config}", f"--workdir={tmp_path / 'a'}", "--config.train.nope=1")
-    assert "unknown config key 'nope'" in _error_line(unknown) and unknown.returncode == 2
+def test_bad_input_fails_in_one_line(tmp_path, tiny_config_file):
+    unknown = _train(f"--config={tiny_config_file}", f"--workdir={tmp_path / 'a'}",
+                     "--config.train.nope=1")
+    assert "unknown config key 'nope'" in one_line_error(unknown)
 
-    assert "no such file" in _error_line(_train("--config=configs/nope.py", f"--workdir={tmp_path}"))
+    assert "no such file" in one_line_error(_train("--config=configs/nope.py", f"--workdir={tmp_path}"))
 
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    line = _error_line(_train(f"--config={tiny_config}", f"--workdir={blocker / 'run'}"))
+    line = one_line_error(_train(f"--config={tiny_config_file}", f"--workdir={blocker / 'run'}"))
     assert "not writable" in line and str(blocker / "run") in line
 
     # Multi-host flags: each wrong combination is one line, before any workdir is made.
@@ -139,7 +120,8 @@ def test_bad_input_fails_in_one_line(tmp_path, tiny_config):
                           # The underscore spellings of earlier releases still reach the same checks.
                           (["--coordinator_address=localhost:1", "--num_processes=2", "--process_id=2"],
                            "--process-id=2 must be in [0, --num-processes=2)")):
-        line = _error_line(_train(f"--config={tiny_config}", f"--workdir={tmp_path / 'mh'}", *flags))
+        line = one_line_error(_train(f"--config={tiny_config_file}", f"--workdir={tmp_path / 'mh'}",
+                                     *flags))
         assert needle in line, (flags, line)
     assert not (tmp_path / "mh").exists()
 
@@ -147,7 +129,7 @@ def test_bad_input_fails_in_one_line(tmp_path, tiny_config):
     workdir = tmp_path / "x4"
     missing = _train("--config=configs/x4.py", f"--workdir={workdir}",
                      f"--config.data.data_dir={tmp_path / 'no_tfds'}")
-    line = _error_line(missing)
+    line = one_line_error(missing)
     assert missing.returncode == 2 and "div2k" in line and "tfds build div2k" in line
     assert not workdir.exists()
 

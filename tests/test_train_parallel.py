@@ -7,21 +7,26 @@ Both run in subprocesses: the device count and jax.distributed are fixed when JA
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
-from conftest import read_tensorboard, subprocess_env, tiny_train_config_source
+from conftest import (
+    REPO_ROOT,
+    free_port,
+    max_tree_diff,
+    read_tensorboard,
+    subprocess_env,
+    tiny_train_config_source,
+)
 
 from mspan_jax.checkpoints.workdir import load_latest_state
+from mspan_jax.cli import load_config
 from mspan_jax.train import loop
 
-REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
 
 TINY_CONFIG = tiny_train_config_source(
@@ -36,17 +41,6 @@ def _losses(workdir: Path) -> dict[int, float]:
     return {step: float(value) for step, _, value in events["train/loss"]}
 
 
-def _max_diff(a, b) -> float:
-    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
-
-
-def _load_config(path: Path):
-    namespace: dict = {}
-    exec(compile(path.read_text(), str(path), "exec"), namespace)
-    return namespace["get_config"]()
-
-
 @pytest.mark.slow
 def test_eight_devices_match_one_device(tmp_path):
     (tmp_path / "tiny.py").write_text(TINY_CONFIG)
@@ -58,7 +52,7 @@ def test_eight_devices_match_one_device(tmp_path):
         loop.train_and_evaluate(get_config(), {str(tmp_path / 'eight')!r})
         loop.train_and_evaluate(get_config(), {str(tmp_path / 'one')!r}, devices=jax.devices()[:1])
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=TIMEOUT,
                           env=subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -67,27 +61,21 @@ def test_eight_devices_match_one_device(tmp_path):
 
     eight, one = load_latest_state(tmp_path / "eight"), load_latest_state(tmp_path / "one")
     assert int(eight["step"]) == int(one["step"]) == 4
-    assert _max_diff(eight["params"], one["params"]) <= 1e-5
-    assert _max_diff(eight["ema_params"], one["ema_params"]) <= 1e-5
+    assert max_tree_diff(eight["params"], one["params"]) <= 1e-5
+    assert max_tree_diff(eight["ema_params"], one["ema_params"]) <= 1e-5
     loss8, loss1 = _losses(tmp_path / "eight"), _losses(tmp_path / "one")
     assert sorted(loss8) == [1, 2, 3, 4]
     np.testing.assert_allclose([loss8[k] for k in loss1], list(loss1.values()), atol=1e-5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def _two_processes(config_file: Path, workdir: Path, num_steps: int) -> list[str]:
     """Runs scripts/train.py as processes 0 and 1 of 2; returns their stderr."""
-    port = _free_port()
+    port = free_port()
     procs = [subprocess.Popen(
         [sys.executable, "scripts/train.py", f"--config={config_file}", f"--workdir={workdir}",
          f"--config.train.num_steps={num_steps}", f"--coordinator_address=localhost:{port}",
          "--num_processes=2", f"--process_id={i}"],
-        cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
     outputs = []
     try:
@@ -134,11 +122,11 @@ def test_two_processes_match_one_process_and_resume(tmp_path, monkeypatch):
         return gen()
 
     monkeypatch.setattr(loop, "create_train_iterator", both_shards)
-    loop.train_and_evaluate(_load_config(config_file), str(tmp_path / "one"))
+    loop.train_and_evaluate(load_config(str(config_file)), str(tmp_path / "one"))
     two, one = load_latest_state(workdir), load_latest_state(tmp_path / "one")
     assert int(two["step"]) == int(one["step"]) == 4
-    assert _max_diff(two["params"], one["params"]) <= 1e-5
-    assert _max_diff(two["opt_state"], one["opt_state"]) <= 1e-5
+    assert max_tree_diff(two["params"], one["params"]) <= 1e-5
+    assert max_tree_diff(two["opt_state"], one["opt_state"]) <= 1e-5
     loss2, loss1 = _losses(workdir), _losses(tmp_path / "one")
     assert sorted(loss2) == [1, 2, 3, 4]
     np.testing.assert_allclose([loss2[k] for k in sorted(loss2)], [loss1[k] for k in sorted(loss2)],

@@ -9,38 +9,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import flip_bytes
+from conftest import TINY_TRAIN_SETTINGS, flip_bytes, max_tree_diff, resumable_train_config
 
 from mspan_jax.checkpoints.params import CheckpointError
 from mspan_jax.checkpoints.workdir import load_latest_state, load_workdir_params
-from mspan_jax.config_base import sr_config
 from mspan_jax.train import loop
 from mspan_jax.train.checkpoint import TrainCheckpoints
 from mspan_jax.train.state import create_optimizer, create_train_state
 
-NUM_STEPS = 6
-
-
-def tiny_config(scale: int = 4):
-    config = sr_config("mspan", scale)
-    config.model.num_features = 8
-    config.model.num_blocks = 1
-    config.model.num_units = 1
-    config.data.source = "skimage"
-    config.data.hr_patch_size = 8 * scale
-    config.data.prefetch = 1
-    config.data.num_workers = 0  # in-process batches (grain workers: tests/test_pipeline.py)
-    config.train.batch_size = 2
-    config.train.num_steps = NUM_STEPS
-    config.train.learning_rate = 1e-3
-    config.train.ema_decay = 0.9
-    config.train.grad_clip_norm = 1.0
-    config.train.log_every_steps = 2
-    config.train.checkpoint_every_steps = NUM_STEPS // 2
-    config.train.eval_every_steps = 100  # validation only at the last step
-    config.eval.datasets = ("skimage_holdout",)
-    config.eval.num_summary_images = 1
-    return config
+NUM_STEPS = TINY_TRAIN_SETTINGS["train.num_steps"]
 
 
 def _interrupting(after: int):
@@ -63,16 +40,9 @@ def _interrupting(after: int):
     return create
 
 
-def _max_diff(a, b) -> float:
-    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(leaves_a) == len(leaves_b) > 0
-    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(leaves_a, leaves_b,
-                                                                                   strict=True))
-
-
 @pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_a_straight_run(tmp_path, monkeypatch, capsys):
-    config = tiny_config()
+    config = resumable_train_config()
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     results = loop.train_and_evaluate(config, str(straight))
 
@@ -87,10 +57,10 @@ def test_interrupted_and_resumed_run_equals_a_straight_run(tmp_path, monkeypatch
 
     a, b = load_latest_state(straight), load_latest_state(resumed)
     assert int(a["step"]) == int(b["step"]) == NUM_STEPS
-    assert _max_diff(a["params"], b["params"]) <= 1e-6
-    assert _max_diff(a["ema_params"], b["ema_params"]) <= 1e-6
-    assert _max_diff(a["opt_state"], b["opt_state"]) <= 1e-6
-    assert _max_diff(a["params"], a["ema_params"]) > 0  # the EMA is kept apart from the params
+    assert max_tree_diff(a["params"], b["params"]) <= 1e-6
+    assert max_tree_diff(a["ema_params"], b["ema_params"]) <= 1e-6
+    assert max_tree_diff(a["opt_state"], b["opt_state"]) <= 1e-6
+    assert max_tree_diff(a["params"], a["ema_params"]) > 0  # the EMA is kept apart from the params
 
     # eval_results.json: the documented layout, and the same numbers for both runs.
     saved = json.loads((straight / "eval_results.json").read_text())
@@ -102,7 +72,7 @@ def test_interrupted_and_resumed_run_equals_a_straight_run(tmp_path, monkeypatch
 
     # The best checkpoint holds the validated (EMA) params; a finished workdir is not retrained.
     best = load_workdir_params(straight, config.model)
-    assert _max_diff(best, a["ema_params"]) == 0
+    assert max_tree_diff(best, a["ema_params"]) == 0
     again = loop.train_and_evaluate(config, str(straight))
     assert again == results and "nothing to do" in capsys.readouterr().out
 
@@ -113,16 +83,16 @@ def test_interrupted_and_resumed_run_equals_a_straight_run(tmp_path, monkeypatch
     out = capsys.readouterr().out
     assert f"damaged checkpoint: {straight / 'checkpoints' / str(NUM_STEPS)}: array " in out
     assert f"at step {NUM_STEPS // 2}" in out and (straight / "damaged" / str(NUM_STEPS)).is_dir()
-    assert _max_diff(load_latest_state(straight)["params"], a["params"]) <= 1e-6
+    assert max_tree_diff(load_latest_state(straight)["params"], a["params"]) <= 1e-6
 
     # The workdir is refused for another scale, with a line naming both.
     with pytest.raises(CheckpointError, match="mspan x4 but config.model is mspan x2"):
-        loop.train_and_evaluate(tiny_config(scale=2), str(straight))
+        loop.train_and_evaluate(resumable_train_config(scale=2), str(straight))
 
 
 @pytest.mark.slow
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    config = tiny_config()
+    config = resumable_train_config()
     real = loop.create_train_iterator
 
     def poisoned(*args, **kwargs):
@@ -158,7 +128,7 @@ def _states(config, steps):
 
 
 def _checkpoints(tmp_path, keep=3):
-    config = tiny_config()
+    config = resumable_train_config()
     config.train.keep_checkpoints = keep
     config.train.async_checkpointing = False
     return config, TrainCheckpoints(tmp_path / "w", config.train)
@@ -175,7 +145,7 @@ def test_best_keeps_the_highest_psnr_and_pruning_keeps_the_newest(tmp_path):
     assert sorted(int(p.name) for p in (tmp_path / "w" / "checkpoints").iterdir()) == [6, 8]
     assert [p.name for p in (tmp_path / "w" / "best").iterdir() if p.name.isdigit()] == ["4"]
     best = load_workdir_params(tmp_path / "w", config.model)  # step 4's params, not the later 8's
-    assert _max_diff(best, states[1].params) == 0
+    assert max_tree_diff(best, states[1].params) == 0
     assert int(load_latest_state(tmp_path / "w")["step"]) == 8
 
 
@@ -198,7 +168,7 @@ def test_a_damaged_latest_checkpoint_is_skipped_and_none_intact_stops(tmp_path):
     ckpts = TrainCheckpoints(run, config.train)
     abstract = jax.eval_shape(lambda: states[0])
     step, state = ckpts.restore(abstract, log=said.append)
-    assert step == 4 and _max_diff(state, states[1]) == 0
+    assert step == 4 and max_tree_diff(state, states[1]) == 0
     assert len(said) == 1 and said[0].startswith(f"damaged checkpoint: {run / 'checkpoints' / '6'}: "
                                                  "array ")
     assert (run / "damaged" / "6").is_dir() and ckpts.latest_step() == 4
@@ -229,7 +199,7 @@ def test_a_step_saved_before_checksums_resumes_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="loaded unverified"):
         step, state = ckpts.restore(jax.eval_shape(lambda: states[0]), log=print)
     ckpts.close()
-    assert step == 2 and _max_diff(state, states[0]) == 0
+    assert step == 2 and max_tree_diff(state, states[0]) == 0
 
 
 @pytest.mark.parametrize("key, saved, now", [("ema_decay", 0.0, 0.999), ("ema_decay", 0.9, 0.0),
@@ -271,7 +241,7 @@ def test_a_validation_the_run_did_not_finish_is_done_on_resume_and_cleanup_failu
     from mspan_jax.train import validation
     from mspan_jax.train.workdir_lock import WorkdirLock
 
-    config = tiny_config()
+    config = resumable_train_config()
     workdir = tmp_path / "w"
     real_call, real_wait, real_close = (validation.Validator.__call__, TrainCheckpoints.wait,
                                         TrainCheckpoints.close)
@@ -304,7 +274,7 @@ def test_a_validation_the_run_did_not_finish_is_done_on_resume_and_cleanup_failu
     assert json.loads((workdir / "eval_results.json").read_text()) == results
     assert results["step"] == NUM_STEPS
     final = load_latest_state(workdir)["ema_params"]
-    assert _max_diff(load_workdir_params(workdir, config.model), final) == 0
+    assert max_tree_diff(load_workdir_params(workdir, config.model), final) == 0
 
 
 def test_cleanup_runs_every_step_and_raises_the_first_failure():

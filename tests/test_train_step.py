@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import tempfile
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import SMALLEST, read_tensorboard, tiny_model_config
+from conftest import SMALLEST, max_tree_diff, read_tensorboard, tiny_model_config
 
 from mspan_jax.config_base import sr_config
 from mspan_jax.models.registry import get_model
@@ -58,11 +58,6 @@ def _setup(config, patch=6):
     return state, step, {"lr": jnp.asarray(lr), "hr": jnp.asarray(hr)}
 
 
-def _max_leaf_diff(a, b) -> float:
-    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
-
-
 @pytest.mark.slow
 def test_train_step_learns_keeps_an_ema_and_guards_against_nan():
     # decay 0.9, warmed up: min(0.9, (1 + t) / (10 + t)) is 0.1 at step 0 and 2/11 at step 1 (unequal
@@ -76,7 +71,7 @@ def test_train_step_learns_keeps_an_ema_and_guards_against_nan():
     expect = jax.tree.map(lambda p0, p1, p2: d1 * (d0 * p0 + (1 - d0) * p1) + (1 - d1) * p2,
                           state0.params, state1.params, state2.params)
     chex.assert_trees_all_close(state2.ema_params, expect, rtol=1e-5, atol=1e-7)
-    assert _max_leaf_diff(state2.ema_params, state2.params) > 0  # the EMA lags the params
+    assert max_tree_diff(state2.ema_params, state2.params) > 0  # the EMA lags the params
     assert state1.eval_params() is state1.ema_params
     for _ in range(3):
         state2, m2 = step(state2, batch)
@@ -173,14 +168,18 @@ def test_summary_writer_copies_events_to_a_remote_log_dir_at_each_flush(tmp_path
             local.write_bytes(data)
 
     monkeypatch.setattr(summary.epath, "Path", FakeGcsPath)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))  # where the writer stages the events
     writer = SummaryWriter("gs://b/run/tb")
+    assert list(staging.iterdir())
     writer.scalar("train/loss", 0.5, 1)
     writer.flush()
     assert [v for *_, v in read_tensorboard(bucket / "run" / "tb")["train/loss"]] == [0.5]
     writer.scalar("train/loss", 0.25, 2)
     writer.close()
     assert [v for *_, v in read_tensorboard(bucket / "run" / "tb")["train/loss"]] == [0.5, 0.25]
-    assert not Path(writer._file.name).exists()  # the staging copy is gone
+    assert not list(staging.iterdir())  # the staging copy is gone
 
 
 @pytest.mark.slow

@@ -10,7 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_script, run_script_subprocess, script_module, tiny_model_config
+from conftest import (
+    random_variables,
+    run_script,
+    run_script_subprocess,
+    script_module,
+    tiny_model_config,
+)
 
 from mspan_jax import Upscaler
 from mspan_jax.checkpoints.params import CheckpointError, save_params
@@ -23,18 +29,11 @@ from mspan_jax.train.checkpoint import TrainCheckpoints
 RNG = np.random.default_rng(0)
 
 
-def _random_variables(model_config) -> dict:
-    shapes = jax.eval_shape(get_model(model_config).init, jax.random.key(0),
-                            jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32))
-    rng = np.random.default_rng(1)
-    return jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.1).astype(np.float32), shapes)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(params checkpoint dir, model config, variables) of a tiny MSPAN x2 with random weights."""
     cfg = tiny_model_config("mspan", 2, num_blocks=1, num_units=1)
-    variables = _random_variables(cfg)
+    variables = random_variables(cfg, seed=1)
     directory = tmp_path_factory.mktemp("ckpt") / "tiny_x2"
     save_params(directory, variables, cfg)
     return directory, cfg, variables
@@ -48,7 +47,7 @@ def test_upscaler_tiles_and_batches_like_the_model(tmp_path):
     # Tiny MSPAN without attention sees 4 LR pixels around each pixel, so 6 pixels of tile context
     # are exact (MSPA's pooled context would see the tile border: tests/test_evaluation.py).
     cfg = tiny_model_config("mspan", 2, num_blocks=1, num_units=1, attention="none")
-    variables = _random_variables(cfg)
+    variables = random_variables(cfg, seed=1)
     save_params(tmp_path / "tiny_x2", variables, cfg)
     up = Upscaler.from_checkpoint(tmp_path / "tiny_x2", tile=24, tile_overlap=6)
     assert up.scale == 2
@@ -101,7 +100,7 @@ def test_a_training_workdir_records_its_model(tiny, tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr, again.stderr
     # A restoration checkpoint gets restoration's eval section (no border shave, RGB).
     ir = tiny_model_config("mspan_ir", 1, num_blocks=1, num_units=1)
-    save_params(tmp_path / "ir", _random_variables(ir), ir)
+    save_params(tmp_path / "ir", random_variables(ir, seed=1), ir)
     config = checkpoint_config(tmp_path / "ir")
     assert (config.model.name, config.eval.crop_border, config.eval.y_channel) == ("mspan_ir", 0, False)
 
@@ -128,7 +127,7 @@ def test_scripts_need_no_config_and_check_a_given_one(tiny, tmp_path):
     assert wrong.returncode == 2 and len(errors) == 1 and "Traceback" not in wrong.stderr, wrong.stderr
     assert "checkpoint is mspan x2 but config.model is mspan x4" in errors[0]
 
-    save_params(tmp_path / "ir", _random_variables(ir := tiny_model_config("mspan_ir", 1)), ir)
+    save_params(tmp_path / "ir", random_variables(ir := tiny_model_config("mspan_ir", 1), seed=1), ir)
     restoration = run_script("evaluate.py", "--checkpoint", tmp_path / "ir",
                              "--hr-dir", tmp_path / "Set")
     assert restoration.returncode == 2 and "pass its --config" in restoration.stderr, restoration.stderr
@@ -201,7 +200,7 @@ def test_weights_by_name_and_torch_files_in_memory(tmp_path, monkeypatch):
     monkeypatch.undo()
 
     cfg = model_config("imdn", 2)
-    variables = _random_variables(cfg)
+    variables = random_variables(cfg, seed=1)
     save_file({k: np.ascontiguousarray(v) for k, v in to_state_dict(cfg, variables).items()},
               str(tmp_path / "imdn_x2.safetensors"))
     with pytest.raises(CheckpointError, match="pass --model and --scale"):

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env, tiny_train_config_source
+from conftest import REPO_ROOT, subprocess_env, tiny_train_config_source
 
 from mspan_jax.train.workdir_lock import LOCK_FILE, WorkdirInUseError, WorkdirLock
 
-REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
 HOLD = ("import sys, time\nfrom mspan_jax.train.workdir_lock import WorkdirLock\n"
         "WorkdirLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(600)\n")
@@ -56,12 +55,12 @@ def test_second_trainer_is_refused_and_a_killed_holders_lock_is_taken_over(tmp_p
     workdir.mkdir()
     config = tmp_path / "tiny.py"
     config.write_text(tiny_train_config_source())
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(workdir)], cwd=REPO,
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(workdir)], cwd=REPO_ROOT,
                               env=subprocess_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         second = subprocess.run([sys.executable, "scripts/train.py", f"--config={config}",
-                                 f"--workdir={workdir}"], cwd=REPO, env=subprocess_env(),
+                                 f"--workdir={workdir}"], cwd=REPO_ROOT, env=subprocess_env(),
                                 capture_output=True, text=True, timeout=TIMEOUT)
         assert second.returncode != 0 and "Traceback" not in second.stderr, second.stderr[-2000:]
         (line,) = [x for x in second.stderr.splitlines() if x.startswith("error: ")]
@@ -93,8 +92,8 @@ def test_trainer_killed_with_workers_leaves_none_behind_and_resumes(tmp_path):
     config.write_text(tiny_train_config_source(data__num_workers=2))
     workdir = tmp_path / "run"
     args = [sys.executable, "scripts/train.py", f"--config={config}", f"--workdir={workdir}"]
-    proc = subprocess.Popen([*args, "--config.train.num_steps=100000"], cwd=REPO, env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*args, "--config.train.num_steps=100000"], cwd=REPO_ROOT,
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(lambda: proc.poll() is not None
                   or any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")), "a checkpoint")
@@ -109,7 +108,7 @@ def test_trainer_killed_with_workers_leaves_none_behind_and_resumes(tmp_path):
     _wait_for(lambda: not any(_alive(pid) for pid in workers), "the orphaned workers to exit", 30)
 
     saved = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-    resumed = subprocess.run([*args, f"--config.train.num_steps={saved + 2}"], cwd=REPO,
+    resumed = subprocess.run([*args, f"--config.train.num_steps={saved + 2}"], cwd=REPO_ROOT,
                              env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"took over {workdir / LOCK_FILE}: its holder (pid {proc.pid} on" in resumed.stdout

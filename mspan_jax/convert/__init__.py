@@ -1,7 +1,7 @@
 """PyTorch weights -> Flax variables: file reading, declarative name/layout maps.
 
-The PyTorch reference models live in `mspan_jax.convert.torch_reference` (needs torch; import it
-explicitly).
+The PyTorch reference models are the `torch_*` modules that each model's spec names, built by
+`mspan_jax.convert.torch_reference` (needs torch; import it explicitly).
 """
 
 from mspan_jax.convert.rules import convert_state_dict, key_map, to_state_dict

@@ -230,9 +230,10 @@ def _config_problem(model_config: Mapping[str, Any]) -> str | None:
     """Why MSPAN or MSPAN-IR cannot build `model_config` (retired keys, an unknown attention)."""
     retired = sorted(RETIRED_MSPAN_KEYS & set(model_config))
     if retired:
-        return (f"config.model has {retired}: these weights are of the MSPAN reconstruction of before "
-                "2026-11, and the MSPAN architecture changed to the paper's figures "
-                "(docs/architecture.md); retrain, or use the shipped weights/mspan_x{2,3,4}")
+        return (f"config.model has {retired}: these weights are of the retired MSPAN reconstruction "
+                "(IMDN's trunk, dilated-conv MSPA), and the MSPAN architecture changed to the "
+                "paper's figures (docs/architecture.md); retrain, or use the shipped "
+                "weights/mspan_x{2,3,4}")
     attention = model_config.get("attention", "mspa")
     if attention not in ATTENTIONS:
         return f"config.model.attention={attention!r}; choose one of {list(ATTENTIONS)}"
@@ -243,8 +244,8 @@ def _ir_config_problem(model_config: Mapping[str, Any]) -> str | None:
     problem = _config_problem(model_config)
     retired = set(model_config) >= RETIRED_MSPAN_IR_KEYS and "mlp_ratio" not in model_config
     if problem is None and retired:
-        return ("config.model mspan_ir has no 'mlp_ratio': these weights are of the MSPAN-IR of "
-                "before issue 21 (the SR trunk and one output conv), and MSPAN-IR changed to the "
+        return ("config.model mspan_ir has no 'mlp_ratio': these weights are of the retired MSPAN-IR "
+                "layout (the SR trunk and one output conv), and MSPAN-IR changed to the "
                 "paper's figure (c) (docs/restoration.md); retrain")
     return problem
 
@@ -271,7 +272,7 @@ def _describe_weights(state_dict: Mapping[str, Any]) -> str | None:
     if "IDDB1.AU1.weight" not in state_dict:
         return None
     if "out_conv.weight" in state_dict:
-        return "the MSPAN-IR of before issue 21 (SR trunk + out_conv; retired, retrain)"
+        return "an MSPAN-IR of the retired layout (SR trunk + out_conv; retrain)"
     text = describe_sr_weights("mspan", state_dict, "fea_conv.weight")
     return f"{text}, attention={_attention_of(state_dict, 'IDDB1')}"
 

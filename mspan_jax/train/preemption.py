@@ -86,8 +86,8 @@ class InterruptWatch:
     """Makes Ctrl-C stop the run for sure, and never half-way through what must finish. Python raises
     KeyboardInterrupt in whatever code runs when the signal is handled: inside a finalizer
     (`__del__`, e.g. a worker slot's, `shm_slots`) it is printed as "Exception ignored" and dropped,
-    and the run went on (1 Ctrl-C in ~6 was lost); between unlinking a shared-memory segment and
-    unregistering it, it left a "leaked shared_memory" warning. This handler records the interrupt
+    and the run goes on; between unlinking a shared-memory segment and unregistering it, it leaves a
+    "leaked shared_memory" warning. This handler records the interrupt
     and raises at once unless `interrupts.must_finish` says otherwise; `check()` (after every step)
     raises it then. Installed only over Python's default handler (main thread only)."""
 

@@ -20,7 +20,7 @@ from mspan_jax.evaluation import EvalResult
 from mspan_jax.train.state import PyTree
 
 # TensorBoard image tag (eval/<set>/<tag>) of the validation pictures, by task: what the three
-# columns hold. SR keeps its historical tag, so older runs' pictures line up with new ones.
+# columns hold. SR's tag is fixed, so pictures of runs of any release line up in TensorBoard.
 PICTURE_TAGS = {"sr": "bicubic_sr_hr", "denoise": "input_model_target", "derain": "input_model_target"}
 
 
