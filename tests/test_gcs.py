@@ -94,8 +94,8 @@ def test_missing_or_unreachable_bucket_fails_in_one_line(emulator, tmp_path):
 
 
 def test_lease_refuses_a_second_run_and_takes_over_an_expired_one(emulator):
-    from mspan_jax.train.bucket_lease import BucketLease
-    from mspan_jax.train.workdir_lock import WorkdirInUseError, lock_for
+    from mspan_jax.train.bucket_lease import BucketLease, lock_for
+    from mspan_jax.train.workdir_lock import WorkdirInUseError
 
     workdir = f"gs://{emulator.new_bucket()}/run"
     first = lock_for(workdir)

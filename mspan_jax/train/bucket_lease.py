@@ -21,7 +21,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from mspan_jax.train.workdir_lock import LOCK_FILE, WorkdirInUseError, holder_text
+from mspan_jax.train.workdir_lock import LOCK_FILE, WorkdirInUseError, WorkdirLock, holder_text
 
 LEASE_TTL_S = 300.0  # a lease not renewed for this long belongs to a run that ended without releasing
 RENEW_S = 60.0
@@ -127,3 +127,10 @@ class BucketLease:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def lock_for(workdir: str | os.PathLike) -> WorkdirLock | BucketLease:
+    """The one-run guard of `workdir`: flock(2) for a local folder, a lease object on a bucket."""
+    if "://" in os.fspath(workdir):
+        return BucketLease(os.fspath(workdir))
+    return WorkdirLock(workdir)

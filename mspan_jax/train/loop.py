@@ -31,6 +31,7 @@ from mspan_jax.files import write_json_atomic
 from mspan_jax.models.registry import get_model
 from mspan_jax.storage import check_bucket
 from mspan_jax.train import sharding
+from mspan_jax.train.bucket_lease import lock_for
 from mspan_jax.train.checkpoint import TrainCheckpoints
 from mspan_jax.train.console import (
     print_final_summary,
@@ -44,7 +45,6 @@ from mspan_jax.train.step import LOSSES, make_train_step
 from mspan_jax.train.summary import SummaryWriter
 from mspan_jax.train.validation import Validator, host_params, picture_tag
 from mspan_jax.train.warm_start import initial_params, seeded_params
-from mspan_jax.train.workdir_lock import lock_for
 
 EVAL_RESULTS_FILE = "eval_results.json"
 TENSORBOARD_DIR = "tensorboard"

@@ -3,8 +3,8 @@
 The lock is flock(2) on that file, so the kernel releases it however the holder ends, SIGKILL
 included: a lock left by a killed run is free, and the next run takes it over (and says whose it
 was, from the host / pid / start time the file records). A second run on a workdir in use is refused
-with one line naming the holder. A gs:// workdir has no flock: `lock_for` gives it a lease object
-instead (train/bucket_lease.py).
+with one line naming the holder. A gs:// workdir has no flock: it gets a lease object instead
+(train/bucket_lease.py, whose `lock_for` picks one of the two).
 """
 
 from __future__ import annotations
@@ -16,12 +16,8 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mspan_jax.errors import UserError
-
-if TYPE_CHECKING:
-    from mspan_jax.train.bucket_lease import BucketLease
 
 LOCK_FILE = ".train.lock"
 
@@ -104,11 +100,3 @@ class WorkdirLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-
-def lock_for(workdir: str | os.PathLike) -> WorkdirLock | BucketLease:
-    """The one-run guard of `workdir`: flock(2) for a local folder, a lease object on a bucket."""
-    if "://" in os.fspath(workdir):
-        from mspan_jax.train.bucket_lease import BucketLease
-
-        return BucketLease(os.fspath(workdir))
-    return WorkdirLock(workdir)
