@@ -4,7 +4,7 @@ The core (`pip install -e .`) trains, evaluates on image folders, upscales and c
 neither TensorFlow nor PyTorch. The tfds builders (benchmark sets, paired folders, tfds DIV2K) need
 `[tfds]`: tensorflow-datasets encodes and reads their examples through TensorFlow. The PyTorch
 reference model behind `--verify` needs `[torch]`; scripts/visualize_mspa.py's figure `[figures]`
-(matplotlib).
+(matplotlib); the ONNX export and running a .onnx file `[onnx]` (onnx, onnxruntime).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "tfds": ("tensorflow_datasets", "tensorflow"),
     "torch": ("torch",),
     "figures": ("matplotlib",),
+    "onnx": ("onnx", "onnxruntime"),
 }
 
 
