@@ -74,15 +74,18 @@ def export_and_check(name: str, scale: int, sizes=SIZES) -> None:
     assert_parity(model, variables, session(proto), sizes=sizes)
 
 
+# Each case compiles the JAX model once per size (the cost of these tests): the three sizes for
+# every registered model, one size for the other scales and MSPAN's other attentions.
+@pytest.mark.slow
 @pytest.mark.parametrize("name,scale", REGISTERED)
-def test_every_registered_model_matches_jax(name, scale):
-    export_and_check(name, scale, sizes=SIZES[:1])  # one JAX compile each in the fast tier
+def test_every_registered_model_matches_jax_at_three_sizes(name, scale):
+    export_and_check(name, scale)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,scale", [*REGISTERED, ("mspan", 2), ("mspan", 3)])
-def test_every_registered_model_matches_jax_at_three_sizes(name, scale):
-    export_and_check(name, scale)
+@pytest.mark.parametrize("scale", [2, 3])
+def test_mspan_other_scales_match_jax(scale):
+    export_and_check("mspan", scale, sizes=SIZES[:1])
 
 
 @pytest.mark.slow
@@ -92,7 +95,7 @@ def test_mspan_attention_variants_and_nhwc_layout(attention):
     model, variables = random_variables(cfg)
     proto = export_onnx(cfg, variables, layout="nhwc")
     # ESA needs 15 pixels a side; batch 2 checks the symbolic batch.
-    assert_parity(model, variables, session(proto), "nhwc", sizes=((17, 23), (31, 16)), batch=2)
+    assert_parity(model, variables, session(proto), "nhwc", sizes=((17, 23),), batch=2)
 
 
 def test_metadata_names_the_model():
@@ -107,6 +110,7 @@ def test_metadata_names_the_model():
     assert json.loads(meta["config_model"])["name"] == "imdn"
 
 
+@pytest.mark.slow
 def test_float16_export_halves_the_weights_and_stays_close():
     cfg = tiny_model_config("mspan", 4)
     model, variables = random_variables(cfg)
@@ -138,8 +142,9 @@ def test_runtime_rejects_a_foreign_onnx_file(tmp_path):
     (tmp_path / "broken.onnx").write_bytes(b"not onnx")
     with pytest.raises(OnnxFileError, match="cannot load"):
         OnnxModel(tmp_path / "broken.onnx")
-    result = run_script("upscale.py", "--checkpoint", tmp_path / "broken.onnx", "--input", tmp_path,
-                        "--output", tmp_path / "out")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "lr.png")
+    result = run_script("upscale.py", "--checkpoint", tmp_path / "broken.onnx", "--input",
+                        tmp_path / "lr.png", "--output", tmp_path / "out")
     assert result.returncode == 2 and "cannot load" in result.stderr
 
 
@@ -185,4 +190,4 @@ def test_imdn_official_pth_exports_with_model_and_scale(tmp_path):
     assert result.returncode == 0, result.stderr
     loaded = load_model(weights, model=("imdn", 4))
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert_parity(loaded.model, loaded.variables, sess, "nhwc", sizes=((17, 23), (40, 64)))
+    assert_parity(loaded.model, loaded.variables, sess, "nhwc", sizes=((17, 23),))

@@ -16,7 +16,6 @@ resize with symbolic sizes. The models need ~50 primitives, each a line or two h
 
 from __future__ import annotations
 
-import functools
 import string
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -277,8 +276,8 @@ def _concatenate(g, ins, in_avals, out_avals, params):
 @_rule("split")
 def _split(g, ins, in_avals, out_avals, params):
     sizes = g.shape(tuple(params["sizes"]))
-    return list(np.atleast_1d(g.op("Split", [ins[0], sizes], outputs=len(out_avals),
-                                   axis=int(params["axis"]))))
+    outs = g.op("Split", [ins[0], sizes], outputs=len(out_avals), axis=int(params["axis"]))
+    return [outs] if len(out_avals) == 1 else outs
 
 
 @_rule("pad")
@@ -544,8 +543,3 @@ def to_onnx(fn: Callable[[jax.Array], jax.Array], spec: jax.ShapeDtypeStruct, *,
     return helper.make_model(graph, opset_imports=opsets, producer_name="mspan-jax",
                              ir_version=helper.find_min_ir_version_for(opsets))
 
-
-@functools.cache
-def supported_primitives() -> frozenset[str]:
-    """The JAX primitives with a rule here (calls are inlined)."""
-    return frozenset(RULES) | frozenset(CALLS)
