@@ -54,10 +54,11 @@ def load(name: str):
     import jax.numpy as jnp
 
     from mspan_jax.checkpoints.resolve import LoadedModel
-    from mspan_jax.config_base import build_model, sr_config
+    from mspan_jax.config_base import sr_config
+    from mspan_jax.models.registry import get_model
 
     config = sr_config(model="imdn", scale=4)
-    model = build_model(config.model)
+    model = get_model(config.model)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
     return LoadedModel(config, model, variables)
 

@@ -12,37 +12,14 @@ Values derived from the scale (`eval.crop_border`) are ml_collections FieldRefer
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ml_collections
 
 from mspan_jax.errors import ConfigError
 
-if TYPE_CHECKING:
-    import flax.linen as nn
-
-MODEL_DEFAULTS = {
-    # The paper's MSPAN (docs/architecture.md): C=48, 6 IDDBs of 3 AU/CU pairs, 24 distilled
-    # channels per AU, MSPA at C/4 with two interactions; `attention` picks the block attention
-    # of the paper's ablation ("none", "ca", "esa", "mspa").
-    "mspan": dict(num_features=48, num_blocks=6, num_units=3, distill_rate=0.5, attention="mspa",
-                  attention_reduction=4, ca_reduction=16, mspa_interactions=2, in_channels=3,
-                  out_channels=3),
-    # MSPAN-IR as networks.png (c) draws it (head, 6 x [IDDB, LN + MLP], tail, global skip); C=54
-    # and an MLP of 2C are the open widths that give the tables' 8.3 x 10^5 params
-    # (docs/restoration.md). The IDDB is the SR one.
-    "mspan_ir": dict(num_features=54, num_blocks=6, num_units=3, distill_rate=0.5, attention="mspa",
-                     attention_reduction=4, ca_reduction=16, mspa_interactions=2, mlp_ratio=2.0,
-                     in_channels=3, out_channels=3),
-    # The official IMDN: nf=64, 6 IMDBs, distillation 0.25, CCA reduction 16.
-    "imdn": dict(num_features=64, num_modules=6, distill_rate=0.25, cca_reduction=16,
-                 in_channels=3, out_channels=3),
-}
-
-
 TASKS = ("sr", "denoise", "derain")
 RESTORATION_TASKS = ("denoise", "derain")
-RESTORATION_MODELS = ("mspan_ir",)  # models for the restoration tasks only
 
 
 def model_task(model_config: Mapping[str, Any]) -> str:
@@ -60,7 +37,7 @@ def task_of(config: ml_collections.ConfigDict) -> str:
     if task not in TASKS:
         raise ConfigError(f"config.task={task!r} is not a task; choose one of {list(TASKS)}")
     scale = config.model.get("scale")
-    if task == "sr" and config.model.get("name") in RESTORATION_MODELS:
+    if task == "sr" and not _serves_sr(config.model.get("name")):
         raise ConfigError(f"config.model.name={config.model.name!r} restores images at their size: "
                           f"use config.task {' or '.join(map(repr, RESTORATION_TASKS))} at "
                           "config.model.scale=1 (configs/denoise_*.py, configs/derain.py)")
@@ -74,6 +51,14 @@ def task_of(config: ml_collections.ConfigDict) -> str:
     return task
 
 
+def _serves_sr(name: Any) -> bool:
+    """Whether model `name` does super-resolution (an unknown name: left to the model builder)."""
+    from mspan_jax.models.registry import specs
+
+    spec = specs().get(name) if isinstance(name, str) else None
+    return spec is None or "sr" in spec.tasks
+
+
 def is_restoration(config: ml_collections.ConfigDict) -> bool:
     """Whether `config` restores images at their size (denoising, deraining) rather than SR."""
     return task_of(config) in RESTORATION_TASKS
@@ -85,24 +70,12 @@ def task_kind(task: str) -> str:
 
 
 def model_config(name: str, scale: int) -> ml_collections.ConfigDict:
-    """The `config.model` section for a registered model at a scale."""
-    if name not in MODEL_DEFAULTS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODEL_DEFAULTS)}")
+    """The `config.model` section of a registered model at a scale: its spec's defaults."""
+    from mspan_jax.models.registry import get_spec
+
     return ml_collections.ConfigDict(
-        dict(name=name, scale=scale, dtype="float32", **MODEL_DEFAULTS[name])
+        dict(name=name, scale=scale, dtype="float32", **get_spec(name).defaults)
     )
-
-
-def build_model(model_config: Mapping[str, Any]) -> nn.Module:
-    """The Flax module a `config.model` section names (`models.registry.get_model`), its checks of
-    the section (unknown name, retired or unknown keys, dtype) raised as ConfigError: the section is
-    user input, from a --config or a checkpoint's record. Imports the models only when called."""
-    from mspan_jax.models.registry import get_model
-
-    try:
-        return get_model(model_config)
-    except ValueError as e:  # registry.get_model raises only its checks of the section
-        raise ConfigError(str(e)) from None
 
 
 def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict:
@@ -223,25 +196,3 @@ def restoration_config(channels: int = 3, task: str = "denoise") -> ml_collectio
     config.eval.crop_border = 0
     config.eval.y_channel = False  # denoising scores RGB (or the gray plane); deraining sets True
     return config
-
-
-# Test-sized widths of each registered model: the test suite's models and `benchmarks/speed.py
-# --tiny`'s (compile in seconds on a CPU; numbers are meaningless).
-TINY_MODEL_OVERRIDES = {
-    "mspan": dict(num_features=8, num_blocks=2, num_units=2),
-    "mspan_ir": dict(num_features=8, num_blocks=2, num_units=2),
-    "imdn": dict(num_features=16, num_modules=2, cca_reduction=4),
-}
-
-
-def tiny_model_config(name: str = "mspan", scale: int = 2,
-                      **overrides: Any) -> ml_collections.ConfigDict:
-    """`model_config(name, scale)` at test-sized widths (TINY_MODEL_OVERRIDES), then `overrides`;
-    a key the model does not have is a ConfigError, so a renamed key is never silently ignored."""
-    cfg = model_config(name, scale)
-    changes = {**TINY_MODEL_OVERRIDES[name], **overrides}
-    unknown = sorted(set(changes) - set(cfg))
-    if unknown:
-        raise ConfigError(f"{name} has no config.model keys {unknown} (config_base.MODEL_DEFAULTS)")
-    cfg.update(changes)
-    return cfg

@@ -23,16 +23,17 @@ from ml_collections import config_flags
 
 from mspan_jax import cli
 from mspan_jax.checkpoints.params import check_writable, save_params
-from mspan_jax.config_base import MODEL_DEFAULTS, model_config
+from mspan_jax.config_base import model_config
 from mspan_jax.convert import convert_state_dict, read_weights
 from mspan_jax.errors import ConfigError
 from mspan_jax.extras import require
 from mspan_jax.models.attention import ATTENTIONS
+from mspan_jax.models.registry import model_names
 
 VERIFY_TOLERANCE = 1e-4
 VERIFY_INPUT_HW = (32, 40)
 
-_MODEL = flags.DEFINE_enum("model", None, sorted(MODEL_DEFAULTS), "Architecture of the weights.")
+_MODEL = flags.DEFINE_enum("model", None, model_names(), "Architecture of the weights.")
 _SCALE = flags.DEFINE_integer("scale", None, "Upscaling factor (1 for mspan_ir).")
 _ATTENTION = flags.DEFINE_enum("attention", None, list(ATTENTIONS), "MSPAN's block attention "
                                "(default: the config's, the paper's mspa).")

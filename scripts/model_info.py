@@ -9,10 +9,10 @@ allocated), in the two conventions of the MSPAN paper's tables (`complexity.coun
 pooling ops: the MSPAN rows). Where 1280 or 720 is not a multiple of the scale (x3) the LR side is
 rounded up (427x240), and the floor count (426x240) is given beside it. When the config is one the
 paper prints (MSPAN x2/x3/x4; MSPAN x2 with attention none/ca/esa; IMDN x2/x3/x4), the paper's
-figures are printed beside ours with ok / miss (`mspan_jax.models.paper_counts`). For the
-paper's MSPAN-IR (configs/denoise_gray.py, denoise_real.py, derain.py) it is the restoration tables'
-params figure, printed "8.3x10^-5" there and read as 8.3 x 10^5 (docs/restoration.md); mult-adds
-are then for a 1280x720 input, which the tables do not print.
+figures are printed beside ours with ok / miss (`mspan_jax.models.paper_counts`, the rows of each
+model's spec). For the paper's MSPAN-IR (configs/denoise_gray.py, denoise_real.py, derain.py) it is
+the restoration tables' params figure, printed "8.3x10^-5" there and read as 8.3 x 10^5
+(docs/restoration.md); mult-adds are then for a 1280x720 input, which the tables do not print.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from mspan_jax import cli
-from mspan_jax.config_base import build_model
 from mspan_jax.models.complexity import (
     SR_OUTPUT_HW,
     abstract_variables,
@@ -40,6 +39,7 @@ from mspan_jax.models.paper_counts import (
     restoration_row,
     verdict,
 )
+from mspan_jax.models.registry import get_model
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py; "
                                           "override keys with e.g. --config.model.attention=ca.")
@@ -68,7 +68,7 @@ def module_tree(params: dict, depth: int) -> list[tuple[str, int]]:
 def model_info(model_config: Any) -> dict[str, Any]:
     """Params, both mult-add counts (and the floor-LR ones where the LR side is rounded up), and
     the paper's figures with ok / miss when the config is one of its rows."""
-    model = build_model(model_config)
+    model = get_model(model_config)
     scale = int(model_config.scale)
     shape = sr_input_shape(scale, model_config.in_channels)
     n_params = count_params(abstract_variables(model, shape)["params"])
@@ -147,7 +147,7 @@ def print_table(info: dict[str, Any]) -> None:
             print(f"                       ours {info[f'{key}_lr_floor'] / 1e9:.3f} G ({key}, "
                   f"{fw}x{fh})  {paper['mult_adds_lr_floor']}")
             if paper["mult_adds"] == "miss" and paper["mult_adds_lr_floor"] == "ok":
-                print("  the printed figure fits the floor LR only (mspan_jax/models/paper_counts.py)")
+                print("  the printed figure fits the floor LR only (mspan_jax/models/mspan.py)")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -157,7 +157,7 @@ def main(argv: Sequence[str]) -> None:
         print(json.dumps(info))
         return
     print_table(info)
-    model = build_model(config.model)
+    model = get_model(config.model)
     params = abstract_variables(model, tuple(info["input_shape_nhwc"]))["params"]
     print("\nmodule tree (params):")
     for path, n in module_tree(params, _DEPTH.value):

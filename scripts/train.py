@@ -3,7 +3,8 @@
 Any config key can be overridden, e.g. `--config.train.batch_size=32 --config.train.num_steps=1000`.
 A workdir that holds checkpoints is resumed (same data order and optimizer state). Multi-host
 (TPU pod slices, GPU clusters): pass --multihost on every host (jax.distributed auto-detects the
-cluster), or --coordinator_address/--num_processes/--process_id explicitly. See docs/training.md.
+cluster), or --coordinator-address/--num-processes/--process-id explicitly (the underscore spellings
+of earlier releases still work). See docs/training.md.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard events
                                "go here (local path or gs://); a workdir with checkpoints is resumed.")
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (auto-detected "
                                "cluster: TPU pod slice, SLURM, ...) before anything else.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for a "
+_COORDINATOR = flags.DEFINE_string("coordinator-address", None, "host:port of process 0, for a "
                                    "multi-process run without auto-detection (implies --multihost).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with "
-                                      "--coordinator_address).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None,
-                                   "This process's index (with --coordinator_address).")
+_NUM_PROCESSES = flags.DEFINE_integer("num-processes", None, "Number of processes (with "
+                                      "--coordinator-address).")
+_PROCESS_ID = flags.DEFINE_integer("process-id", None,
+                                   "This process's index (with --coordinator-address).")
+# The underscore spellings of earlier releases, kept for users' launch scripts.
+for _old, _new in (("coordinator_address", "coordinator-address"), ("num_processes", "num-processes"),
+                   ("process_id", "process-id")):
+    flags.DEFINE_alias(_old, _new)
 
 
 def initialize_distributed() -> None:
@@ -36,14 +41,14 @@ def initialize_distributed() -> None:
         import jax
 
         if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
-            cli.fail("--coordinator_address needs --num_processes and --process_id")
+            cli.fail("--coordinator-address needs --num-processes and --process-id")
         if _NUM_PROCESSES.value < 1 or not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value:
-            cli.fail(f"--process_id={_PROCESS_ID.value} must be in [0, --num_processes="
-                     f"{_NUM_PROCESSES.value}) and --num_processes at least 1")
+            cli.fail(f"--process-id={_PROCESS_ID.value} must be in [0, --num-processes="
+                     f"{_NUM_PROCESSES.value}) and --num-processes at least 1")
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                    num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
     elif _NUM_PROCESSES.value is not None or _PROCESS_ID.value is not None:
-        cli.fail("--num_processes and --process_id need --coordinator_address (or use --multihost "
+        cli.fail("--num-processes and --process-id need --coordinator-address (or use --multihost "
                  "where the cluster is auto-detected)")
     elif _MULTIHOST.value:
         import jax
@@ -53,7 +58,7 @@ def initialize_distributed() -> None:
         except (ValueError, RuntimeError) as e:
             cli.fail(f"--multihost: jax.distributed.initialize() found no cluster to join "
                      f"({first_line(e)}); on one machine drop --multihost, elsewhere pass "
-                     "--coordinator_address, --num_processes and --process_id")
+                     "--coordinator-address, --num-processes and --process-id")
 
 
 def main(argv: Sequence[str]) -> None:

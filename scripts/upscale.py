@@ -149,9 +149,9 @@ def load_predictor(model: tuple[str, int] | None) -> tuple[Predictor, Mapping[st
     dtype = compute_dtype(_DTYPE.value)
     if dtype != config.model.get("dtype", "float32"):
         config.model.dtype = dtype
-        from mspan_jax.config_base import build_model
+        from mspan_jax.models.registry import get_model
 
-        model_apply = build_model(config.model).apply
+        model_apply = get_model(config.model).apply
     else:
         model_apply = loaded.model.apply
     return Predictor(model_apply, loaded.variables, scale=int(config.model.scale),

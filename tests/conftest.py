@@ -17,18 +17,37 @@ import traceback
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from mspan_jax.config_base import TINY_MODEL_OVERRIDES
-from mspan_jax.config_base import tiny_model_config as tiny_model_config  # re-exported to the tests
+from mspan_jax.config_base import model_config
+from mspan_jax.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# The suite's one tiny model size (mspan_jax.config_base.TINY_MODEL_OVERRIDES: 8 MSPAN / 16 IMDN
-# features), and the smallest MSPAN the CLI and training tests run (one block of one unit).
+# The suite's one tiny size of each model (compiles in seconds on a CPU), and the smallest MSPAN the
+# CLI and training tests run (one block of one unit).
+TINY_MODEL_OVERRIDES = {
+    "mspan": dict(num_features=8, num_blocks=2, num_units=2),
+    "mspan_ir": dict(num_features=8, num_blocks=2, num_units=2),
+    "imdn": dict(num_features=16, num_modules=2, cca_reduction=4),
+}
 SMALLEST = {"num_blocks": 1, "num_units": 1}
+
+
+def tiny_model_config(name: str = "mspan", scale: int = 2, **overrides: Any):
+    """`model_config(name, scale)` at the tiny size (TINY_MODEL_OVERRIDES; a model without an entry
+    keeps its defaults), then `overrides`; a key the model does not have is a ConfigError, so a
+    renamed key is never silently ignored."""
+    cfg = model_config(name, scale)
+    changes = {**TINY_MODEL_OVERRIDES.get(name, {}), **overrides}
+    unknown = sorted(set(changes) - set(cfg))
+    if unknown:
+        raise ConfigError(f"{name} has no config.model keys {unknown} (its ModelSpec's defaults)")
+    cfg.update(changes)
+    return cfg
 
 
 def _shared_dir() -> Path:
@@ -250,7 +269,7 @@ def run_script(name: str, *args: object) -> subprocess.CompletedProcess:
 
 def tiny_model_flags(name: str = "mspan", **overrides: object) -> list[str]:
     """`--config.model.KEY=VALUE` flags that set a config file's model to the tiny size (+ overrides)."""
-    changes = {**TINY_MODEL_OVERRIDES[name], **overrides}
+    changes = {**TINY_MODEL_OVERRIDES.get(name, {}), **overrides}
     return [f"--config.model.{key}={value}" for key, value in changes.items()]
 
 

@@ -99,9 +99,9 @@ def _params(model_config):
     import jax
     import jax.numpy as jnp
 
-    from mspan_jax.config_base import build_model
+    from mspan_jax.models.registry import get_model
 
-    shapes = jax.eval_shape(build_model(model_config).init, jax.random.key(0),
+    shapes = jax.eval_shape(get_model(model_config).init, jax.random.key(0),
                             jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32))["params"]
     return jax.tree.map(lambda s: np.zeros(s.shape, np.float32), shapes)
 

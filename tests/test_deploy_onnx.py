@@ -15,10 +15,10 @@ import pytest
 from conftest import imdn_x4_weights, run_script, tiny_model_config
 from PIL import Image
 
-from mspan_jax.config_base import MODEL_DEFAULTS, RESTORATION_MODELS, build_model
 from mspan_jax.deploy.jaxpr_onnx import UnsupportedPrimitiveError, to_onnx
 from mspan_jax.deploy.onnx_export import export_onnx
 from mspan_jax.deploy.onnx_runtime import OnnxFileError, OnnxModel
+from mspan_jax.models.registry import get_model, specs
 
 SIZES = ((17, 23), (64, 64), (90, 160))  # not multiples of each other; 17, 23: odd, not /4
 TOLERANCE = 1e-5  # max abs, outputs in [0, 1]
@@ -26,13 +26,13 @@ TOLERANCE = 1e-5  # max abs, outputs in [0, 1]
 
 # Every registered model at a scale it has (x4 for SR, 1 for restoration): a newly registered
 # model is covered without a change here.
-REGISTERED = [(name, 1 if name in RESTORATION_MODELS else 4) for name in MODEL_DEFAULTS]
+REGISTERED = [(name, 4 if "sr" in spec.tasks else 1) for name, spec in specs().items()]
 
 
 def random_variables(cfg, seed: int = 0):
     """Initial variables with every parameter moved off its init (biases included), so that no
     branch (a zero-initialized bias, a sigmoid at 0.5) hides a wrong conversion."""
-    model = build_model(cfg)
+    model = get_model(cfg)
     c = int(cfg.get("in_channels", 3))
     variables = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 16, 16, c)))
     leaves, treedef = jax.tree.flatten(variables)

@@ -12,19 +12,18 @@ import numpy as np
 import pytest
 from conftest import TINY_MODEL_OVERRIDES, run_script, run_script_subprocess
 
-from mspan_jax.config_base import MODEL_DEFAULTS, model_config
-from mspan_jax.models import CA, ESA, IMDN, MSPA, MSPAN, MSPANIR, get_model, pixel_shuffle
+from mspan_jax.config_base import model_config
+from mspan_jax.models import CA, ESA, IMDN, MSPA, MSPAN, MSPANIR, get_model, get_spec, pixel_shuffle
 from mspan_jax.models.attention import ATTENTIONS
 from mspan_jax.models.complexity import abstract_variables, count_ops, count_params, sr_input_shape
+from mspan_jax.models.mspan import RESTORATION_ROW, RETIRED_MSPAN_KEYS
 from mspan_jax.models.paper_counts import (
-    PAPER_ROWS,
-    RESTORATION_ROW,
     mult_adds_ok,
     paper_row,
+    paper_rows,
     params_ok,
     restoration_row,
 )
-from mspan_jax.models.registry import RETIRED_MSPAN_KEYS
 
 TINY_MSPAN = TINY_MODEL_OVERRIDES["mspan"]
 TINY_IMDN = TINY_MODEL_OVERRIDES["imdn"]
@@ -57,7 +56,7 @@ def row_config(row) -> ml_collections.ConfigDict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("row", PAPER_ROWS, ids=lambda r: r.label)
+@pytest.mark.parametrize("row", paper_rows(), ids=lambda r: r.label)
 def test_paper_rows_params_and_mult_adds(row):
     """Every printed row: our exact counts, params rounding to the printed thousands, mult-adds (in
     the row's convention) to the printed 0.1 G; the MSPAN x3 row only at the floor LR 426x240."""
@@ -81,8 +80,8 @@ def test_paper_rows_params_and_mult_adds(row):
 
 
 def test_paper_rows_cover_the_tables_and_match_only_the_papers_configs():
-    assert {r.label for r in PAPER_ROWS} == set(MEASURED)
-    assert {(r.model, r.convention) for r in PAPER_ROWS} == {("mspan", "macs_with_bias"),
+    assert {r.label for r in paper_rows()} == set(MEASURED)
+    assert {(r.model, r.convention) for r in paper_rows()} == {("mspan", "macs_with_bias"),
                                                              ("imdn", "macs")}
     bf16 = model_config("mspan", 2)
     bf16.dtype = "bfloat16"  # the compute dtype is no architecture
@@ -349,7 +348,7 @@ def test_mask_makes_padded_input_equal_unpadded(attention):
 def test_registry_builds_every_config_and_rejects_bad_keys():
     for name in ("mspan", "imdn", "mspan_ir"):
         assert get_model(model_config(name, 1 if name == "mspan_ir" else 4)).scale in (1, 4)
-    assert set(MODEL_DEFAULTS["mspan"]) >= {"distill_rate", "attention", "attention_reduction",
+    assert set(get_spec("mspan").defaults) >= {"distill_rate", "attention", "attention_reduction",
                                             "ca_reduction", "mspa_interactions"}
     bad = model_config("mspan", 4)
     bad.num_blocs = 3

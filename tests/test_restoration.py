@@ -367,8 +367,8 @@ def test_visualize_mspa_reads_the_stages_of_mspan_ir():
     """scripts/visualize_mspa.py's maps come from figure (c)'s `stage{i}/iddb/mspa` as from MSPAN's
     `body/IDDB{i}/mspa` (in a subprocess: the script defines absl flags on import)."""
     code = ("import sys, jax, numpy as np\n"
-            "sys.path.insert(0, 'scripts')\n"
-            "from mspan_jax.config_base import tiny_model_config\n"
+            "sys.path[:0] = ['scripts', 'tests']\n"
+            "from conftest import tiny_model_config\n"
             "from mspan_jax.models import get_model\n"
             "from visualize_mspa import mspa_maps\n"
             "model = get_model(tiny_model_config('mspan_ir', 1))\n"

@@ -51,15 +51,15 @@ def test_summary_compares_mspan_with_imdn_and_bf16_with_f32():
 
 
 def test_tiny_models_use_only_current_config_keys():
-    """TINY_MODELS may only override keys that config_base still has (no silently ignored ones),
+    """TINY_MODELS may only override keys that the models still have (no silently ignored ones),
     and the tiny MSPAN keeps the paper's block attention unless --attention asks for another."""
-    from mspan_jax.config_base import MODEL_DEFAULTS
+    from mspan_jax.models.registry import get_spec
 
     speed = load_speed()
     for name, overrides in speed.TINY_MODELS.items():
-        assert set(overrides) <= set(MODEL_DEFAULTS[name]), name
+        assert set(overrides) <= set(get_spec(name).defaults), name
         assert {k: speed.model_config(name, True)[k] for k in overrides} == overrides
-    assert speed.model_config("mspan", True)["attention"] == MODEL_DEFAULTS["mspan"]["attention"]
+    assert speed.model_config("mspan", True)["attention"] == get_spec("mspan").defaults["attention"]
     assert speed.model_config("mspan", False, "esa")["attention"] == "esa"
     assert "attention" not in speed.model_config("imdn", True, "esa")
     speed.TINY_MODELS["mspan"] = dict(speed.TINY_MODELS["mspan"], use_mspa=True)

@@ -131,11 +131,14 @@ def test_bad_input_fails_in_one_line(tmp_path, tiny_config):
 
     # Multi-host flags: each wrong combination is one line, before any workdir is made.
     for flags, needle in ((["--multihost"], "--multihost: jax.distributed.initialize() found no"),
-                          (["--coordinator_address=localhost:1"], "needs --num_processes and "
-                           "--process_id"),
+                          (["--coordinator-address=localhost:1"], "needs --num-processes and "
+                           "--process-id"),
+                          (["--coordinator-address=localhost:1", "--num-processes=2", "--process-id=2"],
+                           "--process-id=2 must be in [0, --num-processes=2)"),
+                          (["--num-processes=2", "--process-id=0"], "need --coordinator-address"),
+                          # The underscore spellings of earlier releases still reach the same checks.
                           (["--coordinator_address=localhost:1", "--num_processes=2", "--process_id=2"],
-                           "--process_id=2 must be in [0, --num_processes=2)"),
-                          (["--num_processes=2", "--process_id=0"], "need --coordinator_address")):
+                           "--process-id=2 must be in [0, --num-processes=2)")):
         line = _error_line(_train(f"--config={tiny_config}", f"--workdir={tmp_path / 'mh'}", *flags))
         assert needle in line, (flags, line)
     assert not (tmp_path / "mh").exists()

@@ -23,14 +23,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 
 from mspan_jax.checkpoints import checksums
-from mspan_jax.config_base import build_model, model_task, task_kind
+from mspan_jax.config_base import model_task, task_kind
 from mspan_jax.errors import UserError, first_line
 from mspan_jax.files import check_output_dir
-from mspan_jax.models.complexity import abstract_variables
+from mspan_jax.models.variables import expected_variables, tree_mismatch
 
 FORMAT_NAME = "mspan_jax.params"
 FORMAT_VERSION = 2  # 2: model.json records array checksums
@@ -39,7 +38,6 @@ METADATA_FILE = "model.json"
 PARAMS_SUBDIR = "params"
 # Keys of config.model that do not change the parameter tree (compute dtype only).
 NON_ARCHITECTURE_KEYS = frozenset({"dtype"})
-_PROBE_SIZE = 16  # the dummy input that builds the abstract param tree (ESA needs >= 15)
 
 
 class CheckpointError(UserError, ValueError):
@@ -54,38 +52,6 @@ def model_config_dict(model_config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _describe(cfg: Mapping[str, Any]) -> str:
     return f"{cfg.get('name')} x{cfg.get('scale')}"
-
-
-def expected_variables(model_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The variables tree `build_model(model_config).init` creates, as ShapeDtypeStructs."""
-    channels = int(model_config.get("in_channels", 3))
-    return abstract_variables(build_model(model_config), (1, _PROBE_SIZE, _PROBE_SIZE, channels))
-
-
-def _shape_tree(tree: Any) -> dict[str, tuple[int, ...]]:
-    """'a/b/kernel' -> shape, for every leaf of a nested mapping."""
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {
-        "/".join(str(getattr(k, "key", k)) for k in path): tuple(int(d) for d in np.shape(leaf))
-        for path, leaf in flat
-    }
-
-
-def tree_mismatch(expected: Any, actual: Any, limit: int = 8) -> str | None:
-    """None when both trees have the same paths and shapes, else a one-line summary of the
-    missing paths, unexpected paths and shape mismatches (each list cut to `limit`)."""
-    want, have = _shape_tree(expected), _shape_tree(actual)
-    missing = sorted(set(want) - set(have))
-    unexpected = sorted(set(have) - set(want))
-    shapes = [f"{k} has {have[k]}, expected {want[k]}"
-              for k in sorted(set(want) & set(have)) if want[k] != have[k]]
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-        if items:
-            more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
-            shown = ", ".join(items[:limit]) + more
-            parts.append(f"{label} [{len(items)}]: {shown}")
-    return "; ".join(parts) if parts else None
 
 
 def check_writable(directory: str | os.PathLike, *, overwrite: bool = False) -> None:

@@ -33,12 +33,12 @@ from mspan_jax.checkpoints.params import (
     METADATA_FILE,
     CheckpointError,
     check_model_config,
-    expected_variables,
     load_params,
     read_metadata,
-    tree_mismatch,
 )
-from mspan_jax.config_base import build_model, model_config, model_task, restoration_config, sr_config
+from mspan_jax.config_base import model_config, model_task, restoration_config, sr_config
+from mspan_jax.models.registry import get_model
+from mspan_jax.models.variables import expected_variables, tree_mismatch
 
 # The repository's shipped weights (weights/<name>/model.json + params/). A pip-installed,
 # non-editable package has no repository around it: names then fail with a line saying so.
@@ -159,7 +159,7 @@ def load_model(path: str | os.PathLike, config: ml_collections.ConfigDict | None
         raise CheckpointError(f"{path}: --model/--scale are for PyTorch weight files (.pth, .pt, "
                               ".safetensors); a checkpoint records its model")
     config = checkpoint_config(path, config)
-    return LoadedModel(config, build_model(config.model), load_weights(path, config.model))
+    return LoadedModel(config, get_model(config.model), load_weights(path, config.model))
 
 
 def load_torch_model(path: str | os.PathLike, config: ml_collections.ConfigDict | None = None,
@@ -183,4 +183,4 @@ def load_torch_model(path: str | os.PathLike, config: ml_collections.ConfigDict 
                               f"{config.model.name} x{config.model.scale}; drop one of them")
     state_dict, _, _ = read_weights(path)
     variables = convert_state_dict(config.model, state_dict)
-    return LoadedModel(config, build_model(config.model), variables)
+    return LoadedModel(config, get_model(config.model), variables)

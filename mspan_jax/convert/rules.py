@@ -2,8 +2,8 @@
 
 Every parameter of the SR models is a conv (`kernel` + `bias` in Flax, `weight` + `bias` in
 PyTorch), and MSPAN-IR adds LayerNorms (`scale` + `bias` in Flax, `weight` + `bias` in PyTorch),
-so a model's map is a short list of module-path rewrites, tried in order, with the fallback
-"same path, '/' -> '.'". Layouts:
+so a model's map is a short list of module-path rewrites (its spec's `torch_names`), tried in
+order, with the fallback "same path, '/' -> '.'". Layouts:
 
   conv kernel       torch (O, I/groups, kH, kW)  ->  Flax (kH, kW, I/groups, O)   transpose (2, 3, 1, 0)
   depthwise kernel  torch (C, 1, k, k)           ->  Flax (k, k, 1, C)            the same transpose
@@ -24,23 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mspan_jax.checkpoints.params import expected_variables, tree_mismatch
 from mspan_jax.convert.torch_io import ConversionError, strip_prefixes
+from mspan_jax.models.registry import specs
+from mspan_jax.models.variables import expected_variables, tree_mismatch
 
-# (Flax module path regex, torch module prefix template); first full match wins.
-MODULE_RULES: dict[str, tuple[tuple[str, str], ...]] = {
-    "imdn": (
-        (r"(IMDB\d+)/cca/du1", r"\1.cca.conv_du.0"),
-        (r"(IMDB\d+)/cca/du2", r"\1.cca.conv_du.2"),
-        (r"c", "c.0"),
-        (r"upsampler", "upsampler.0"),
-    ),
-    "mspan": (
-        (r"body/(.+)", r"\1"),
-        (r"upsampler", "upsampler.0"),
-    ),
-    "mspan_ir": (),  # figure (c): head_conv1, stage1/iddb/AU1, stage1/norm, ... as they are
-}
 # Flax leaf name -> torch leaf name.
 LEAF_NAMES = {"kernel": "weight", "bias": "bias", "scale": "weight"}  # scale: MSPAN-IR's LayerNorm
 KERNEL_TO_TORCH = (3, 2, 0, 1)  # HWIO -> OIHW
@@ -49,10 +36,12 @@ KERNEL_FROM_TORCH = (2, 3, 1, 0)  # OIHW -> HWIO
 
 def torch_module_name(model_name: str, flax_module_path: str) -> str:
     """The torch module prefix of a Flax module path ('IMDB1/cca/du1' -> 'IMDB1.cca.conv_du.0')."""
-    if model_name not in MODULE_RULES:
+    spec = specs().get(model_name)
+    if spec is None or spec.torch_reference is None:
+        known = sorted(name for name, s in specs().items() if s.torch_reference is not None)
         raise ConversionError(f"config.model.name={model_name!r} has no conversion rules; "
-                              f"choose one of {sorted(MODULE_RULES)}")
-    for pattern, template in MODULE_RULES[model_name]:
+                              f"choose one of {known}")
+    for pattern, template in spec.torch_names:
         match = re.fullmatch(pattern, flax_module_path)
         if match:
             return match.expand(template).replace("/", ".")
@@ -88,29 +77,13 @@ def _from_torch_layout(array: np.ndarray) -> np.ndarray:
 
 
 def describe_state_dict(state_dict: Mapping[str, np.ndarray]) -> str:
-    """A guess at which model a state_dict is for ('imdn x4, num_features=64'), for error hints."""
-    if "IMDB1.c1.weight" in state_dict:
-        name = "imdn"
-    elif "IDDB1.AU1.weight" in state_dict and "out_conv.weight" in state_dict:
-        return "the MSPAN-IR of before issue 21 (SR trunk + out_conv; retired, retrain)"
-    elif "IDDB1.AU1.weight" in state_dict:
-        name = "mspan"
-    elif "stage1.iddb.AU1.weight" in state_dict:
-        name = "mspan_ir"
-    else:
-        return "an unknown architecture"
-    up = state_dict.get("upsampler.0.weight")
-    if up is not None:  # out_channels * scale^2 filters, assuming RGB output
-        scale = round((np.shape(up)[0] / 3) ** 0.5)
-        name += f" x{scale}" if 3 * scale * scale == np.shape(up)[0] else ""
-    fea = state_dict.get("fea_conv.weight", state_dict.get("head_conv1.weight"))
-    name += f", num_features={np.shape(fea)[0]}" if fea is not None else ""
-    if name.startswith("mspan"):  # the block attention, by its module name in the first IDDB
-        block = "stage1.iddb" if name.startswith("mspan_ir") else "IDDB1"
-        kinds = [k for k in ("mspa", "ca", "esa")
-                 if any(key.startswith(f"{block}.{k}.") for key in state_dict)]
-        name += f", attention={kinds[0] if kinds else 'none'}"
-    return name
+    """A guess at which model a state_dict is for ('imdn x4, num_features=64'), for error hints:
+    the first registered model whose spec recognizes it."""
+    for spec in specs().values():
+        found = spec.describe_weights(state_dict) if spec.describe_weights else None
+        if found:
+            return found
+    return "an unknown architecture"
 
 
 def convert_state_dict(model_config: Mapping[str, Any],

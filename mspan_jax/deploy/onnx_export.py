@@ -26,10 +26,9 @@ from jax import export
 
 import mspan_jax
 from mspan_jax.checkpoints.params import model_config_dict
-from mspan_jax.config_base import build_model
 from mspan_jax.deploy.jaxpr_onnx import DEFAULT_OPSET, to_onnx
 from mspan_jax.models.complexity import count_params
-from mspan_jax.models.registry import min_input_size
+from mspan_jax.models.registry import get_model, min_input_size
 
 LAYOUTS = ("nchw", "nhwc")
 PRECISIONS = ("float32", "float16")
@@ -45,7 +44,7 @@ def model_function(model_config: Mapping[str, Any], variables: Mapping[str, Any]
                          f"{PRECISIONS}")
     cfg = dict(model_config)
     cfg["dtype"] = precision
-    model = build_model(cfg)
+    model = get_model(cfg)
 
     def run(x: jax.Array) -> jax.Array:
         if layout == "nchw":
@@ -58,7 +57,7 @@ def model_function(model_config: Mapping[str, Any], variables: Mapping[str, Any]
 
 def input_spec(model_config: Mapping[str, Any], layout: str) -> jax.ShapeDtypeStruct:
     """float32 input of symbolic batch, height and width (each side at least the model's minimum)."""
-    m = min_input_size(build_model(model_config))
+    m = min_input_size(get_model(model_config))
     b, h, w = export.symbolic_shape("batch, height, width",
                                     constraints=(f"height >= {m}", f"width >= {m}"))
     c = int(model_config.get("in_channels", 3))
@@ -73,7 +72,7 @@ def metadata(model_config: Mapping[str, Any], variables: Mapping[str, Any], layo
         "model": str(cfg["name"]), "scale": str(cfg["scale"]),
         "in_channels": str(cfg.get("in_channels", 3)), "params": str(count_params(variables)),
         "layout": layout, "precision": precision,
-        "min_input_size": str(min_input_size(build_model(model_config))),
+        "min_input_size": str(min_input_size(get_model(model_config))),
         "input_range": "0..1 float32, output unclipped float32",
         "producer": f"mspan-jax {mspan_jax.__version__}", "config_model": json.dumps(cfg),
     }

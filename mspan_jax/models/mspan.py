@@ -3,16 +3,26 @@
 `networks.png` (a) and (b) and `MSPA.png` of the paper; docs/architecture.md maps every element of
 the figures to the module here, and gives the open choices that the paper's parameter and
 mult-add counts settle. Names are the PyTorch reference's (`mspan_jax/convert/torch_mspan.py`),
-so weights convert by a declarative rename.
+so weights convert by a declarative rename. `SPECS` (the end of the file) registers MSPAN and
+MSPAN-IR, with the paper's parameter and mult-add rows.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mspan_jax.models.attention import attention_class, block_attention
+from mspan_jax.models.attention import (
+    ATTENTIONS,
+    attention_class,
+    attention_min_size,
+    attention_pads_exactly,
+    block_attention,
+)
 from mspan_jax.models.layers import (
     Dtype,
     apply_mask,
@@ -21,6 +31,7 @@ from mspan_jax.models.layers import (
     pixel_shuffle,
     torch_conv,
 )
+from mspan_jax.models.spec import ModelSpec, PaperRow, RestorationRow, describe_sr_weights
 
 Array = jax.Array
 
@@ -205,3 +216,137 @@ class MSPANIR(_MSPANConfig):
         h = nn.relu(masked_conv(h, mask, c, 3, dtype=dt, name="tail_conv1"))
         y = jnp.tanh(torch_conv(self.out_channels, 3, dtype=dt, name="tail_conv2")(h))
         return (x + y).astype(jnp.float32)
+
+
+# config.model keys of the MSPAN reconstruction that preceded the paper's figures: a checkpoint that
+# records them holds weights of another network.
+RETIRED_MSPAN_KEYS = frozenset({"mspa_dilations", "use_mspa", "mspa_fusion"})
+# The MSPAN-IR that was the SR trunk with one output conv: a config.model that records the trunk's
+# keys but not `mlp_ratio` (networks.png (c)'s MLP) is of it, and so are its weights.
+RETIRED_MSPAN_IR_KEYS = frozenset({"num_features", "num_blocks", "num_units", "attention"})
+
+
+def _config_problem(model_config: Mapping[str, Any]) -> str | None:
+    """Why MSPAN or MSPAN-IR cannot build `model_config` (retired keys, an unknown attention)."""
+    retired = sorted(RETIRED_MSPAN_KEYS & set(model_config))
+    if retired:
+        return (f"config.model has {retired}: these weights are of the MSPAN reconstruction of before "
+                "2026-11, and the MSPAN architecture changed to the paper's figures "
+                "(docs/architecture.md); retrain, or use the shipped weights/mspan_x{2,3,4}")
+    attention = model_config.get("attention", "mspa")
+    if attention not in ATTENTIONS:
+        return f"config.model.attention={attention!r}; choose one of {list(ATTENTIONS)}"
+    return None
+
+
+def _ir_config_problem(model_config: Mapping[str, Any]) -> str | None:
+    problem = _config_problem(model_config)
+    retired = set(model_config) >= RETIRED_MSPAN_IR_KEYS and "mlp_ratio" not in model_config
+    if problem is None and retired:
+        return ("config.model mspan_ir has no 'mlp_ratio': these weights are of the MSPAN-IR of "
+                "before issue 21 (the SR trunk and one output conv), and MSPAN-IR changed to the "
+                "paper's figure (c) (docs/restoration.md); retrain")
+    return problem
+
+
+def _pads_exactly(model: nn.Module) -> bool:
+    """As the block attention: "none" and CA yes; MSPA and ESA no, their pooled, strided and resized
+    branches see the padding and the padded size."""
+    return attention_pads_exactly(model.attention)
+
+
+def _min_input_size(model: nn.Module) -> int:
+    """As the block attention: 1, MSPA 4, ESA 15."""
+    return attention_min_size(model.attention)
+
+
+def _attention_of(state_dict: Mapping[str, Any], block: str) -> str:
+    """The block attention of a state_dict, by its module name in the first block."""
+    kinds = [k for k in ("mspa", "ca", "esa")
+             if any(key.startswith(f"{block}.{k}.") for key in state_dict)]
+    return kinds[0] if kinds else "none"
+
+
+def _describe_weights(state_dict: Mapping[str, Any]) -> str | None:
+    if "IDDB1.AU1.weight" not in state_dict:
+        return None
+    if "out_conv.weight" in state_dict:
+        return "the MSPAN-IR of before issue 21 (SR trunk + out_conv; retired, retrain)"
+    text = describe_sr_weights("mspan", state_dict, "fea_conv.weight")
+    return f"{text}, attention={_attention_of(state_dict, 'IDDB1')}"
+
+
+def _describe_ir_weights(state_dict: Mapping[str, Any]) -> str | None:
+    if "stage1.iddb.AU1.weight" not in state_dict:
+        return None
+    text = describe_sr_weights("mspan_ir", state_dict, "head_conv1.weight")
+    return f"{text}, attention={_attention_of(state_dict, 'stage1.iddb')}"
+
+
+# The MSPAN paper's printed rows (../shared/seed/MSPAN_paper.md): params rounded to thousands,
+# mult-adds (1280x720 output) to 0.1 G, in the convention of multiply-adds plus one add per bias and
+# the pooling ops (`complexity.count_ops`'s `macs_with_bias`). A row matches a config only when every
+# other model setting is the default; the compute dtype does not matter.
+#
+# The x3 row (58.7 G) fits only the 426x240 (floor) LR input: at the papers' 427x240 (1280/3 rounded
+# up, which IMDN's x3 71.5 G needs) our count is 58.8 G. No design whose cost per LR pixel is the
+# same at every scale fits x2, x4 and x3-at-427 together: the x3 - x2 difference per pixel must be
+# the upsampler's 6,495 mult-adds, and 58.7 G / 102,480 - 130.7 G / 230,400 = 5,521.
+_MAIN = "main table"
+_ABLATION = "attention ablation (x2)"
+PAPER_ROWS = (
+    PaperRow("mspan", 2, "mspa", 596, 130.7, "macs_with_bias", _MAIN),
+    PaperRow("mspan", 3, "mspa", 603, 58.7, "macs_with_bias", _MAIN),
+    PaperRow("mspan", 4, "mspa", 612, 33.6, "macs_with_bias", _MAIN),
+    PaperRow("mspan", 2, "none", 543, 125.0, "macs_with_bias", _ABLATION),
+    PaperRow("mspan", 2, "ca", 545, 125.1, "macs_with_bias", _ABLATION),
+    PaperRow("mspan", 2, "esa", 582, 127.5, "macs_with_bias", _ABLATION),
+)
+# The restoration tables (Gaussian denoising, real-world denoising) print MSPAN-IR's params as
+# "8.3x10^-5", beside DuRN's "8.2x10^-5": a dropped sign, 8.3 x 10^5 parameters (DuRN-P, the network
+# of those tables, has 816,225; docs/restoration.md). It matches the paper's MSPAN-IR (the defaults,
+# any attention printed: mspa) with 1 channel (the gray Gaussian table) or 3 (the real-world one).
+# The tables print no mult-adds.
+RESTORATION_ROW = RestorationRow(
+    "mspan_ir", 8.3, 5, "8.3x10^-5 (read: 8.3 x 10^5)",
+    "Gaussian denoising sigma 30/50/70 (gray) and real-world denoising (colour) tables")
+
+SPECS = (
+    ModelSpec(
+        name="mspan",
+        module=MSPAN,
+        summary="MSPAN for super-resolution, as the paper's figures draw it",
+        # The paper's MSPAN (docs/architecture.md): C=48, 6 IDDBs of 3 AU/CU pairs, 24 distilled
+        # channels per AU, MSPA at C/4 with two interactions; `attention` picks the block attention
+        # of the paper's ablation ("none", "ca", "esa", "mspa").
+        defaults=dict(num_features=48, num_blocks=6, num_units=3, distill_rate=0.5, attention="mspa",
+                      attention_reduction=4, ca_reduction=16, mspa_interactions=2, in_channels=3,
+                      out_channels=3),
+        pads_exactly=_pads_exactly,
+        min_input_size=_min_input_size,
+        config_problem=_config_problem,
+        torch_reference="mspan_jax.convert.torch_mspan:build_mspan",
+        torch_names=((r"body/(.+)", r"\1"), (r"upsampler", "upsampler.0")),
+        describe_weights=_describe_weights,
+        paper_rows=PAPER_ROWS,
+    ),
+    ModelSpec(
+        name="mspan_ir",
+        module=MSPANIR,
+        summary="MSPAN for restoration (denoising, deraining), the paper's figure (c)",
+        # As networks.png (c) draws it (head, 6 x [IDDB, LN + MLP], tail, global skip); C=54 and an
+        # MLP of 2C are the open widths that give the tables' 8.3 x 10^5 params (docs/restoration.md).
+        # The IDDB is the SR one.
+        defaults=dict(num_features=54, num_blocks=6, num_units=3, distill_rate=0.5, attention="mspa",
+                      attention_reduction=4, ca_reduction=16, mspa_interactions=2, mlp_ratio=2.0,
+                      in_channels=3, out_channels=3),
+        tasks=("denoise", "derain"),
+        pads_exactly=_pads_exactly,
+        min_input_size=_min_input_size,
+        config_problem=_ir_config_problem,
+        torch_reference="mspan_jax.convert.torch_mspan:build_mspan_ir",
+        # head_conv1, stage1/iddb/AU1, stage1/norm, ... as they are
+        describe_weights=_describe_ir_weights,
+        restoration_rows=(RESTORATION_ROW,),
+    ),
+)

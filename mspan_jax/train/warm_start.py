@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mspan_jax.checkpoints.params import CheckpointError, tree_mismatch
+from mspan_jax.checkpoints.params import CheckpointError
 from mspan_jax.checkpoints.resolve import load_weights, recorded_model_config
 from mspan_jax.errors import ConfigError
+from mspan_jax.models.variables import tree_mismatch
 from mspan_jax.train.state import PyTree
 
 
