@@ -3,7 +3,7 @@
 PyTorch eager (the project's reference models, mspan_jax/convert); the size of each export; and
 the Set5 x4 PSNR of the float16 ONNX file against the float32 one.
 
-    python benchmarks/deploy.py [--runs 3] [--no-set5] [--json]
+    python benchmarks/deploy.py [--runs 3] [--models mspan,imdn] [--backends ...] [--no-set5] [--json]
 
 Each backend runs in its own process (peak RSS is per process: runtime, weights and activations,
 after its imports), one warm-up call first (JAX: its compile), then the median of --runs calls.
@@ -165,6 +165,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-set5", action="store_true", help="skip the float16 PSNR on Set5")
+    parser.add_argument("--models", default="mspan,imdn", help="of mspan, imdn (x4)")
+    parser.add_argument("--backends", default=",".join(BACKENDS), help=f"of {', '.join(BACKENDS)}; "
+                        "'' for the files and PSNR alone")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", nargs=3, metavar=("BACKEND", "MODEL", "FILES_JSON"),
                         help=argparse.SUPPRESS)
@@ -177,11 +180,11 @@ def main() -> None:
     print(f"CPU: {results['cpu']}; LR {LR_HW[1]}x{LR_HW[0]} -> 1280x720; median of {args.runs} runs",
           flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("mspan", "imdn"):
+        for name in [m for m in args.models.split(",") if m]:
             files = export_files(name, Path(tmp))
             row: dict[str, object] = {"file_mb": {k: os.path.getsize(v) / 1e6
                                                   for k, v in files.items()}}
-            for backend in BACKENDS:
+            for backend in [b for b in args.backends.split(",") if b]:
                 proc = subprocess.run([sys.executable, __file__, "--runs", str(args.runs), "--worker",
                                        backend, name, json.dumps(files)],
                                       capture_output=True, text=True, check=True)
@@ -195,8 +198,11 @@ def main() -> None:
                                                   for k, v in row["file_mb"].items()), flush=True)
             if name == "mspan" and not args.no_set5:
                 row["set5_psnr"] = set5_psnr(files)
-                print(f"{name} x4 Set5 PSNR (Y): " + ", ".join(
-                    f"{k} {v:.3f} dB" for k, v in row["set5_psnr"].items()), flush=True)
+                scores = row["set5_psnr"]
+                print(f"{name} x4 Set5 PSNR (Y): " + ", ".join(f"{k} {v:.4f} dB" for k, v in
+                                                              scores.items())
+                      + f"; float16 - float32: "
+                      f"{scores['onnxruntime-fp16'] - scores['onnxruntime-fp32']:+.4f} dB", flush=True)
             results["models"][name] = row
     if args.json:
         print(json.dumps(results, indent=1))
