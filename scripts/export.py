@@ -12,8 +12,8 @@ name, or a PyTorch weight file with --model/--scale.
 least the model's minimum), float32 in [0, 1], NCHW (--layout nhwc for NHWC), with the model's name,
 scale, parameter count and the project version in its metadata; it is checked with onnx.checker
 before it is written, and `upscale.py --checkpoint model.onnx` runs it through onnxruntime.
---precision float16 computes in float16 (float32 input and output); docs/usage.md "Deploy" gives
-its PSNR change.
+--precision float16 computes in float16 (float32 input and output); docs/usage.md "Export to ONNX"
+gives its PSNR change.
 
 The file holds the StableHLO of `x -> model.apply(params, x)` with the parameters inside, for
 float32 NHWC input in [0, 1] of symbolic batch, height and width (every model here is fully
