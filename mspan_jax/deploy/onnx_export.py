@@ -15,6 +15,7 @@ precision, minimum size, the project version and the full `config.model`, which
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,7 +25,6 @@ import jax.numpy as jnp
 import onnx
 from jax import export
 
-import mspan_jax
 from mspan_jax.checkpoints.params import model_config_dict
 from mspan_jax.deploy.jaxpr_onnx import DEFAULT_OPSET, to_onnx
 from mspan_jax.models.complexity import count_params
@@ -64,6 +64,15 @@ def input_spec(model_config: Mapping[str, Any], layout: str) -> jax.ShapeDtypeSt
     return jax.ShapeDtypeStruct((b, c, h, w) if layout == "nchw" else (b, h, w, c), jnp.float32)
 
 
+def project_version() -> str:
+    """The installed mspan-jax version (from the package metadata: importing `mspan_jax` here would
+    close an import circle through `Upscaler`)."""
+    try:
+        return importlib.metadata.version("mspan-jax")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def metadata(model_config: Mapping[str, Any], variables: Mapping[str, Any], layout: str,
              precision: str) -> dict[str, str]:
     """The key/value metadata stored in the file."""
@@ -74,7 +83,7 @@ def metadata(model_config: Mapping[str, Any], variables: Mapping[str, Any], layo
         "layout": layout, "precision": precision,
         "min_input_size": str(min_input_size(get_model(model_config))),
         "input_range": "0..1 float32, output unclipped float32",
-        "producer": f"mspan-jax {mspan_jax.__version__}", "config_model": json.dumps(cfg),
+        "producer": f"mspan-jax {project_version()}", "config_model": json.dumps(cfg),
     }
 
 
