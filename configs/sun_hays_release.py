@@ -22,7 +22,7 @@ to better weights; these are what fit the CPU budget.
 
 import ml_collections
 
-from mspan_jax.config_base import sr_config
+from mspan_jax.config_base import shared_dir, sr_config
 from mspan_jax.errors import ConfigError
 
 # Steps per scale: x4 from scratch, the others fine-tuned from it; then a second cycle ("<scale>b").
@@ -42,7 +42,7 @@ def get_config(arg: str = "4") -> ml_collections.ConfigDict:
                           f"{sorted(NUM_STEPS)}, or <scale>b for the second cycle")
     config = sr_config(model="mspan", scale=scale)
     config.data.source = "folder"
-    config.data.train_dir = "../shared/data/Sun_Hays80"
+    config.data.train_dir = str(shared_dir() / "data" / "Sun_Hays80")
     # LR 32x32: the CPU budget (the papers' is 48); follows a --config.model.scale override.
     config.data.hr_patch_size = config.model.get_ref("scale") * 32
     config.data.num_workers = 0  # one input thread: the machine's cores go to the model
@@ -62,6 +62,6 @@ def get_config(arg: str = "4") -> ml_collections.ConfigDict:
         config.train.num_steps = SECOND_CYCLE_STEPS[scale]
         config.train.learning_rate = 3e-4
         config.train.ema_decay = 0.999
-    config.eval.datasets = ("../shared/data/Set5",)
+    config.eval.datasets = (str(shared_dir() / "data" / "Set5"),)
     config.eval.num_summary_images = 0
     return config

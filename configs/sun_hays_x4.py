@@ -1,8 +1,10 @@
 """The equal-budget comparison of MSPAN with IMDN, and the paper's attention ablation.
 
-Every model trains on the 80 Sun & Hays photos (../shared/data/Sun_Hays80) with the same seed, data
-order, batch, patch, steps and cosine schedule, and validates on Set5 x4 (its folder, with the
-published bicubic LR) at the end. The argument after ':' picks the model:
+Every model trains on the 80 Sun & Hays photos (<shared>/data/Sun_Hays80, where <shared> is
+$MSPAN_SHARED_DIR or else ../shared beside the repository, from any working folder:
+`config_base.shared_dir`) with the same seed, data order, batch, patch, steps and cosine schedule,
+and validates on Set5 x4 (its folder, with the published bicubic LR) at the end. The argument
+after ':' picks the model:
 
     python scripts/train.py --config configs/sun_hays_x4.py:mspan --workdir /tmp/sh/mspan
     python scripts/train.py --config configs/sun_hays_x4.py:imdn --workdir /tmp/sh/imdn \
@@ -16,7 +18,7 @@ them for the GPU budget.
 
 import ml_collections
 
-from mspan_jax.config_base import sr_config
+from mspan_jax.config_base import shared_dir, sr_config
 from mspan_jax.errors import ConfigError
 
 # MSPAN variants of the paper's attention ablation: config.model keys changed from the default.
@@ -37,7 +39,7 @@ def get_config(arg: str = "mspan") -> ml_collections.ConfigDict:
     for key, value in ABLATIONS.get(name, {}).items():
         config.model[key] = value
     config.data.source = "folder"
-    config.data.train_dir = "../shared/data/Sun_Hays80"
+    config.data.train_dir = str(shared_dir() / "data" / "Sun_Hays80")
     config.data.hr_patch_size = 96  # LR 24x24 on a CPU; the GPU run uses 192 (LR 48, the papers')
     config.data.num_workers = 0  # one input thread: the machine's cores go to the model
     config.train.batch_size = 8
@@ -48,6 +50,6 @@ def get_config(arg: str = "mspan") -> ml_collections.ConfigDict:
     config.train.log_every_steps = 100
     config.train.checkpoint_every_steps = 600
     config.train.eval_every_steps = 600  # validate once, at the end (equal for every model)
-    config.eval.datasets = ("../shared/data/Set5",)
+    config.eval.datasets = (str(shared_dir() / "data" / "Set5"),)
     config.eval.num_summary_images = 0
     return config

@@ -11,12 +11,24 @@ Values derived from the scale (`eval.crop_border`) are ml_collections FieldRefer
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import ml_collections
 
 from mspan_jax.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """The project's read-only shared folder (Set5, Sun & Hays, official weights): $MSPAN_SHARED_DIR,
+    else `shared` beside the repository (its ../shared, whatever the working folder). The configs
+    that train on it and the tests that need it both find it here."""
+    return Path(os.environ.get("MSPAN_SHARED_DIR") or REPO_ROOT.parent / "shared").expanduser()
+
 
 TASKS = ("sr", "denoise", "derain")
 RESTORATION_TASKS = ("denoise", "derain")

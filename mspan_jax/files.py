@@ -3,33 +3,48 @@ before the work (`check_output_dir`, `check_output_file`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from etils import epath
 
 from mspan_jax.errors import UserError, first_line
 
 
-def write_bytes_atomic(path: str | os.PathLike | epath.Path, data: bytes) -> None:
-    """Writes `data` to a temporary sibling, then renames it over `path` (parents created).
-
-    Works for local and remote (gs://) paths through etils.epath."""
+@contextlib.contextmanager
+def _temporary_sibling(path: str | os.PathLike | epath.Path) -> Iterator[epath.Path]:
+    """A temporary name beside `path` (parents created) to write; renamed over `path` when the
+    block ends, removed when it raises, so a reader never sees a partial file. Local and remote
+    (gs://) paths alike, through etils.epath."""
     path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        tmp.write_bytes(data)
+        yield tmp
         tmp.replace(path)
     except BaseException:
         if tmp.exists():
             tmp.unlink()
         raise
+
+
+def write_bytes_atomic(path: str | os.PathLike | epath.Path, data: bytes) -> None:
+    """Writes `data` to a temporary sibling, then renames it over `path` (parents created)."""
+    with _temporary_sibling(path) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike | epath.Path) -> Iterator[BinaryIO]:
+    """A binary file to stream `path` through, written atomically as `write_bytes_atomic` writes."""
+    with _temporary_sibling(path) as tmp, tmp.open("wb") as f:
+        yield f
 
 
 def write_json_atomic(path: str | os.PathLike | epath.Path, payload: Mapping[str, Any]) -> None:

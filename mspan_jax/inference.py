@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from mspan_jax.models.registry import pads_exactly
+from mspan_jax.models.registry import min_input_size, pads_exactly
 from mspan_jax.progress import ProgressLine
 
 ApplyFn = Callable[[Any, jax.Array, jax.Array | None], jax.Array]
@@ -91,6 +91,12 @@ def model_pads_exactly(apply_fn: ApplyFn) -> bool:
     return pads_exactly(model) if isinstance(model, nn.Module) else True
 
 
+def model_min_size(apply_fn: ApplyFn) -> int:
+    """`min_input_size` of the model whose bound `apply` `apply_fn` is; 1 for any other callable."""
+    model = getattr(apply_fn, "__self__", None)
+    return min_input_size(model) if isinstance(model, nn.Module) else 1
+
+
 class Predictor:
     """Runs `apply_fn(variables, x, mask)` on single float (h, w, C) images in [0, 1].
 
@@ -100,14 +106,19 @@ class Predictor:
     one program per size, `bucket` and `pad_to` unused). `num_compiled` counts the distinct
     programs (input shapes as run) this predictor has used; they are compiled once per process
     while in the cache (`MAX_PROGRAMS`), shared by predictors of the same `apply_fn`.
+
+    An input below `min_size` (default: `model_min_size(apply_fn)`, e.g. MSPA's 4 pixels) on a
+    side runs edge-padded to it and its output is cropped: every image of at least 1x1 gives its
+    scale x size output.
     """
 
     def __init__(self, apply_fn: ApplyFn, variables: Any, *, scale: int, bucket: int = 64,
-                 padded: bool | None = None):
+                 padded: bool | None = None, min_size: int | None = None):
         if bucket < 1:
             raise ValueError(f"bucket must be a positive integer, got {bucket}")
         self.apply_fn, self.scale, self.bucket = apply_fn, int(scale), int(bucket)
         self.padded = model_pads_exactly(apply_fn) if padded is None else bool(padded)
+        self.min_size = model_min_size(apply_fn) if min_size is None else max(1, int(min_size))
         self.variables = jax.device_put(variables)
         self._variables_key = _variables_key(self.variables)
         try:
@@ -136,11 +147,17 @@ class Predictor:
         """Float32 output (scale h, scale w, C_out) of one float (h, w, C) input; `pad_to` (padded
         path only) overrides the bucket's size."""
         h, w, c = x.shape
+        if h < 1 or w < 1:
+            raise ValueError(f"an image needs at least 1x1 pixels, got {w}x{h}")
+        m = self.min_size
         if not self.padded:
+            if h < m or w < m:  # below what the model runs on: edge-padded, the output cropped
+                x = np.pad(x, ((0, max(0, m - h)), (0, max(0, m - w)), (0, 0)), mode="edge")
             y = self._run(np.ascontiguousarray(x[None], np.float32), None)
             return y[0, : self.scale * h, : self.scale * w]
         ph, pw = pad_to if pad_to is not None else (padded_size(h, self.bucket),
                                                      padded_size(w, self.bucket))
+        ph, pw = max(ph, m), max(pw, m)
         if ph < h or pw < w:
             raise ValueError(f"pad_to {(ph, pw)} is smaller than the input {(h, w)}")
         padded = np.zeros((1, ph, pw, c), np.float32)
@@ -195,30 +212,55 @@ def tile_grid(length: int, tile: int, overlap: int,
     return grid
 
 
-def upscale_image(predictor: Predictor, lr: np.ndarray, *, tile: int = 256, tile_overlap: int = 16,
-                  self_ensemble: bool = False, progress: bool = False) -> np.ndarray:
-    """Float32 SR (scale H, scale W, C_out) in model range of a uint8 (H, W, C) image or a float
-    one in [0, 1] (e.g. from 16-bit samples).
+def upscale_strips(predictor: Predictor, lr: np.ndarray, *, tile: int = 256,
+                   tile_overlap: int = 16, self_ensemble: bool = False,
+                   progress: bool = False) -> Iterator[np.ndarray]:
+    """The float32 SR of a uint8 (H, W, C) image or a float one in [0, 1] (e.g. from 16-bit
+    samples), in model range, as strips of whole output rows (rows, scale W, C_out) from top to
+    bottom, so that a caller can store or write each before the next is made: memory holds one row
+    of tiles, not the output.
 
-    Whole-image when both sides fit in `tile`; otherwise overlapping tiles (`tile_grid`): padded to
-    (tile, tile) on the padded path, so they share one compiled program; at their own sizes on the
-    exact-size path, (tile, tile) inside the image and shorter by less than `TILE_ALIGN` pixels at
-    its far borders, so all images share at most TILE_ALIGN**2 programs.
+    Whole-image (one strip) when both sides fit in `tile`; otherwise overlapping tiles
+    (`tile_grid`), a strip per row of them: padded to (tile, tile) on the padded path, so they
+    share one compiled program; at their own sizes on the exact-size path, (tile, tile) inside the
+    image and shorter by less than `TILE_ALIGN` pixels at its far borders, so all images share at
+    most TILE_ALIGN**2 programs. With `progress`, tiles count as they are made, and the last once
+    the caller has taken (written, when the caller writes them) the last row: the rows' writing is
+    inside the rate, and the line ends when the output is complete.
     """
     x = lr.astype(np.float32) / 255.0 if lr.dtype == np.uint8 else np.asarray(lr, np.float32)
     h, w = lr.shape[:2]
     if h <= tile and w <= tile:
-        return predictor(x, self_ensemble)
+        yield predictor(x, self_ensemble)
+        return
     s = predictor.scale
-    out = None
     rows, cols = tile_grid(h, tile, tile_overlap), tile_grid(w, tile, tile_overlap)
     bar = ProgressLine(len(rows) * len(cols), "tiles", enabled=progress)
     for y0, y1, iy0, iy1 in rows:
+        strip = None
         for x0, x1, ix0, ix1 in cols:
             y = predictor(x[iy0:iy1, ix0:ix1], self_ensemble, pad_to=(tile, tile))
-            if out is None:  # the model's output channels
-                out = np.zeros((s * h, s * w, y.shape[2]), np.float32)
-            core = y[s * (y0 - iy0):s * (y1 - iy0), s * (x0 - ix0):s * (x1 - ix0)]
-            out[s * y0:s * y1, s * x0:s * x1] = core
-            bar.update()
+            if strip is None:  # the model's output channels
+                strip = np.empty((s * (y1 - y0), s * w, y.shape[2]), np.float32)
+            strip[:, s * x0:s * x1] = y[s * (y0 - iy0):s * (y1 - iy0), s * (x0 - ix0):s * (x1 - ix0)]
+            if bar.done < bar.total - 1:
+                bar.update()
+        yield strip
+    bar.update()  # the last tile: once the caller has taken (written) the last row
+
+
+def upscale_image(predictor: Predictor, lr: np.ndarray, *, tile: int = 256, tile_overlap: int = 16,
+                  self_ensemble: bool = False, progress: bool = False) -> np.ndarray:
+    """Float32 SR (scale H, scale W, C_out) in model range of a uint8 (H, W, C) image or a float
+    one in [0, 1]: `upscale_strips` stacked."""
+    out, row = None, 0
+    for strip in upscale_strips(predictor, lr, tile=tile, tile_overlap=tile_overlap,
+                                self_ensemble=self_ensemble, progress=progress):
+        s = predictor.scale
+        if out is None and len(strip) == s * lr.shape[0]:  # whole-image: the one strip is it
+            return strip
+        if out is None:
+            out = np.empty((s * lr.shape[0], s * lr.shape[1], strip.shape[2]), np.float32)
+        out[row:row + len(strip)] = strip
+        row += len(strip)
     return out

@@ -6,6 +6,11 @@ import sys
 import time
 
 
+def count(n: int, noun: str) -> str:
+    """"1 image", "2 images": a number and its noun, in the plural where English wants it."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 class ProgressLine:
     """A compact one-line progress report with an ETA, redrawn in place on a terminal.
 

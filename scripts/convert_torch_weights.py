@@ -25,6 +25,7 @@ from mspan_jax import cli
 from mspan_jax.checkpoints.params import check_writable, save_params
 from mspan_jax.config_base import model_config
 from mspan_jax.convert import convert_state_dict, read_weights
+from mspan_jax.convert.torch_io import DEFAULT_MAX_BYTES
 from mspan_jax.errors import ConfigError
 from mspan_jax.extras import require
 from mspan_jax.models.attention import ATTENTIONS
@@ -46,6 +47,10 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out di
 _PARAM_KEY = flags.DEFINE_string("param-key", None, "The entry of a file holding several state_dicts "
                                  "to convert, e.g. 'params' of a BasicSR file (default: 'params_ema' "
                                  "when present, the EMA weights BasicSR tests with).")
+_MAX_PTH_MB = flags.DEFINE_integer(
+    "max_pth_mb", DEFAULT_MAX_BYTES >> 20, "The most MB a .pth/.pt read may materialize (its storages "
+    "and the tensors cut from them, about twice the file); a crafted file cannot ask for more.",
+    lower_bound=1)
 flags.mark_flags_as_required(["src", "out"])
 
 
@@ -78,7 +83,8 @@ def main(argv: Sequence[str]) -> None:
     check_writable(out, overwrite=_OVERWRITE.value)
     if _VERIFY.value:
         require("torch", "--verify (it runs the PyTorch reference model)")
-    state_dict, entry, others = read_weights(_SRC.value, _PARAM_KEY.value)
+    state_dict, entry, others = read_weights(_SRC.value, _PARAM_KEY.value,
+                                             max_bytes=_MAX_PTH_MB.value << 20)
     n_params = sum(int(np.size(v)) for v in state_dict.values())
     where = f" (entry '{entry}')" if entry else ""
     print(f"read {len(state_dict)} tensors ({n_params:,} parameters) from {_SRC.value}{where}")

@@ -20,9 +20,9 @@ from mspan_jax.data.images import list_images, read_image, write_image
 from mspan_jax.data.imresize import bicubic_downscale
 from mspan_jax.errors import ConfigError, DataError
 from mspan_jax.files import check_output_dir
-from mspan_jax.progress import ProgressLine
+from mspan_jax.progress import ProgressLine, count
 
-_HR_DIR = flags.DEFINE_string("hr-dir", None, "Folder of HR images (png/bmp/jpg/tif).")
+_HR_DIR = flags.DEFINE_string("hr-dir", None, "Folder of HR images (any format Pillow reads).")
 _OUT_DIR = flags.DEFINE_string("out-dir", None, "Folder for the LR PNGs (created if missing).")
 _SCALE = flags.DEFINE_integer("scale", None, "Integer downscaling factor, e.g. 2, 3 or 4.")
 _SUFFIX = flags.DEFINE_string("suffix", "x{scale}", "Appended to each HR stem ({scale}: the scale); "
@@ -57,7 +57,7 @@ def main(argv: Sequence[str]) -> None:
             raise DataError(f"{path}: {e}") from None
         write_image(out_dir / name, lr)
         progress.update(f"{path.name} -> {lr.shape[1]}x{lr.shape[0]}")
-    print(f"wrote {len(hr_paths)} LR images (x{scale}, MATLAB bicubic) to {out_dir}")
+    print(f"wrote {count(len(hr_paths), 'LR image')} (x{scale}, MATLAB bicubic) to {out_dir}")
 
 
 if __name__ == "__main__":

@@ -15,15 +15,22 @@ keeping what the input was (PNG output):
     comes back with MATLAB rgb2gray's weights (a gray model, in_channels 1, takes it directly);
   - an alpha channel is kept: upscaled with the MATLAB bicubic (imresize, unrounded, clipped to
     [0, 1]), not by the model, which was trained on photos, not masks; a scale-1 model keeps it.
-A folder run upscales every image it can read; files it could not read or skipped are listed at
-the end, with why, and the exit status is 1 if any failed. The output folder is checked (writable,
-no two inputs on one output name) before any work. Images up to --tile LR pixels a side run whole;
-larger ones run as overlapping tiles sharing one compiled program, each with --tile-overlap pixels
-of context that are predicted and discarded.
+Images are read upright (their EXIF orientation applied) and the outputs keep the input's ICC
+profile and DPI. A folder's images are the files Pillow reads (PNG, JPEG, WebP, TIFF, BMP, ...), by
+extension or, where that says otherwise, by content. A folder run upscales every image it can
+read (an image smaller than the model runs on is edge-padded and cropped); files it could not read
+or skipped are listed at the end, one line each, and the exit status is 1 if any failed. The
+output folder is checked (writable, no two inputs on one output name) before any work. Images
+up to --tile LR pixels a side run whole; larger ones run as overlapping tiles sharing one compiled
+program, each with --tile-overlap pixels of context that are predicted and discarded. A PNG output
+is written a row of tiles at a time, as they are made, so memory holds one row of tiles, not the
+output (docs/usage.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,19 +42,20 @@ from ml_collections import config_flags
 from mspan_jax import cli
 from mspan_jax.checkpoints.resolve import load_model, shipped_models
 from mspan_jax.data.images import (
-    IMAGE_EXTENSIONS,
+    READABLE,
     ImageReadError,
     StoredImage,
+    is_image_file,
     read_stored_image,
     write_image,
-    write_stored_image,
+    write_png,
 )
 from mspan_jax.deploy.onnx_runtime import OnnxPredictor, is_onnx_file
 from mspan_jax.errors import ConfigError, first_line
 from mspan_jax.files import check_output_dir
 from mspan_jax.inference import Predictor
-from mspan_jax.progress import ProgressLine
-from mspan_jax.upscaler import upscale_stored
+from mspan_jax.progress import ProgressLine, count
+from mspan_jax.upscaler import upscale_samples, upscale_to_array
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py "
                                            "(default: the model the checkpoint records).")
@@ -74,8 +82,9 @@ _BUCKET = flags.DEFINE_integer("bucket", 64, "Pad whole-image sizes up to multip
 
 
 def input_files(path: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """(the image files to upscale, [(file, why skipped)]): the one file, or a folder's files by
-    name; files of other extensions are skipped with a reason, hidden files and subfolders quietly."""
+    """(the image files to upscale, [(file, why skipped)]): the one file, or a folder's image files
+    (`is_image_file`) by name; other files are skipped with a reason, hidden files and subfolders
+    quietly."""
     if path.is_file():
         return [path], []
     if not path.exists():
@@ -86,12 +95,12 @@ def input_files(path: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     for p in sorted(path.iterdir()):
         if not p.is_file() or p.name.startswith("."):
             continue
-        if p.suffix.lower() in IMAGE_EXTENSIONS:
+        if is_image_file(p):
             images.append(p)
         else:
-            skipped.append((p, f"not an image extension ({', '.join(IMAGE_EXTENSIONS)})"))
+            skipped.append((p, f"not an image ({READABLE})"))
     if not images:
-        raise ConfigError(f"--input {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise ConfigError(f"--input {path} holds no images ({READABLE})")
     return images, skipped
 
 
@@ -102,16 +111,28 @@ def output_name(path: Path, suffix: str, ext: str) -> str:
     return f"{path.stem}{'_' + suffix if suffix else ''}.{ext}"
 
 
-def write_output(path: Path, image: StoredImage) -> str:
-    """Writes PNG (everything kept) or JPEG (8-bit RGB); returns a note on what JPEG dropped."""
+def write_output(path: Path, predictor: Predictor, lr: StoredImage, in_channels: int,
+                 **options: Any) -> str:
+    """Upscales `lr` into `path`: PNG (bits, gray and alpha kept), streamed a row of tiles at a
+    time, or JPEG (8-bit RGB, assembled first); both with the ICC profile and DPI. Returns a note
+    on what JPEG dropped. `options` are `upscale_samples`'s."""
+    s, (h, w) = predictor.scale, lr.color.shape[:2]
     if path.suffix == ".png":
-        write_stored_image(path, image)
+        dtype = np.dtype(np.uint8 if lr.bits == 8 else np.uint16)
+        strips = upscale_samples(predictor, lr, in_channels, dtype, **options)
+        write_png(path, strips, s * h, s * w, lr.color.shape[2] + (lr.alpha is not None), lr.bits,
+                  lr.meta)
         return ""
-    color = image.color if image.color.shape[2] == 3 else np.repeat(image.color, 3, axis=2)
-    write_image(path, color)
-    dropped = [what for what, lost in (("alpha", image.alpha is not None), ("16 bits", image.bits == 16))
+    color = upscale_to_array(predictor, dataclasses.replace(lr, alpha=None), in_channels,
+                             np.dtype(np.uint8), **options)
+    write_image(path, color if color.shape[2] == 3 else np.repeat(color, 3, axis=2), lr.meta)
+    dropped = [what for what, lost in (("alpha", lr.alpha is not None), ("16 bits", lr.bits == 16))
                if lost]
     return f"; JPEG dropped {' and '.join(dropped)}" if dropped else ""
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def compute_dtype(choice: str) -> str:
@@ -201,21 +222,28 @@ def main(argv: Sequence[str]) -> None:
 
     progress = ProgressLine(len(todo), f"x{scale}")
     failed: list[tuple[Path, str]] = []
-    for name, path in todo.items():
-        try:
-            lr = read_stored_image(path)
-        except ImageReadError as e:
-            failed.append((path, first_line(e)))
-            progress.update(f"{path.name} FAILED")
-            continue
-        sr = upscale_stored(predictor, lr, int(model_config.get("in_channels", 3)), tile=_TILE.value,
-                        tile_overlap=_TILE_OVERLAP.value, self_ensemble=_SELF_ENSEMBLE.value,
-                        progress=len(todo) == 1)
-        note = write_output(out_dir / name, sr)
-        (h, w), (sh, sw) = lr.color.shape[:2], sr.color.shape[:2]
-        progress.update(f"{path.name} {w}x{h} -> {sw}x{sh} ({lr.describe()}{note})")
+    # SIGTERM (kill, a job scheduler) ends the run as Ctrl-C does: the output being written is
+    # removed, not left as a hidden temporary file.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        for name, path in todo.items():
+            try:
+                lr = read_stored_image(path)
+            except ImageReadError as e:
+                failed.append((path, first_line(e)))
+                progress.update(f"{path.name} FAILED")
+                continue
+            note = write_output(out_dir / name, predictor, lr, int(model_config.get("in_channels", 3)),
+                                tile=_TILE.value, tile_overlap=_TILE_OVERLAP.value,
+                                self_ensemble=_SELF_ENSEMBLE.value, progress=len(todo) == 1)
+            (h, w) = lr.color.shape[:2]
+            progress.update(f"{path.name} {w}x{h} -> {scale * w}x{scale * h} "
+                            f"({lr.describe()}{note})")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     written = len(todo) - len(failed)
-    print(f"wrote {written} images to {out_dir} ({dtype}); compiled programs: {predictor.num_compiled}")
+    print(f"wrote {count(written, 'image')} to {out_dir} ({dtype}); compiled "
+          f"programs: {predictor.num_compiled}")
     for path, why in skipped:
         print(f"skipped {path}: {why}")
     for path, why in failed:
@@ -223,8 +251,8 @@ def main(argv: Sequence[str]) -> None:
     if failed:
         first = failed[0][1] if str(failed[0][0]) in failed[0][1] else f"{failed[0][0]}: {failed[0][1]}"
         more = f" and {len(failed) - 1} more, listed above" if len(failed) > 1 else ""
-        cli.fail(f"{len(failed)} of {len(todo)} images could not be read ({first}{more}); the others "
-                 "were written", code=1)
+        cli.fail(f"{len(failed)} of {count(len(todo), 'image')} could not be read ({first}{more}); "
+                 "the others were written", code=1)
 
 
 if __name__ == "__main__":

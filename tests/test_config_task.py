@@ -45,6 +45,20 @@ def test_a_scale_override_moves_the_values_derived_from_it():
     assert config.data.hr_patch_size == 64  # LR patches stay 32x32
 
 
+@pytest.mark.parametrize("spec", ["configs/sun_hays_x4.py:imdn", "configs/sun_hays_release.py:4"])
+def test_the_shared_data_configs_work_from_any_folder(spec, tmp_path, monkeypatch):
+    """The Sun & Hays configs find the shared folder as the tests do (config_base.shared_dir):
+    $MSPAN_SHARED_DIR, else ../shared beside the repository, not beside the working folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MSPAN_SHARED_DIR", raising=False)
+    config = load_config(str(REPO_ROOT / spec))
+    assert config.data.train_dir == str(REPO_ROOT.parent / "shared" / "data" / "Sun_Hays80")
+    assert config.eval.datasets == (str(REPO_ROOT.parent / "shared" / "data" / "Set5"),)
+    monkeypatch.setenv("MSPAN_SHARED_DIR", str(tmp_path / "elsewhere"))
+    config = load_config(str(REPO_ROOT / spec))
+    assert config.data.train_dir == str(tmp_path / "elsewhere" / "data" / "Sun_Hays80")
+
+
 @pytest.mark.parametrize("spec, task", [
     ("configs/x2.py", "sr"), ("configs/imdn_x4.py", "sr"), ("configs/quickstart.py", "sr"),
     ("configs/denoise_color.py:25", "denoise"), ("configs/denoise_gray.py:blind", "denoise"),

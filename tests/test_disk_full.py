@@ -26,7 +26,7 @@ from test_train_resume import _max_diff, tiny_config
 
 from mspan_jax import files
 from mspan_jax.checkpoints.workdir import load_latest_state
-from mspan_jax.data.images import write_image
+from mspan_jax.data.images import write_image, write_png
 from mspan_jax.errors import DiskFullError, is_disk_full
 from mspan_jax.train import checkpoint, loop
 from mspan_jax.train.checkpoint import saved_steps
@@ -160,6 +160,13 @@ def test_atomic_files_leave_nothing_half_written_on_a_full_disk(tmp_path, monkey
     with pytest.raises(OSError, match="No space left"):
         files.write_bytes_atomic(tmp_path / "m.jaxexport", uuid.uuid4().bytes * 1000)  # export.py
     monkeypatch.undo()
+
+    def strips():  # upscale.py's PNG, streamed a row of tiles at a time: the disk fills after one
+        yield np.zeros((4, 8, 3), np.uint8)
+        raise _enospc(image)
+
+    with pytest.raises(OSError, match="No space left"):
+        write_png(image, strips(), 8, 8, 3, 8)
     assert results.read_bytes() == old and json.loads(old) == {"step": 2}  # the previous file
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["eval_results.json"]
 

@@ -3,8 +3,11 @@ IMDN x4 checkpoint, zip format, and a legacy-format save), the .safetensors read
 reader (PNG, BMP, JPEG, 16-bit TIFF). Each mutated file must either read or fail with the reader's
 one-line error (ConversionError / ImageReadError); any other exception, or a read slower than a few
 seconds, is a finding. The mutations (bit flips, bytes set to boundary values, truncation, a
-chunk duplicated or zeroed) come from numpy's seeded RNG, so a failure reproduces from its seed;
-hypothesis is not in the test environment (see docs/reliability.md)."""
+chunk duplicated or zeroed) come from numpy's seeded RNG, so a failure reproduces from its seed.
+
+Then a short seeded pass of the structure-aware fuzz (tests/fuzz_strategies.py: generated pickles,
+zip and legacy layouts, safetensors headers, PNG chunks, BMP headers), whose long run is
+benchmarks/fuzz_readers.py (figures in docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -98,3 +101,31 @@ def test_fuzz_image_reader(tmp_path, suffix):
     else:
         Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
     _fuzz(path, read_image, ImageReadError, tmp_path, seed=5)
+
+
+STRUCTURED_CASES = 150  # per parser; the long run: benchmarks/fuzz_readers.py
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parser", ["pth_zip", "pth_legacy", "safetensors", "image"])
+def test_structure_aware_fuzz_short_seeded_pass(tmp_path, parser):
+    import fuzz_strategies
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hypothesis_seed
+
+    findings = []
+
+    @hypothesis_seed(29)
+    @settings(max_examples=STRUCTURED_CASES, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(fuzz_strategies.strategy(parser))
+    def case(data):
+        start = time.perf_counter()
+        finding = fuzz_strategies.check(tmp_path, parser, data)
+        if finding is None and time.perf_counter() - start > SLOW_S:
+            finding = f"took {time.perf_counter() - start:.1f}s"
+        if finding is not None:
+            findings.append(finding)
+
+    case()
+    assert not findings, "\n".join(findings[:10])

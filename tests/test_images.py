@@ -187,3 +187,132 @@ def test_stored_image_reads_16bit_tiff_and_rejects_other_suffixes(tmp_path):
     with pytest.raises(ImageReadError, match="not an image"):
         (tmp_path / "bad.png").write_bytes(b"nope")
         read_stored_image(tmp_path / "bad.png")
+
+
+def _tiff_with_tag(path, side: int, tag: int, kind: int, value: int) -> None:
+    """A side x side 8-bit gray TIFF whose IFD entry `tag` is rewritten as (type `kind`, count 1,
+    `value`)."""
+    import io
+    import struct
+
+    out = io.BytesIO()
+    Image.new("L", (side, side)).save(out, "TIFF")
+    data = bytearray(out.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", data, entry)[0] == tag:
+            struct.pack_into("<HHII", data, entry, tag, kind, 1, value)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("rows, refused", [(12_517_387, "too large to decode safely"),
+                                           (4_128_780, "corrupt image .its data covers 121 of the "
+                                                       "45,416,580 pixels")])
+def test_a_tiny_file_claiming_a_huge_image_is_refused(tmp_path, rows, refused):
+    """Found by benchmarks/fuzz_readers.py: an 11 x 11 TIFF whose header claims 12,517,387 rows
+    (137M pixels, under Pillow's error limit, where it only warns) decoded to 400 MB of zeros in
+    seconds; with 4,128,780 rows (under the warning too), 110 MB. Refused in one line, as a
+    decompression bomb or as data that covers too few of the pixels."""
+    _tiff_with_tag(tmp_path / "bomb.tif", 11, 257, 4, rows)  # ImageLength, a LONG
+    with pytest.raises(ImageReadError, match=f"bomb.tif: {refused}") as info:
+        read_image(tmp_path / "bomb.tif")
+    assert "\n" not in str(info.value)
+
+
+def test_a_tiff_with_a_malformed_tag_type_fails_in_one_line(tmp_path):
+    """Found by benchmarks/fuzz_readers.py: StripOffsets stored as a RATIONAL made Pillow raise a
+    TypeError, which escaped the reader as a traceback."""
+    _tiff_with_tag(tmp_path / "rational.tif", 4, 273, 5, 0)  # StripOffsets, a RATIONAL
+    with pytest.raises(ImageReadError, match="rational.tif: corrupt image .TypeError") as info:
+        read_image(tmp_path / "rational.tif")
+    assert "\n" not in str(info.value)
+
+
+def _srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_and_icc_and_dpi_kept(tmp_path, orientation):
+    """A phone photo stored sideways (EXIF orientation 2-8) is read upright, as
+    PIL.ImageOps.exif_transpose shows it, by every reader; its ICC profile and DPI are kept."""
+    from PIL import ImageOps
+
+    from mspan_jax.data.images import pil_to_array
+
+    stored = RNG.integers(0, 256, (6, 10, 3), dtype=np.uint8)  # 10 wide, 6 high: not symmetric
+    stored[:3, :5] = 0  # a dark top-left quarter, so that a wrong turn shows in the values
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    icc = _srgb_profile()
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, icc_profile=icc, dpi=(300, 150),
+                                 quality=95)
+    with Image.open(tmp_path / "phone.jpg") as im:
+        upright = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        np.testing.assert_array_equal(pil_to_array(im), upright)
+    assert upright.shape[:2] == ((10, 6) if orientation >= 5 else (6, 10))
+    np.testing.assert_array_equal(read_image(tmp_path / "phone.jpg"), upright)
+    back = read_stored_image(tmp_path / "phone.jpg")
+    np.testing.assert_array_equal(np.round(back.color * 255).astype(np.uint8), upright)
+    assert back.meta.icc_profile == icc
+    assert back.meta.dpi == ((150.0, 300.0) if orientation >= 5 else (300.0, 150.0))
+
+    write_stored_image(tmp_path / "out.png", back)  # an output keeps both
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.info["icc_profile"] == icc and im.info["dpi"] == pytest.approx(back.meta.dpi, abs=0.02)
+        np.testing.assert_array_equal(np.asarray(im), upright)
+    write_image(tmp_path / "out.jpg", upright, back.meta)
+    with Image.open(tmp_path / "out.jpg") as im:
+        assert im.info["icc_profile"] == icc and im.info["dpi"] == pytest.approx(back.meta.dpi)
+
+
+@pytest.mark.parametrize(("bits", "channels"), [(8, 1), (8, 3), (8, 4), (16, 2), (16, 3), (16, 4)])
+def test_png_streamed_in_strips_reads_back_exactly(tmp_path, bits, channels):
+    """write_png encodes strips as they come, each row with the PNG filter that suits it (several
+    in a smooth ramp over noise), and Pillow / our 16-bit reader decode exactly the samples."""
+    import struct
+    import zlib
+
+    from mspan_jax.data.images import write_png
+
+    top = 255 if bits == 8 else 65535
+    ramp = np.linspace(0, top, 37)[None, :, None] * np.linspace(0, 1, 23)[:, None, None]
+    samples = np.repeat(ramp, channels, axis=2)
+    samples[10:] = RNG.integers(0, top + 1, samples[10:].shape)  # noise below a smooth ramp
+    samples = samples.astype(np.uint8 if bits == 8 else np.uint16)
+    strips = (samples[a:a + 7] for a in range(0, 23, 7))  # 7, 7, 7, 2 rows
+    write_png(tmp_path / "s.png", strips, 23, 37, channels, bits)
+    data, idat, at = (tmp_path / "s.png").read_bytes(), b"", 8
+    while at < len(data):  # the IDAT chunks' data, joined
+        length = struct.unpack(">I", data[at:at + 4])[0]
+        idat += data[at + 8:at + 8 + length] if data[at + 4:at + 8] == b"IDAT" else b""
+        at += 12 + length
+    filters = set(zlib.decompress(idat)[::1 + 37 * channels * bits // 8])
+    assert len(filters) >= 3 and filters <= set(range(5)), filters
+    if bits == 16 and channels == 2:  # 16-bit gray + alpha: Pillow decodes only the high bytes
+        with Image.open(tmp_path / "s.png") as im:
+            assert im.size == (37, 23)
+        return
+    back = read_stored_image(tmp_path / "s.png")
+    planes = back.color if back.alpha is None else np.dstack([back.color, back.alpha])
+    np.testing.assert_array_equal(np.round(planes * top), samples)
+    with pytest.raises(ValueError, match="strips hold 7 rows, expected 23"):
+        write_png(tmp_path / "t.png", [samples[:7]], 23, 37, channels, bits)
+    assert not (tmp_path / "t.png").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["s.png"]
+
+
+def test_a_folder_lists_every_format_pillow_reads_by_content_where_the_extension_lies(tmp_path):
+    """WebP (and the rest of Pillow's formats) count as images; a JPEG without an image extension is
+    one by its content; a text file is not."""
+    from mspan_jax.data.images import IMAGE_EXTENSIONS
+
+    assert {".webp", ".gif", ".tif", ".bmp", ".png", ".jpg"} <= set(IMAGE_EXTENSIONS)
+    rgb = RNG.integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.webp", lossless=True)
+    Image.fromarray(rgb).save(tmp_path / "b.dat", format="JPEG")
+    (tmp_path / "c.txt").write_text("not an image")
+    assert [p.name for p in list_images(tmp_path)] == ["a.webp", "b.dat"]
+    np.testing.assert_array_equal(read_image(tmp_path / "a.webp"), rgb)

@@ -85,6 +85,9 @@ def test_training_ends_with_a_summary():
                   "python scripts/upscale.py --checkpoint /tmp/mspan_quickstart"):
         assert where in text, text
     assert "done:" in final_summary("/w", config, None, None)  # no validation yet: still a summary
+    config.train.num_steps = -1  # the paper configs: num_epochs * steps_per_epoch
+    config.train.num_epochs, config.train.steps_per_epoch = 3, 1000
+    assert final_summary("/w", config, None, None).startswith("done: mspan x4 trained to step 3000\n")
 
 
 QUICKSTART_WORKDIR = "/tmp/mspan_quickstart"
@@ -229,3 +232,20 @@ def test_a_finished_run_prints_its_summary(tmp_path, capsys):
     assert f"python scripts/upscale.py --checkpoint {tmp_path / 'run'}" in summary
     for name in ("best", "samples", "eval_results.json", "tensorboard"):
         assert (tmp_path / "run" / name).exists() and f"{tmp_path / 'run'}/{name}" in summary
+
+
+def test_the_readme_commands_write_only_what_git_ignores():
+    """Every relative output of the README's commands (--out, --output, --workdir, --json, ...) is
+    ignored by git, so following the README leaves the clone's `git status` clean."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    readme = (REPO_ROOT / "README.md").read_text()
+    outputs = {path.rstrip("`") for path in re.findall(
+        r"--(?:out|out-dir|output|workdir|json) ([^\s/~][^\s`]*)", readme)}
+    assert {"ckpt/imdn_x4", "r.json", "runs/mspan_x4"} <= outputs, outputs
+    tracked = [path for path in sorted(outputs) if subprocess.run(
+        ["git", "check-ignore", "-q", "--no-index", path], cwd=REPO_ROOT).returncode != 0]
+    assert not tracked, f"the README's commands write {tracked} into the clone, not git-ignored"

@@ -10,8 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 from PIL import Image
 
+from mspan_jax.cli import load_config
 from mspan_jax.config_base import sr_config
 from mspan_jax.data import pipeline, train_images
 from mspan_jax.data.degradations import degrade
@@ -95,7 +97,7 @@ def test_same_seed_same_batches_and_resume_without_replay(tmp_path, monkeypatch)
     built = []
     original = BatchSampler.patches
     monkeypatch.setattr(BatchSampler, "patches",
-                        lambda self, step: built.append(step) or original(self, step))
+                        lambda self, step, slots="": built.append(step) or original(self, step, slots))
     resumed = _batches(config, 2, start_step=3)
     np.testing.assert_array_equal(resumed[0]["hr"], first[3]["hr"])
     np.testing.assert_array_equal(resumed[1]["lr"], first[4]["lr"])
@@ -125,6 +127,7 @@ def test_bad_files_are_converted_or_skipped_with_warnings(tmp_path):
     _save(tmp_path / "rgba.png", np.dstack([_rgb(24, 24, 2), np.zeros((24, 24), np.uint8)]))
     _save(tmp_path / "deep16.png", _rgb(24, 24, 3)[..., 0].astype(np.uint16) * 257)
     _save(tmp_path / "odd.png", _rgb(25, 27, 4))
+    _save(tmp_path / "odd2.png", _rgb(25, 25, 6))
     _save(tmp_path / "small.png", _rgb(12, 40, 5))
     (tmp_path / "broken.png").write_bytes(b"not a png")
     config = _config("folder", tmp_path)
@@ -134,7 +137,11 @@ def test_bad_files_are_converted_or_skipped_with_warnings(tmp_path):
     messages = "\n".join(str(w.message) for w in caught)
     for name in ("gray.png", "rgba.png", "deep16.png", "odd.png", "small.png", "broken.png"):
         assert name in messages, f"no warning names {name}:\n{messages}"
-    assert sorted(im.name for im in images) == ["deep16", "gray", "odd", "ok", "rgba"]
+    # The images modcrop cropped: one warning with their count, not one each.
+    cropped = [str(w.message) for w in caught if "modcrop" in str(w.message)]
+    assert cropped == [f"2 of 8 training images are not divisible by scale 2; HR cropped to a "
+                       f"multiple of it (modcrop), e.g. {tmp_path / 'odd.png'}: 27x25"], cropped
+    assert sorted(im.name for im in images) == ["deep16", "gray", "odd", "odd2", "ok", "rgba"]
     odd = next(im for im in images if im.name == "odd")
     assert odd.target.shape == (24, 26, 3) and odd.source.shape == (12, 13, 3)
 
@@ -161,6 +168,9 @@ def test_config_and_folder_errors_are_one_line(tmp_path):
     cfg = _config("skimage")
     cfg.data.hr_patch_siz = 4
     cases.append((cfg, r"config.data.hr_patch_siz: unknown key"))
+    for spec, name in (("configs/denoise_real.py", "polyu"), ("configs/derain.py:rain100h", "rain100h")):
+        cases.append((load_config(str(REPO_ROOT / spec)), rf"config.data.train_dir: source 'paired' "
+                      rf"needs the {name} training pairs: .*scripts/prepare_restoration_data.py"))
     cfg = _config("skimage", scale=3)
     cfg.data.hr_patch_size = 16
     cases.append((cfg, r"config.data.hr_patch_size: 16 is not a multiple of model.scale=3; set it to "
@@ -417,3 +427,135 @@ def test_uint8_batches_become_float_on_the_device_bit_for_bit_and_the_step_is_un
         # the inputs are bit-identical; the two compilations (uint8 / float32 inputs) may fuse the
         # arithmetic differently: a float32 rounding apart at most (1 ulp of the loss, seen on CPU)
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+_SLOT_RUN = """
+import sys
+import time
+sys.path.insert(0, "configs")
+from quickstart_denoise import get_config
+from mspan_jax.data.pipeline import create_train_iterator
+from mspan_jax.data.shm_slots import SlotArray
+
+config = get_config()
+config.data.num_workers = 2
+it = create_train_iterator(config, verbose=False, process_index=0, process_count=1, copy=False)
+in_slots = 0
+for _ in range(600):
+    batch = next(it)
+    in_slots += all(isinstance(v, SlotArray) for v in batch.values())
+    if _ == 0:
+        start = time.perf_counter()
+    del batch  # frees its slots
+print(it._token, in_slots, len(it._receiver._mapped), time.perf_counter() - start, flush=True)
+it.close()
+"""
+
+
+@pytest.mark.slow
+def test_synthetic_noise_batches_reuse_their_worker_slots(tmp_path):
+    """600 steps of configs/quickstart_denoise.py's pipeline with 2 workers: every batch comes in a
+    reused slot (a slot taken per batch and never sent filled all 256 of a worker's by ~300 steps,
+    and later batches fell back to grain's slower path), nothing is left in /dev/shm, no leak warning."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", _SLOT_RUN], cwd=root, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    token, in_slots, mapped, _ = done.stdout.split()
+    assert int(in_slots) == 600
+    assert int(mapped) < 100, mapped  # per worker: its flags and the slots of the batches in flight
+    assert "leaked" not in done.stderr, done.stderr[-2000:]
+    assert list(Path("/dev/shm").glob(f"mspan-slots-{token}-*")) == []
+
+
+def test_closing_an_iterator_leaves_the_segments_of_another_alone(monkeypatch):
+    """Segments carry their iterator's random token: closing one removes only its own unsent ones."""
+    from mspan_jax.data import shm_slots
+
+    ours, theirs = shm_slots.new_token(), shm_slots.new_token()
+    assert ours != theirs and len(ours) >= 16
+    made = [shm_slots._new_segment(64, token) for token in (ours, theirs)]
+    try:
+        assert all(Path("/dev/shm", shm.name).exists() for shm in made)
+        shm_slots.remove_unreceived(ours)
+        assert not Path("/dev/shm", made[0].name).exists() and Path("/dev/shm", made[1].name).exists()
+    finally:
+        for shm in made:
+            shm.close()
+        made[1].unlink()
+
+
+def test_close_waits_for_the_batch_being_cut(tmp_path, monkeypatch):
+    """In-process batches are cut by grain's prefetch thread: close() returns only once it is done
+    (the decoded images it reads may be released right after)."""
+    import time
+
+    for k in range(2):
+        _save(tmp_path / f"im{k}.png", _rgb(24, 36, k))
+    real = BatchSampler.patches
+    running = []
+
+    def slow(self, step, slots=""):
+        running.append(step)
+        time.sleep(0.3)
+        out = real(self, step, slots)
+        running.remove(step)
+        return out
+
+    monkeypatch.setattr(BatchSampler, "patches", slow)
+    config = _config("folder", tmp_path)
+    config.data.prefetch = 1
+    it = create_train_iterator(config, verbose=False, process_index=0, process_count=1)
+    next(it)
+    deadline = time.monotonic() + 5
+    while not running and time.monotonic() < deadline:  # the next batch is being cut
+        time.sleep(0.01)
+    assert running
+    it.close()
+    assert running == []
+
+
+@pytest.fixture
+def small_shared_memory(tmp_path, monkeypatch, request):
+    """decoded_cache's shared memory is a 1 MB tmpfs (root: mounted here; else skipped), the temp
+    folder a plain one."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from mspan_jax.data import decoded_cache
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(shm)]
+    if shutil.which("mount") is None or subprocess.run(command, capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(shm)], check=False))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(decoded_cache, "SHARED_MEMORY", shm)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    return shm, tmp_path / "tmp"
+
+
+@pytest.mark.parametrize("expected", [8, 1], ids=["estimated-too-big", "outgrown"])
+def test_temporary_decoded_cache_falls_back_to_the_temp_folder(small_shared_memory, expected):
+    """Shared memory smaller than the images (Docker's default /dev/shm is 64 MB; here a 1 MB tmpfs):
+    the cache goes to the temp folder, placed there from the first image's size times the number of
+    images, or moved there when an underestimate runs out of room; the images read back whole."""
+    from mspan_jax.data.decoded_cache import CacheWriter, TrainImage
+
+    shm, tmp = small_shared_memory
+    images = [TrainImage(f"im{k}", _rgb(256, 256, k), None) for k in range(8)]  # 192 KB each
+    writer = CacheWriter(None, temporary=True, expected_images=expected)
+    for image in images:
+        writer.add(image)
+    decoded = writer.finish()
+    try:
+        assert decoded.path.parent == tmp and list(shm.iterdir()) == []
+        for image, back in zip(images, decoded, strict=True):
+            np.testing.assert_array_equal(back.target, image.target)
+    finally:
+        decoded.release_temporary()

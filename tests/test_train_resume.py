@@ -230,3 +230,95 @@ def test_a_step_saved_before_checksums_resumes_with_a_warning(tmp_path):
         step, state = ckpts.restore(jax.eval_shape(lambda: states[0]), log=print)
     ckpts.close()
     assert step == 2 and _max_diff(state, states[0]) == 0
+
+
+@pytest.mark.parametrize("key, saved, now", [("ema_decay", 0.0, 0.999), ("ema_decay", 0.9, 0.0),
+                                             ("grad_clip_norm", 1.0, 0.0), ("grad_clip_norm", 0.0, 1.0)])
+def test_a_changed_state_structure_is_a_config_change_not_damage(tmp_path, key, saved, now):
+    """Resuming with a config that shapes the state otherwise (EMA on/off, clipping on/off) stops in
+    one line naming the key, its saved value and the ways on; the healthy step stays where it is."""
+    config, ckpts = _checkpoints(tmp_path)
+    config.train[key] = saved
+    ckpts = TrainCheckpoints(tmp_path / "w", config.train)
+    tx, _ = create_optimizer(config.train)
+    params = {"conv": {"kernel": jnp.ones((3, 3, 4, 4)), "bias": jnp.zeros(4)}}
+    ckpts.save(create_train_state(params, tx, config.train.ema_decay), config.model)
+    ckpts.close()
+
+    config.train[key] = now
+    tx, _ = create_optimizer(config.train)
+    abstract = jax.eval_shape(lambda: create_train_state(params, tx, config.train.ema_decay))
+    ckpts = TrainCheckpoints(tmp_path / "w", config.train)
+    said = []
+    with pytest.raises(CheckpointError) as raised:
+        ckpts.restore(abstract, log=said.append)
+    ckpts.close()
+    message = str(raised.value)
+    assert "\n" not in message and not said, (message, said)
+    assert f"train.{key}={saved} when saved, {now:g} now" in message
+    assert f"--config.train.{key}={saved:g}" in message
+    assert f"--config.train.warm_start={tmp_path / 'w'}" in message
+    assert (tmp_path / "w" / "checkpoints" / "0").is_dir() and not (tmp_path / "w" / "damaged").exists()
+
+
+@pytest.mark.slow
+def test_a_validation_the_run_did_not_finish_is_done_on_resume_and_cleanup_failures_hide_nothing(
+        tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the last step's validation (the step already saved), and the checkpoint wait in
+    the loop's cleanup failing as well: the Ctrl-C is what is raised, the workdir lock is released
+    and the checkpoints are closed. The rerun validates that step: best/ and eval_results.json see
+    the final weights."""
+    from mspan_jax.train import validation
+    from mspan_jax.train.workdir_lock import WorkdirLock
+
+    config = tiny_config()
+    workdir = tmp_path / "w"
+    real_call, real_wait, real_close = (validation.Validator.__call__, TrainCheckpoints.wait,
+                                        TrainCheckpoints.close)
+    closed = []
+
+    def interrupted(self, params):
+        raise KeyboardInterrupt
+
+    def failing_wait(self):
+        real_wait(self)
+        raise RuntimeError("wait failed")
+
+    with monkeypatch.context() as m:
+        m.setattr(validation.Validator, "__call__", interrupted)
+        m.setattr(TrainCheckpoints, "wait", failing_wait)
+        m.setattr(TrainCheckpoints, "close", lambda self: closed.append(1) or real_close(self))
+        with pytest.raises(KeyboardInterrupt) as info:
+            loop.train_and_evaluate(config, str(workdir))
+    assert any("while stopping: RuntimeError: wait failed" in n for n in info.value.__notes__)
+    assert closed and int(load_latest_state(workdir)["step"]) == NUM_STEPS
+    assert not (workdir / "eval_results.json").exists()
+    with WorkdirLock(workdir):  # released
+        pass
+    assert validation.Validator.__call__ is real_call
+
+    results = loop.train_and_evaluate(config, str(workdir))
+    out = capsys.readouterr().out
+    assert f"validating step {NUM_STEPS} (saved, but the run stopped before its validation)" in out
+    assert "nothing to do" in out
+    assert json.loads((workdir / "eval_results.json").read_text()) == results
+    assert results["step"] == NUM_STEPS
+    final = load_latest_state(workdir)["ema_params"]
+    assert _max_diff(load_workdir_params(workdir, config.model), final) == 0
+
+
+def test_cleanup_runs_every_step_and_raises_the_first_failure():
+    ran = []
+
+    def fail(name):
+        def step():
+            ran.append(name)
+            raise RuntimeError(name)
+        return step
+
+    with pytest.raises(RuntimeError, match="^a$"):
+        loop._run_all([fail("a"), lambda: ran.append("b"), fail("c")], None)
+    assert ran == ["a", "b", "c"]
+    stopping = KeyboardInterrupt()
+    loop._run_all([fail("d")], stopping)  # the run's own error stays the one raised
+    assert stopping.__notes__ == ["then, while stopping: RuntimeError: d"]

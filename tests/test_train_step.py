@@ -65,13 +65,15 @@ def _max_leaf_diff(a, b) -> float:
 
 @pytest.mark.slow
 def test_train_step_learns_keeps_an_ema_and_guards_against_nan():
-    # decay 0.9, not 0.5: at 0.5 the two weights are equal and swapped EMA terms would pass.
+    # decay 0.9, warmed up: min(0.9, (1 + t) / (10 + t)) is 0.1 at step 0 and 2/11 at step 1 (unequal
+    # weights, so swapped EMA terms would fail).
     config = tiny_config(ema_decay=0.9, learning_rate=1e-3)
     state0, step, batch = _setup(config)
     state1, m1 = step(state0, batch)
     state2, m2 = step(state1, batch)
-    # EMA by hand after two steps: 0.9 (0.9 p0 + 0.1 p1) + 0.1 p2 = 0.81 p0 + 0.09 p1 + 0.1 p2.
-    expect = jax.tree.map(lambda p0, p1, p2: 0.81 * p0 + 0.09 * p1 + 0.1 * p2,
+    # EMA by hand after two steps: d1 (d0 p0 + (1 - d0) p1) + (1 - d1) p2.
+    d0, d1 = 0.1, 2 / 11
+    expect = jax.tree.map(lambda p0, p1, p2: d1 * (d0 * p0 + (1 - d0) * p1) + (1 - d1) * p2,
                           state0.params, state1.params, state2.params)
     chex.assert_trees_all_close(state2.ema_params, expect, rtol=1e-5, atol=1e-7)
     assert _max_leaf_diff(state2.ema_params, state2.params) > 0  # the EMA lags the params
@@ -247,3 +249,14 @@ def test_subpixel_upsampler_starts_x2_as_the_x4_output_averaged_over_2x2_blocks(
     np.testing.assert_allclose(phase_weights(4, 3).sum(axis=1), 1.0)  # x3: a convex mix per phase
     assert jax.tree.map(jnp.shape, subpixel_upsampler(up4, 4, 3)) == {"bias": (27,),
                                                                        "kernel": (3, 3, 5, 27)}
+
+
+def test_ema_decay_warms_up_from_the_initialisation():
+    """min(d, (1 + t) / (10 + t)): the first steps forget the random init (at a flat 0.999, ~37% of
+    it was still in step 1,000's EMA); from t = 9,989 on, 0.999 itself."""
+    from mspan_jax.train.step import ema_warmup_decay
+
+    got = [float(ema_warmup_decay(0.999, t)) for t in (0, 1, 990, 9_989, 100_000)]
+    np.testing.assert_allclose(got, [0.1, 2 / 11, 991 / 1000, 0.999, 0.999], rtol=1e-6)
+    init_left = np.prod([float(ema_warmup_decay(0.999, t)) for t in range(1000)])
+    assert init_left < 1e-2  # against 0.999 ** 1000 = 0.37

@@ -3,12 +3,14 @@ scripts/upscale.py / evaluate.py with --checkpoint and no --config; a given --co
 
 from __future__ import annotations
 
+import io
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_script, run_script_subprocess, tiny_model_config
+from conftest import run_script, run_script_subprocess, script_module, tiny_model_config
 
 from mspan_jax import Upscaler
 from mspan_jax.checkpoints.params import CheckpointError, save_params
@@ -212,24 +214,56 @@ def test_weights_by_name_and_torch_files_in_memory(tmp_path, monkeypatch):
 
 
 def test_upscale_folder_survives_bad_files(tiny, tmp_path):
-    """Every readable image is written; a corrupt one and a non-image are listed with why; exit 1;
-    --skip-existing, --suffix, --ext and --list-models."""
+    """Every readable image is written, whatever its format or size (a WebP, a JPEG without an image
+    extension, a 1x1 and a 3x10 PNG below MSPA's 4 pixels, a phone JPEG turned by its EXIF
+    orientation, with its ICC profile and DPI kept); a corrupt one and a non-image are listed one
+    line each with why; exit 1; --skip-existing, --suffix, --ext and --list-models."""
+    from PIL import Image, ImageCms
+
     directory, _, _ = tiny
     folder = tmp_path / "in"
-    write_image(folder / "a.png", RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8))
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    folder.mkdir()
+    Image.fromarray(RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(
+        folder / "a.png", icc_profile=icc, dpi=(300, 300))
     (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     write_image(folder / "c.jpg", RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8))
+    Image.fromarray(RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(folder / "d.webp")
+    Image.fromarray(RNG.integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(folder / "e.dat", "JPEG")
+    Image.fromarray(RNG.integers(0, 256, (1, 1, 3), dtype=np.uint8)).save(folder / "f.png")
+    Image.fromarray(RNG.integers(0, 256, (10, 3), dtype=np.uint8)).save(folder / "g.png")  # 3 wide
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 12 wide, 10 high; shown turned 90 degrees clockwise: 10 x 12
+    Image.fromarray(RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(
+        folder / "phone.jpg", exif=exif, icc_profile=icc, dpi=(72, 96))
     (folder / "notes.txt").write_text("not an image")
-    done = run_script("upscale.py", "--checkpoint", directory, "--input", folder, "--output",
-                      tmp_path / "out", "--ext", "auto")
+    out = tmp_path / "out"
+    done = run_script("upscale.py", "--checkpoint", directory, "--input", folder, "--output", out,
+                      "--ext", "auto")
     assert done.returncode == 1, done.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x2.png", "c_x2.jpg"]
-    assert f"skipped {folder / 'notes.txt'}: not an image extension" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["a_x2.png", "c_x2.jpg", "d_x2.png", "e_x2.png",
+                                                     "f_x2.png", "g_x2.png", "phone_x2.jpg"]
+    sizes = {}
+    for p in out.iterdir():
+        with Image.open(p) as im:
+            sizes[p.stem] = (im.size, im.mode, im.info.get("icc_profile"), im.info.get("dpi"))
+    assert sizes["f_x2"][:2] == ((2, 2), "RGB") and sizes["g_x2"][:2] == ((6, 20), "L")
+    assert sizes["phone_x2"][:3] == ((20, 24), "RGB", icc) and sizes["phone_x2"][3] == (96, 72)
+    assert sizes["a_x2"][2] == icc and sizes["a_x2"][3] == pytest.approx((300, 300), abs=0.02)
+    assert f"skipped {folder / 'notes.txt'}: not an image (PNG, JPEG, WebP" in done.stdout
     assert f"FAILED {folder / 'b.png'}: not an image file" in done.stdout
+    assert "wrote 7 images to" in done.stdout
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "1 of 3 images could not be read" in errors[0], done.stderr
+    assert len(errors) == 1 and "1 of 8 images could not be read" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
 
-    (folder / "b.png").unlink()
+    one = run_script("upscale.py", "--checkpoint", directory, "--input", folder / "phone.jpg",
+                     "--output", tmp_path / "one")
+    assert one.returncode == 0 and "wrote 1 image to" in one.stdout, one.stderr
+    for name in ("b.png", "d.webp", "e.dat", "f.png", "g.png", "phone.jpg"):
+        (folder / name).unlink()
+    for name in ("d_x2.png", "e_x2.png", "f_x2.png", "g_x2.png", "phone_x2.jpg"):
+        (out / name).unlink()
     again = run_script("upscale.py", "--checkpoint", directory, "--input", folder, "--output",
                        tmp_path / "out", "--skip-existing", "--suffix", "", "--dtype", "bfloat16")
     assert again.returncode == 0 and "(bfloat16)" in again.stdout, again.stderr
@@ -258,3 +292,127 @@ def test_the_official_imdn_pth_runs_without_conversion(imdn_x4_weights):
     for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(up.predictor.variables), strict=True):
         np.testing.assert_array_equal(a, b)
     assert up.upscale(np.full((8, 8, 3), 128, np.uint8)).shape == (32, 32, 3)
+
+
+def test_the_api_keeps_what_it_is_given(tiny):
+    """A PIL image in gives a PIL image out (mode, ICC profile and DPI kept, EXIF orientation
+    applied); float samples outside [0, 1] are refused in one line, not clipped to white; images
+    below MSPA's 4 pixels, down to 1x1, upscale to their size."""
+    from PIL import Image, ImageCms
+
+    directory, _, _ = tiny
+    up = Upscaler.from_checkpoint(directory)
+    rgb = RNG.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    im = Image.fromarray(rgb)
+    im.info.update(icc_profile=icc, dpi=(300, 300))
+    out = up.upscale(im)
+    assert isinstance(out, Image.Image) and (out.mode, out.size) == ("RGB", (22, 18))
+    assert out.info["icc_profile"] == icc and out.info["dpi"] == (300, 300)
+    np.testing.assert_array_equal(np.asarray(out), up.upscale(rgb))
+    for mode in ("L", "LA", "RGBA", "I;16", "I", "P"):
+        back = up.upscale(im.convert(mode))
+        assert (back.mode, back.size) == ({"P": "RGB"}.get(mode, mode), (22, 18)), mode
+    exif = Image.Exif()
+    exif[0x0112] = 8  # shown turned 90 degrees counterclockwise
+    turned = Image.open(_jpeg_with(rgb, exif))
+    assert up.upscale(turned).size == (18, 22)
+
+    with pytest.raises(ValueError, match=r"float images must be in \[0, 1\], got values from 0 to "
+                                         r"255 \(0..255 samples: divide by 255"):
+        up.upscale(np.linspace(0, 255, 9 * 11 * 3).reshape(9, 11, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        up.upscale(np.full((4, 4, 3), np.nan, np.float32))
+    near = up.upscale(np.clip(rgb / 255.0 + 1e-4, 0, 1 + 1e-4))  # float rounding: taken, clipped
+    assert near.dtype == np.float32 and near.max() <= 1.0
+    with pytest.raises(ValueError, match=r"at least 1x1 pixels, got shape \(0, 5, 3\)"):
+        up.upscale(np.zeros((0, 5, 3), np.uint8))
+    assert up.upscale(rgb[:1, :1]).shape == (2, 2, 3) and up.upscale(rgb[:, :3]).shape == (18, 6, 3)
+
+
+def _jpeg_with(rgb: np.ndarray, exif) -> io.BytesIO:
+    from PIL import Image
+
+    data = io.BytesIO()
+    Image.fromarray(rgb).save(data, "JPEG", exif=exif)
+    data.seek(0)
+    return data
+
+
+def test_alpha_and_tiles_stream_in_strips_exactly_and_in_bounded_memory(tiny, tmp_path, capsys):
+    """A tiled RGBA upscale made a row of tiles at a time has the whole-image alpha bicubic, a PNG
+    written a row of tiles at a time equals the tiles assembled at once, and the memory writing it
+    takes does not grow with the image (no float copy of the output, no whole-output buffer)."""
+    import tracemalloc
+
+    from mspan_jax.data.images import read_stored_image, stored_image
+    from mspan_jax.data.imresize import imresize
+
+    directory, _, _ = tiny
+    up = Upscaler.from_checkpoint(directory, tile=16, tile_overlap=2)
+    rgba = RNG.integers(0, 256, (40, 14, 4), dtype=np.uint8)
+    out = up.upscale(rgba)
+    stored_alpha = (rgba[:, :, 3] / np.float32(255)).astype(np.float64)  # as StoredImage holds it
+    alpha = np.clip(imresize(stored_alpha, 2.0), 0, 1)
+    np.testing.assert_array_equal(out[:, :, 3], np.round(alpha * 255).astype(np.uint8))
+
+    def peak_writing(lr_height: int) -> int:
+        """Peak traced bytes of writing a PNG of an (lr_height, 100) image."""
+        tracemalloc.start()
+        try:
+            script["write_output"](tmp_path / "t.png", up.predictor, images[lr_height], 3, **options)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    images = {h: stored_image(RNG.integers(0, 256, (h, 100, 3), dtype=np.uint8)) for h in (100, 400)}
+    options = dict(tile=16, tile_overlap=2)
+    with script_module("upscale.py") as script:
+        script["write_output"](tmp_path / "warm.png", up.predictor, images[100], 3, **options)
+        short, tall = peak_writing(100), peak_writing(400)
+    # The 400-high image's output is 1.44 MB larger as uint8 (5.8 MB as float32): a row of tiles
+    # at a time, memory does not grow with it.
+    assert tall < short + 0.1 * (800 - 200) * 200 * 3, (short, tall)
+    # The progress line ends only once the caller has taken (written) the last row of tiles.
+    from mspan_jax.inference import upscale_strips
+
+    strips = upscale_strips(up.predictor, images[100].color, progress=True, **options)
+    taken = [next(strips) for _ in range(9)]  # 100 LR rows: 9 rows of tiles (cores of 12)
+    assert sum(len(t) for t in taken) == 200 and "tiles 81/81" not in capsys.readouterr().err
+    assert next(strips, None) is None and "tiles 81/81" in capsys.readouterr().err
+    written = read_stored_image(tmp_path / "t.png")
+    np.testing.assert_array_equal(np.round(written.color * 255).astype(np.uint8),
+                                  up.upscale(np.round(images[400].color * 255).astype(np.uint8)))
+
+
+@pytest.mark.slow
+def test_sigterm_while_a_png_is_written_leaves_nothing(tiny, tmp_path):
+    """A PNG output is written a row of tiles at a time, under a temporary name; SIGTERM (kill, a job
+    scheduler) mid-image ends the run as Ctrl-C does, and the temporary file goes with it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_ROOT, subprocess_env
+
+    directory, _, _ = tiny
+    write_image(tmp_path / "big.png", RNG.integers(0, 256, (400, 400, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "upscale.py"), "--checkpoint",
+                             str(directory), "--input", str(tmp_path / "big.png"), "--output", str(out),
+                             "--tile", "24", "--tile-overlap", "2"],
+                            env=subprocess_env(JAX_PLATFORMS="cpu"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out.is_dir() and any(out.iterdir())) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no temporary output appeared"
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert list(out.iterdir()) == [], list(out.iterdir())

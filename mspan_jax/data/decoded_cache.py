@@ -6,7 +6,9 @@ The training pipeline decodes its shard once (docs/data.md, "Training pipeline")
 * in one flat uint8 file, memory-mapped (`CacheWriter` -> `DecodedImages` with a `path`), when worker
   processes assemble batches: a worker unpickles only the path and the layout and maps the same pages,
   so N workers share one copy instead of holding N. Without `config.data.cache_dir` the file is a
-  temporary one in shared memory (/dev/shm), removed as soon as every worker has mapped it;
+  temporary one in shared memory (/dev/shm) when it has room for the shard (estimated from the
+  first image; a shard that outgrows it all the same moves on), else in the temp folder, removed
+  as soon as every worker has mapped it;
 * in `config.data.cache_dir` (`DiskCache`): the same file plus an index JSON naming what it was built
   from, so a restarted or resumed run maps it instead of decoding again. A cache built from other
   files or settings (stale) or whose bytes do not match their CRC-32 (damaged) is rebuilt with a
@@ -41,6 +43,7 @@ CACHE_FORMAT = "mspan_jax decoded training images"
 CACHE_VERSION = 1
 _ALIGN = 64  # bytes: every array starts on a cache-line boundary
 _TEMP_PREFIX = "mspan_jax-decoded-"
+SHARED_MEMORY = Path("/dev/shm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,10 +129,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def temporary_cache_path(nbytes_hint: int = 0) -> Path:
-    """A new temporary file name in shared memory (/dev/shm) when it has room for `nbytes_hint`, else
-    in the temp folder. Files of such caches whose process is gone (killed) are removed first."""
-    folders = [Path("/dev/shm"), Path(tempfile.gettempdir())]
+def temporary_cache_path(nbytes_hint: int = 0, shared_memory: bool = True) -> Path:
+    """A new temporary file name in shared memory (`SHARED_MEMORY`) when it has room for
+    `nbytes_hint` (and `shared_memory`), else in the temp folder. Files of such caches whose
+    process is gone (killed) are removed first."""
+    folders = [SHARED_MEMORY] if shared_memory else []
+    folders.append(Path(tempfile.gettempdir()))
     folder = next((f for f in folders if f.is_dir() and os.access(f, os.W_OK)
                    and _free_bytes(f) > 1.2 * nbytes_hint), folders[-1])
     for stale in folder.glob(f"{_TEMP_PREFIX}*.u8"):
@@ -153,16 +158,28 @@ def _crc(arrays: Sequence[np.ndarray | None]) -> int:
 
 
 class CacheWriter:
-    """Appends decoded images to a new file (temporary name until `finish`) and maps it."""
+    """Appends decoded images to a new file (temporary name until `finish`) and maps it.
 
-    def __init__(self, path: Path, temporary: bool = False):
-        self.path, self.temporary = path, temporary
-        self._tmp = path if temporary else path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        self._file = open(self._tmp, "wb")  # noqa: SIM115 (closed in finish / abort)
-        if temporary:
-            atexit.register(self.path.unlink, missing_ok=True)
+    `path=None` (with `temporary`): a temporary cache placed by `temporary_cache_path` for
+    `expected_images` images the size of the first; one in shared memory that runs out of room
+    all the same moves to the temp folder and goes on."""
+
+    def __init__(self, path: Path | None, temporary: bool = False, expected_images: int = 1):
+        self.temporary, self._expected = temporary, expected_images
         self.entries: list[_Entry] = []
         self._offset = 0
+        self._file: Any = None
+        self.path = self._tmp = path  # type: ignore[assignment]
+        if path is not None:
+            self._open(path)
+
+    def _open(self, path: Path) -> None:
+        self.path = path
+        self._tmp = (path if self.temporary
+                     else path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"))
+        self._file = open(self._tmp, "ab")  # noqa: SIM115 (closed in finish / abort)
+        if self.temporary:
+            atexit.register(path.unlink, missing_ok=True)
 
     def _put(self, array: np.ndarray | None) -> list | None:
         if array is None:
@@ -175,17 +192,42 @@ class CacheWriter:
         self._offset += array.nbytes
         return [start, list(array.shape)]
 
+    def _move_to_temp_folder(self, keep: int) -> None:
+        """Moves the first `keep` bytes written to a new temporary file in the temp folder."""
+        self._file.close()
+        old = self._tmp
+        self._open(temporary_cache_path(shared_memory=False))
+        with open(old, "rb") as src:
+            while keep > 0:
+                chunk = src.read(min(keep, 1 << 24))
+                if not chunk:
+                    break
+                self._file.write(chunk)
+                keep -= len(chunk)
+        old.unlink(missing_ok=True)
+        self._offset = self._file.tell()
+
     def add(self, image: TrainImage) -> None:
-        try:
-            target, source = self._put(image.target), self._put(image.source)
-        except OSError as e:
-            if e.errno != errno.ENOSPC:
-                raise
-            self.abort()
-            raise DataError(
-                f"{self.path.parent}: no space left for the decoded images ({self._offset >> 20} MB "
-                "written); set config.data.cache_dir to a local folder with room, or "
-                "config.data.num_workers=0 to keep them in memory") from None
+        if self._file is None:  # placed where the whole shard fits, as estimated from this image
+            nbytes = image.target.nbytes + (0 if image.source is None else image.source.nbytes)
+            self._open(temporary_cache_path(nbytes * self._expected))
+        before = self._offset
+        for attempt in range(2):
+            try:
+                target, source = self._put(image.target), self._put(image.source)
+                self._file.flush()  # a full disk shows here, not later in finish()
+                break
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                if attempt == 0 and self.temporary and self.path.parent == SHARED_MEMORY:
+                    self._move_to_temp_folder(before)
+                    continue
+                self.abort()
+                raise DataError(
+                    f"{self.path.parent}: no space left for the decoded images ({self._offset >> 20} "
+                    "MB written); set config.data.cache_dir to a local folder with room, or "
+                    "config.data.num_workers=0 to keep them in memory") from None
         self.entries.append({"name": image.name, "target": target, "source": source,
                              "crc32": _crc([image.target, image.source])})
 
@@ -198,8 +240,9 @@ class CacheWriter:
 
     def abort(self) -> None:
         """Closes and removes the unfinished file (safe to call twice)."""
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        if self._file is not None:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
 
 
 def fingerprint(parts: Sequence[Any]) -> str:

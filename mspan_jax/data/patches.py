@@ -14,6 +14,7 @@ worker reuses (`shm_slots`), which the training process reads without copying it
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax.numpy as jnp
@@ -83,18 +84,23 @@ class BatchSampler:
             lr_out[...] = lr
         return rng
 
-    def patches(self, step: int) -> Batch:
+    def patches(self, step: int, slots: str = "") -> Batch:
         """Batch `step` as cut: `{"lr", "hr"}` uint8 (a quarter of float32's bytes to move between
         processes), except the noisy restoration input, float32 (it may leave [0, 1] slightly).
-        In a grain worker the arrays are cut into the worker's shared-memory slots (`shm_slots`) and
-        the batch holds their references, which `shm_slots.Receiver` turns back into arrays."""
+        In a grain worker the arrays are cut into the worker's shared-memory slots (`shm_slots`, the
+        segments of the iterator whose token is `slots`) and the batch holds their references,
+        which `shm_slots.Receiver` turns back into arrays."""
         spec = self.spec
         b, p, s, c = spec.batch_local, spec.lr_patch, spec.scale, 1 if spec.gray_output else 3
-        new = shm_slots.worker_array if grain_workers.in_worker() else _local_array
-        lr_u8, lr_sent = new((b, p, p, c), np.uint8)
+        new = (functools.partial(shm_slots.worker_array, token=slots) if grain_workers.in_worker()
+               else _local_array)
+        synthetic = spec.restoration and self.images[0].source is None  # LQ = GT + Gaussian noise
+        # A synthetic LQ is made below as float32: its uint8 LR is never filled nor sent, so it
+        # takes no slot (one taken per batch would never be freed).
+        lr_u8, lr_sent = (_local_array if synthetic else new)((b, p, p, c), np.uint8)
         hr_u8, hr_sent = new((b, p * s, p * s, c), np.uint8)
         rngs = [self.fill(step, j, lr_u8[j], hr_u8[j]) for j in range(b)]
-        if spec.restoration and self.images[0].source is None:  # LQ = GT + Gaussian noise (float)
+        if synthetic:
             hr = to_float(hr_u8)
             lr, lr_sent = new(hr.shape, np.float32)
             for j in range(b):

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import Iterator
+import functools
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grain
@@ -39,7 +41,7 @@ import numpy as np
 
 from mspan_jax.data.grain_workers import in_workers
 from mspan_jax.data.patches import Batch, BatchSampler
-from mspan_jax.data.shm_slots import Receiver, remove_unreceived
+from mspan_jax.data.shm_slots import Receiver, new_token, remove_unreceived
 from mspan_jax.data.train_images import load_train_images
 from mspan_jax.data.train_spec import resolve_spec
 
@@ -68,7 +70,12 @@ class TrainIterator(Iterator[Batch]):
     def __init__(self, sampler: BatchSampler, start_step: int = 0, prefetch: int = 2, workers: int = 0,
                  *, copy: bool = True):
         self.sampler, self.step, self.workers, self.copy = sampler, start_step, workers, copy
-        steps = grain.MapDataset.range(start_step, _LAST_STEP).map(sampler.patches)
+        self._token = new_token()  # this iterator's shared-memory segments
+        self._cutting = _CallsRunning()
+        cut = functools.partial(sampler.patches, slots=self._token)
+        if not workers:  # cut by grain's prefetch thread here, which close() must wait for
+            cut = self._cutting.wrap(cut)
+        steps = grain.MapDataset.range(start_step, _LAST_STEP).map(cut)
         self._iterator = iter(in_workers(steps, workers, prefetch))
         self._receiver = Receiver()
         self._received = 0
@@ -90,7 +97,9 @@ class TrainIterator(Iterator[Batch]):
         if iterator is not None and hasattr(iterator, "close"):
             iterator.close()
             if self.workers:
-                remove_unreceived()  # the workers are stopped: what they made and never sent
+                remove_unreceived(self._token)  # the workers are stopped: what they made, never sent
+            else:  # grain's close() cancels the pending batches but returns while one is being cut
+                self._cutting.wait()
         if hasattr(self, "sampler"):
             self.sampler.images.release_temporary()
 
@@ -102,6 +111,32 @@ class TrainIterator(Iterator[Batch]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _CallsRunning:
+    """Counts the calls of a wrapped function that are running (in grain's prefetch threads), so that
+    `wait` returns when none is: the decoded images they read may be released right after."""
+
+    def __init__(self) -> None:
+        self._done = threading.Condition()
+        self._running = 0
+
+    def wrap(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._done:
+                self._running += 1
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with self._done:
+                    self._running -= 1
+                    self._done.notify_all()
+
+        return call
+
+    def wait(self, timeout: float = 600.0) -> None:
+        with self._done:
+            self._done.wait_for(lambda: self._running == 0, timeout)
 
 
 class BatchesInFlight:

@@ -10,10 +10,11 @@ as `SlotRef`s (names, shape, dtype: a few bytes through grain's queue), which `r
 `SlotArray` views of the same pages. The segments are mapped there once (and unlinked at once: the
 two mappings keep them alive); a worker that ends unlinks those never received (batches in flight),
 and the training process removes what a stopped or killed worker left (`remove_unreceived`: the
-segments are named after it), so nothing is left in /dev/shm and the resource tracker has nothing
-to warn about. A slot is free again when its `SlotArray` (and every view of it) is gone; JAX on
-CPU may still read its pages then, so the training loop holds each batch until its step has
-finished (`pipeline.BatchesInFlight`).
+segments carry their iterator's random token, so closing one iterator touches no other, in this
+process or in another container sharing /dev/shm), so nothing is left in /dev/shm and the resource
+tracker has nothing to warn about. A slot is free again when its `SlotArray` (and every view of
+it) is gone; JAX on CPU may still read its pages then, so the training loop holds each batch
+until its step has finished (`pipeline.BatchesInFlight`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import dataclasses
 import itertools
 import mmap
 import os
+import secrets
 from multiprocessing import resource_tracker, shared_memory, util
 from pathlib import Path
 from typing import Any
@@ -49,18 +51,24 @@ _PREFIX = "mspan-slots"
 _counter = itertools.count()
 
 
-def _new_segment(size: int) -> shared_memory.SharedMemory:
-    """A segment named after the training process (this worker's parent), so that it can remove the
+def new_token() -> str:
+    """A name for one iterator's segments: random (PIDs repeat across containers sharing /dev/shm,
+    and one process may run several iterators)."""
+    return secrets.token_hex(8)
+
+
+def _new_segment(size: int, token: str) -> shared_memory.SharedMemory:
+    """A segment named after its iterator's `token`, so that the training process can remove the
     ones a stopped worker left unreceived (`remove_unreceived`)."""
-    name = f"{_PREFIX}-{os.getppid()}-{os.getpid()}-{next(_counter)}"
+    name = f"{_PREFIX}-{token}-{os.getpid()}-{next(_counter)}"
     return shared_memory.SharedMemory(name=name, create=True, size=size)
 
 
-def remove_unreceived() -> None:
-    """Unlinks (and unregisters from the resource tracker) the segments the workers of this training
-    process made but it never received: a worker stopped by `close()` or killed does not unlink
-    them itself, and the tracker would, with a "leaked shared_memory" warning at exit."""
-    for path in Path("/dev/shm").glob(f"{_PREFIX}-{os.getpid()}-*"):
+def remove_unreceived(token: str) -> None:
+    """Unlinks (and unregisters from the resource tracker) the segments the workers of the iterator
+    `token` made but the training process never received: a worker stopped by `close()` or killed
+    does not unlink them itself, and the tracker would, with a "leaked shared_memory" warning."""
+    for path in Path("/dev/shm").glob(f"{_PREFIX}-{token}-*"):
         with contextlib.suppress(FileNotFoundError):
             _posixshmem.shm_unlink("/" + path.name)
             resource_tracker.unregister("/" + path.name, "shared_memory")
@@ -69,8 +77,9 @@ def remove_unreceived() -> None:
 class WorkerSlots:
     """The segments of one worker process (created in it, on first use)."""
 
-    def __init__(self) -> None:
-        self._flags_shm = _new_segment(MAX_SLOTS)
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self._flags_shm = _new_segment(MAX_SLOTS, token)
         self.flags = np.ndarray((MAX_SLOTS,), np.uint8, buffer=self._flags_shm.buf)
         self.flags[:] = 0
         self._segments: list[shared_memory.SharedMemory] = []
@@ -94,7 +103,7 @@ class WorkerSlots:
         if index is None:
             if len(self._segments) == MAX_SLOTS:
                 return None
-            self._segments.append(_new_segment(max(nbytes, 1)))
+            self._segments.append(_new_segment(max(nbytes, 1), self.token))
             index = len(self._segments) - 1
         self.flags[index] = 1
         shm = self._segments[index]
@@ -102,16 +111,16 @@ class WorkerSlots:
                 SlotRef(self._flags_shm.name, shm.name, index, tuple(shape), dtype.str))
 
 
-_worker_slots: WorkerSlots | None = None
+_worker_slots: dict[str, WorkerSlots] = {}  # by iterator token
 
 
-def worker_array(shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, Any]:
+def worker_array(shape: tuple[int, ...], dtype: Any, token: str) -> tuple[np.ndarray, Any]:
     """In a worker: an array to cut into, and what to send for it (a `SlotRef`, or, with every slot
-    busy, grain's `SharedMemoryArray` itself)."""
-    global _worker_slots
-    if _worker_slots is None:
-        _worker_slots = WorkerSlots()
-    made = _worker_slots.array(shape, dtype)
+    busy, grain's `SharedMemoryArray` itself), in the segments of the iterator `token`."""
+    slots = _worker_slots.get(token)
+    if slots is None:
+        slots = _worker_slots[token] = WorkerSlots(token)
+    made = slots.array(shape, dtype)
     if made is None:
         from grain.multiprocessing import SharedMemoryArray
 

@@ -25,7 +25,6 @@ from mspan_jax.data.decoded_cache import (
     DiskCache,
     TrainImage,
     fingerprint,
-    temporary_cache_path,
 )
 from mspan_jax.data.degradations import degrade, rgb_to_gray
 from mspan_jax.data.grain_workers import in_workers
@@ -43,6 +42,10 @@ from mspan_jax.errors import DataError
 from mspan_jax.progress import ProgressLine
 
 
+class ModcropWarning(UserWarning):
+    """A training image not divisible by the scale was cropped to it: summed up in one line."""
+
+
 def prepare_image(spec: PipelineSpec, name: str, target: np.ndarray, source: np.ndarray | None,
                   origin: str) -> TrainImage | None:
     """Aligns / degrades one decoded image; None (with a warning naming `origin`) when it cannot give a
@@ -54,7 +57,8 @@ def prepare_image(spec: PipelineSpec, name: str, target: np.ndarray, source: np.
         lr_matches = source is not None and source.shape[:2] == lr_size
         if not lr_matches and spec.source != "skimage":  # bundled photos: modcrop is expected
             warnings.warn(f"{origin}: {target.shape[1]}x{target.shape[0]} is not divisible by "
-                          f"scale {s}; HR cropped to a multiple of it (modcrop)", stacklevel=2)
+                          f"scale {s}; HR cropped to a multiple of it (modcrop)", ModcropWarning,
+                          stacklevel=2)
         target = modcrop(target, s)
     if source is not None and source.shape[:2] != (target.shape[0] // s, target.shape[1] // s):
         warnings.warn(f"skipped: {origin}: LR is {source.shape[1]}x{source.shape[0]}, expected "
@@ -123,6 +127,14 @@ def _cache_key(spec: PipelineSpec, inputs: list) -> dict[str, Any]:
     return json.loads(json.dumps(key))
 
 
+def _say_cropped(messages: list[str], total: int, scale: int) -> None:
+    """One warning for every training image modcrop cropped, with the first as the example."""
+    example = messages[0].split(" is not divisible")[0]
+    warnings.warn(f"{len(messages)} of {total} training images are not divisible by scale {scale}; "
+                  f"HR cropped to a multiple of it (modcrop), e.g. {example}", ModcropWarning,
+                  stacklevel=3)
+
+
 def load_train_images(spec: PipelineSpec, verbose: bool = True) -> DecodedImages:
     """Decodes this process's shard once, in a fixed order, with `spec.num_workers` processes; raises
     if nothing is usable. The images are file-backed (shareable with worker processes) when there are
@@ -155,17 +167,21 @@ def load_train_images(spec: PipelineSpec, verbose: bool = True) -> DecodedImages
             return found
         writer: CacheWriter | None = cache.writer()
     elif spec.num_workers:
-        writer = CacheWriter(temporary_cache_path(), temporary=True)
+        writer = CacheWriter(None, temporary=True, expected_images=max(total, 1))
     else:
         writer = None
 
     kept: list[TrainImage] = []  # in memory (no writer)
     written = 0
+    cropped: list[str] = []  # ModcropWarning messages: said once, with their count
     progress = ProgressLine(total, what, enabled=verbose and total > 0)
     try:
         for found, messages in _decoded_items(spec, loaders, tfds_source):
             for message, category in messages:
-                warnings.warn(message, category, stacklevel=2)
+                if issubclass(category, ModcropWarning):
+                    cropped.append(message)
+                else:
+                    warnings.warn(message, category, stacklevel=2)
             progress.update("images")
             if found is None:
                 continue
@@ -183,6 +199,9 @@ def load_train_images(spec: PipelineSpec, verbose: bool = True) -> DecodedImages
         if writer is not None:
             writer.abort()
         raise
+    finally:
+        if cropped:
+            _say_cropped(cropped, total, spec.scale)
     if writer is None:
         return DecodedImages(kept)
     return cache.commit(writer) if cache is not None else writer.finish()

@@ -56,6 +56,16 @@ def _fail(key: str, message: str) -> ConfigError:
     return ConfigError(f"config.{key}: {message}")
 
 
+def _paired_hint(config: Any) -> str:
+    """What source 'paired' needs, naming the config's benchmark (its first eval dataset)."""
+    datasets = tuple(config.eval.get("datasets", ()) or ())
+    name = str(datasets[0]) if datasets else "<set>"
+    return (f"source 'paired' needs the {name} training pairs: --config.data.train_dir=DIR holding "
+            f"DIR/LQ/ (degraded) and DIR/GT/ (clean) images matched by name, e.g. "
+            f"~/ir_data/{name}/train; scripts/prepare_restoration_data.py lays out DID-MDN and PolyU "
+            "as downloaded; where to get the data: docs/restoration.md")
+
+
 def _as_int(value: Any, key: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise _fail(key, f"must be an integer >= {minimum}, got {value!r}")
@@ -131,6 +141,8 @@ def resolve_spec(config: Any, process_index: int | None = None, process_count: i
         raise _fail("data.image_range", f"must be (first, last) image numbers, got {image_range}")
     train_dir = str(get("train_dir", "") or "")
     if source in ("div2k_folder", "folder", "paired"):
+        if not train_dir and source == "paired":
+            raise _fail("data.train_dir", _paired_hint(config))
         if not train_dir:
             raise _fail("data.train_dir", f"source {source!r} needs a folder of training images")
         if not Path(train_dir).expanduser().is_dir():

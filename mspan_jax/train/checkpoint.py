@@ -2,9 +2,12 @@
 
 `TrainCheckpoints` saves the full TrainState every `checkpoint_every_steps` and the best-PSNR params,
 each step with its `meta` (the model config, so a workdir cannot be resumed with another model or
-scale, and the checksums of every array), and resumes from the newest intact step: a damaged one is
-moved to WORKDIR/damaged/ and skipped. Reading a workdir's weights without the optimizer (evaluation,
-export, warm starts) is `checkpoints.workdir`'s, which this builds on.
+scale, the `config.train` keys that shape the state, and the checksums of every array), and resumes
+from the newest intact step: a damaged one (a failed checksum, an unreadable file) is moved to
+WORKDIR/damaged/ and skipped; a step whose state has another structure than this run's config makes
+(e.g. the EMA turned on) is a config change, not damage: it stops the run in one line, moving
+nothing. Reading a workdir's weights without the optimizer (evaluation, export, warm starts) is
+`checkpoints.workdir`'s, which this builds on.
 """
 
 from __future__ import annotations
@@ -29,6 +32,27 @@ from mspan_jax.checkpoints.workdir import (
 from mspan_jax.errors import DiskFullError, first_line, is_disk_full
 from mspan_jax.train.state import PyTree, TrainState
 
+# The config.train keys that decide the TrainState's tree structure (not only its values): the EMA
+# copy exists when ema_decay > 0, the optax state has a clipping entry when grad_clip_norm > 0.
+STATE_KEYS = {"ema_decay": "ema_params", "grad_clip_norm": "opt_state"}
+
+
+class StateMismatchError(CheckpointError):
+    """A saved step holds a state of another structure than this run's config makes."""
+
+
+def _paths(tree: Any) -> set[str]:
+    """The leaf paths of a state (a TrainState or orbax's saved metadata of one, as dicts), in one
+    spelling: 'opt_state/1/0/mu/conv/kernel'."""
+    def name(key: Any) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                return str(getattr(key, attr))
+        return str(key)
+
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)[0]
+    return {"/".join(name(k) for k in path) for path, leaf in leaves if leaf is not None}
+
 
 def saved_steps(workdir: str | epath.Path) -> list[int]:
     """The committed resumable steps in `workdir` (not orbax's unfinished temp dirs), sorted."""
@@ -41,6 +65,7 @@ class TrainCheckpoints:
 
     def __init__(self, workdir: str | epath.Path, train_config: ml_collections.ConfigDict):
         self.workdir = epath.Path(workdir)
+        self._state_config = {key: float(train_config[key]) for key in STATE_KEYS}
         self.resume = open_manager(self.workdir / RESUME_DIR, keep=train_config.keep_checkpoints,
                                    async_save=train_config.async_checkpointing, best=False)
         self.best = open_manager(self.workdir / BEST_DIR, keep=1,
@@ -89,7 +114,7 @@ class TrainCheckpoints:
         """Saves the full state at its step (asynchronously when configured)."""
         step = int(jax.device_get(state.step))
         meta = {"model": model_config_dict(model_config), "step": step,
-                "checksums": checksums.record(state)}
+                "train": self._state_config, "checksums": checksums.record(state)}
         self._guarded(lambda: self.resume.save(step, force=True, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))))
 
@@ -114,11 +139,13 @@ class TrainCheckpoints:
 
         A step that fails its checksums or cannot be read is reported through `log`, moved to
         WORKDIR/damaged/<step> (so that training can save that step again) and skipped; when no step
-        is intact, raises CheckpointError instead of training from garbage or from scratch.
+        is intact, raises CheckpointError instead of training from garbage or from scratch. A step
+        saved with another state structure raises StateMismatchError and moves nothing.
         """
         steps = sorted(self.resume.all_steps(), reverse=True)
         for step in steps:
             where = self.workdir / RESUME_DIR / str(step)
+            self._check_structure(step, abstract_state)
             try:
                 restored = self.resume.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
@@ -135,6 +162,41 @@ class TrainCheckpoints:
                                   f"{self.workdir / DAMAGED_DIR}); restore them from a good copy or "
                                   "start a new workdir")
         return None
+
+    def _check_structure(self, step: int, abstract_state: TrainState) -> None:
+        """Raises StateMismatchError when `step`'s saved tree (its readable metadata) has other leaves
+        than `abstract_state`, naming the config keys that made the difference; a step whose
+        metadata cannot be read is left to `restore` (damage)."""
+        try:
+            saved = _paths(self.resume.item_metadata(step)["state"])
+            meta = self.resume.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))["meta"]
+        except Exception:  # noqa: BLE001 - unreadable: restore() reports it as damage
+            return
+        wanted = _paths(abstract_state)
+        if not saved or saved == wanted:
+            return
+        differ = {p.split("/")[0] for p in saved ^ wanted}
+        was = meta.get("train", {}) if isinstance(meta, Mapping) else {}
+        keys = [key for key, part in STATE_KEYS.items() if part in differ]
+        if not keys:
+            raise StateMismatchError(
+                f"{self.workdir / RESUME_DIR / str(step)}: the saved state differs from this run's in "
+                f"{sorted(differ)}; resume with the config it was trained with, or start a new workdir "
+                f"from its params with --config.train.warm_start={self.workdir}")
+        said = []
+        for key in keys:
+            now = self._state_config[key]
+            old = was.get(key)
+            if old is None:  # saved before the keys were recorded: what the structure says
+                old = "0" if now > 0 else "> 0"
+            said.append(f"train.{key}={old} when saved, {now:g} now")
+        back = " ".join(f"--config.train.{key}={was[key]:g}" for key in keys if key in was)
+        how = f"resume with {back}" if back else "resume with the values it was saved with"
+        raise StateMismatchError(
+            f"{self.workdir / RESUME_DIR / str(step)}: saved with another training state "
+            f"({'; '.join(said)}); {how}, or start a new workdir from its params with "
+            f"--config.train.warm_start={self.workdir} (nothing was moved)")
 
     def _move_damaged(self, step: int) -> None:
         """Moves checkpoints/<step> to damaged/<step> (process 0) and re-reads the step list."""

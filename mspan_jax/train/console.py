@@ -64,10 +64,12 @@ def final_summary(workdir: Any, config: Any, results: Mapping[str, Any] | None,
                   best: tuple[int, float] | None) -> str:
     """What a finished run leaves and what to run next: best and last PSNR against the baseline, where
     the best weights, samples, eval_results.json and TensorBoard events are, and the next commands."""
+    from mspan_jax.train.state import total_steps
+
     scale = int(config.model.scale)
     baseline = "input" if scale == 1 else "bicubic"
     dataset = config.eval.datasets[0] if config.eval.datasets else None
-    lines = [f"done: {config.model.name} x{scale} trained to step {config.train.num_steps}"]
+    lines = [f"done: {config.model.name} x{scale} trained to step {total_steps(config.train)}"]
     if results is not None and dataset is not None and dataset in results:
         base = results.get(baseline, {}).get(dataset)
         against = f" ({baseline} {base['psnr']:.2f} dB)" if base else ""

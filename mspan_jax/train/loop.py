@@ -14,7 +14,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -25,7 +25,7 @@ from etils import epath
 from mspan_jax.config_base import task_of
 from mspan_jax.data.images import write_image
 from mspan_jax.data.pipeline import BatchesInFlight, create_train_iterator
-from mspan_jax.errors import ConfigError, is_disk_full
+from mspan_jax.errors import ConfigError, first_line
 from mspan_jax.eval_suite import baseline_key
 from mspan_jax.files import write_json_atomic
 from mspan_jax.models.registry import get_model
@@ -101,6 +101,23 @@ def _check_batch(batch: Mapping[str, np.ndarray], local_batch: int, config: ml_c
         if got != shape:
             raise ValueError(f"the training pipeline gave {key} batches of shape {got}, expected "
                              f"{shape} (per-process batch, patch); check config.data and config.train")
+
+
+def _run_all(steps: Sequence[Callable[[], Any]], stopping: BaseException | None) -> None:
+    """Runs every cleanup step even when one fails (the workdir lock is released, the checkpoints
+    closed), then raises the first failure, unless the run is already ending with `stopping`:
+    that error stays the one raised, with the failures noted on it."""
+    failed: list[BaseException] = []
+    for step in steps:
+        try:
+            step()
+        except BaseException as e:  # noqa: BLE001 - every step runs; the first failure is raised
+            failed.append(e)
+    if stopping is not None:
+        for e in failed:
+            stopping.add_note(f"then, while stopping: {first_line(e, typed=True)}")
+    elif failed:
+        raise failed[0]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -187,8 +204,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         last_results = json.loads(results_path.read_text())
         last_psnr = psnr_summary(last_results, config.eval.datasets[0],
                                   baseline_key(task))
-    if start_step >= num_steps:
-        log(f"{workdir_path} is already trained to step {start_step} (>= {num_steps}); nothing to do")
+    def validate(step: int, state: Any) -> tuple[dict[str, Any], str]:
+        """Validates `state`'s eval params at `step`: best/, eval_results.json, TensorBoard, samples."""
+        params = host_params(state.eval_params())
+        scores, images = validator(params)
+        first = next(iter(scores))
+        checkpoints.save_best(step, state.eval_params(), scores[first]["psnr"], config.model)
+        results = validator.results_json(step, scores)
+        if is_chief:
+            write_json_atomic(results_path, results)
+            log(validation_line(step, results, scores, validator.suite.scoring.baselines), flush=True)
+        if writer is not None:
+            for name, s in scores.items():
+                writer.scalar(f"eval/{name}/psnr", s["psnr"], step)
+                writer.scalar(f"eval/{name}/ssim", s["ssim"], step)
+            for name, picture in images.items():
+                writer.image(f"eval/{name}/{picture_tag(task)}", picture[None], step)
+            writer.flush()
+        if is_chief and _is_local(workdir_path):  # a picture to open without TensorBoard
+            for name, picture in images.items():
+                write_image(workdir_path / SAMPLES_DIR / f"{name}_step{step:07d}.png", picture)
+        return results, psnr_summary(results, first, baseline_key(task))
+
     pending: list[dict[str, jax.Array]] = []
     last_saved = start_step
     timer_step, timer_start = start_step, time.perf_counter()
@@ -214,6 +251,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     interrupts = InterruptWatch().start()  # Ctrl-C stops the run even if a finalizer dropped it
     in_flight = BatchesInFlight()  # each batch until its step has finished (its slot is then free)
     try:
+        # A step is saved before it is validated: one whose validation a stopped run did not
+        # finish (eval_results.json is of an earlier step) is validated now.
+        due = start_step % config.train.eval_every_steps == 0 or start_step >= num_steps
+        if resumed and due and (last_results or {}).get("step") != start_step:
+            log(f"validating step {start_step} (saved, but the run stopped before its validation)")
+            last_results, last_psnr = validate(start_step, state)
+        if start_step >= num_steps:
+            log(f"{workdir_path} is already trained to step {start_step} (>= {num_steps}); "
+                "nothing to do")
         while step < num_steps:
             local, first_batch = first_batch if first_batch is not None else next(batches), None
             state, metrics = step_fn(state, sharding.make_global_batch(local, mesh))
@@ -257,44 +303,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                 f"{workdir_path / 'checkpoints'}; run the same command again to resume")
             if step % config.train.eval_every_steps == 0 or is_last:
                 check_finite()
-                params = host_params(state.eval_params())
-                scores, images = validator(params)
-                first = next(iter(scores))
-                checkpoints.save_best(step, state.eval_params(), scores[first]["psnr"], config.model)
-                last_results = validator.results_json(step, scores)
-                base = baseline_key(task)
-                last_psnr = psnr_summary(last_results, first, base)
-                if is_chief:
-                    write_json_atomic(results_path, last_results)
-                    log(validation_line(step, last_results, scores,
-                                        validator.suite.scoring.baselines), flush=True)
-                if writer is not None:
-                    for name, s in scores.items():
-                        writer.scalar(f"eval/{name}/psnr", s["psnr"], step)
-                        writer.scalar(f"eval/{name}/ssim", s["ssim"], step)
-                    for name, picture in images.items():
-                        writer.image(f"eval/{name}/{picture_tag(task)}", picture[None], step)
-                    writer.flush()
-                if is_chief and _is_local(workdir_path):  # a picture to open without TensorBoard
-                    for name, picture in images.items():
-                        write_image(workdir_path / SAMPLES_DIR / f"{name}_step{step:07d}.png", picture)
+                last_results, last_psnr = validate(step, state)
             timer_start += time.perf_counter() - paused  # steps/s counts training time only
     finally:
         stopping = sys.exc_info()[1]  # what ends the run early, if anything
-        watch.stop()
-        interrupts.stop()
-        in_flight.release_all()
-        if hasattr(batches, "close"):
-            batches.close()
-        checkpoints.wait()
-        checkpoints.close()
-        if writer is not None:
-            try:
-                writer.close()
-            except OSError as e:  # a full disk that already stopped the run: that error is the one
-                if stopping is None or not is_disk_full(e):
-                    raise
-        if lock is not None:
-            lock.release()
+        _run_all([watch.stop, interrupts.stop, in_flight.release_all,
+                  getattr(batches, "close", lambda: None), checkpoints.wait, checkpoints.close,
+                  writer.close if writer is not None else (lambda: None),
+                  lock.release if lock is not None else (lambda: None)], stopping)
     print_final_summary(workdir_path, config, last_results)
     return last_results

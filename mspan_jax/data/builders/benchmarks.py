@@ -130,7 +130,7 @@ class _Benchmark(LocalBuilder, skip_registration=True):
         folder = cls.FOLDER_NAMES[0]
         source = (f"or let the builder download EDSR's benchmark.tar ({cls.DOWNLOAD_URL})"
                   if cls.DOWNLOAD_URL else "the set is distributed on request only")
-        return (f"Put the {folder} HR images (png/bmp/jpg) in `<manual_dir>/{folder}/HR/` "
+        return (f"Put the {folder} HR images (PNG, BMP, JPEG, ...) in `<manual_dir>/{folder}/HR/` "
                 f"(also accepted: `<manual_dir>/{folder}/`, folder names {list(cls.FOLDER_NAMES)}); "
                 f"file names are free, the stem becomes the image name. {source}. See docs/data.md.")
 
