@@ -62,8 +62,11 @@ def assert_parity(model, variables, sess, layout="nchw", sizes=SIZES, batch=1, t
         expected = np.asarray(jax.jit(model.apply)(variables, x))
         got = onnx_nhwc(sess, x, layout)
         assert got.shape == expected.shape, (h, w)
+        # 1e-5 for outputs in [0, 1] (real weights); random weights can give a larger range
+        # (full-width RFDN: +-3), and the float32 rounding grows with it.
+        scale = max(1.0, float(np.abs(expected).max()))
         err = float(np.abs(got - expected).max())
-        assert err <= tolerance, f"{h}x{w}: max abs {err}"
+        assert err <= tolerance * scale, f"{h}x{w}: max abs {err}, outputs up to {scale}"
 
 
 def export_and_check(name: str, scale: int, sizes=SIZES) -> None:
