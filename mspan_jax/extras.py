@@ -4,8 +4,9 @@ The core (`pip install -e .`) trains, evaluates on image folders, upscales and c
 neither TensorFlow nor PyTorch. The tfds builders (benchmark sets, paired folders, tfds DIV2K) need
 `[tfds]`: tensorflow-datasets encodes and reads their examples through TensorFlow. The PyTorch
 reference model behind `--verify` needs `[torch]`; scripts/visualize_mspa.py's figure `[figures]`
-(matplotlib). A gs:// workdir, checkpoint or data_dir needs `[gcs]` (gcsfs, the client etils.epath
-uses for buckets; mspan_jax/storage.py).
+(matplotlib); the ONNX export and running a .onnx file `[onnx]` (onnx, onnxruntime). A gs://
+workdir, checkpoint or data_dir needs `[gcs]` (gcsfs, the client etils.epath uses for buckets;
+mspan_jax/storage.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "torch": ("torch",),
     "figures": ("matplotlib",),
     "gcs": ("gcsfs",),
+    "onnx": ("onnx", "onnxruntime"),
 }
 
 

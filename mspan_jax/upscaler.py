@@ -31,6 +31,8 @@ from mspan_jax.data.images import (
     stored_image,
 )
 from mspan_jax.data.imresize import imresize
+from mspan_jax.deploy.onnx_runtime import OnnxPredictor, is_onnx_file
+from mspan_jax.errors import ConfigError
 from mspan_jax.inference import Predictor, upscale_strips
 from mspan_jax.models import get_model
 
@@ -38,17 +40,18 @@ from mspan_jax.models import get_model
 class Upscaler:
     """A model with its weights, upscaling numpy images (see the module docstring)."""
 
-    def __init__(self, model_config: Mapping[str, Any], variables: Mapping[str, Any], *,
+    def __init__(self, model_config: Mapping[str, Any], variables: Mapping[str, Any] | None, *,
                  tile: int = 256, tile_overlap: int = 16, bucket: int = 64,
-                 self_ensemble: bool = False):
+                 self_ensemble: bool = False, predictor: Predictor | None = None):
         if tile < 1 or tile_overlap < 0 or tile <= 2 * tile_overlap:
             raise ValueError(f"tile ({tile}) must exceed 2 x tile_overlap ({tile_overlap})")
         self.model_config = model_config
         self.scale = int(model_config["scale"])
         self.channels = int(model_config.get("in_channels", 3))
         self.tile, self.tile_overlap, self.self_ensemble = tile, tile_overlap, self_ensemble
-        self.predictor = Predictor(get_model(model_config).apply, variables, scale=self.scale,
-                                   bucket=bucket)
+        # `predictor`: another backend (an exported file's, `from_checkpoint` of a .onnx path).
+        self.predictor = predictor or Predictor(get_model(model_config).apply, variables,
+                                                scale=self.scale, bucket=bucket)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike,
@@ -56,8 +59,13 @@ class Upscaler:
                         model: tuple[str, int] | None = None, **options: Any) -> Upscaler:
         """The model a params checkpoint or training workdir records (checked against `config`'s
         model when given), shipped weights by name ("mspan_x4"), or a PyTorch .pth / .safetensors
-        with `model=("imdn", 4)`; `options` are `__init__`'s (tile, tile_overlap, bucket,
-        self_ensemble)."""
+        with `model=("imdn", 4)`, or an ONNX file from export.py (run by onnxruntime, the [onnx]
+        extra); `options` are `__init__`'s (tile, tile_overlap, bucket, self_ensemble)."""
+        if is_onnx_file(path):
+            if config is not None or model is not None:
+                raise ConfigError(f"{path}: an ONNX file records its model; pass no config or model")
+            predictor = OnnxPredictor.from_file(path)
+            return cls(predictor.model.model_config, None, predictor=predictor, **options)
         loaded = load_model(path, config, model=model)
         return cls(loaded.model_config, loaded.variables, **options)
 

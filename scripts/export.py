@@ -1,6 +1,19 @@
-"""Serializes a trained or converted model's inference function with `jax.export`.
+"""Serializes a trained or converted model's inference function: `jax.export` (the default), or
+ONNX for runtimes without JAX (onnxruntime, TensorRT, ...).
 
   python scripts/export.py --checkpoint weights/mspan_x4 --out mspan_x4.jaxexport
+  python scripts/export.py --checkpoint mspan_x4 --format onnx --out mspan_x4.onnx
+  python scripts/export.py --checkpoint IMDN_x4.pth --model imdn --scale 4 --format onnx --out x4.onnx
+
+--checkpoint takes what upscale.py takes: a params checkpoint, a training workdir, shipped weights by
+name, or a PyTorch weight file with --model/--scale.
+
+--format onnx (the [onnx] extra) writes a graph of symbolic batch, height and width (each side at
+least the model's minimum), float32 in [0, 1], NCHW (--layout nhwc for NHWC), with the model's name,
+scale, parameter count and the project version in its metadata; it is checked with onnx.checker
+before it is written, and `upscale.py --checkpoint model.onnx` runs it through onnxruntime.
+--precision float16 computes in float16 (float32 input and output); docs/usage.md "Export to ONNX"
+gives its PSNR change.
 
 The file holds the StableHLO of `x -> model.apply(params, x)` with the parameters inside, for
 float32 NHWC input in [0, 1] of symbolic batch, height and width (every model here is fully
@@ -27,8 +40,9 @@ from jax import export
 from ml_collections import config_flags
 
 from mspan_jax import cli
-from mspan_jax.checkpoints.resolve import load_model
+from mspan_jax.checkpoints.resolve import LoadedModel, load_model
 from mspan_jax.errors import ConfigError
+from mspan_jax.extras import require
 from mspan_jax.files import check_output_file, write_bytes_atomic
 from mspan_jax.models.registry import min_input_size
 
@@ -36,7 +50,17 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (default:
                                            "checkpoint records), e.g. configs/x4.py.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint or training workdir.")
 _OUT = flags.DEFINE_string("out", None, "The serialized function, e.g. model.jaxexport.")
-_PLATFORMS = flags.DEFINE_list("platforms", ["cpu"], "Backends to lower for: cpu, cuda, rocm, tpu.")
+_PLATFORMS = flags.DEFINE_list("platforms", ["cpu"], "Backends to lower for (jaxexport): cpu, cuda, "
+                               "rocm, tpu.")
+_FORMAT = flags.DEFINE_enum("format", "jaxexport", ["jaxexport", "onnx"], "What to write: jax.export's "
+                            "serialized StableHLO, or ONNX (the [onnx] extra).")
+_LAYOUT = flags.DEFINE_enum("layout", "nchw", ["nchw", "nhwc"], "Input/output layout of --format onnx.")
+_PRECISION = flags.DEFINE_enum("precision", "float32", ["float32", "float16"], "Compute precision of "
+                               "--format onnx (input and output stay float32).")
+_OPSET = flags.DEFINE_integer("opset", 17, "ONNX opset of --format onnx (17: onnxruntime >= 1.13, "
+                              "TensorRT >= 8.6).")
+_MODEL = flags.DEFINE_string("model", None, "Model of a PyTorch --checkpoint, e.g. imdn.")
+_SCALE = flags.DEFINE_integer("scale", None, "Scale of a PyTorch --checkpoint, e.g. 4.")
 flags.mark_flags_as_required(["checkpoint", "out"])
 
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
@@ -55,9 +79,36 @@ def export_model(model, variables, in_channels: int, platforms: Sequence[str]) -
     return export.export(jax.jit(infer), platforms=tuple(platforms))(spec)
 
 
+def write_onnx(loaded: LoadedModel) -> None:
+    """--format onnx: the checked graph, written atomically."""
+    require("onnx", "export.py --format onnx")
+    from mspan_jax.deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+
+    cfg = loaded.model_config
+    if _OPSET.value < 17:
+        raise ConfigError(f"--opset {_OPSET.value}: the export needs opset 17 or newer")
+    proto = export_onnx(cfg, loaded.variables, layout=_LAYOUT.value, precision=_PRECISION.value,
+                        opset=_OPSET.value)
+    data = proto.SerializeToString()
+    write_bytes_atomic(_OUT.value, data)
+    c, s = int(cfg.get("in_channels", 3)), int(cfg.scale)
+    shape = ("(batch, {c}, height, width)" if _LAYOUT.value == "nchw"
+             else "(batch, height, width, {c})")
+    print(f"wrote {_OUT.value} ({len(data) / 1e6:.1f} MB): {cfg.name} x{s}, ONNX opset {_OPSET.value}, "
+          f"{_PRECISION.value}; {INPUT_NAME} float32 {shape.format(c=c)} in [0, 1] -> {OUTPUT_NAME} "
+          f"float32 {shape.format(c=cfg.get('out_channels', c))} x{s} (height, width >= "
+          f"{min_input_size(loaded.model)}); run: python scripts/upscale.py --checkpoint {_OUT.value}")
+
+
 def main(argv: Sequence[str]) -> None:
     check_output_file(_OUT.value, "--out")
-    loaded = load_model(_CHECKPOINT.value, _CONFIG.value)
+    if (_MODEL.value is None) != (_SCALE.value is None):
+        raise ConfigError("--model and --scale go together (for a PyTorch --checkpoint)")
+    model = (_MODEL.value, _SCALE.value) if _MODEL.value is not None else None
+    loaded = load_model(_CHECKPOINT.value, _CONFIG.value, model=model)
+    if _FORMAT.value == "onnx":
+        write_onnx(loaded)
+        return
     config = loaded.config
     platforms = [p.lower() for p in _PLATFORMS.value]
     unknown = sorted(set(platforms) - set(PLATFORMS))

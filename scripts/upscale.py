@@ -6,7 +6,8 @@
   python scripts/upscale.py --list-models
 
 --checkpoint takes a params checkpoint, a training workdir, the name of shipped weights
-(--list-models) or a PyTorch weight file with --model/--scale (converted in memory). Writes
+(--list-models), a PyTorch weight file with --model/--scale (converted in memory) or an ONNX file
+from scripts/export.py --format onnx (run by onnxruntime, the [onnx] extra). Writes
 <output>/<stem>_<suffix>.<ext> (default <stem>_x<scale>.png) for every input image, atomically,
 keeping what the input was (PNG output):
   - 16-bit PNG/TIFF give 16-bit PNG (the model runs on x / 65535, not on 8 bits);
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from mspan_jax.data.images import (
     write_image,
     write_png,
 )
+from mspan_jax.deploy.onnx_runtime import OnnxPredictor, is_onnx_file
 from mspan_jax.errors import ConfigError, first_line
 from mspan_jax.files import check_output_dir
 from mspan_jax.inference import Predictor
@@ -58,8 +60,8 @@ from mspan_jax.upscaler import upscale_samples, upscale_to_array
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x4.py "
                                            "(default: the model the checkpoint records).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint, training workdir, shipped "
-                                  "weights by name (mspan_x4; see --list-models) or a PyTorch .pth / "
-                                  ".safetensors with --model and --scale.")
+                                  "weights by name (mspan_x4; see --list-models), a PyTorch .pth / "
+                                  ".safetensors with --model and --scale, or an exported .onnx file.")
 _MODEL = flags.DEFINE_string("model", None, "Model of a PyTorch --checkpoint, e.g. imdn.")
 _SCALE = flags.DEFINE_integer("scale", None, "Scale of a PyTorch --checkpoint, e.g. 4.")
 _LIST = flags.DEFINE_bool("list-models", False, "List the shipped weights --checkpoint takes by name.")
@@ -154,6 +156,29 @@ def list_models() -> None:
         print(f"  {name:<10} {model['name']} x{model['scale']}  {directory}")
 
 
+def load_predictor(model: tuple[str, int] | None) -> tuple[Predictor, Mapping[str, Any], str]:
+    """(predictor, config.model, compute dtype) of --checkpoint: onnxruntime for a .onnx file
+    (scripts/export.py --format onnx), else the JAX model at --dtype."""
+    if is_onnx_file(_CHECKPOINT.value):
+        if _CONFIG.value is not None or model is not None:
+            raise ConfigError("--config, --model and --scale are not for a .onnx --checkpoint: the "
+                              "file records its model")
+        onnx = OnnxPredictor.from_file(_CHECKPOINT.value)
+        return onnx, onnx.model.model_config, f"onnxruntime, {onnx.model.precision}"
+    loaded = load_model(_CHECKPOINT.value, _CONFIG.value, model=model)
+    config = loaded.config
+    dtype = compute_dtype(_DTYPE.value)
+    if dtype != config.model.get("dtype", "float32"):
+        config.model.dtype = dtype
+        from mspan_jax.models.registry import get_model
+
+        model_apply = get_model(config.model).apply
+    else:
+        model_apply = loaded.model.apply
+    return Predictor(model_apply, loaded.variables, scale=int(config.model.scale),
+                     bucket=_BUCKET.value), config.model, dtype
+
+
 def main(argv: Sequence[str]) -> None:
     if _LIST.value:
         list_models()
@@ -172,9 +197,8 @@ def main(argv: Sequence[str]) -> None:
     paths, skipped = input_files(Path(_INPUT.value))
 
     model = (_MODEL.value, _SCALE.value) if _MODEL.value is not None else None
-    loaded = load_model(_CHECKPOINT.value, _CONFIG.value, model=model)
-    config = loaded.config
-    scale = int(config.model.scale)
+    predictor, model_config, dtype = load_predictor(model)
+    scale = int(model_config["scale"])
     try:
         suffix = _SUFFIX.value.format(scale=scale)
     except (KeyError, IndexError, ValueError):
@@ -196,15 +220,6 @@ def main(argv: Sequence[str]) -> None:
         else:
             todo[name] = path
 
-    dtype = compute_dtype(_DTYPE.value)
-    if dtype != config.model.get("dtype", "float32"):
-        config.model.dtype = dtype
-        from mspan_jax.models.registry import get_model
-
-        model_apply = get_model(config.model).apply
-    else:
-        model_apply = loaded.model.apply
-    predictor = Predictor(model_apply, loaded.variables, scale=scale, bucket=_BUCKET.value)
     progress = ProgressLine(len(todo), f"x{scale}")
     failed: list[tuple[Path, str]] = []
     # SIGTERM (kill, a job scheduler) ends the run as Ctrl-C does: the output being written is
@@ -218,7 +233,7 @@ def main(argv: Sequence[str]) -> None:
                 failed.append((path, first_line(e)))
                 progress.update(f"{path.name} FAILED")
                 continue
-            note = write_output(out_dir / name, predictor, lr, int(config.model.in_channels),
+            note = write_output(out_dir / name, predictor, lr, int(model_config.get("in_channels", 3)),
                                 tile=_TILE.value, tile_overlap=_TILE_OVERLAP.value,
                                 self_ensemble=_SELF_ENSEMBLE.value, progress=len(todo) == 1)
             (h, w) = lr.color.shape[:2]
