@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import imdn_x4_weights, run_script, tiny_model_config
+from conftest import run_script, tiny_model_config
 from PIL import Image
 
 from mspan_jax.deploy.jaxpr_onnx import UnsupportedPrimitiveError, to_onnx
@@ -193,10 +193,10 @@ def test_full_size_mspan_x4_export_parity_and_upscale_through_onnxruntime(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.shared
-def test_imdn_official_pth_exports_with_model_and_scale(tmp_path):
+def test_imdn_official_pth_exports_with_model_and_scale(tmp_path, imdn_x4_weights):
     from mspan_jax.checkpoints.resolve import load_model
 
-    weights = imdn_x4_weights()
+    weights = imdn_x4_weights
     out = tmp_path / "imdn_x4.onnx"
     result = run_script("export.py", "--checkpoint", weights, "--model", "imdn", "--scale", 4,
                         "--format", "onnx", "--layout", "nhwc", "--out", out)
