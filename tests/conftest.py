@@ -12,9 +12,12 @@ import importlib
 import io
 import os
 import runpy
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import traceback
 import types
 import warnings
@@ -400,3 +403,56 @@ def find_exact(picture, crop) -> list[tuple[int, int]]:
     first = (picture[:picture.shape[0] - h + 1, :picture.shape[1] - w + 1] == crop[0, 0]).all(axis=-1)
     return [(int(y), int(x)) for y, x in zip(*np.nonzero(first), strict=True)
             if np.array_equal(picture[y:y + h, x:x + w], crop)]
+
+
+TRAIN_PROCESS_TIMEOUT = 300  # seconds a training subprocess may take to print or finish
+FIRST_STEP_LINE = "compiled and ran the first step"
+
+
+def _as_in_a_terminal() -> None:
+    """Ctrl-C handled as in a terminal's foreground job: a runner that started pytest in the
+    background (as `cmd &` does) passes SIGINT on ignored, and Python then never raises
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class TrainProcess:
+    """A scripts/train.py process in its own process group, its output collected as it comes."""
+
+    def __init__(self, config: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None):
+        self.proc = subprocess.Popen(
+            [sys.executable, "scripts/train.py", f"--config={config}", f"--workdir={workdir}", *extra],
+            cwd=REPO_ROOT, env=env or subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True, preexec_fn=_as_in_a_terminal)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._threads = [threading.Thread(target=lambda s=s, d=d: d.extend(iter(s.readline, "")),
+                                          daemon=True)
+                         for s, d in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for t in self._threads:
+            t.start()
+
+    def wait_for_output(self, text: str) -> None:
+        deadline = time.monotonic() + TRAIN_PROCESS_TIMEOUT
+        while not any(text in line for line in self.out):
+            assert self.proc.poll() is None, f"exited early: {''.join(self.err)[-3000:]}"
+            assert time.monotonic() < deadline, f"timed out waiting for {text!r}"
+            time.sleep(0.05)
+
+    def signal_group(self, signum: int) -> None:
+        os.killpg(self.proc.pid, signum)
+
+    def finish(self) -> tuple[int, str, str]:
+        try:
+            code = self.proc.wait(timeout=TRAIN_PROCESS_TIMEOUT)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        for t in self._threads:
+            t.join(timeout=10)
+        return code, "".join(self.out), "".join(self.err)
+
+
+def assert_quiet(stderr: str) -> None:
+    """A stopped run's stderr holds no traceback and no leak warning."""
+    assert "Traceback" not in stderr and "leaked" not in stderr, stderr[-3000:]

@@ -19,14 +19,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, tiny_train_config_source
+from conftest import (
+    FIRST_STEP_LINE,
+    REPO_ROOT,
+    TrainProcess,
+    assert_quiet,
+    max_tree_diff,
+    tiny_train_config_source,
+)
 from gcs_emulator import Emulator, FaultyProxy, client_env, free_port, serving
 
 from mspan_jax.extras import MissingExtraError
 
 pytestmark = pytest.mark.gcs
 TIMEOUT = 300
-FIRST_STEP = "compiled and ran the first step"
 
 
 @pytest.fixture(scope="session")
@@ -174,13 +180,12 @@ def test_train_resume_export_evaluate_and_upscale_on_a_bucket(emulator, tmp_path
     assert (out / "a_x4.png").is_file()
 
 
-def _launch_two(config: Path, workdir: str, url: str) -> list:
-    from test_preemption import _Run
-
+def _launch_two(config: Path, workdir: str, url: str) -> list[TrainProcess]:
+    """The two processes of one run (2 CPU devices each) into `workdir`."""
     port = free_port()
     env = _env(url, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    return [_Run(config, workdir, f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                 f"--process_id={i}", env=env) for i in range(2)]
+    return [TrainProcess(config, workdir, f"--coordinator-address=localhost:{port}",
+                         "--num-processes=2", f"--process-id={i}", env=env) for i in range(2)]
 
 
 @pytest.mark.slow
@@ -188,7 +193,6 @@ def test_two_processes_preempted_on_a_bucket_resume_to_the_straight_run(emulator
     """2 processes x 2 CPU devices into one gs:// workdir; SIGTERM to process 1 at a random moment:
     both save the same step and exit 143; the same two commands end at a local straight run's
     params (the multi-process machinery of test_preemption.py, on a bucket)."""
-    from test_preemption import FIRST_STEP, _max_diff, _quiet
 
     from mspan_jax.checkpoints.workdir import load_latest_state
     from mspan_jax.train.checkpoint import saved_steps
@@ -201,7 +205,7 @@ def test_two_processes_preempted_on_a_bucket_resume_to_the_straight_run(emulator
         train__eval_every_steps=1000, eval__num_summary_images=1))
     workdir = f"gs://{emulator.new_bucket()}/two"
     runs = _launch_two(config, workdir, emulator.url)
-    runs[0].wait_for_output(FIRST_STEP)
+    runs[0].wait_for_output(FIRST_STEP_LINE)
     time.sleep(random.uniform(0.0, 0.5))
     runs[1].proc.send_signal(signal.SIGTERM)
     results = [run.finish() for run in runs]
@@ -209,7 +213,7 @@ def test_two_processes_preempted_on_a_bucket_resume_to_the_straight_run(emulator
     assert saved % every == 0 and 1 <= saved < steps
     for code, _, err in results:
         assert code == 143, err[-3000:]
-        _quiet(err)
+        assert_quiet(err)
         assert err.strip().splitlines()[-1].startswith(f"SIGTERM: saved the checkpoint of step {saved} ")
 
     straight = tmp_path / "straight"
@@ -223,7 +227,7 @@ def test_two_processes_preempted_on_a_bucket_resume_to_the_straight_run(emulator
     a, b = load_latest_state(straight), load_latest_state(workdir)
     assert int(a["step"]) == int(b["step"]) == steps
     for key in ("params", "opt_state", "ema_params"):
-        assert _max_diff(a[key], b[key]) <= 1e-6, key
+        assert max_tree_diff(a[key], b[key]) <= 1e-6, key
 
 
 @pytest.mark.slow
@@ -249,17 +253,16 @@ def test_transient_storage_errors_are_retried_and_training_goes_on(emulator, tmp
 def test_sigkill_while_saving_to_a_bucket_resumes_from_a_complete_checkpoint(emulator, tmp_path):
     """A checkpoint every step, SIGKILL at a random moment (most likely inside a save): the same
     command resumes from a complete checkpoint and ends at the straight run's params."""
-    from test_preemption import FIRST_STEP, _load_config, _max_diff, _Run
-
     from mspan_jax.checkpoints.workdir import load_latest_state
+    from mspan_jax.cli import load_config
     from mspan_jax.train import loop
 
     config = tmp_path / "tiny.py"
     config.write_text(tiny_train_config_source(train__num_steps=40, train__checkpoint_every_steps=1,
                                                train__eval_every_steps=1000))
     workdir = f"gs://{emulator.new_bucket()}/run"
-    run = _Run(config, workdir, env=_env(emulator.url))
-    run.wait_for_output(FIRST_STEP)
+    run = TrainProcess(config, workdir, env=_env(emulator.url))
+    run.wait_for_output(FIRST_STEP_LINE)
     time.sleep(random.uniform(0.5, 2.0))
     run.signal_group(signal.SIGKILL)
     assert run.finish()[0] == -signal.SIGKILL
@@ -267,12 +270,12 @@ def test_sigkill_while_saving_to_a_bucket_resumes_from_a_complete_checkpoint(emu
     import fsspec
 
     fsspec.filesystem("gs").rm(f"{workdir}/.train.lock".removeprefix("gs://"))
-    code, out, err = _Run(config, workdir, env=_env(emulator.url)).finish()
+    code, out, err = TrainProcess(config, workdir, env=_env(emulator.url)).finish()
     assert code == 0, err[-3000:]
     assert "step 40/40" in out
 
-    loop.train_and_evaluate(_load_config(config), str(tmp_path / "straight"))
+    loop.train_and_evaluate(load_config(str(config)), str(tmp_path / "straight"))
     a, b = load_latest_state(tmp_path / "straight"), load_latest_state(workdir)
     assert int(a["step"]) == int(b["step"]) == 40
     for key in ("params", "opt_state"):
-        assert _max_diff(a[key], b[key]) <= 1e-6, key
+        assert max_tree_diff(a[key], b[key]) <= 1e-6, key

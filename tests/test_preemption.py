@@ -5,17 +5,21 @@ ends them quietly; the "run the same command again" hint is only given when a ch
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, free_port, max_tree_diff, subprocess_env, tiny_train_config_source
+from conftest import (
+    FIRST_STEP_LINE,
+    TrainProcess,
+    assert_quiet,
+    free_port,
+    max_tree_diff,
+    subprocess_env,
+    tiny_train_config_source,
+)
 
 from mspan_jax.checkpoints.workdir import load_latest_state
 from mspan_jax.cli import load_config
@@ -24,58 +28,6 @@ from mspan_jax.train.checkpoint import saved_steps
 
 pytestmark = pytest.mark.slow  # training runs in subprocesses, minutes on 2 cores
 
-TIMEOUT = 300
-FIRST_STEP = "compiled and ran the first step"
-
-
-def _as_in_a_terminal() -> None:
-    """Ctrl-C handled as in a terminal's foreground job: a runner that started pytest in the
-    background (as `cmd &` does) passes SIGINT on ignored, and Python then never raises
-    KeyboardInterrupt."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-class _Run:
-    """A scripts/train.py process in its own process group, its output collected as it comes."""
-
-    def __init__(self, config: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None):
-        self.proc = subprocess.Popen(
-            [sys.executable, "scripts/train.py", f"--config={config}", f"--workdir={workdir}", *extra],
-            cwd=REPO_ROOT, env=env or subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True, preexec_fn=_as_in_a_terminal)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._threads = [threading.Thread(target=lambda s=s, d=d: d.extend(iter(s.readline, "")),
-                                          daemon=True)
-                         for s, d in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
-        for t in self._threads:
-            t.start()
-
-    def wait_for_output(self, text: str) -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while not any(text in line for line in self.out):
-            assert self.proc.poll() is None, f"exited early: {''.join(self.err)[-3000:]}"
-            assert time.monotonic() < deadline, f"timed out waiting for {text!r}"
-            time.sleep(0.05)
-
-    def signal_group(self, signum: int) -> None:
-        os.killpg(self.proc.pid, signum)
-
-    def finish(self) -> tuple[int, str, str]:
-        try:
-            code = self.proc.wait(timeout=TIMEOUT)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-        for t in self._threads:
-            t.join(timeout=10)
-        return code, "".join(self.out), "".join(self.err)
-
-
-def _quiet(stderr: str) -> None:
-    assert "Traceback" not in stderr and "leaked" not in stderr, stderr[-3000:]
-
-
 def test_sigterm_saves_and_the_same_command_resumes_exactly(tmp_path):
     config = tmp_path / "tiny.py"  # 2 grain workers; only the SIGTERM save before the end
     config.write_text(tiny_train_config_source(
@@ -83,20 +35,20 @@ def test_sigterm_saves_and_the_same_command_resumes_exactly(tmp_path):
         train__checkpoint_every_steps=1000, train__eval_every_steps=1000))
     workdir = tmp_path / "run"
 
-    run = _Run(config, workdir)
-    run.wait_for_output(FIRST_STEP)
+    run = TrainProcess(config, workdir)
+    run.wait_for_output(FIRST_STEP_LINE)
     time.sleep(random.uniform(0.0, 0.5))  # a random moment after the first step
     run.signal_group(signal.SIGTERM)  # as a scheduler does: the trainer and its workers
     code, out, err = run.finish()
     assert code == 143, err[-3000:]
-    _quiet(err)
+    assert_quiet(err)
     (saved,) = saved_steps(workdir)
     assert 1 <= saved < 1000
     assert err.strip().splitlines()[-1] == (f"SIGTERM: saved the checkpoint of step {saved} in "
                                             f"{workdir / 'checkpoints'}; run the same command again "
                                             "to resume")
 
-    code, out, err = _Run(config, workdir).finish()  # the same command
+    code, out, err = TrainProcess(config, workdir).finish()  # the same command
     assert code == 0, err[-3000:]
     assert f"at step {saved}" in out and "step 1000/1000" in out
 
@@ -111,20 +63,20 @@ def test_ctrl_c_before_a_checkpoint_says_nothing_was_saved(tmp_path):
     config = tmp_path / "tiny.py"
     config.write_text(tiny_train_config_source(
         data__num_workers=2, train__num_steps=100000, train__checkpoint_every_steps=100000))
-    run = _Run(config, tmp_path / "run")
-    run.wait_for_output(FIRST_STEP)
+    run = TrainProcess(config, tmp_path / "run")
+    run.wait_for_output(FIRST_STEP_LINE)
     run.signal_group(signal.SIGINT)  # what Ctrl-C in a terminal does
     code, _, err = run.finish()
     assert code == 130, err[-3000:]
-    _quiet(err)
+    assert_quiet(err)
     assert err.strip().splitlines()[-1] == ("error: interrupted before the first checkpoint; nothing "
                                             "was saved")
 
 
-def _launch_two(config: Path, workdir: Path) -> list[_Run]:
+def _launch_two(config: Path, workdir: Path) -> list[TrainProcess]:
     port = free_port()
     env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    return [_Run(config, workdir, f"--coordinator_address=localhost:{port}", "--num_processes=2",
+    return [TrainProcess(config, workdir, f"--coordinator_address=localhost:{port}", "--num_processes=2",
                  f"--process_id={i}", env=env) for i in range(2)]
 
 
@@ -139,7 +91,7 @@ def test_two_processes_agree_on_the_step_and_resume_exactly(tmp_path):
         train__eval_every_steps=1000, eval__num_summary_images=1))
     workdir, straight = tmp_path / "two", tmp_path / "straight"
     runs = _launch_two(config, workdir)
-    runs[0].wait_for_output(FIRST_STEP)
+    runs[0].wait_for_output(FIRST_STEP_LINE)
     time.sleep(random.uniform(0.0, 0.5))
     runs[1].proc.send_signal(signal.SIGTERM)
     results = [run.finish() for run in runs]
@@ -147,7 +99,7 @@ def test_two_processes_agree_on_the_step_and_resume_exactly(tmp_path):
     assert saved % every == 0 and 1 <= saved < 300
     for code, _, err in results:
         assert code == 143, err[-3000:]
-        _quiet(err)
+        assert_quiet(err)
         assert err.strip().splitlines()[-1].startswith(f"SIGTERM: saved the checkpoint of step {saved} ")
 
     for target in (workdir, straight):  # the same two commands again; two processes run straight
