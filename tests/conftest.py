@@ -13,7 +13,6 @@ import io
 import os
 import runpy
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import linen as nn
+from gcs_emulator import free_port  # noqa: F401 - one free-port helper for every test
 
 from mspan_jax.config_base import model_config, shared_dir, sr_config
 from mspan_jax.errors import ConfigError
@@ -261,13 +261,6 @@ def save_png(path: Path, array: np.ndarray) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
-
-
-def free_port() -> int:
-    """A loopback TCP port free now (for a coordinator that a test starts)."""
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

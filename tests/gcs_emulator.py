@@ -33,6 +33,7 @@ OFFLINE = {"GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9",
 
 
 def free_port() -> int:
+    """A loopback TCP port free now (an emulator's, a proxy's or a coordinator's)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
