@@ -4,6 +4,14 @@ network, math and parameter names) at the same shapes, on the machine at hand.
 
     python benchmarks/speed.py [--json] [--quick] [--tiny] [--models mspan,imdn] [--rounds N]
                                 [--attention mspa|esa|ca|none] [--no-torch-compile]
+                                [--jax-variant NAME:KEY=VALUE[;KEY=VALUE]]... [--jax-dtypes float32]
+                                [--torch-variants eager,...]
+
+`--jax-variant` adds a JAX worker with other environment variables (XLA_FLAGS, e.g.
+`dp2:XLA_FLAGS=--xla_force_host_platform_device_count=2`, whose train step then splits the batch
+over the 2 host devices as the training loop does; `split:MSPAN_SPLIT_CONCAT_1X1=1` or `=0` for
+`layers.SPLIT_CONCAT_1X1`), timed in the same rounds as the rest: A/B settings in one run, each
+with its ratio to PyTorch. The CPU model and its vector flags are printed with the figures.
 
 Train: L1 + Adam (the project's `make_train_step` and `create_optimizer`, no EMA), LR patch 48x48, batch
 16 and 64. Inference: one image at LR 320x180 (720p out) and 256x256. JAX float32 and bfloat16
@@ -56,7 +64,44 @@ TORCH_VARIANTS = [("eager", "float32"), ("eager_autocast", "bfloat16"),
 # (its spec's defaults, checked below), so a renamed model key fails here instead of being ignored.
 TINY_MODELS = {"mspan": dict(num_features=8, num_blocks=2, num_units=2, attention_reduction=2),
                "imdn": dict(num_features=16, num_modules=2, cca_reduction=4)}
+# --jax-variant's knob for `layers.SPLIT_CONCAT_1X1` in a JAX worker ("1": the IDDB's 1x1s over
+# concatenations as sums of per-part matmuls).
+SPLIT_ENV = "MSPAN_SPLIT_CONCAT_1X1"
 OMP_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MKL_NUM_THREADS")
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU model and its vector-ISA flags (AVX*, AMX, FMA, F16C) from /proc/cpuinfo: the
+    ratios here depend on the processor, so they travel with it."""
+    info: dict[str, Any] = {"model": platform.processor() or platform.machine(), "flags": []}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            info["model"] = value.strip()
+        elif key.strip() == "flags":
+            info["flags"] = sorted(f for f in value.split()
+                                   if f.startswith(("avx", "amx", "fma", "f16c", "vnni")))
+            break
+    return info
+
+
+def parse_jax_variant(text: str) -> tuple[str, dict[str, str]]:
+    """'NAME:KEY=VALUE[;KEY=VALUE...]' -> (NAME, environment for that JAX worker), e.g.
+    'dp2:XLA_FLAGS=--xla_force_host_platform_device_count=2'."""
+    name, sep, rest = text.partition(":")
+    if not sep or not name or not rest:
+        raise ValueError(f"--jax-variant {text!r}: expected NAME:KEY=VALUE[;KEY=VALUE]")
+    env = {}
+    for item in rest.split(";"):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--jax-variant {text!r}: {item!r} is not KEY=VALUE")
+        env[key.strip()] = value
+    return name, env
 
 
 def model_config(name: str, tiny: bool, attention: str | None = None) -> dict[str, Any]:
@@ -91,7 +136,9 @@ class JaxRunner:
 
     def info(self) -> dict[str, Any]:
         dev = self.jax.devices()[0]
-        return {"backend": dev.platform, "device": dev.device_kind, "jax": self.jax.__version__}
+        return {"backend": dev.platform, "device": dev.device_kind, "jax": self.jax.__version__,
+                "devices": len(self.jax.devices()), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                "split_concat_1x1": os.environ.get(SPLIT_ENV, "")}
 
     def setup(self, key: str, case: dict[str, Any], variant: str, dtype: str) -> float:
         import jax.numpy as jnp
@@ -99,10 +146,14 @@ class JaxRunner:
 
         from mspan_jax.config_base import sr_config
         from mspan_jax.models.registry import get_model
+        from mspan_jax.train.sharding import create_mesh
         from mspan_jax.train.state import create_optimizer, create_train_state
         from mspan_jax.train.step import make_train_step
 
-        del variant  # one JAX variant: jit
+        del variant  # the worker's settings are its environment (--jax-variant)
+        from mspan_jax.models import layers
+
+        layers.SPLIT_CONCAT_1X1 = os.environ.get(SPLIT_ENV, layers.SPLIT_CONCAT_1X1) in (True, "1")
         cfg = dict(case["model_config"], dtype=dtype)
         model = get_model(cfg)
         rng = np.random.default_rng(0)
@@ -115,7 +166,9 @@ class JaxRunner:
             train_config.update(loss="l1", ema_decay=0.0)
             optimizer = create_optimizer(train_config)
             state = create_train_state(params, optimizer.tx, ema_decay=0.0)
-            step = make_train_step(train_config, model.apply, optimizer)
+            # Several (host) devices: the loop's data parallelism, batch split over a 'data' mesh.
+            mesh = create_mesh() if len(self.jax.devices()) > 1 else None
+            step = make_train_step(train_config, model.apply, optimizer, mesh)
             holder = {"state": state}
 
             def run() -> Any:
@@ -273,11 +326,13 @@ def worker(framework: str, compile_timeout: float) -> None:
 class Worker:
     """A worker process and its pipe; `call` sends one command and returns its reply."""
 
-    def __init__(self, framework: str, compile_timeout: float) -> None:
+    def __init__(self, framework: str, compile_timeout: float, variant: str = "jit",
+                 env_changes: dict[str, str] | None = None) -> None:
         self.framework = framework
+        self.variant = variant  # a JAX worker's name for its rows: "jit", or "jit:<--jax-variant>"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-            TF_CPP_MIN_LOG_LEVEL="2")
+            TF_CPP_MIN_LOG_LEVEL="2", **(env_changes or {}))
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", framework, "--compile-timeout", str(compile_timeout)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -327,6 +382,7 @@ def measure_group(cases: list[dict[str, Any]], workers: list[tuple[Worker, list[
     for case in cases:
         for w, variants in workers:
             for variant, dtype in variants:
+                variant = w.variant if w.framework == "jax" else variant
                 key = f"{case['model']} {w.framework}/{variant}/{dtype}"
                 reply = w.call("setup", key=key, case=case, variant=variant, dtype=dtype)
                 if "error" in reply:
@@ -367,36 +423,47 @@ def ratios(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     sizes = sorted({(r["model"], json.dumps(r[size_key])) for r in rows}, reverse=True)
     for model, size in sizes:
         same = [r for r in rows if r["model"] == model and json.dumps(r[size_key]) == size]
-        ours = {r["dtype"]: r for r in same if r["framework"] == "jax"}
         torch_rows = {r["variant"]: r for r in same if r["framework"] == "pytorch"}
         fp32 = [r for v, r in torch_rows.items() if v != "eager_autocast"]
         best = min(fp32, key=lambda r: r[time_key]) if fp32 else None
         pairs = [("float32", "eager", torch_rows.get("eager")),
                  ("float32", f"best_fp32:{best['variant']}" if best else "best_fp32", best),
                  ("bfloat16", "eager_autocast", torch_rows.get("eager_autocast"))]
-        for dtype, versus, theirs in pairs:
-            if dtype in ours and theirs:
-                out.append({"model": model, size_key: json.loads(size), "dtype": dtype,
-                            "versus": versus, "ratio": ours[dtype][time_key] / theirs[time_key],
-                            "cpu_ratio": ours[dtype][f"cpu_{time_key}"] / theirs[f"cpu_{time_key}"]})
+        for jax_variant in dict.fromkeys(r["variant"] for r in same if r["framework"] == "jax"):
+            ours = {r["dtype"]: r for r in same
+                    if r["framework"] == "jax" and r["variant"] == jax_variant}
+            for dtype, versus, theirs in pairs:
+                if dtype in ours and theirs:
+                    out.append({"model": model, size_key: json.loads(size), "dtype": dtype,
+                                "ours": jax_variant, "versus": versus,
+                                "ratio": ours[dtype][time_key] / theirs[time_key],
+                                "cpu_ratio": ours[dtype][f"cpu_{time_key}"]
+                                / theirs[f"cpu_{time_key}"]})
     return out
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers: MSPAN / IMDN JAX float32 train step, bf16 / f32 per row."""
     out: dict[str, Any] = {}
-    for prefix, key in (("", "s_per_step"), ("cpu_", "cpu_s_per_step")):
-        train = {(r["model"], r["dtype"], r["batch"]): r[key] for r in result["train"]
-                 if r["framework"] == "jax"}
-        for (model, dtype, batch), s in sorted(train.items()):
-            if model == "mspan" and ("imdn", dtype, batch) in train:
-                out[f"{prefix}mspan_over_imdn_train_{dtype}_b{batch}"] = s / train["imdn", dtype, batch]
-            if dtype == "bfloat16" and (model, "float32", batch) in train:
-                out[f"{prefix}{model}_bf16_over_f32_train_b{batch}"] = s / train[model, "float32", batch]
+    jax_rows = [r for r in result["train"] if r["framework"] == "jax"]
+    for variant in dict.fromkeys(r["variant"] for r in jax_rows):
+        suffix = "" if variant == "jit" else f"_{variant.removeprefix('jit:')}"
+        for prefix, key in (("", "s_per_step"), ("cpu_", "cpu_s_per_step")):
+            train = {(r["model"], r["dtype"], r["batch"]): r[key] for r in jax_rows
+                     if r["variant"] == variant}
+            for (model, dtype, batch), s in sorted(train.items()):
+                if model == "mspan" and ("imdn", dtype, batch) in train:
+                    out[f"{prefix}mspan_over_imdn_train_{dtype}_b{batch}{suffix}"] = (
+                        s / train["imdn", dtype, batch])
+                if dtype == "bfloat16" and (model, "float32", batch) in train:
+                    out[f"{prefix}{model}_bf16_over_f32_train_b{batch}{suffix}"] = (
+                        s / train[model, "float32", batch])
     return out
 
 
 def print_tables(result: dict[str, Any]) -> None:
+    cpu = result["machine"].get("cpu_info", {})
+    print(f"cpu: {cpu.get('model')}; flags {' '.join(cpu.get('flags', []))}")
     print(f"machine: {result['machine']}")
     print(f"settings: {result['settings']}")
     for kind, size_key, time_key in (("train", "batch", "s_per_step"),
@@ -410,8 +477,8 @@ def print_tables(result: dict[str, Any]) -> None:
                   f"{r['compile_s']:10.1f}")
         print(f"\n{kind} ratios (ours / PyTorch time):")
         for q in result["ratios"][kind]:
-            print(f"  {q['model']:6s} {q[size_key]!s:>10s} {q['dtype']:9s} vs {q['versus']:28s} "
-                  f"{q['ratio']:.2f}  (cpu time {q['cpu_ratio']:.2f})")
+            print(f"  {q['model']:6s} {q[size_key]!s:>10s} {q['ours'] + ' ' + q['dtype']:24s} vs "
+                  f"{q['versus']:28s} {q['ratio']:.2f}  (cpu time {q['cpu_ratio']:.2f})")
     print("\nsummary:", json.dumps(result["summary"], indent=1))
 
 
@@ -427,6 +494,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attention", choices=("mspa", "esa", "ca", "none"), default=None,
                     help="MSPAN's block attention (default: the config's, mspa)")
     ap.add_argument("--no-torch-compile", action="store_true")
+    ap.add_argument("--jax-variant", action="append", default=[], metavar="NAME:KEY=VALUE[;...]",
+                    help="another JAX worker timed in the same rounds, with these environment "
+                         "variables (XLA_FLAGS, " + SPLIT_ENV + "=1, ...); repeatable")
+    ap.add_argument("--jax-dtypes", default="float32,bfloat16",
+                    help="comma-separated JAX compute dtypes (default float32,bfloat16)")
+    ap.add_argument("--torch-variants", default=None,
+                    help="comma-separated PyTorch variants (default: all that the mode runs)")
     ap.add_argument("--compile-timeout", type=float, default=240.0,
                     help="seconds torch.compile may take before that variant is skipped")
     ap.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
@@ -444,25 +518,41 @@ def main(argv: list[str] | None = None) -> int:
     calls = 1 if args.quick or args.tiny else 2
     torch_variants = [v for v in TORCH_VARIANTS
                       if v[0] != "compile" or not (args.quick or args.tiny or args.no_torch_compile)]
+    if args.torch_variants is not None:
+        torch_variants = [v for v in torch_variants if v[0] in args.torch_variants.split(",")]
+    jax_dtypes = args.jax_dtypes.split(",")
+    jax_variants = [v for v in JAX_VARIANTS if v[1] in jax_dtypes]
+    try:
+        extra = [parse_jax_variant(text) for text in args.jax_variant]
+    except ValueError as e:
+        print(f"speed.py: {e}", file=sys.stderr)
+        return 2
 
     load_start = os.getloadavg()
-    jax_worker = Worker("jax", args.compile_timeout)
-    info = jax_worker.call("info")
-    if "error" in info:
-        print(f"speed.py: the JAX worker failed: {info['error']}", file=sys.stderr)
-        return 1
-    machine = dict(info["ok"], cpu=platform.processor() or platform.machine(), cpus=os.cpu_count())
+    jax_workers = [Worker("jax", args.compile_timeout)]
+    jax_workers += [Worker("jax", args.compile_timeout, f"jit:{name}", env) for name, env in extra]
+    infos = [w.call("info") for w in jax_workers]
+    for w, info in zip(jax_workers, infos, strict=True):
+        if "error" in info:
+            print(f"speed.py: the JAX worker {w.variant} failed: {info['error']}", file=sys.stderr)
+            return 1
+    machine = dict(infos[0]["ok"], cpu=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+                   cpu_info=cpu_info())
+    if extra:
+        machine["jax_variants"] = {w.variant: info["ok"] for w, info in zip(jax_workers, infos,
+                                                                             strict=True)}
     interleave = machine["backend"] == "cpu"
     groups = case_groups(args.quick, args.tiny, args.models.split(","), args.attention)
     rows: list[dict[str, Any]] = []
     torch_worker = Worker("torch", args.compile_timeout) if interleave else None
     for group in groups:
         log(f"{group[0]['kind']} {group[0].get('batch', group[0].get('lr_hw'))}")
-        workers = [(jax_worker, JAX_VARIANTS)]
+        workers = [(w, jax_variants) for w in jax_workers]
         if torch_worker:
             workers.append((torch_worker, torch_variants))
         rows += measure_group(group, workers, rounds, calls)
-    jax_worker.close()
+    for w in jax_workers:
+        w.close()
     if not interleave:  # GPU: PyTorch only after JAX has released the device
         torch_worker = Worker("torch", args.compile_timeout)
         for group in groups:

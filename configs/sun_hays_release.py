@@ -41,6 +41,10 @@ def get_config(arg: str = "4") -> ml_collections.ConfigDict:
         raise ConfigError(f"configs/sun_hays_release.py:{arg}: unknown scale; choose one of "
                           f"{sorted(NUM_STEPS)}, or <scale>b for the second cycle")
     config = sr_config(model="mspan", scale=scale)
+    # The shipped weights' network and start: ReLU after the BLF projections, Flax's init (their
+    # model.json records both); continuing or re-running them keeps these.
+    config.model.blf_activation = "relu"
+    config.model.init = "flax"
     config.data.source = "folder"
     config.data.train_dir = str(shared_dir() / "data" / "Sun_Hays80")
     # LR 32x32: the CPU budget (the papers' is 48); follows a --config.model.scale override.

@@ -39,6 +39,33 @@ def test_ratios_pair_each_dtype_with_its_pytorch_counterpart():
                    ("bfloat16", "eager_autocast"): (0.5, 3.0)}
 
 
+def test_each_jax_variant_gets_its_own_ratios_and_summary():
+    """--jax-variant workers' rows (variant 'jit:<name>') are paired with the same PyTorch rows as
+    the default worker's, and summarised under their name."""
+    speed = load_speed()
+    rows = [row("jax", "jit", "mspan", "float32", 16, 1.0, 2.0),
+            row("jax", "jit:dp2", "mspan", "float32", 16, 0.5, 2.0),
+            row("jax", "jit", "imdn", "float32", 16, 2.0, 2.0),
+            row("jax", "jit:dp2", "imdn", "float32", 16, 2.0, 2.0),
+            row("pytorch", "eager", "mspan", "float32", 16, 2.0, 2.0)]
+    got = {(q["ours"], q["versus"]): q["ratio"] for q in speed.ratios(rows, "train")}
+    assert got == {("jit", "eager"): 0.5, ("jit:dp2", "eager"): 0.25,
+                   ("jit", "best_fp32:eager"): 0.5, ("jit:dp2", "best_fp32:eager"): 0.25}
+    summary = speed.summary({"train": rows})
+    assert summary["mspan_over_imdn_train_float32_b16"] == 0.5
+    assert summary["mspan_over_imdn_train_float32_b16_dp2"] == 0.25
+
+
+def test_jax_variant_parsing():
+    speed = load_speed()
+    assert speed.parse_jax_variant("dp2:XLA_FLAGS=--a=2 --b=false;MSPAN_SPLIT_CONCAT_1X1=1") == (
+        "dp2", {"XLA_FLAGS": "--a=2 --b=false", "MSPAN_SPLIT_CONCAT_1X1": "1"})
+    for bad in ("dp2", "dp2:", ":A=1", "x:A"):
+        with pytest.raises(ValueError, match="--jax-variant"):
+            speed.parse_jax_variant(bad)
+    assert isinstance(speed.cpu_info()["flags"], list)
+
+
 def test_summary_compares_mspan_with_imdn_and_bf16_with_f32():
     speed = load_speed()
     result = {"train": [row("jax", "jit", "mspan", "float32", 16, 1.0, 2.0),
@@ -75,6 +102,7 @@ def test_tiny_run_prints_the_json_schema():
     result = json.loads(proc.stdout)
     assert result["machine"]["backend"] == "cpu" and result["settings"]["interleaved"]
     assert set(result["machine"]["loadavg"]) == {"start", "end"}
+    assert result["machine"]["cpu_info"]["model"]  # the CPU the figures belong to
     assert result["settings"]["mspan_attention"] == "mspa"
     train_keys = {"framework", "variant", "model", "dtype", "batch", "s_per_step", "cpu_s_per_step",
                   "compile_s"}

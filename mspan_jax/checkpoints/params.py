@@ -27,6 +27,7 @@ from mspan_jax.checkpoints import checksums
 from mspan_jax.config_base import model_task, task_kind
 from mspan_jax.errors import UserError, first_line
 from mspan_jax.files import check_output_dir
+from mspan_jax.models.registry import complete_record
 from mspan_jax.models.variables import expected_variables, tree_mismatch
 from mspan_jax.storage import absolute, remove_tree
 
@@ -35,8 +36,9 @@ FORMAT_VERSION = 2  # 2: model.json records array checksums
 READABLE_VERSIONS = (1, FORMAT_VERSION)  # 1: before checksums, loaded unverified with a warning
 METADATA_FILE = "model.json"
 PARAMS_SUBDIR = "params"
-# Keys of config.model that do not change the parameter tree (compute dtype only).
-NON_ARCHITECTURE_KEYS = frozenset({"dtype"})
+# Keys of config.model that change neither the parameter tree nor the function of the params: the
+# compute dtype, and how the params started (`init`).
+NON_ARCHITECTURE_KEYS = frozenset({"dtype", "init"})
 
 
 class CheckpointError(UserError, ValueError):
@@ -134,8 +136,10 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
 def check_model_config(directory: str | os.PathLike, saved: Mapping[str, Any],
                        model_config: Mapping[str, Any]) -> None:
     """Raises CheckpointError when the saved `config.model` differs from `model_config` in any key
-    that shapes the parameters (everything but the compute dtype)."""
+    that shapes the parameters or what they compute (everything but NON_ARCHITECTURE_KEYS); keys
+    the record predates mean what they meant then (`registry.complete_record`)."""
     want = model_config_dict(model_config)
+    saved = complete_record(saved)
     tasks = [task_kind(model_task(cfg)) for cfg in (saved, want)]
     if tasks[0] != tasks[1]:  # e.g. an SR x4 checkpoint given to a denoising config
         raise CheckpointError(f"{directory}: checkpoint is a {tasks[0]} model ({_describe(saved)}) "

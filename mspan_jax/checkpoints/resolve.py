@@ -37,7 +37,7 @@ from mspan_jax.checkpoints.params import (
     read_metadata,
 )
 from mspan_jax.config_base import model_config, model_task, restoration_config, sr_config
-from mspan_jax.models.registry import get_model
+from mspan_jax.models.registry import complete_record, get_model
 from mspan_jax.models.variables import expected_variables, tree_mismatch
 from mspan_jax.storage import absolute, as_path, is_remote
 
@@ -104,12 +104,13 @@ def _is_params_checkpoint(path: Path) -> bool:
 
 def recorded_model_config(path: str | os.PathLike) -> dict[str, Any]:
     """The `config.model` a params checkpoint (its model.json) or a training workdir (the meta of the
-    step `load_weights` reads) was made for. CheckpointError (one line) when there is none."""
+    step `load_weights` reads) was made for, keys it predates filled in as it means them
+    (`registry.complete_record`). CheckpointError (one line) when there is none."""
     path = absolute(path)
     if _is_params_checkpoint(path):
-        return read_metadata(path)["model"]
+        return complete_record(read_metadata(path)["model"])
     try:
-        return workdir.workdir_model_config(path)
+        return complete_record(workdir.workdir_model_config(path))
     except FileNotFoundError as e:
         raise CheckpointError(str(e)) from None
 

@@ -48,10 +48,14 @@ class IDDB(nn.Module):
 
 
 class BLF(nn.Module):
-    """Backward fusion: T_n = F_n, T_i = cat(ReLU(proj_f{i}(F_i)), ReLU(proj_t{i}(T_{i+1})))."""
+    """Backward fusion: T_n = F_n, T_i = cat(act(proj_f{i}(F_i)), act(proj_t{i}(T_{i+1}))), `act`
+    the identity ("none", linear projections) or ReLU ("relu")."""
 
-    def __init__(self, channels: int, num_blocks: int):
+    def __init__(self, channels: int, num_blocks: int, activation: str = "none"):
         super().__init__()
+        if activation not in ("none", "relu"):
+            raise ValueError(f"BLF activation {activation!r}; choose 'none' or 'relu'")
+        self.act = torch.relu if activation == "relu" else (lambda x: x)
         half = channels // 2
         for i in range(1, num_blocks):
             setattr(self, f"proj_f{i}", conv_layer(channels, half, 1))
@@ -60,8 +64,8 @@ class BLF(nn.Module):
     def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         t = blocks[-1]
         for i in range(len(blocks) - 1, 0, -1):
-            t = torch.cat([torch.relu(getattr(self, f"proj_f{i}")(blocks[i - 1])),
-                           torch.relu(getattr(self, f"proj_t{i}")(t))], dim=1)
+            t = torch.cat([self.act(getattr(self, f"proj_f{i}")(blocks[i - 1])),
+                           self.act(getattr(self, f"proj_t{i}")(t))], dim=1)
         return t
 
 
@@ -69,14 +73,15 @@ class _MSPANTrunk(nn.Module):
     """fea_conv (F_0), IDDB1..n (F_1..F_n), blf (T_1); features() = T_1 + F_0."""
 
     def __init__(self, in_nc: int, nf: int, num_blocks: int, num_units: int, distill_rate: float,
-                 attention: str, reduction: int, ca_reduction: int, interactions: int):
+                 attention: str, reduction: int, ca_reduction: int, interactions: int,
+                 blf_activation: str = "none"):
         super().__init__()
         self.num_blocks = num_blocks
         self.fea_conv = conv_layer(in_nc, nf, 3)
         for i in range(1, num_blocks + 1):
             setattr(self, f"IDDB{i}", IDDB(nf, num_units, distill_rate, attention, reduction,
                                            ca_reduction, interactions))
-        self.blf = BLF(nf, num_blocks)
+        self.blf = BLF(nf, num_blocks, blf_activation)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         f0 = self.fea_conv(x)
@@ -93,9 +98,9 @@ class MSPAN(_MSPANTrunk):
     def __init__(self, in_nc: int = 3, nf: int = 48, num_blocks: int = 6, out_nc: int = 3,
                  upscale: int = 4, num_units: int = 3, distill_rate: float = 0.5,
                  attention: str = "mspa", reduction: int = 4, ca_reduction: int = 16,
-                 interactions: int = 2):
+                 interactions: int = 2, blf_activation: str = "none"):
         super().__init__(in_nc, nf, num_blocks, num_units, distill_rate, attention, reduction,
-                         ca_reduction, interactions)
+                         ca_reduction, interactions, blf_activation)
         self.rec_conv = conv_layer(nf, nf, 3)
         self.upsampler = nn.Sequential(conv_layer(nf, out_nc * upscale**2, 3), nn.PixelShuffle(upscale))
 
@@ -159,7 +164,7 @@ def build_mspan(model_config: Mapping[str, Any]) -> MSPAN:
     """The reference of a `config.model` section of MSPAN."""
     cfg = model_config
     return MSPAN(cfg["in_channels"], cfg["num_features"], cfg["num_blocks"], cfg["out_channels"],
-                 cfg["scale"], **mspan_kwargs(cfg))
+                 cfg["scale"], **mspan_kwargs(cfg), blf_activation=cfg.get("blf_activation", "none"))
 
 
 def build_mspan_ir(model_config: Mapping[str, Any]) -> MSPANIR:

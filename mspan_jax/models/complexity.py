@@ -49,7 +49,8 @@ def count_ops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
         if context.method_name != "__call__":
             return out
         if isinstance(module, TorchConv):
-            taps = module.kernel_size**2 * args[0].shape[-1] // module.groups
+            cin = sum(x.shape[-1] for x in (args[0] if isinstance(args[0], list | tuple) else [args[0]]))
+            taps = module.kernel_size**2 * cin // module.groups
             pixels = math.prod(out.shape[:-1])
             macs += pixels * taps * module.features
             bias += pixels * module.features

@@ -121,7 +121,7 @@ SPECS = (
         summary="IMDN (Hui et al. 2019), the official architecture",
         # The official IMDN: nf=64, 6 IMDBs, distillation 0.25, CCA reduction 16.
         defaults=dict(num_features=64, num_modules=6, distill_rate=0.25, cca_reduction=16,
-                      in_channels=3, out_channels=3),
+                      in_channels=3, out_channels=3, init="torch"),
         # pads_exactly (the default): every conv output that feeds a conv is masked, and CCA's
         # mean and std are over the mask.
         torch_reference="mspan_jax.convert.torch_imdn:build",

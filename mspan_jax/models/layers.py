@@ -7,11 +7,13 @@ PyTorch weights must give the same outputs here.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 Array = jax.Array
@@ -97,6 +99,64 @@ def _conv_params(module: nn.Module, k: int, cin_per_group: int, features: int) -
     return kernel, bias
 
 
+# How a model's parameters start (`config.model.init`): "flax" is Flax's defaults (LeCun normal
+# kernels, zero biases), "torch" PyTorch's Conv2d.reset_parameters (kernels kaiming_uniform with
+# a=sqrt(5), i.e. U(+-1/sqrt(fan_in)), biases U(+-1/sqrt(fan_in))), which the models ported from
+# PyTorch code (IMDN, RFDN, MSPAN built on IMDN's code) were trained from. LayerNorm starts at
+# scale 1, bias 0 in both frameworks.
+INIT_SCHEMES = ("torch", "flax")
+
+
+def torch_conv_bound(kernel_shape: tuple[int, ...]) -> float:
+    """PyTorch's Conv2d init bound 1/sqrt(fan_in) for a (k, k, in/groups, out) kernel: fan_in is
+    in/groups * k * k, as torch's `_calculate_fan_in_and_fan_out` counts it."""
+    fan_in = 1
+    for d in kernel_shape[:-1]:
+        fan_in *= int(d)
+    return 1.0 / fan_in**0.5
+
+
+def torch_init(params: Any, key: Array) -> Any:
+    """`params` with every conv's `kernel` (4-D) and its sibling `bias` redrawn as PyTorch's Conv2d
+    initializes them: U(+-1/sqrt(fan_in)) both (`torch_conv_bound`); other leaves (LayerNorm's
+    scale and bias) are kept, being equal in both frameworks. Shapes and names do not change, so
+    this is a function of Flax's init output, one fresh key per conv."""
+    convs: list[tuple[str, ...]] = []
+
+    def find(tree: Any, path: tuple[str, ...]) -> None:
+        if hasattr(tree, "items"):
+            if "kernel" in tree and getattr(tree["kernel"], "ndim", 0) == 4:
+                convs.append(path)
+            for k, v in tree.items():
+                find(v, (*path, k))
+
+    find(params, ())
+    keys = dict(zip(convs, jax.random.split(key, max(1, len(convs))), strict=False))
+
+    def redraw(tree: Any, path: tuple[str, ...]) -> Any:
+        if not hasattr(tree, "items"):
+            return tree
+        out = {k: redraw(v, (*path, k)) for k, v in tree.items()}
+        if path in keys:
+            bound = torch_conv_bound(tree["kernel"].shape)
+            k_kernel, k_bias = jax.random.split(keys[path])
+            for name, k in (("kernel", k_kernel), ("bias", k_bias)):
+                if name in tree:
+                    leaf = tree[name]
+                    out[name] = jax.random.uniform(k, leaf.shape, leaf.dtype, -bound, bound)
+        return out
+
+    return redraw(params, ())
+
+
+def init_scheme_params(params: Any, scheme: str, key: Array) -> Any:
+    """Flax-initialized `params` under `scheme` (one of INIT_SCHEMES): unchanged for "flax",
+    `torch_init` for "torch"."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init scheme {scheme!r}; choose one of {list(INIT_SCHEMES)}")
+    return params if scheme == "flax" else torch_init(params, key)
+
+
 def matmul_1x1(x: Array, kernel: Array) -> Array:
     """A 1x1 conv's multiply: x (..., in) times kernel (1, 1, in, out) or (in, out).
 
@@ -106,6 +166,23 @@ def matmul_1x1(x: Array, kernel: Array) -> Array:
     """
     kernel = kernel.reshape(kernel.shape[-2:])
     return jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+# Whether a 1x1 conv over a concatenation (the IDDB's AUs and fuse) runs as one matmul per part,
+# summed, with the kernel sliced to each part, instead of concatenating first: the same function
+# and params (docs/performance.md has the speed of each).
+SPLIT_CONCAT_1X1 = False
+
+
+def matmul_1x1_parts(parts: Sequence[Array], kernel: Array) -> Array:
+    """`matmul_1x1(concatenate(parts, -1), kernel)` as a sum of one matmul per part, each with its
+    rows of the (1, 1, in, out) kernel: the concatenated input is never built."""
+    out, start = None, 0
+    for part in parts:
+        c = part.shape[-1]
+        y = matmul_1x1(part, kernel[:, :, start:start + c])
+        out, start = (y if out is None else out + y), start + c
+    return out
 
 
 class TorchConv(nn.Module):
@@ -128,15 +205,22 @@ class TorchConv(nn.Module):
     padding: int | None = None
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
-        k, cin, groups = self.kernel_size, x.shape[-1], self.groups
+    def __call__(self, x: Array | Sequence[Array]) -> Array:
+        """`x` one array, or a sequence of arrays that is the conv's input concatenated on channels
+        (a 1x1 conv then sums one matmul per part, `SPLIT_CONCAT_1X1`)."""
+        parts = [x] if isinstance(x, jax.Array | np.ndarray) else list(x)
+        k, cin, groups = self.kernel_size, sum(p.shape[-1] for p in parts), self.groups
         if cin % groups or self.features % groups:
             raise ValueError(f"TorchConv: {cin} -> {self.features} channels are not divisible by "
                              f"groups={groups}")
         kernel, bias = _conv_params(self, k, cin // groups, self.features)
-        x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+        parts = [p.astype(self.dtype) for p in parts]
+        kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
         pad = (k - 1) // 2 * self.dilation if self.padding is None else self.padding
         same = self.stride == 1 and pad == (k - 1) // 2 * self.dilation
+        if k == 1 and groups == 1 and same and len(parts) > 1 and SPLIT_CONCAT_1X1:
+            return matmul_1x1_parts(parts, kernel) + bias
+        x = parts[0] if len(parts) == 1 else jnp.concatenate(parts, -1)
         if k == 1 and groups == 1 and same:
             y = matmul_1x1(x, kernel)
         elif groups == cin == self.features and same:
@@ -183,7 +267,7 @@ def pixel_shuffle(x: Array, scale: int) -> Array:
 
 
 def masked_conv(
-    x: Array,
+    x: Array | Sequence[Array],
     mask: Array | None,
     features: int,
     kernel_size: int = 3,
@@ -193,7 +277,8 @@ def masked_conv(
     dtype: Dtype = jnp.float32,
     name: str,
 ) -> Array:
-    """`torch_conv` applied to x, its output zeroed outside `mask`; call inside a compact method."""
+    """`torch_conv` applied to x (an array, or the parts of its channel concatenation), its output
+    zeroed outside `mask`; call inside a compact method."""
     conv = torch_conv(features, kernel_size, dilation=dilation, groups=groups, dtype=dtype, name=name)
     return apply_mask(conv(x), mask)
 

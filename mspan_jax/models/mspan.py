@@ -61,31 +61,38 @@ class IDDB(nn.Module):
         distilled = round(c * self.distill_rate)
         h, passed = x, []
         for j in range(1, self.num_units + 1):
-            a = lrelu(masked_conv(jnp.concatenate([h, *passed], -1), mask, c + distilled, 1, dtype=dt,
-                                  name=f"AU{j}"))
+            a = lrelu(masked_conv([h, *passed], mask, c + distilled, 1, dtype=dt, name=f"AU{j}"))
             passed.append(a[..., :distilled])
             h = lrelu(masked_conv(a[..., distilled:], mask, c, 3, dtype=dt, name=f"CU{j}"))
-        out = masked_conv(jnp.concatenate([*passed, h], -1), mask, c, 1, dtype=dt, name="fuse")
+        out = masked_conv([*passed, h], mask, c, 1, dtype=dt, name="fuse")
         attend = block_attention(self.attention, c, self.attention_reduction, self.ca_reduction,
                                  self.mspa_interactions, dt)
         return (out if attend is None else attend(out, mask)) + x
 
 
+# What follows each BLF projection (`config.model.blf_activation`): the figure's legend calls them
+# "Linear projection layer" ("none", the default); "relu" is LatticeNet's backward fusion, which the
+# shipped weights were trained with.
+BLF_ACTIVATIONS = {"none": lambda x: x, "relu": nn.relu}
+
+
 class BLF(nn.Module):
     """Backward fusion of the block outputs (`networks.png` (a), LatticeNet's backward fusion):
-    T_n = F_n; T_i = [ReLU(proj_f{i}(F_i)), ReLU(proj_t{i}(T_{i+1}))], each a 1x1 linear
-    projection to half the width; returns T_1."""
+    T_n = F_n; T_i = [act(proj_f{i}(F_i)), act(proj_t{i}(T_{i+1}))], each a 1x1 projection to half
+    the width, `act` linear ("none", the figure's) or ReLU (`activation`); returns T_1."""
 
     features: int = 48
+    activation: str = "none"
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, blocks: list[Array], mask: Array | None = None) -> Array:
         half, dt = self.features // 2, self.dtype
+        act = BLF_ACTIVATIONS[self.activation]
         t = blocks[-1]
         for i in range(len(blocks) - 1, 0, -1):
-            f_part = nn.relu(masked_conv(blocks[i - 1], mask, half, 1, dtype=dt, name=f"proj_f{i}"))
-            t_part = nn.relu(masked_conv(t, mask, self.features - half, 1, dtype=dt, name=f"proj_t{i}"))
+            f_part = act(masked_conv(blocks[i - 1], mask, half, 1, dtype=dt, name=f"proj_f{i}"))
+            t_part = act(masked_conv(t, mask, self.features - half, 1, dtype=dt, name=f"proj_t{i}"))
             t = jnp.concatenate([f_part, t_part], -1)
         return t
 
@@ -101,6 +108,7 @@ class MSPANTrunk(nn.Module):
     attention_reduction: int = 4
     ca_reduction: int = 16
     mspa_interactions: int = 2
+    blf_activation: str = "none"
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -112,7 +120,7 @@ class MSPANTrunk(nn.Module):
             h = IDDB(c, self.num_units, self.distill_rate, self.attention, self.attention_reduction,
                      self.ca_reduction, self.mspa_interactions, dt, name=f"IDDB{i}")(h, mask)
             blocks.append(h)
-        return BLF(c, dt, name="blf")(blocks, mask) + f0
+        return BLF(c, self.blf_activation, dt, name="blf")(blocks, mask) + f0
 
 
 class _MSPANConfig(nn.Module):
@@ -130,23 +138,22 @@ class _MSPANConfig(nn.Module):
     out_channels: int = 3
     dtype: Dtype = jnp.float32
 
-    def trunk(self) -> MSPANTrunk:
-        """The shared trunk, named `body`; call inside the subclass's compact method."""
-        attention_class(self.attention)  # fails in one line on an unknown kind, before any init
-        return MSPANTrunk(self.num_features, self.num_blocks, self.num_units, self.distill_rate,
-                          self.attention, self.attention_reduction, self.ca_reduction,
-                          self.mspa_interactions, self.dtype, name="body")
 
 
 class MSPAN(_MSPANConfig):
-    """MSPAN for super-resolution: trunk -> reconstruction (`rec_conv` 3x3, `upsampler` 3x3 to
-    out*s^2, pixel shuffle). x in [0, 1], NHWC."""
+    """MSPAN for super-resolution: trunk (`body`) -> reconstruction (`rec_conv` 3x3, `upsampler`
+    3x3 to out*s^2, pixel shuffle). x in [0, 1], NHWC."""
 
     scale: int = 4
+    blf_activation: str = "none"  # after each BLF projection: "none" (linear, the figure's), "relu"
 
     @nn.compact
     def __call__(self, x: Array, mask: Array | None = None) -> Array:
-        h = masked_conv(self.trunk()(x, mask), mask, self.num_features, 3, dtype=self.dtype,
+        attention_class(self.attention)  # fails in one line on an unknown kind, before any init
+        trunk = MSPANTrunk(self.num_features, self.num_blocks, self.num_units, self.distill_rate,
+                           self.attention, self.attention_reduction, self.ca_reduction,
+                           self.mspa_interactions, self.blf_activation, self.dtype, name="body")
+        h = masked_conv(trunk(x, mask), mask, self.num_features, 3, dtype=self.dtype,
                         name="rec_conv")
         y = torch_conv(self.out_channels * self.scale**2, 3, dtype=self.dtype, name="upsampler")(h)
         return pixel_shuffle(y, self.scale).astype(jnp.float32)
@@ -237,6 +244,9 @@ def _config_problem(model_config: Mapping[str, Any]) -> str | None:
     attention = model_config.get("attention", "mspa")
     if attention not in ATTENTIONS:
         return f"config.model.attention={attention!r}; choose one of {list(ATTENTIONS)}"
+    blf = model_config.get("blf_activation", "none")
+    if blf not in BLF_ACTIVATIONS:
+        return f"config.model.blf_activation={blf!r}; choose one of {list(BLF_ACTIVATIONS)}"
     return None
 
 
@@ -320,9 +330,12 @@ SPECS = (
         # The paper's MSPAN (docs/architecture.md): C=48, 6 IDDBs of 3 AU/CU pairs, 24 distilled
         # channels per AU, MSPA at C/4 with two interactions; `attention` picks the block attention
         # of the paper's ablation ("none", "ca", "esa", "mspa").
+        # `blf_activation` "none": the figure's linear projections; `init` "torch": PyTorch's
+        # Conv2d initialization, as IMDN's code that MSPAN builds on (docs/architecture.md).
         defaults=dict(num_features=48, num_blocks=6, num_units=3, distill_rate=0.5, attention="mspa",
                       attention_reduction=4, ca_reduction=16, mspa_interactions=2, in_channels=3,
-                      out_channels=3),
+                      out_channels=3, blf_activation="none", init="torch"),
+        recorded_defaults=dict(blf_activation="relu"),  # ReLU projections before the key existed
         pads_exactly=_pads_exactly,
         min_input_size=_min_input_size,
         config_problem=_config_problem,
@@ -340,7 +353,7 @@ SPECS = (
         # The IDDB is the SR one.
         defaults=dict(num_features=54, num_blocks=6, num_units=3, distill_rate=0.5, attention="mspa",
                       attention_reduction=4, ca_reduction=16, mspa_interactions=2, mlp_ratio=2.0,
-                      in_channels=3, out_channels=3),
+                      in_channels=3, out_channels=3, init="torch"),
         tasks=("denoise", "derain"),
         pads_exactly=_pads_exactly,
         min_input_size=_min_input_size,

@@ -24,8 +24,14 @@ def paper_rows() -> tuple[PaperRow, ...]:
     return tuple(row for spec in specs().values() for row in spec.paper_rows)
 
 
+# config.model keys that change neither params nor mult-adds: how params start, what follows BLF's
+# projections.
+UNCOUNTED_KEYS = frozenset({"init", "blf_activation"})
+
+
 def _matches_defaults(cfg: Mapping[str, Any], defaults: Mapping[str, Any], skip: set[str]) -> bool:
-    return all(cfg.get(key) == value for key, value in defaults.items() if key not in skip)
+    return all(cfg.get(key) == value for key, value in defaults.items()
+               if key not in skip and key not in UNCOUNTED_KEYS)
 
 
 def paper_row(model_config: Mapping[str, Any]) -> PaperRow | None:

@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mspan_jax.errors import ConfigError
+from mspan_jax.models.layers import INIT_SCHEMES, init_scheme_params
 from mspan_jax.models.spec import ModelSpec
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -67,6 +69,8 @@ def get_model(model_config: Mapping[str, Any]) -> nn.Module:
     problem = spec.config_problem(kwargs)
     if problem:
         raise ConfigError(problem)
+    init_scheme(kwargs)
+    kwargs.pop("init", None)  # how params start, not a module attribute (`init_variables`)
     dtype = kwargs.pop("dtype", "float32")
     if dtype not in DTYPES:
         raise ConfigError(f"config.model.dtype={dtype!r}; choose one of {sorted(DTYPES)}")
@@ -79,6 +83,38 @@ def get_model(model_config: Mapping[str, Any]) -> nn.Module:
         if isinstance(value, list):
             kwargs[key] = tuple(value)
     return spec.module(dtype=DTYPES[dtype], **kwargs)
+
+
+def complete_record(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded `config.model` (a checkpoint's, a workdir's) with the keys its model gained since
+    filled in as the record means them (`ModelSpec.recorded_defaults`): a record without
+    `init` started from "flax", an MSPAN record without `blf_activation` has ReLU projections."""
+    record = dict(model_config)
+    spec = specs().get(record.get("name")) if isinstance(record.get("name"), str) else None
+    defaults = dict(spec.recorded_defaults) if spec is not None else {}
+    if spec is not None and "init" in spec.defaults:
+        defaults.setdefault("init", "flax")
+    return {**defaults, **record}
+
+
+def init_scheme(model_config: Mapping[str, Any]) -> str:
+    """`config.model.init`: how the params start ("torch" or "flax", `layers.INIT_SCHEMES`); a
+    section without the key (a record from before it existed) is "flax". ConfigError otherwise."""
+    scheme = model_config.get("init", "flax")
+    if scheme not in INIT_SCHEMES:
+        raise ConfigError(f"config.model.init={scheme!r}; choose one of {list(INIT_SCHEMES)}")
+    return scheme
+
+
+def init_variables(model_config: Mapping[str, Any], model: nn.Module, key: jax.Array,
+                   x: jax.Array) -> dict[str, Any]:
+    """`model.init(key, x)` with its params started as `config.model.init` says: Flax's defaults
+    ("flax", exactly `model.init`), or PyTorch's Conv2d initialization ("torch", `torch_init`
+    with a key folded from `key`)."""
+    variables = dict(model.init(key, x))
+    scheme = init_scheme(model_config)
+    variables["params"] = init_scheme_params(variables["params"], scheme, jax.random.fold_in(key, 1))
+    return variables
 
 
 def pads_exactly(model: nn.Module) -> bool:

@@ -94,7 +94,7 @@ SPECS = (
         module=RFDN,
         summary="RFDN (Liu et al. 2020), the authors' AIM 2020 model",
         # The released RFDN_AIM.pth: nf=50, four RFDBs.
-        defaults=dict(num_features=50, num_modules=4, in_channels=3, out_channels=3),
+        defaults=dict(num_features=50, num_modules=4, in_channels=3, out_channels=3, init="torch"),
         pads_exactly=_pads_exactly,
         min_input_size=_min_input_size,
         torch_reference="mspan_jax.convert.torch_rfdn:build",

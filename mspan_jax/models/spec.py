@@ -90,6 +90,10 @@ class ModelSpec:
     min_input_size: Callable[[nn.Module], int] = _min_input_size
     # A one-line reason to refuse a config.model section (e.g. keys of a retired architecture), or None.
     config_problem: Callable[[Mapping[str, Any]], str | None] = _no_problem
+    # config.model keys added after checkpoints were recorded without them: key -> the value such a
+    # record means (what the model computed before the key existed), e.g. MSPAN's
+    # blf_activation="relu"; `registry.complete_record` fills them in.
+    recorded_defaults: Mapping[str, Any] = field(default_factory=dict)
     # The PyTorch reference: "module:function", the function building the torch module (eval mode)
     # from config.model; imported only when asked for (torch is an optional extra).
     torch_reference: str | None = None

@@ -14,18 +14,20 @@ import numpy as np
 from mspan_jax.checkpoints.params import CheckpointError
 from mspan_jax.checkpoints.resolve import load_weights, recorded_model_config
 from mspan_jax.errors import ConfigError
+from mspan_jax.models.registry import init_variables
 from mspan_jax.models.variables import tree_mismatch
 from mspan_jax.train.state import PyTree
 
 
 def seeded_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
-    """`model.init` with `config.seed`, on one LR patch.
+    """`model.init` with `config.seed`, on one LR patch, started as `config.model.init` says
+    (`registry.init_variables`).
 
     The key uses XLA's RngBitGenerator ('rbg'): its init program compiles several times faster on
     CPU than threefry's (seconds instead of tens of seconds for MSPAN) and is as deterministic."""
     p = config.data.hr_patch_size // config.model.scale
     x = jnp.zeros((1, p, p, config.model.in_channels), jnp.float32)
-    return model.init(jax.random.key(config.seed, impl="rbg"), x)["params"]
+    return init_variables(config.model, model, jax.random.key(config.seed, impl="rbg"), x)["params"]
 
 
 def initial_params(config: ml_collections.ConfigDict, model: Any) -> PyTree:
