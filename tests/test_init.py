@@ -147,6 +147,7 @@ def test_blf_activation_none_is_linear_and_relu_is_the_old_function():
         get_model(dict(cfg, blf_activation="gelu"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["none", "relu"])
 def test_blf_activation_matches_the_pytorch_reference(activation):
     require_torch()
