@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import random_variables, require_extra, run_script, tiny_model_config
+from test_deploy_onnx import SMALL_WIDTH
 
 require_extra("tensorflow", "tflite")
 require_extra("ai_edge_litert", "tflite")
@@ -59,7 +60,7 @@ def tiny_mspan():
 @pytest.mark.slow
 @pytest.mark.parametrize("name,scale", REGISTERED)
 def test_every_registered_model_matches_jax_at_two_sizes(name, scale):
-    cfg = tiny_model_config(name, scale)
+    cfg = tiny_model_config(name, scale, **SMALL_WIDTH.get(name, {}))
     variables = random_variables(cfg, std=0.1)
     assert max_error(cfg, variables, export_tflite(cfg, variables)) <= TOLERANCE
 
@@ -110,3 +111,30 @@ def test_export_script_writes_tflite_and_rejects_onnx_flags(tmp_path):
     bad = run_script("export.py", "--checkpoint", "mspan_x4", "--format", "tflite", "--layout",
                      "nchw", "--out", tmp_path / "x.tflite")
     assert bad.returncode == 2 and "NHWC" in bad.stderr and not (tmp_path / "x.tflite").exists()
+
+
+@pytest.mark.slow
+def test_upscale_runs_a_tflite_file_like_the_jax_path(tiny_mspan, tmp_path):
+    """upscale.py and Upscaler with a .tflite --checkpoint (LiteRT, tiles included) give the JAX
+    path's pixels to one uint8 level; a foreign .tflite is a one-line error."""
+    from PIL import Image
+
+    from mspan_jax import Upscaler
+
+    cfg, variables, data = tiny_mspan
+    path = tmp_path / "tiny.tflite"
+    path.write_bytes(data)
+    image = np.random.default_rng(3).integers(0, 256, (30, 37, 3), dtype=np.uint8)
+    options = dict(tile=16, tile_overlap=4)
+    got = Upscaler.from_checkpoint(path, **options).upscale(image).astype(np.int16)
+    expected = Upscaler(cfg, variables, **options).upscale(image).astype(np.int16)
+    assert got.shape == (120, 148, 3) and np.abs(got - expected).max() <= 1
+    Image.fromarray(image).save(tmp_path / "a.png")
+    result = run_script("upscale.py", "--checkpoint", path, "--input", tmp_path / "a.png",
+                        "--output", tmp_path / "out", "--tile", 16, "--tile-overlap", 4)
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "a_x4.png")), got)
+    (tmp_path / "foreign.tflite").write_bytes(b"not a flatbuffer")
+    bad = run_script("upscale.py", "--checkpoint", tmp_path / "foreign.tflite", "--input",
+                     tmp_path / "a.png", "--output", tmp_path / "out2")
+    assert bad.returncode == 2 and "foreign.tflite" in bad.stderr, bad.stderr
