@@ -477,6 +477,12 @@ class _CallsRunning:
             self._done.wait_for(lambda: self._running == 0, timeout)
 
 
+# Stage 6, in the training loop: each host batch goes to the devices (`sharding.make_global_batch`)
+# and is held in `BatchesInFlight` until its step has finished. It stays uint8 (a quarter of
+# float32's bytes) until `device_batch_to_float`, inside the jitted train step, makes it float32 in
+# [0, 1], bit for bit what `batch_to_float` gives on the host.
+
+
 class BatchesInFlight:
     """Host batches kept alive until the train step that read them has finished, so that a worker's
     slot (`TrainIterator(copy=False)`) is not refilled under a running step. Holding a batch waits
@@ -500,11 +506,6 @@ class BatchesInFlight:
             _, outputs = self._held.popleft()
             with contextlib.suppress(Exception):
                 jax.block_until_ready(outputs)
-
-
-# Stage 6 (in the training loop): batches stay uint8 (a quarter of float32's bytes) until the
-# device, where `device_batch_to_float`, inside the jitted train step, makes them float32 in
-# [0, 1], bit for bit what `batch_to_float` gives on the host.
 
 
 def to_float(x: np.ndarray) -> np.ndarray:
