@@ -220,11 +220,24 @@ def max_tree_diff(a: Any, b: Any) -> float:
                for x, y in zip(leaves_a, leaves_b, strict=True))
 
 
+def _initial_value(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A draw of what the models' layers initialize a parameter to (models/layers.py): lecun-normal
+    conv kernels (truncated at 2 sigma), zero biases, unit LayerNorm scales."""
+    if name == "kernel":
+        draws = rng.standard_normal(shape)
+        while (outside := np.abs(draws) > 2).any():
+            draws[outside] = rng.standard_normal(int(outside.sum()))
+        return draws * np.sqrt(1.0 / np.prod(shape[:-1])) / 0.87962566103423978
+    return np.ones(shape) if name == "scale" else np.zeros(shape)
+
+
 def random_variables(model: nn.Module | Mapping[str, Any], seed: int = 0, std: float = 0.1,
-                     attention_std: float | None = None) -> Any:
+                     attention_std: float | None = None, around_init: bool = False) -> Any:
     """Variables of a model (or of `get_model` of a config.model) drawn from N(0, std^2), without an
-    eager `model.init` (~10 s on CPU). `attention_std`: MSPA's and ESA's own spread (at 0.2 their
-    attention is nearly flat, and padding or a tile border would hardly show in the output)."""
+    eager `model.init` (~10 s on CPU; a jitted one compiles for 10-35 s). `attention_std`: MSPA's and
+    ESA's own spread (at 0.2 their attention is nearly flat, and padding or a tile border would hardly
+    show in the output). `around_init`: N(0, std^2) added to a draw of the initial values instead
+    (full-width models keep their initial output range, and no bias stays at zero)."""
     if not isinstance(model, nn.Module):
         model = get_model(model)
     size = min_input_size(model)
@@ -234,7 +247,8 @@ def random_variables(model: nn.Module | Mapping[str, Any], seed: int = 0, std: f
     def draw(path: tuple, s: jax.ShapeDtypeStruct) -> np.ndarray:
         in_attention = {"mspa", "esa"} & {getattr(k, "key", None) for k in path}
         spread = attention_std if attention_std is not None and in_attention else std
-        return (rng.standard_normal(s.shape) * spread).astype(np.float32)
+        base = _initial_value(path[-1].key, s.shape, rng) if around_init else 0.0
+        return (base + rng.standard_normal(s.shape) * spread).astype(np.float32)
 
     return jax.tree_util.tree_map_with_path(draw, shapes)
 
