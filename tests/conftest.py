@@ -6,15 +6,18 @@ Tests that need them skip on an outside machine, but FAIL when MSPAN_REQUIRE_SHA
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import importlib
 import io
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -37,6 +40,26 @@ from mspan_jax.models.complexity import abstract_variables
 from mspan_jax.models.registry import get_model, min_input_size
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _share_compilations() -> None:
+    """One XLA compilation cache for the test session: this process and every script and training
+    process it starts (they inherit the environment) reuse what another one compiled, since the tests
+    compile the same tiny models again and again. A cache only skips XLA's compile of a program
+    already seen (same program, options, devices, jaxlib): tracing, lowering and the programs' counts
+    are untouched. It is a fresh temporary folder, removed at exit, unless JAX_COMPILATION_CACHE_DIR is
+    set already (pytest-xdist workers inherit their controller's)."""
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="mspan-jax-tests-xla-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")))
+
+
+_share_compilations()
 
 # The suite's one tiny size of each model (compiles in seconds on a CPU), and the smallest MSPAN the
 # CLI and training tests run (one block of one unit).
