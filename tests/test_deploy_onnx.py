@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import random_variables, require_shared, run_script, tiny_model_config
+from conftest import SMALL_WIDTH, random_variables, require_shared, run_script, tiny_model_config
 from PIL import Image
 
 from mspan_jax.deploy.jaxpr_onnx import UnsupportedPrimitiveError, to_onnx
@@ -30,7 +30,6 @@ TOLERANCE = 1e-5  # max abs, outputs in [0, 1]
 # summation-order noise grown by the random weights' gain; with the authors' weights the full-width
 # model is within 3.6e-6 (test_rfdn_official_weights_full_width_matches_jax).
 REGISTERED = [(name, 4 if "sr" in spec.tasks else 1) for name, spec in specs().items()]
-SMALL_WIDTH = {"rfdn": dict(num_features=8, num_modules=2)}
 
 
 def initial_variables(cfg, seed: int = 0):

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_variables, require_extra, run_script, tiny_model_config
-from test_deploy_onnx import SMALL_WIDTH
+from conftest import SMALL_WIDTH, random_variables, require_extra, run_script, tiny_model_config
 
 require_extra("tensorflow", "tflite")
 require_extra("ai_edge_litert", "tflite")
