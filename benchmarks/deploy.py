@@ -1,7 +1,8 @@
 """What a deployer asks: latency and peak memory of MSPAN x4 and IMDN x4 on a 320x180 LR image
-(1280x720 out) through onnxruntime (float32 and float16 files, default threads), the JAX path and
-PyTorch eager (the project's reference models, mspan_jax/convert); the size of each export; and
-the Set5 x4 PSNR of the float16 ONNX file against the float32 one.
+(1280x720 out) through onnxruntime (float32 and float16 files, default threads), LiteRT (the
+float32 and float16-weight TFLite files, one thread per core), the JAX path and PyTorch eager (the
+project's reference models, mspan_jax/convert); the size of each export; and the Set5 x4 PSNR of
+each ONNX and TFLite file.
 
     python benchmarks/deploy.py [--runs 3] [--models mspan,imdn] [--backends ...] [--no-set5] [--json]
 
@@ -9,7 +10,7 @@ Each backend runs in its own process (peak RSS is per process: runtime, weights 
 after its imports), one warm-up call first (JAX: its compile), then the median of --runs calls.
 MSPAN x4 uses the shipped weights (weights/mspan_x4); IMDN x4 the official weights when
 ../shared/weights/IMDN_x4.pth is there, else its initial ones (the time does not depend on them).
-Needs the [onnx] and [torch] extras.
+Needs the [onnx], [tflite] and [torch] extras.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import numpy as np
 LR_HW = (180, 320)
 ROOT = Path(__file__).resolve().parents[1]
 IMDN_WEIGHTS = ROOT.parent / "shared" / "weights" / "IMDN_x4.pth"
-BACKENDS = ("onnxruntime-fp32", "onnxruntime-fp16", "jax", "pytorch")
+BACKENDS = ("onnxruntime-fp32", "onnxruntime-fp16", "litert-fp32", "litert-fp16", "jax", "pytorch")
+FILE_BACKENDS = BACKENDS[:4]  # the ones that run an exported file
 
 
 def cpu_model() -> str:
@@ -82,6 +84,15 @@ def worker(backend: str, name: str, files: dict[str, str], runs: int) -> dict[st
 
         def call():
             return sess.run(None, {"lr": x})[0]
+    elif backend.startswith("litert"):
+        from mspan_jax.deploy.tflite_runtime import TfliteModel
+
+        base = peak_rss_mb()
+        tflite = TfliteModel(files[backend], num_threads=os.cpu_count())
+        xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+        def call():
+            return tflite(xh)
     elif backend == "jax":
         import jax
 
@@ -130,6 +141,12 @@ def export_files(name: str, folder: Path) -> dict[str, str]:
         path.write_bytes(export_onnx(loaded.model_config, loaded.variables,
                                      precision=precision).SerializeToString())
         files[key] = str(path)
+    from mspan_jax.deploy.tflite_export import export_tflite
+
+    for precision, key in (("float32", "litert-fp32"), ("float16", "litert-fp16")):
+        path = folder / f"{name}_x4_{precision}.tflite"
+        path.write_bytes(export_tflite(loaded.model_config, loaded.variables, precision=precision))
+        files[key] = str(path)
     sys.path.insert(0, str(ROOT / "scripts"))
     from export import export_model
 
@@ -141,7 +158,7 @@ def export_files(name: str, folder: Path) -> dict[str, str]:
 
 
 def set5_psnr(files: dict[str, str]) -> dict[str, float]:
-    """Mean Set5 x4 PSNR (Y, border 4, the papers' convention) of each ONNX file."""
+    """Mean Set5 x4 PSNR (Y, border 4, the papers' convention) of each ONNX and TFLite file."""
     from PIL import Image
 
     from mspan_jax import Upscaler
@@ -149,7 +166,7 @@ def set5_psnr(files: dict[str, str]) -> dict[str, float]:
 
     set5 = ROOT.parent / "shared" / "data" / "Set5"
     out = {}
-    for key in ("onnxruntime-fp32", "onnxruntime-fp16"):
+    for key in FILE_BACKENDS:
         up = Upscaler.from_checkpoint(files[key])
         scores = []
         for hr_path in sorted((set5 / "HR").iterdir()):
@@ -201,8 +218,9 @@ def main() -> None:
                 scores = row["set5_psnr"]
                 print(f"{name} x4 Set5 PSNR (Y): " + ", ".join(f"{k} {v:.4f} dB" for k, v in
                                                               scores.items())
-                      + f"; float16 - float32: "
-                      f"{scores['onnxruntime-fp16'] - scores['onnxruntime-fp32']:+.4f} dB", flush=True)
+                      + "; float16 - float32: " + ", ".join(
+                          f"{rt} {scores[rt + '-fp16'] - scores[rt + '-fp32']:+.4f} dB"
+                          for rt in ("onnxruntime", "litert")), flush=True)
             results["models"][name] = row
     if args.json:
         print(json.dumps(results, indent=1))

@@ -4,7 +4,8 @@ The core (`pip install -e .`) trains, evaluates on image folders, upscales and c
 neither TensorFlow nor PyTorch. The tfds builders (benchmark sets, paired folders, tfds DIV2K) need
 `[tfds]`: tensorflow-datasets encodes and reads their examples through TensorFlow. The PyTorch
 reference model behind `--verify` needs `[torch]`; scripts/visualize_mspa.py's figure `[figures]`
-(matplotlib); the ONNX export and running a .onnx file `[onnx]` (onnx, onnxruntime). A gs://
+(matplotlib); the ONNX export and running a .onnx file `[onnx]` (onnx, onnxruntime); the TFLite
+export and running a .tflite file `[tflite]` (TensorFlow's converter, LiteRT's interpreter). A gs://
 workdir, checkpoint or data_dir needs `[gcs]` (gcsfs, the client etils.epath uses for buckets;
 mspan_jax/storage.py).
 """
@@ -21,6 +22,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "figures": ("matplotlib",),
     "gcs": ("gcsfs",),
     "onnx": ("onnx", "onnxruntime"),
+    "tflite": ("tensorflow", "ai_edge_litert"),
 }
 
 

@@ -31,7 +31,7 @@ from mspan_jax.data.images import (
     stored_image,
 )
 from mspan_jax.data.imresize import imresize
-from mspan_jax.deploy.onnx_runtime import OnnxPredictor, is_onnx_file
+from mspan_jax.deploy.onnx_runtime import ExportedPredictor, is_exported_file
 from mspan_jax.errors import ConfigError
 from mspan_jax.inference import Predictor, upscale_strips
 from mspan_jax.models import get_model
@@ -59,12 +59,14 @@ class Upscaler:
                         model: tuple[str, int] | None = None, **options: Any) -> Upscaler:
         """The model a params checkpoint or training workdir records (checked against `config`'s
         model when given), shipped weights by name ("mspan_x4"), or a PyTorch .pth / .safetensors
-        with `model=("imdn", 4)`, or an ONNX file from export.py (run by onnxruntime, the [onnx]
-        extra); `options` are `__init__`'s (tile, tile_overlap, bucket, self_ensemble)."""
-        if is_onnx_file(path):
+        with `model=("imdn", 4)`, or an ONNX / TFLite file from export.py (run by onnxruntime /
+        LiteRT, the [onnx] / [tflite] extra); `options` are `__init__`'s (tile, tile_overlap,
+        bucket, self_ensemble)."""
+        if is_exported_file(path):
             if config is not None or model is not None:
-                raise ConfigError(f"{path}: an ONNX file records its model; pass no config or model")
-            predictor = OnnxPredictor.from_file(path)
+                raise ConfigError(f"{path}: an exported file records its model; pass no config or "
+                                  "model")
+            predictor = ExportedPredictor.from_file(path)
             return cls(predictor.model.model_config, None, predictor=predictor, **options)
         loaded = load_model(path, config, model=model)
         return cls(loaded.model_config, loaded.variables, **options)

@@ -1,9 +1,10 @@
 """Serializes a trained or converted model's inference function: `jax.export` (the default), or
-ONNX for runtimes without JAX (onnxruntime, TensorRT, ...).
+ONNX / TFLite for runtimes without JAX (onnxruntime, TensorRT, LiteRT on Android, ...).
 
   python scripts/export.py --checkpoint weights/mspan_x4 --out mspan_x4.jaxexport
   python scripts/export.py --checkpoint mspan_x4 --format onnx --out mspan_x4.onnx
   python scripts/export.py --checkpoint IMDN_x4.pth --model imdn --scale 4 --format onnx --out x4.onnx
+  python scripts/export.py --checkpoint mspan_x4 --format tflite --out mspan_x4.tflite
 
 --checkpoint takes what upscale.py takes: a params checkpoint, a training workdir, shipped weights by
 name, or a PyTorch weight file with --model/--scale.
@@ -14,6 +15,11 @@ scale, parameter count and the project version in its metadata; it is checked wi
 before it is written, and `upscale.py --checkpoint model.onnx` runs it through onnxruntime.
 --precision float16 computes in float16 (float32 input and output); docs/usage.md "Export to ONNX"
 gives its PSNR change.
+
+--format tflite (the [tflite] extra: TensorFlow's converter, LiteRT's interpreter) writes TFLite
+builtins only, float32 NHWC in [0, 1] with batch, height and width free (-1 in the signature;
+resize_tensor_input for each size), the same metadata in a "mspan_jax" metadata buffer; --precision
+float16 stores the weights as float16 (docs/usage.md "Export to TFLite").
 
 The file holds the StableHLO of `x -> model.apply(params, x)` with the parameters inside, for
 float32 NHWC input in [0, 1] of symbolic batch, height and width (every model here is fully
@@ -52,11 +58,13 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint or trai
 _OUT = flags.DEFINE_string("out", None, "The serialized function, e.g. model.jaxexport.")
 _PLATFORMS = flags.DEFINE_list("platforms", ["cpu"], "Backends to lower for (jaxexport): cpu, cuda, "
                                "rocm, tpu.")
-_FORMAT = flags.DEFINE_enum("format", "jaxexport", ["jaxexport", "onnx"], "What to write: jax.export's "
-                            "serialized StableHLO, or ONNX (the [onnx] extra).")
-_LAYOUT = flags.DEFINE_enum("layout", "nchw", ["nchw", "nhwc"], "Input/output layout of --format onnx.")
-_PRECISION = flags.DEFINE_enum("precision", "float32", ["float32", "float16"], "Compute precision of "
-                               "--format onnx (input and output stay float32).")
+_FORMAT = flags.DEFINE_enum("format", "jaxexport", ["jaxexport", "onnx", "tflite"], "What to write: "
+                            "jax.export's serialized StableHLO, ONNX (the [onnx] extra) or TFLite "
+                            "(the [tflite] extra).")
+_LAYOUT = flags.DEFINE_enum("layout", "nchw", ["nchw", "nhwc"], "Input/output layout of --format onnx "
+                            "(TFLite is NHWC).")
+_PRECISION = flags.DEFINE_enum("precision", "float32", ["float32", "float16"], "--format onnx: compute "
+                               "precision (input and output stay float32); tflite: weight storage.")
 _OPSET = flags.DEFINE_integer("opset", 17, "ONNX opset of --format onnx (17: onnxruntime >= 1.13, "
                               "TensorRT >= 8.6).")
 _MODEL = flags.DEFINE_string("model", None, "Model of a PyTorch --checkpoint, e.g. imdn.")
@@ -100,14 +108,32 @@ def write_onnx(loaded: LoadedModel) -> None:
           f"{min_input_size(loaded.model)}); run: python scripts/upscale.py --checkpoint {_OUT.value}")
 
 
+def write_tflite(loaded: LoadedModel) -> None:
+    """--format tflite: the converted flatbuffer with its metadata, written atomically."""
+    require("tflite", "export.py --format tflite")
+    if (_LAYOUT.present and _LAYOUT.value != "nhwc") or _OPSET.present:
+        raise ConfigError("--layout nchw and --opset are --format onnx's: a TFLite file is NHWC")
+    from mspan_jax.deploy.tflite_export import export_tflite
+
+    cfg = loaded.model_config
+    data = export_tflite(cfg, loaded.variables, precision=_PRECISION.value)
+    write_bytes_atomic(_OUT.value, data)
+    c, s = int(cfg.get("in_channels", 3)), int(cfg.scale)
+    weights = "float16 weights" if _PRECISION.value == "float16" else "float32"
+    print(f"wrote {_OUT.value} ({len(data) / 1e6:.1f} MB): {cfg.name} x{s}, TFLite builtins, "
+          f"{weights}; float32 (batch, height, width, {c}) in [0, 1] -> float32 (batch, height, "
+          f"width, {cfg.get('out_channels', c)}) x{s}, sizes free (height, width >= "
+          f"{min_input_size(loaded.model)}; resize_tensor_input)")
+
+
 def main(argv: Sequence[str]) -> None:
     check_output_file(_OUT.value, "--out")
     if (_MODEL.value is None) != (_SCALE.value is None):
         raise ConfigError("--model and --scale go together (for a PyTorch --checkpoint)")
     model = (_MODEL.value, _SCALE.value) if _MODEL.value is not None else None
     loaded = load_model(_CHECKPOINT.value, _CONFIG.value, model=model)
-    if _FORMAT.value == "onnx":
-        write_onnx(loaded)
+    if _FORMAT.value != "jaxexport":
+        (write_onnx if _FORMAT.value == "onnx" else write_tflite)(loaded)
         return
     config = loaded.config
     platforms = [p.lower() for p in _PLATFORMS.value]

@@ -7,7 +7,8 @@
 
 --checkpoint takes a params checkpoint, a training workdir, the name of shipped weights
 (--list-models), a PyTorch weight file with --model/--scale (converted in memory) or an ONNX file
-from scripts/export.py --format onnx (run by onnxruntime, the [onnx] extra). Writes
+or TFLite file from scripts/export.py --format onnx / tflite (run by onnxruntime / LiteRT, the
+[onnx] / [tflite] extra). Writes
 <output>/<stem>_<suffix>.<ext> (default <stem>_x<scale>.png) for every input image, atomically,
 keeping what the input was (PNG output):
   - 16-bit PNG/TIFF give 16-bit PNG (the model runs on x / 65535, not on 8 bits);
@@ -50,7 +51,7 @@ from mspan_jax.data.images import (
     write_image,
     write_png,
 )
-from mspan_jax.deploy.onnx_runtime import OnnxPredictor, is_onnx_file
+from mspan_jax.deploy.onnx_runtime import ExportedPredictor, is_exported_file
 from mspan_jax.errors import ConfigError, first_line
 from mspan_jax.files import check_output_dir
 from mspan_jax.inference import Predictor
@@ -61,7 +62,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. con
                                            "(default: the model the checkpoint records).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params checkpoint, training workdir, shipped "
                                   "weights by name (mspan_x4; see --list-models), a PyTorch .pth / "
-                                  ".safetensors with --model and --scale, or an exported .onnx file.")
+                                  ".safetensors with --model and --scale, or an exported .onnx / "
+                                  ".tflite file.")
 _MODEL = flags.DEFINE_string("model", None, "Model of a PyTorch --checkpoint, e.g. imdn.")
 _SCALE = flags.DEFINE_integer("scale", None, "Scale of a PyTorch --checkpoint, e.g. 4.")
 _LIST = flags.DEFINE_bool("list-models", False, "List the shipped weights --checkpoint takes by name.")
@@ -157,14 +159,16 @@ def list_models() -> None:
 
 
 def load_predictor(model: tuple[str, int] | None) -> tuple[Predictor, Mapping[str, Any], str]:
-    """(predictor, config.model, compute dtype) of --checkpoint: onnxruntime for a .onnx file
-    (scripts/export.py --format onnx), else the JAX model at --dtype."""
-    if is_onnx_file(_CHECKPOINT.value):
+    """(predictor, config.model, compute dtype) of --checkpoint: onnxruntime for a .onnx file,
+    LiteRT for a .tflite file (scripts/export.py --format onnx / tflite), else the JAX model at
+    --dtype."""
+    if is_exported_file(_CHECKPOINT.value):
         if _CONFIG.value is not None or model is not None:
-            raise ConfigError("--config, --model and --scale are not for a .onnx --checkpoint: the "
-                              "file records its model")
-        onnx = OnnxPredictor.from_file(_CHECKPOINT.value)
-        return onnx, onnx.model.model_config, f"onnxruntime, {onnx.model.precision}"
+            raise ConfigError("--config, --model and --scale are not for a .onnx / .tflite "
+                              "--checkpoint: the file records its model")
+        exported = ExportedPredictor.from_file(_CHECKPOINT.value)
+        return (exported, exported.model.model_config,
+                f"{exported.model.runtime}, {exported.model.precision}")
     loaded = load_model(_CHECKPOINT.value, _CONFIG.value, model=model)
     config = loaded.config
     dtype = compute_dtype(_DTYPE.value)

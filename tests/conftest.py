@@ -6,15 +6,18 @@ Tests that need them skip on an outside machine, but FAIL when MSPAN_REQUIRE_SHA
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import importlib
 import io
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -38,6 +41,26 @@ from mspan_jax.models.registry import get_model, min_input_size
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+
+def _share_compilations() -> None:
+    """One XLA compilation cache for the test session: this process and every script and training
+    process it starts (they inherit the environment) reuse what another one compiled, since the tests
+    compile the same tiny models again and again. A cache only skips XLA's compile of a program
+    already seen (same program, options, devices, jaxlib): tracing, lowering and the programs' counts
+    are untouched. It is a fresh temporary folder, removed at exit, unless JAX_COMPILATION_CACHE_DIR is
+    set already (pytest-xdist workers inherit their controller's)."""
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="mspan-jax-tests-xla-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")))
+
+
+_share_compilations()
+
 # The suite's one tiny size of each model (compiles in seconds on a CPU), and the smallest MSPAN the
 # CLI and training tests run (one block of one unit).
 TINY_MODEL_OVERRIDES = {
@@ -46,6 +69,9 @@ TINY_MODEL_OVERRIDES = {
     "imdn": dict(num_features=16, num_modules=2, cca_reduction=4),
 }
 SMALLEST = {"num_blocks": 1, "num_units": 1}
+# Models whose tiny size is their full width (RFDN) at a small width, for parity tests whose random
+# weights would otherwise amplify float32 summation-order noise past the tolerance.
+SMALL_WIDTH = {"rfdn": dict(num_features=8, num_modules=2)}
 
 
 def tiny_model_config(name: str = "mspan", scale: int = 2, **overrides: Any):
@@ -220,11 +246,24 @@ def max_tree_diff(a: Any, b: Any) -> float:
                for x, y in zip(leaves_a, leaves_b, strict=True))
 
 
+def _initial_value(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A draw of what the models' layers initialize a parameter to (models/layers.py): lecun-normal
+    conv kernels (truncated at 2 sigma), zero biases, unit LayerNorm scales."""
+    if name == "kernel":
+        draws = rng.standard_normal(shape)
+        while (outside := np.abs(draws) > 2).any():
+            draws[outside] = rng.standard_normal(int(outside.sum()))
+        return draws * np.sqrt(1.0 / np.prod(shape[:-1])) / 0.87962566103423978
+    return np.ones(shape) if name == "scale" else np.zeros(shape)
+
+
 def random_variables(model: nn.Module | Mapping[str, Any], seed: int = 0, std: float = 0.1,
-                     attention_std: float | None = None) -> Any:
+                     attention_std: float | None = None, around_init: bool = False) -> Any:
     """Variables of a model (or of `get_model` of a config.model) drawn from N(0, std^2), without an
-    eager `model.init` (~10 s on CPU). `attention_std`: MSPA's and ESA's own spread (at 0.2 their
-    attention is nearly flat, and padding or a tile border would hardly show in the output)."""
+    eager `model.init` (~10 s on CPU; a jitted one compiles for 10-35 s). `attention_std`: MSPA's and
+    ESA's own spread (at 0.2 their attention is nearly flat, and padding or a tile border would hardly
+    show in the output). `around_init`: N(0, std^2) added to a draw of the initial values instead
+    (full-width models keep their initial output range, and no bias stays at zero)."""
     if not isinstance(model, nn.Module):
         model = get_model(model)
     size = min_input_size(model)
@@ -234,7 +273,8 @@ def random_variables(model: nn.Module | Mapping[str, Any], seed: int = 0, std: f
     def draw(path: tuple, s: jax.ShapeDtypeStruct) -> np.ndarray:
         in_attention = {"mspa", "esa"} & {getattr(k, "key", None) for k in path}
         spread = attention_std if attention_std is not None and in_attention else std
-        return (rng.standard_normal(s.shape) * spread).astype(np.float32)
+        base = _initial_value(path[-1].key, s.shape, rng) if around_init else 0.0
+        return (base + rng.standard_normal(s.shape) * spread).astype(np.float32)
 
     return jax.tree_util.tree_map_with_path(draw, shapes)
 

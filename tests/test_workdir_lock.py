@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, subprocess_env, tiny_train_config_source
+from conftest import REPO_ROOT, run_script, subprocess_env, tiny_train_config_source
 
 from mspan_jax.train.workdir_lock import LOCK_FILE, WorkdirInUseError, WorkdirLock
 
@@ -59,9 +59,7 @@ def test_second_trainer_is_refused_and_a_killed_holders_lock_is_taken_over(tmp_p
                               env=subprocess_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        second = subprocess.run([sys.executable, "scripts/train.py", f"--config={config}",
-                                 f"--workdir={workdir}"], cwd=REPO_ROOT, env=subprocess_env(),
-                                capture_output=True, text=True, timeout=TIMEOUT)
+        second = run_script("train.py", f"--config={config}", f"--workdir={workdir}")
         assert second.returncode != 0 and "Traceback" not in second.stderr, second.stderr[-2000:]
         (line,) = [x for x in second.stderr.splitlines() if x.startswith("error: ")]
         assert f"--workdir {workdir} is in use by another training run (pid {holder.pid} on " \
@@ -108,8 +106,7 @@ def test_trainer_killed_with_workers_leaves_none_behind_and_resumes(tmp_path):
     _wait_for(lambda: not any(_alive(pid) for pid in workers), "the orphaned workers to exit", 30)
 
     saved = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-    resumed = subprocess.run([*args, f"--config.train.num_steps={saved + 2}"], cwd=REPO_ROOT,
-                             env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    resumed = run_script("train.py", *args[2:], f"--config.train.num_steps={saved + 2}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"took over {workdir / LOCK_FILE}: its holder (pid {proc.pid} on" in resumed.stdout
     assert f"at step {saved}" in resumed.stdout and f"step {saved + 2}/{saved + 2}" in resumed.stdout

@@ -1,8 +1,10 @@
-"""The export for runtimes without JAX, ONNX (onnxruntime, TensorRT, ...), and the onnxruntime
-predictor behind `upscale.py --checkpoint model.onnx` (docs/usage.md "Export to ONNX").
+"""The exports for runtimes without JAX, ONNX (onnxruntime, TensorRT, ...) and TFLite (LiteRT,
+Android), and the predictors behind `upscale.py --checkpoint model.onnx / model.tflite`
+(docs/usage.md "Export to ONNX", "Export to TFLite").
 
-`jaxpr_onnx` turns the model's traced program (a jaxpr with symbolic batch, height and width) into
-an ONNX graph, primitive by primitive, with the shape arithmetic (pooled and resized sizes)
-computed from the input's runtime shape; `onnx_export` wraps it for a model and its weights;
-`onnx_runtime` runs the file.
+`jaxpr_walk` walks the model's traced program (a jaxpr with symbolic batch, height and width),
+folding constants and computing the shape arithmetic (pooled and resized sizes) from the input's
+runtime shape; `jaxpr_onnx` and `jaxpr_tf` are its ONNX and TensorFlow rules; `model_fn` is the
+exported function and its metadata; `onnx_export` / `tflite_export` write the files;
+`onnx_runtime` / `tflite_runtime` run them.
 """

@@ -5,9 +5,9 @@
 symbolic sizes (the reshapes of a pooling, a pixel shuffle's, the slices of a shifted-window conv,
 the source taps of a bilinear resize: `iota` and `dim_as_value` of a pooled size) are computed in
 the graph from the input's runtime `Shape`, so one file runs at every input size the traced
-function accepts. Equations whose inputs are all constants (the weights' casts, reshapes and
-transposes) are evaluated here and stored as initializers. A primitive without a rule raises
-`UnsupportedPrimitiveError` naming it.
+function accepts. The walk itself (inlined calls, constants folded into initializers, symbolic
+sizes) is `jaxpr_walk`'s, shared with the TensorFlow writer (`jaxpr_tf`); this module holds the
+ONNX rules. A primitive without a rule raises `UnsupportedPrimitiveError` naming it.
 
 Why not jax2onnx: every release on the index pins orbax-checkpoint < 0.11.37 (this project uses
 0.12) and brings equinox, dm-pix, huggingface-hub and netron; and it fails on MSPA's bilinear
@@ -16,89 +16,53 @@ resize with symbolic sizes. The models need ~50 primitives, each a line or two h
 
 from __future__ import annotations
 
-import string
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 import onnx
-from jax.extend import core as jex_core
 from onnx import TensorProto, helper, numpy_helper
 
+from mspan_jax.deploy.jaxpr_walk import (
+    Emitter,
+    Rule,
+    UnsupportedPrimitiveError,
+    einsum_equation,
+    gather_form,
+    is_symbolic,
+    rule_table,
+    same,
+    slice_starts,
+    walk,
+)
+
+__all__ = ["DEFAULT_OPSET", "UnsupportedPrimitiveError", "to_onnx"]
+
 DEFAULT_OPSET = 17
-FOLD_LIMIT = 1 << 24  # elements: larger constant results stay computed in the graph
-
-
-class UnsupportedPrimitiveError(NotImplementedError):
-    """The traced function uses a primitive (or a form of one) that has no ONNX rule here."""
-
-
-def _is_symbolic(d: Any) -> bool:
-    return not isinstance(d, int | np.integer)
-
-
-def _has_symbolic(value: Any) -> bool:
-    if isinstance(value, tuple | list):
-        return any(_has_symbolic(v) for v in value)
-    return type(value).__name__ == "_DimExpr"
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Whether two sizes (ints or symbolic) are known to be equal."""
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 - jax's inconclusive comparison of symbolic sizes
-        return False
+_DIM_OPS = {"add": "Add", "sub": "Sub", "mul": "Mul", "floordiv": "Div", "mod": "Mod"}
 
 
 def _onnx_dtype(dtype: Any) -> int:
     return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
 
-class _Dim:
-    """A symbolic size during `_DimExpr._evaluate`: an int64 [1] tensor of the graph, with the
-    arithmetic the expressions use (ONNX Div on non-negative sizes is floor division)."""
-
-    __array_ufunc__ = None  # numpy scalars defer to our reflected operators
-
-    def __init__(self, graph: _Graph, name: str):
-        self.graph, self.name = graph, name
-
-    def _other(self, other: Any) -> str:
-        if isinstance(other, _Dim):
-            return other.name
-        return self.graph.const(np.array([int(other)], np.int64))
-
-    def _binary(self, op: str, other: Any, reflected: bool = False, **attrs: Any) -> _Dim:
-        a, b = self.name, self._other(other)
-        return _Dim(self.graph, self.graph.op(op, [b, a] if reflected else [a, b], **attrs))
-
-    def __add__(self, o: Any) -> _Dim: return self._binary("Add", o)
-    def __radd__(self, o: Any) -> _Dim: return self._binary("Add", o, True)
-    def __sub__(self, o: Any) -> _Dim: return self._binary("Sub", o)
-    def __rsub__(self, o: Any) -> _Dim: return self._binary("Sub", o, True)
-    def __mul__(self, o: Any) -> _Dim: return self._binary("Mul", o)
-    def __rmul__(self, o: Any) -> _Dim: return self._binary("Mul", o, True)
-    def __floordiv__(self, o: Any) -> _Dim: return self._binary("Div", o)
-    def __rfloordiv__(self, o: Any) -> _Dim: return self._binary("Div", o, True)
-    def __mod__(self, o: Any) -> _Dim: return self._binary("Mod", o)
-    def __rmod__(self, o: Any) -> _Dim: return self._binary("Mod", o, True)
-    def __divmod__(self, o: Any) -> tuple[_Dim, _Dim]: return self // o, self % o
-    def __rdivmod__(self, o: Any) -> tuple[_Dim, _Dim]: return o // self, o % self
-    def __neg__(self) -> _Dim: return _Dim(self.graph, self.graph.op("Neg", [self.name]))
+RULES, _rule = rule_table()
 
 
-class _Graph:
-    """Nodes and initializers being built, with the known values of constant tensors."""
+class _Graph(Emitter):
+    """Nodes and initializers being built, with the known values of constant tensors; sizes are
+    int64 [1] tensors (ONNX Div on non-negative sizes is floor division)."""
+
+    format_name = "ONNX"
+    rules = RULES
 
     def __init__(self, opset: int):
+        super().__init__()
         self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.values: dict[str, np.ndarray] = {}  # constant tensors' values, for folding
-        self.dims: dict[Any, str] = {}  # symbolic expression -> int64 [1] tensor
-        self.env: dict[str, _Dim] = {}  # dimension variable -> its size in the input's shape
         self._count = 0
 
     def fresh(self, hint: str) -> str:
@@ -112,23 +76,23 @@ class _Graph:
         self.values[name] = array
         return name
 
+    def known(self, handle: str) -> np.ndarray | None:
+        return self.values.get(handle)
+
+    def size(self, value: int) -> str:
+        return self.const(np.array([value], np.int64))
+
+    def dim_op(self, op: str, a: str, b: str) -> str:
+        return self.op(_DIM_OPS[op], [a, b])
+
     def op(self, op_type: str, inputs: Sequence[str], outputs: int = 1, **attrs: Any) -> Any:
         names = [self.fresh(op_type.lower()) for _ in range(outputs)]
         self.nodes.append(helper.make_node(op_type, list(inputs), names, **attrs))
         return names[0] if outputs == 1 else names
 
-    def dim(self, d: Any) -> str:
-        """An int64 [1] tensor holding size `d` (an int or a symbolic expression)."""
-        if not _is_symbolic(d):
-            return self.const(np.array([int(d)], np.int64))
-        if d not in self.dims:
-            value = d._evaluate(self.env)  # jax's evaluation of the expression over our _Dim
-            self.dims[d] = value.name if isinstance(value, _Dim) else self.dim(int(value))
-        return self.dims[d]
-
     def shape(self, dims: Sequence[Any]) -> str:
         """An int64 1-D tensor of the sizes `dims` (ints or symbolic)."""
-        if not any(_is_symbolic(d) for d in dims):
+        if not any(is_symbolic(d) for d in dims):
             return self.const(np.array([int(d) for d in dims], np.int64))
         return self.op("Concat", [self.dim(d) for d in dims], axis=0)
 
@@ -145,18 +109,6 @@ class _Graph:
                 needed.update(node.input)
         self.nodes = kept[::-1]
         self.initializers = [t for t in self.initializers if t.name in needed]
-
-
-Rule = Callable[[_Graph, list[str], list[Any], list[Any], dict[str, Any]], list[str]]
-RULES: dict[str, Rule] = {}
-
-
-def _rule(*names: str) -> Callable[[Rule], Rule]:
-    def register(fn: Rule) -> Rule:
-        for name in names:
-            RULES[name] = fn
-        return fn
-    return register
 
 
 def _simple(op_type: str) -> Rule:
@@ -245,7 +197,7 @@ def _broadcast_in_dim(g, ins, in_avals, out_avals, params):
     full = [1] * len(shape)
     for src, dst in enumerate(dims):
         full[dst] = in_shape[src]
-    if all(not _is_symbolic(a) and not _is_symbolic(b) and a == b for a, b in zip(full, shape,
+    if all(not is_symbolic(a) and not is_symbolic(b) and a == b for a, b in zip(full, shape,
                                                                                  strict=True)):
         return [x if missing else g.op("Identity", [x])]
     return [g.op("Expand", [x, g.shape(shape)])]
@@ -295,7 +247,7 @@ def _slice(g, ins, in_avals, out_avals, params):
     strides = params["strides"] or (1,) * len(starts)
     in_shape = tuple(in_avals[0].shape)
     axes = [i for i in range(len(starts))
-            if not (_same(starts[i], 0) and strides[i] == 1 and _same(limits[i], in_shape[i]))]
+            if not (same(starts[i], 0) and strides[i] == 1 and same(limits[i], in_shape[i]))]
     if not axes:
         return [g.op("Identity", ins)]
     return [g.op("Slice", [ins[0], g.shape([starts[i] for i in axes]),
@@ -360,7 +312,7 @@ def _conv(g, ins, in_avals, out_avals, params):
         raise UnsupportedPrimitiveError("conv_general_dilated with lhs dilation or batch groups")
     x = g.op("Transpose", ins[:1], perm=[int(i) for i in lhs_spec])  # N, C, spatial...
     rhs_perm = [int(i) for i in rhs_spec]  # O, I, spatial...
-    if ins[1] in g.values:
+    if g.known(ins[1]) is not None:
         kernel = g.const(np.ascontiguousarray(np.transpose(g.values[ins[1]], rhs_perm)), "kernel")
     else:
         kernel = g.op("Transpose", ins[1:2], perm=rhs_perm)
@@ -374,21 +326,8 @@ def _conv(g, ins, in_avals, out_avals, params):
 
 @_rule("dot_general")
 def _dot_general(g, ins, in_avals, out_avals, params):
-    (lc, rc), (lb, rb) = params["dimension_numbers"]
-    lr, rr = len(in_avals[0].shape), len(in_avals[1].shape)
-    if not lb and not rb and lr == 2 and rr == 2 and tuple(lc) == (1,) and tuple(rc) == (0,):
-        y = g.op("MatMul", ins)
-    else:
-        letters = iter(string.ascii_letters)
-        lhs = [next(letters) for _ in range(lr)]
-        rhs = [next(letters) for _ in range(rr)]
-        for a, b in [*zip(lc, rc, strict=True), *zip(lb, rb, strict=True)]:
-            rhs[b] = lhs[a]
-        batch = [lhs[a] for a in lb]
-        free_l = [lhs[i] for i in range(lr) if i not in lc and i not in lb]
-        free_r = [rhs[i] for i in range(rr) if i not in rc and i not in rb]
-        equation = f"{''.join(lhs)},{''.join(rhs)}->{''.join(batch + free_l + free_r)}"
-        y = g.op("Einsum", ins, equation=equation)
+    equation = einsum_equation(params, len(in_avals[0].shape), len(in_avals[1].shape))
+    y = g.op("MatMul", ins) if equation is None else g.op("Einsum", ins, equation=equation)
     if np.dtype(out_avals[0].dtype) != np.dtype(in_avals[0].dtype):
         y = g.op("Cast", [y], to=_onnx_dtype(out_avals[0].dtype))
     return [y]
@@ -421,98 +360,25 @@ def _dim_as_value(g, ins, in_avals, out_avals, params):
 
 @_rule("gather")
 def _gather(g, ins, in_avals, out_avals, params):
-    """Two forms: `jnp.take(x, indices, axis)` with 1-D indices (ONNX Gather along the axis), and
-    a slice at start indices (what basic indexing becomes under symbolic shapes: ONNX Slice)."""
-    dn = params["dimension_numbers"]
-    rank, idx_shape = len(in_avals[0].shape), tuple(in_avals[1].shape)
-    starts = tuple(dn.start_index_map)
-    if (not tuple(dn.collapsed_slice_dims) and tuple(dn.offset_dims) == tuple(range(rank))
-            and idx_shape == (len(starts),) and not getattr(dn, "operand_batching_dims", ())):
-        sizes = [params["slice_sizes"][a] for a in starts]
-        if ins[1] in g.values:  # known starts, clamped into range as dynamic_slice does
-            shape = in_avals[0].shape
-            first = [int(s) if _is_symbolic(shape[a]) or _is_symbolic(n) else
-                     int(np.clip(s, 0, shape[a] - n))
-                     for s, a, n in zip(g.values[ins[1]], starts, sizes, strict=True)]
-            begin = g.shape(first)
-            end = g.shape([f + n for f, n in zip(first, sizes, strict=True)])
-        else:
-            begin = g.op("Cast", [ins[1]], to=TensorProto.INT64)
-            end = g.op("Add", [begin, g.shape(sizes)])
-        return [g.op("Slice", [ins[0], begin, end, g.axes(starts)])]
-    if (len(starts) != 1 or tuple(dn.collapsed_slice_dims) != starts
-            or getattr(dn, "operand_batching_dims", ()) or len(idx_shape) != 2 or idx_shape[-1] != 1):
-        raise UnsupportedPrimitiveError(f"gather with dimension numbers {dn} {in_avals} {params}")
-    axis = starts[0]
-    if tuple(dn.offset_dims) != tuple(i for i in range(rank) if i != axis):
-        raise UnsupportedPrimitiveError(f"gather with offset dims {dn.offset_dims}")
-    indices = g.op("Squeeze", [ins[1], g.axes([1])])
-    return [g.op("Gather", [ins[0], indices], axis=axis)]
-
-
-CALLS = ("pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
-         "custom_vjp_call_jaxpr", "remat", "checkpoint", "custom_lin")
-
-
-def _sub_jaxpr(params: dict[str, Any]) -> tuple[Any, list[Any]]:
-    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
-        value = params.get(key)
-        if isinstance(value, jex_core.ClosedJaxpr):
-            return value.jaxpr, list(value.consts)
-        if isinstance(value, jex_core.Jaxpr):
-            return value, []
-    raise UnsupportedPrimitiveError(f"call without a jaxpr (params {sorted(params)})")
-
-
-def _fold(eqn: Any, g: _Graph, names: list[str]) -> list[np.ndarray] | None:
-    """The outputs of `eqn` evaluated here when its inputs are known constants and its outputs
-    are static and not too large; None otherwise."""
-    if eqn.primitive.name in CALLS or eqn.primitive.name == "dim_as_value" or not eqn.outvars:
-        return None
-    if any(n not in g.values for n in names) or _has_symbolic(tuple(eqn.params.values())):
-        return None
-    for v in eqn.outvars:
-        shape = getattr(v.aval, "shape", None)
-        if shape is None or any(_is_symbolic(d) for d in shape) or np.prod(shape) > FOLD_LIMIT:
-            return None
-    out = eqn.primitive.bind(*(g.values[n] for n in names), **eqn.params)
-    outs = out if eqn.primitive.multiple_results else [out]
-    return [np.asarray(o) for o in outs]
-
-
-def _convert_jaxpr(g: _Graph, jaxpr: Any, consts: Sequence[Any], args: Sequence[str]) -> list[str]:
-    env: dict[Any, str] = {}
-    for var, value in zip(jaxpr.constvars, consts, strict=True):
-        env[var] = g.const(np.asarray(value), "weight")
-    for var, name in zip(jaxpr.invars, args, strict=True):
-        env[var] = name
-
-    def read(atom: Any) -> str:
-        if isinstance(atom, jex_core.Literal):
-            return g.const(np.asarray(atom.val, atom.aval.dtype))
-        return env[atom]
-
-    for eqn in jaxpr.eqns:
-        names = [read(a) for a in eqn.invars]
-        name = eqn.primitive.name
-        folded = _fold(eqn, g, names)
-        if folded is not None:
-            outs = [g.const(value) for value in folded]
-        elif name in CALLS:
-            sub, sub_consts = _sub_jaxpr(eqn.params)
-            outs = _convert_jaxpr(g, sub, sub_consts, names[len(names) - len(sub.invars):])
-        elif name in RULES:
-            outs = RULES[name](g, names, [a.aval for a in eqn.invars],
-                               [v.aval for v in eqn.outvars], dict(eqn.params))
-        else:
-            raise UnsupportedPrimitiveError(f"no ONNX rule for the JAX primitive {name!r}")
-        for var, out in zip(eqn.outvars, outs, strict=True):
-            env[var] = out
-    return [read(v) for v in jaxpr.outvars]
+    """A slice at start indices (ONNX Slice), or `jnp.take` along an axis (ONNX Gather)."""
+    form, detail = gather_form(in_avals, params)
+    if form == "take":
+        indices = g.op("Squeeze", [ins[1], g.axes([1])])
+        return [g.op("Gather", [ins[0], indices], axis=detail)]
+    axes, sizes = detail
+    known = g.known(ins[1])
+    if known is not None:
+        first = slice_starts(known, in_avals[0].shape, axes, sizes)
+        begin = g.shape(first)
+        end = g.shape([f + n for f, n in zip(first, sizes, strict=True)])
+    else:
+        begin = g.op("Cast", [ins[1]], to=TensorProto.INT64)
+        end = g.op("Add", [begin, g.shape(sizes)])
+    return [g.op("Slice", [ins[0], begin, end, g.axes(axes)])]
 
 
 def _value_info(name: str, aval: Any) -> onnx.ValueInfoProto:
-    dims = [str(d) if _is_symbolic(d) else int(d) for d in aval.shape]
+    dims = [str(d) if is_symbolic(d) else int(d) for d in aval.shape]
     return helper.make_tensor_value_info(name, _onnx_dtype(aval.dtype), dims)
 
 
@@ -525,15 +391,10 @@ def to_onnx(fn: Callable[[jax.Array], jax.Array], spec: jax.ShapeDtypeStruct, *,
     jaxpr = closed.jaxpr
     (in_var,), (out_var,) = jaxpr.invars, jaxpr.outvars
     g = _Graph(opset)
-    symbolic = [(i, d) for i, d in enumerate(spec.shape) if _is_symbolic(d)]
-    if symbolic:
+    if any(is_symbolic(d) for d in spec.shape):
         shape = g.op("Shape", [input_name])
-        for i, d in symbolic:
-            var = d._to_var()
-            if var is None:
-                raise ValueError(f"input dimension {i} is {d}: give a plain dimension variable")
-            g.env[var] = _Dim(g, g.op("Slice", [shape, g.axes([i]), g.axes([i + 1])]))
-    (out,) = _convert_jaxpr(g, jaxpr, closed.consts, [input_name])
+        g.bind_input_sizes(spec, lambda i: g.op("Slice", [shape, g.axes([i]), g.axes([i + 1])]))
+    (out,) = walk(g, jaxpr, closed.consts, [input_name])
     g.nodes.append(helper.make_node("Identity", [out], [output_name]))
     g.prune(output_name)
     graph = helper.make_graph(g.nodes, graph_name, [_value_info(input_name, in_var.aval)],

@@ -1,9 +1,10 @@
 """Runs a file from `export.py --format onnx` with onnxruntime, without JAX's model code.
 
 `OnnxModel` is the session with the file's metadata (model, scale, layout, minimum size);
-`OnnxPredictor` is the `inference.Predictor` backed by it, which scripts/upscale.py and `Upscaler`
-use for a `.onnx` --checkpoint: every input runs at its own size (the graph takes any), so tiles,
-self-ensemble and the image handling are the JAX path's.
+`ExportedPredictor` is the `inference.Predictor` backed by it or by a `tflite_runtime.TfliteModel`,
+which scripts/upscale.py and `Upscaler` use for a `.onnx` / `.tflite` --checkpoint: every input runs
+at its own size (the graphs take any), so tiles, self-ensemble and the image handling are the JAX
+path's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mspan_jax.deploy.tflite_runtime import TfliteModel, is_tflite_file
 from mspan_jax.errors import UserError
 from mspan_jax.extras import require
 from mspan_jax.inference import Predictor
@@ -27,9 +29,16 @@ def is_onnx_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(".onnx")
 
 
+def is_exported_file(path: str | os.PathLike) -> bool:
+    """A .onnx or .tflite file from export.py, run without the JAX model."""
+    return is_onnx_file(path) or is_tflite_file(path)
+
+
 class OnnxModel:
     """An exported model in an onnxruntime session: `model(x)` maps float32 NHWC (N, H, W, C) in
     [0, 1] to the float32 NHWC output, whatever layout the file takes."""
+
+    runtime = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, providers: list[str] | None = None):
         require("onnx", f"{path}: running an ONNX file")
@@ -65,16 +74,17 @@ class OnnxModel:
         return y.transpose(0, 2, 3, 1) if self.layout == "nchw" else y
 
 
-class OnnxPredictor(Predictor):
-    """`Predictor` running an `OnnxModel`: each input at its own size (not padded, no mask)."""
+class ExportedPredictor(Predictor):
+    """`Predictor` running an `OnnxModel` or a `TfliteModel`: each input at its own size (not
+    padded, no mask)."""
 
-    def __init__(self, model: OnnxModel):
+    def __init__(self, model: OnnxModel | TfliteModel):
         super().__init__(model, {}, scale=model.scale, padded=False)
         self.model = model
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> OnnxPredictor:
-        return cls(OnnxModel(path))
+    def from_file(cls, path: str | os.PathLike) -> ExportedPredictor:
+        return cls(TfliteModel(path) if is_tflite_file(path) else OnnxModel(path))
 
     def _run(self, x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         self._shapes.add(x.shape)
