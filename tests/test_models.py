@@ -257,6 +257,7 @@ def test_mspa_attention_lies_in_open_unit_interval_and_is_sown():
         mspa.init(jax.random.key(0), jnp.zeros((1, 3, 12, 8)))
 
 
+@pytest.mark.slow
 def test_ca_and_esa_reweight_the_input():
     x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 15, 16, 8)), jnp.float32)
     for module in (CA(features=8, reduction=4), ESA(features=8, reduction=4)):
@@ -287,6 +288,7 @@ def test_mspan_ir_returns_input_plus_a_tanh_bounded_correction(channels):
     assert float(jnp.max(jnp.abs(model.apply(big, x) - x))) <= 1.0
 
 
+@pytest.mark.slow
 def test_mspan_ir_is_figure_c():
     """networks.png (c): Conv3, ReLU, Conv3; n x [IDDB, then LayerNorm and MLP in a residual];
     Conv3, ReLU, Conv3, Tanh; no BLF, no upsampler. The IDDB is the SR one (with its MSPA)."""

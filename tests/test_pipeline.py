@@ -388,6 +388,7 @@ def test_temporary_cache_of_a_dead_process_is_removed(tmp_path, monkeypatch):
     assert path.parent == tmp_path and not left.exists() and mine.exists()
 
 
+@pytest.mark.slow
 def test_uint8_batches_become_float_on_the_device_bit_for_bit_and_the_step_is_unchanged():
     """The pipeline's uint8 batch, made float32 inside the jitted step (`device_batch_to_float`), gives
     the values `batch_to_float` gives on the host bit for bit, hence the same train step results."""

@@ -363,6 +363,7 @@ def test_a_bad_config_argument_fails_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_visualize_mspa_reads_the_stages_of_mspan_ir():
     """scripts/visualize_mspa.py's maps come from figure (c)'s `stage{i}/iddb/mspa` as from MSPAN's
     `body/IDDB{i}/mspa` (in a subprocess: the script defines absl flags on import)."""

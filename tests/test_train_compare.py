@@ -101,6 +101,7 @@ def test_gpu_script_runs_the_protocol_at_a_tiny_size(tmp_path):
     assert "| mspan | 0 | 2 |" in (tmp_path / "out" / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_gpu_script_release_part_trains_the_x4_recipe_and_saves_its_params(tmp_path):
     """PART=release: the x4 release recipe, capped and resumable, then its params in $OUT/mspan_x4."""
     data = require_shared("data")

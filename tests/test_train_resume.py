@@ -149,6 +149,7 @@ def test_best_keeps_the_highest_psnr_and_pruning_keeps_the_newest(tmp_path):
     assert int(load_latest_state(tmp_path / "w")["step"]) == 8
 
 
+@pytest.mark.slow
 def test_a_damaged_latest_checkpoint_is_skipped_and_none_intact_stops(tmp_path):
     config, ckpts = _checkpoints(tmp_path)
     states = list(_states(config, [2, 4, 6]))

@@ -105,6 +105,7 @@ def test_a_training_workdir_records_its_model(tiny, tmp_path):
     assert (config.model.name, config.eval.crop_border, config.eval.y_channel) == ("mspan_ir", 0, False)
 
 
+@pytest.mark.slow
 def test_scripts_need_no_config_and_check_a_given_one(tiny, tmp_path):
     directory, cfg, variables = tiny
     lr = RNG.integers(0, 256, (12, 10, 3), dtype=np.uint8)
@@ -212,6 +213,7 @@ def test_weights_by_name_and_torch_files_in_memory(tmp_path, monkeypatch):
     assert Upscaler.from_checkpoint(tmp_path / "imdn_x2.safetensors", model=("imdn", 2)).scale == 2
 
 
+@pytest.mark.slow
 def test_upscale_folder_survives_bad_files(tiny, tmp_path):
     """Every readable image is written, whatever its format or size (a WebP, a JPEG without an image
     extension, a 1x1 and a 3x10 PNG below MSPA's 4 pixels, a phone JPEG turned by its EXIF
