@@ -261,6 +261,19 @@ def test_prepare_data_builds_tfds_div2k_from_the_zips(tmp_path):
     assert {ex["hr"].shape for ex in examples} == {(48, 48, 3)}
     assert {ex["lr"].shape for ex in examples} == {(12, 12, 3)}
 
+    # The `div2k` training source reads it, each of two processes its own part (the official LR).
+    from mspan_jax.config_base import sr_config
+    from mspan_jax.data.train_images import load_train_images
+    from mspan_jax.data.train_spec import resolve_spec
+
+    config = sr_config("mspan", 4)
+    config.data.source, config.data.data_dir, config.data.num_workers = "div2k", str(data), 0
+    config.train.batch_size, config.data.hr_patch_size = 2, 32
+    parts = [load_train_images(resolve_spec(config, p, 2), verbose=False) for p in range(2)]
+    assert sorted(len(images) for images in parts) == [1, 2]
+    lr = sorted(ex["lr"].tobytes() for ex in examples)
+    assert sorted(im.source.tobytes() for images in parts for im in images) == lr
+
 
 def test_div2k_builder_downloads_tfds_urls_without_the_zips(tmp_path):
     """Without the zips in manual_dir the builder asks tfds' download manager for tfds' own URLs."""

@@ -160,8 +160,9 @@ def source_loaders(spec: PipelineSpec) -> list[Loader]:
     raise AssertionError(spec.source)
 
 
-def div2k_tfds(spec: PipelineSpec) -> tuple[Any, str, str]:
-    """(builder, this process's split, config name) of tfds `div2k/bicubic_x{s}` train (0001-0800)."""
+def div2k_tfds(spec: PipelineSpec) -> tuple[Any, Any, str]:
+    """(builder, this process's split, config name) of tfds `div2k/bicubic_x{s}` train (0001-0800).
+    The split is tfds' object (its str() is no split spec tfds parses)."""
     require("tfds", "config.data.source='div2k' (tfds DIV2K)")
     import tensorflow_datasets as tfds
 
@@ -189,10 +190,10 @@ def div2k_tfds(spec: PipelineSpec) -> tuple[Any, str, str]:
             "see docs/data.md")
     split = tfds.split_for_jax_process("train", process_index=spec.process_index,
                                        process_count=spec.process_count)
-    return builder, str(split), config
+    return builder, split, config
 
 
-def div2k_tfds_items(spec: PipelineSpec, builder: Any, split: str, config: str
+def div2k_tfds_items(spec: PipelineSpec, builder: Any, split: Any, config: str
                       ) -> Iterator[tuple[str, np.ndarray, np.ndarray | None, str]]:
     """The examples of `split`, decoded by tf.data (in parallel, in TensorFlow's threads)."""
     import tensorflow_datasets as tfds

@@ -145,7 +145,7 @@ def load_train_images(spec: PipelineSpec, verbose: bool = True) -> DecodedImages
     if spec.source == "div2k":
         tfds_source = div2k_tfds(spec)
         builder, split, _ = tfds_source
-        inputs = [builder.name, str(builder.version), str(builder.data_dir), split]
+        inputs = [builder.name, str(builder.version), str(builder.data_dir), str(split)]
         try:
             total = int(builder.info.splits[split].num_examples)
         except (KeyError, ValueError, TypeError):
