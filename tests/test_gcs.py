@@ -314,19 +314,22 @@ def test_a_permanent_storage_failure_stops_in_one_line_with_a_checkpoint_intact(
 
 
 @pytest.mark.slow
-def test_tfds_div2k_and_set5_prepared_into_a_bucket_train_and_evaluate(emulator, tmp_path):
+def test_tfds_div2k_and_set5_prepared_into_a_bucket_train_and_evaluate(emulator, tmp_path, monkeypatch):
     """scripts/prepare_data.py builds tfds DIV2K (from DIV2K-shaped zips) and Set5 into a gs://
     data_dir; a run on another machine (an empty cache folder) trains from the bucket's DIV2K,
-    validates on its Set5, and evaluate.py scores Set5 from the bucket."""
+    validates on its Set5, and evaluate.py scores Set5 from the bucket. (In this process, whose
+    environment `serving` points at the emulator: a fresh interpreter per script would add ~10 s
+    of imports each.)"""
     import fsspec
-    from conftest import div2k_zips, random_rgb, save_png
+    from conftest import div2k_zips, random_rgb, run_script, save_png
 
     manual = div2k_zips(tmp_path / "manual", train=3, valid=1)
     for k in range(5):
         save_png(manual / "Set5" / "HR" / f"img{k}.png", random_rgb(24, 24, 10 + k))
     data_dir = f"gs://{emulator.new_bucket()}/tfds"
-    proc = _script("prepare_data.py", "--sets=div2k,set5", "--scale=4", f"--data-dir={data_dir}",
-                   f"--manual-dir={manual}", url=emulator.url, XDG_CACHE_HOME=str(tmp_path / "cache0"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache0"))
+    proc = run_script("prepare_data.py", "--sets=div2k,set5", "--scale=4", f"--data-dir={data_dir}",
+                      f"--manual-dir={manual}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tfds div2k/bicubic_x4: uploaded" in proc.stdout, proc.stdout
     assert "set5 BI x4 (5 images): uploaded" in proc.stdout, proc.stdout
@@ -341,8 +344,8 @@ def test_tfds_div2k_and_set5_prepared_into_a_bucket_train_and_evaluate(emulator,
         train__num_steps=2, train__eval_every_steps=2, eval__num_summary_images=0))
     workdir = f"gs://{emulator.new_bucket()}/run"
     cache = tmp_path / "cache1"  # another machine: nothing local yet
-    proc = _script("train.py", f"--config={config}", f"--workdir={workdir}", url=emulator.url,
-                   XDG_CACHE_HOME=str(cache))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    proc = run_script("train.py", f"--config={config}", f"--workdir={workdir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(_read_blob(f"{workdir}/eval_results.json"))
     assert results["step"] == 2 and "set5" in results, results
@@ -350,7 +353,8 @@ def test_tfds_div2k_and_set5_prepared_into_a_bucket_train_and_evaluate(emulator,
     assert (local / "div2k" / "bicubic_x4" / "2.0.0" / "dataset_info.json").is_file()
     assert (local / "set5" / "bi_x4" / "1.0.0" / "dataset_info.json").is_file()
 
-    proc = _script("evaluate.py", f"--checkpoint={workdir}", "--datasets=set5", f"--data-dir={data_dir}",
-                   url=emulator.url, XDG_CACHE_HOME=str(tmp_path / "cache2"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache2"))
+    proc = run_script("evaluate.py", f"--checkpoint={workdir}", "--datasets=set5",
+                      f"--data-dir={data_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "set5" in proc.stdout.lower(), proc.stdout
