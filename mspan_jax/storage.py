@@ -196,9 +196,11 @@ def local_tfds_dir(data_dir: str | os.PathLike | None, builder_dir: str,
 
 def upload_tree(local: Path, remote: str) -> int:
     """Copies every file under the local folder `local` to the same place under the gs:// URL
-    `remote`; returns the number of files."""
+    `remote`; returns the number of files. tfds' `dataset_info.json` goes last: until it is there,
+    tfds takes the folder for unprepared, so an interrupted upload is never read as a whole set."""
     fs = _gcs()
-    files = sorted(p for p in local.rglob("*") if p.is_file())
+    files = sorted((p for p in local.rglob("*") if p.is_file()),
+                   key=lambda p: (p.name == "dataset_info.json", p.as_posix()))
     for path in files:
         fs.put_file(str(path), f"{remote.rstrip('/')}/{path.relative_to(local).as_posix()}")
     return len(files)
