@@ -56,8 +56,7 @@ from scipy import ndimage
 from mspan_jax.config_base import sr_config
 from mspan_jax.data.decoded_cache import CacheWriter, DecodedImages, TrainImage, temporary_cache_path
 from mspan_jax.data.images import write_image
-from mspan_jax.data.patches import BatchSampler
-from mspan_jax.data.pipeline import TrainIterator, create_train_iterator
+from mspan_jax.data.input_pipeline import BatchSampler, TrainIterator, create_train_iterator
 from mspan_jax.data.train_spec import host_cores, resolve_spec
 from mspan_jax.models.registry import get_model
 from mspan_jax.train import sharding

@@ -1,10 +1,11 @@
-"""MSPAN x4 in 158 s on an idle 2-core CPU, with no download: scikit-image's bundled photos.
+"""MSPAN x4 in minutes on a 2-core CPU, with no download: scikit-image's bundled photos.
 
 Trains the full-size MSPAN x4 (C=48, B=6) on 5 bundled photos and validates on 2 held-out ones
 (`skimage_holdout`), against bicubic. Only the schedule differs from configs/x4.py: small patches
-and batches, a 5x learning rate and 1200 steps. Measured on a 2-core CPU with no other job (README,
-"Results, measured here"): 158 s wall, 29.89 dB / 0.8006 vs bicubic's 29.38 dB on the held-out photos
-(another CPU: 124 s, 29.98 dB; deterministic on one machine, not across CPUs).
+and batches, a 5x learning rate and 1200 steps. Measured on three 2-core VMs of this project
+(docs/results.md, "The quickstart"; deterministic on one machine, not across CPUs): 158 s wall,
+29.89 dB / 0.8006; 377 s, 29.63 dB / 0.8027; 124 s, 29.98 dB / 0.8037; bicubic 29.38 dB on the
+held-out photos.
 
     python scripts/train.py --config configs/quickstart.py --workdir /tmp/mspan_quickstart
 """

@@ -25,8 +25,8 @@ def get_config():
     config.train.batch_size = 4
     config.train.learning_rate = 1e-3
     config.train.ema_decay = 0.995
-    # Figure (c)'s network (LayerNorm + MLP stages, Tanh tail) converges more slowly than the SR trunk
-    # it replaced: at 2,000 steps it tied non-local means (30.00 against 30.02 dB); 3,000 steps.
+    # Figure (c)'s network (LayerNorm + MLP stages, Tanh tail) converges slowly: at 2,000 steps it only
+    # ties non-local means (30.00 against 30.02 dB), so 3,000 steps.
     config.train.num_steps = 3000
     config.train.steps_per_epoch = 100
     config.train.lr_decay_epochs = 21  # halve the learning rate after 2,100 steps

@@ -1,4 +1,4 @@
-"""mspan-jax: MSPAN and IMDN image super-resolution in JAX/Flax."""
+"""mspan-jax: MSPAN, IMDN and RFDN image super-resolution, and MSPAN-IR restoration, in JAX/Flax."""
 
 from mspan_jax import storage as _storage
 

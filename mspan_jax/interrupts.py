@@ -1,6 +1,6 @@
 """Code that Ctrl-C must not cut in half. Python raises KeyboardInterrupt at whatever bytecode runs
 when the signal is handled; a function marked `finish_first` (e.g. unlinking a shared-memory
-segment and telling the resource tracker, `data/shm_slots.py`) or any finalizer (`__del__`, where
+segment and telling the resource tracker, `data/workers.py`) or any finalizer (`__del__`, where
 the exception would be printed and dropped) is let finish, and the interrupt is raised after it by
 `train.preemption.InterruptWatch`."""
 

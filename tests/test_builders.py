@@ -263,7 +263,7 @@ def test_prepare_data_builds_tfds_div2k_from_the_zips(tmp_path):
 
     # The `div2k` training source reads it, each of two processes its own part (the official LR).
     from mspan_jax.config_base import sr_config
-    from mspan_jax.data.train_images import load_train_images
+    from mspan_jax.data.input_pipeline import load_train_images
     from mspan_jax.data.train_spec import resolve_spec
 
     config = sr_config("mspan", 4)

@@ -14,14 +14,19 @@ from conftest import REPO_ROOT, random_rgb, save_png
 
 from mspan_jax.cli import load_config
 from mspan_jax.config_base import sr_config
-from mspan_jax.data import pipeline, train_images
+from mspan_jax.data import input_pipeline
 from mspan_jax.data.degradations import degrade
-from mspan_jax.data.patches import BatchSampler, augment_pair, batch_to_float, device_batch_to_float
-from mspan_jax.data.pipeline import create_train_iterator
-from mspan_jax.data.shm_slots import SlotArray
+from mspan_jax.data.input_pipeline import (
+    BatchSampler,
+    augment_pair,
+    batch_to_float,
+    create_train_iterator,
+    device_batch_to_float,
+    load_train_images,
+)
 from mspan_jax.data.sources import shard_bounds
-from mspan_jax.data.train_images import load_train_images
 from mspan_jax.data.train_spec import resolve_spec
+from mspan_jax.data.workers import SlotArray
 
 
 def _config(source: str = "folder", train_dir: Path | str = "", scale: int = 2, batch: int = 4,
@@ -294,8 +299,8 @@ def test_batches_in_flight_keep_each_batch_until_its_step_has_finished(monkeypat
     keeping the array object alive. BatchesInFlight waits for step k - depth before dropping its
     batch, and release_all waits for every held step (a failed one is not re-raised)."""
     waited = []
-    monkeypatch.setattr(pipeline.jax, "block_until_ready", lambda x: waited.append(x["step"]) or x)
-    in_flight = pipeline.BatchesInFlight(depth=1)
+    monkeypatch.setattr(input_pipeline.jax, "block_until_ready", lambda x: waited.append(x["step"]) or x)
+    in_flight = input_pipeline.BatchesInFlight(depth=1)
     alive = []
     for k in range(3):
         batch = {"hr": np.zeros(4, np.uint8).view(_Owned)}
@@ -304,7 +309,8 @@ def test_batches_in_flight_keep_each_batch_until_its_step_has_finished(monkeypat
         del batch
     assert waited == [0, 1]  # holding step 2 waited for step 1, not for step 2
     assert [ref() is None for ref in alive] == [True, True, False]
-    monkeypatch.setattr(pipeline.jax, "block_until_ready", lambda x: waited.append(x["step"]) or 1 / 0)
+    monkeypatch.setattr(input_pipeline.jax, "block_until_ready",
+                        lambda x: waited.append(x["step"]) or 1 / 0)
     in_flight.release_all()
     assert waited == [0, 1, 2] and alive[2]() is None
 
@@ -317,8 +323,8 @@ def test_decoded_cache_is_reused_and_rebuilt_when_stale_or_damaged(tmp_path, mon
     plain = _batches(config, 3)
     config.data.cache_dir = str(tmp_path / "cache")
     decoded = []
-    real = train_images.prepare_image  # runs on every decoded image, never on a cached one
-    monkeypatch.setattr(train_images, "prepare_image",
+    real = input_pipeline.prepare_image  # runs on every decoded image, never on a cached one
+    monkeypatch.setattr(input_pipeline, "prepare_image",
                         lambda spec, name, *rest: decoded.append(name) or real(spec, name, *rest))
 
     def run() -> list[dict[str, np.ndarray]]:
@@ -424,8 +430,8 @@ import sys
 import time
 sys.path.insert(0, "configs")
 from quickstart_denoise import get_config
-from mspan_jax.data.pipeline import create_train_iterator
-from mspan_jax.data.shm_slots import SlotArray
+from mspan_jax.data.input_pipeline import create_train_iterator
+from mspan_jax.data.workers import SlotArray
 
 config = get_config()
 config.data.num_workers = 2
@@ -463,14 +469,14 @@ def test_synthetic_noise_batches_reuse_their_worker_slots(tmp_path):
 
 def test_closing_an_iterator_leaves_the_segments_of_another_alone(monkeypatch):
     """Segments carry their iterator's random token: closing one removes only its own unsent ones."""
-    from mspan_jax.data import shm_slots
+    from mspan_jax.data import workers
 
-    ours, theirs = shm_slots.new_token(), shm_slots.new_token()
+    ours, theirs = workers.new_token(), workers.new_token()
     assert ours != theirs and len(ours) >= 16
-    made = [shm_slots._new_segment(64, token) for token in (ours, theirs)]
+    made = [workers._new_segment(64, token) for token in (ours, theirs)]
     try:
         assert all(Path("/dev/shm", shm.name).exists() for shm in made)
-        shm_slots.remove_unreceived(ours)
+        workers.remove_unreceived(ours)
         assert not Path("/dev/shm", made[0].name).exists() and Path("/dev/shm", made[1].name).exists()
     finally:
         for shm in made:

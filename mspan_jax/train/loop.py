@@ -24,7 +24,7 @@ from etils import epath
 
 from mspan_jax.config_base import task_of
 from mspan_jax.data.images import write_image
-from mspan_jax.data.pipeline import BatchesInFlight, create_train_iterator
+from mspan_jax.data.input_pipeline import BatchesInFlight, create_train_iterator
 from mspan_jax.errors import ConfigError, first_line
 from mspan_jax.eval_suite import baseline_key
 from mspan_jax.files import write_json_atomic

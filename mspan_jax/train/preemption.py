@@ -85,7 +85,7 @@ class PreemptionWatch:
 class InterruptWatch:
     """Makes Ctrl-C stop the run for sure, and never half-way through what must finish. Python raises
     KeyboardInterrupt in whatever code runs when the signal is handled: inside a finalizer
-    (`__del__`, e.g. a worker slot's, `shm_slots`) it is printed as "Exception ignored" and dropped,
+    (`__del__`, e.g. a worker slot's, `workers.py`) it is printed as "Exception ignored" and dropped,
     and the run goes on; between unlinking a shared-memory segment and unregistering it, it leaves a
     "leaked shared_memory" warning. This handler records the interrupt
     and raises at once unless `interrupts.must_finish` says otherwise; `check()` (after every step)

@@ -13,7 +13,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from mspan_jax.data.patches import device_batch_to_float
+from mspan_jax.data.input_pipeline import device_batch_to_float
 from mspan_jax.train import sharding
 from mspan_jax.train.state import Optimizer, PyTree, TrainState
 

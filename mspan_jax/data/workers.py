@@ -1,12 +1,18 @@
-"""Shared-memory slots that a grain worker reuses for its batches, so that a batch costs no new
-shared memory: grain's own path (`SharedMemoryArray`) creates a segment per array in the worker,
-faults its fresh pages in, and has the training process map, fault and unlink it again, about as much
-CPU per patch as cutting the patch (measured in docs/data.md).
+"""The worker processes of the training pipeline, and the shared memory their batches travel in.
+
+**Workers.** grain processes serve the pipeline's two parallel stages: decoding the images once and
+cutting batches (`input_pipeline.py`). A `MapDataset` read through `in_workers` yields its elements in
+index order whatever the number of workers, so the output does not depend on it.
+
+**Slots.** A worker reuses shared-memory slots for its batches, so that a batch costs no new shared
+memory: grain's own path (`SharedMemoryArray`) creates a segment per array in the worker, faults its
+fresh pages in, and has the training process map, fault and unlink it again, about as much CPU per
+patch as cutting the patch (measured in docs/data.md).
 
 A worker process owns up to `MAX_SLOTS` segments and one flags segment (a byte per slot: 1 while the
 training process may still read that slot). `WorkerSlots.array` hands out a free slot as an ndarray
 to cut into (a new segment only while every slot is busy); the batch crosses to the training process
-as `SlotRef`s (names, shape, dtype: a few bytes through grain's queue), which `receive` turns into
+as `SlotRef`s (names, shape, dtype: a few bytes through grain's queue), which `Receiver` turns into
 `SlotArray` views of the same pages. The segments are mapped there once (and unlinked at once: the
 two mappings keep them alive); a worker that ends unlinks those never received (batches in flight),
 and the training process removes what a stopped or killed worker left (`remove_unreceived`: the
@@ -14,7 +20,7 @@ segments carry their iterator's random token, so closing one iterator touches no
 process or in another container sharing /dev/shm), so nothing is left in /dev/shm and the resource
 tracker has nothing to warn about. A slot is free again when its `SlotArray` (and every view of
 it) is gone; JAX on CPU may still read its pages then, so the training loop holds each batch
-until its step has finished (`pipeline.BatchesInFlight`).
+until its step has finished (`input_pipeline.BatchesInFlight`).
 """
 
 from __future__ import annotations
@@ -26,13 +32,66 @@ import itertools
 import mmap
 import os
 import secrets
+import signal
+import threading
+import time
 from multiprocessing import resource_tracker, shared_memory, util
 from pathlib import Path
 from typing import Any
 
+import grain
 import numpy as np
 
 from mspan_jax.interrupts import finish_first
+
+_IN_WORKER = False
+
+
+def in_worker() -> bool:
+    """True in a grain worker process started by `in_workers` (its output goes to shared memory)."""
+    return _IN_WORKER
+
+
+def _worker_init(index: int, count: int) -> None:
+    """Runs first in every grain worker: marks the process as one (`in_worker`); ignores SIGINT and
+    SIGTERM, which Ctrl-C and schedulers send to the whole process group (the training process stops
+    its workers itself, after saving on SIGTERM, without a traceback from each worker or a leaked
+    shared-memory block); and exits when the training process is gone (killed by SIGKILL, say)
+    instead of lingering as an orphan that holds memory."""
+    global _IN_WORKER
+    _IN_WORKER = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="mspan-orphan-watch").start()
+
+
+def _mark_flags_parsed() -> None:
+    """grain reads absl flags; outside an absl app (tests, argparse scripts) they are not parsed yet."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def in_workers(dataset: grain.MapDataset, workers: int, buffer: int) -> grain.IterDataset:
+    """`dataset` read in order, its elements made by `workers` processes (0: one thread here)."""
+    iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=buffer))
+    if workers == 0:
+        return iterable
+    _mark_flags_parsed()
+    return iterable.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=buffer),
+        worker_init_fn=_worker_init)
+
+
+# Shared-memory slots: what a worker cuts a batch into, and the training process reads in place.
 
 MAX_SLOTS = 256  # per worker; beyond, grain's own shared memory (a consumer holding many batches)
 
