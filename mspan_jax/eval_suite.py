@@ -197,10 +197,14 @@ class EvalSuite:
         return {key: results[name] for key, results in self.baselines.items()}
 
     def score(self, apply_fn: ApplyFn, variables: Any, name: str, *, keep_outputs: bool = False,
-              progress: bool = False) -> EvalResult:
-        """`apply_fn(variables, ...)` (e.g. `model.apply`) on set `name`, scored as the baselines."""
+              progress: bool = False, indices: Sequence[int] | None = None) -> EvalResult:
+        """`apply_fn(variables, ...)` (e.g. `model.apply`) on set `name` (only its pairs at
+        `indices` when given), scored as the baselines."""
         s = self.scoring
-        return evaluate_pairs(apply_fn, variables, self.sets[name].pairs, scale=s.scale,
+        pairs = self.sets[name].pairs
+        if indices is not None:
+            pairs = [pairs[i] for i in indices]
+        return evaluate_pairs(apply_fn, variables, pairs, scale=s.scale,
                               crop_border=s.crop_border, y_channel=s.y_channel, round_y=s.round_y,
                               self_ensemble=s.self_ensemble, bucket=s.bucket, progress=progress,
                               keep_outputs=keep_outputs)

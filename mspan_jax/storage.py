@@ -145,3 +145,62 @@ def check_bucket(path: str | os.PathLike, flag: str) -> None:
         raise StorageError(f"{flag} {text}: bucket gs://{bucket} does not exist or is not visible to "
                            f"these credentials; create it (gcloud storage buckets create gs://{bucket}) "
                            "or fix the name")
+
+
+def cache_root() -> Path:
+    """This machine's folder for local copies of bucket data: `$XDG_CACHE_HOME/mspan_jax`
+    (default `~/.cache/mspan_jax`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mspan_jax"
+
+
+def _gcs():
+    """The fsspec gs:// file system (gcsfs), configured by `configure()`."""
+    import fsspec
+
+    return fsspec.filesystem("gs")
+
+
+def local_tfds_dir(data_dir: str | os.PathLike | None, builder_dir: str,
+                   flag: str = "data_dir") -> str | None:
+    """A tfds data_dir that tfds can read for builder `builder_dir` ("div2k/bicubic_x4", "set5").
+
+    Local or unset: `data_dir` itself. gs://: a local folder (`cache_root()/tfds/<bucket>/<path>`)
+    into which `<data_dir>/<builder_dir>` is copied through gcsfs (files missing or of another size
+    only), because tfds reads and writes its record files through TensorFlow's own GCS client (a
+    second client and credentials, no emulator endpoint), which this package keeps out. A builder
+    the bucket lacks leaves the folder empty: tfds then prepares it there, on this machine only."""
+    if not data_dir or not is_remote(data_dir):
+        return None if not data_dir else os.fspath(data_dir)
+    text = os.fspath(data_dir).rstrip("/")
+    check_bucket(text, flag)
+    local = cache_root() / "tfds" / text.split("://", 1)[1]
+    remote = f"{text}/{builder_dir}".split("://", 1)[1]
+    fs = _gcs()
+    try:
+        found = fs.find(remote, detail=True)
+    except Exception as e:  # noqa: BLE001 - a bucket that fails mid-listing: one line
+        raise StorageError(f"{flag} {text}: cannot list {builder_dir} "
+                           f"({first_line(e, typed=True, limit=200)})") from None
+    for path, info in found.items():
+        target = local / builder_dir / path[len(remote) + 1:]
+        if target.is_file() and target.stat().st_size == int(info.get("size") or 0):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        fs.get_file(path, str(partial))
+        os.replace(partial, target)
+    local.mkdir(parents=True, exist_ok=True)
+    return str(local)
+
+
+def upload_tree(local: Path, remote: str) -> int:
+    """Copies every file under the local folder `local` to the same place under the gs:// URL
+    `remote`; returns the number of files. tfds' `dataset_info.json` goes last: until it is there,
+    tfds takes the folder for unprepared, so an interrupted upload is never read as a whole set."""
+    fs = _gcs()
+    files = sorted((p for p in local.rglob("*") if p.is_file()),
+                   key=lambda p: (p.name == "dataset_info.json", p.as_posix()))
+    for path in files:
+        fs.put_file(str(path), f"{remote.rstrip('/')}/{path.relative_to(local).as_posix()}")
+    return len(files)

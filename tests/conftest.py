@@ -489,3 +489,28 @@ class TrainProcess:
 def assert_quiet(stderr: str) -> None:
     """A stopped run's stderr holds no traceback and no leak warning."""
     assert "Traceback" not in stderr and "leaked" not in stderr, stderr[-3000:]
+
+
+def div2k_zips(folder: Path, scale: int = 4, train: int = 3, valid: int = 1, size: int = 48) -> Path:
+    """The four zips of the DIV2K site for `scale`, as it lays them out (DIV2K_train_HR/0001.png,
+    DIV2K_train_LR_bicubic/X4/0001x4.png, ...), holding tiny random images; returns `folder`."""
+    import zipfile
+
+    from PIL import Image
+
+    from mspan_jax.data.imresize import bicubic_downscale
+
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = {"train": range(1, train + 1), "valid": range(801, 801 + valid)}
+    for split, ids in numbers.items():
+        with zipfile.ZipFile(folder / f"DIV2K_{split}_HR.zip", "w") as hr_zip, \
+                zipfile.ZipFile(folder / f"DIV2K_{split}_LR_bicubic_X{scale}.zip", "w") as lr_zip:
+            for k in ids:
+                hr = random_rgb(size, size, k)
+                for z, name, img in ((hr_zip, f"DIV2K_{split}_HR/{k:04d}.png", hr),
+                                     (lr_zip, f"DIV2K_{split}_LR_bicubic/X{scale}/{k:04d}x{scale}.png",
+                                      bicubic_downscale(hr, scale))):
+                    buffer = io.BytesIO()
+                    Image.fromarray(img).save(buffer, format="PNG")
+                    z.writestr(name, buffer.getvalue())
+    return folder

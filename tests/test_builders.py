@@ -239,3 +239,60 @@ def test_dn_super_resolution_training_validates_at_its_noise_sigma():
     for p in Validator(config, model=None).suite.sets["skimage_holdout"].pairs:
         np.testing.assert_array_equal(p.lr, degrade(p.hr, 2, "DN", sigma=10.0,
                                                     seed=seed_for_name(p.name)))
+
+
+@pytest.mark.slow
+def test_prepare_data_builds_tfds_div2k_from_the_zips(tmp_path):
+    """scripts/prepare_data.py --sets=div2k with the DIV2K zips in --manual-dir: tfds' own
+    div2k/bicubic_x4 is prepared (what `tfds build div2k` would write) and tfds reads it back."""
+    from conftest import div2k_zips, run_script
+
+    zips = div2k_zips(tmp_path / "zips", train=3, valid=1)
+    data = tmp_path / "tfds"
+    proc = run_script("prepare_data.py", "--sets=div2k", "--scale=4", f"--data-dir={data}",
+                      f"--manual-dir={zips}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"prepared in {data / 'div2k' / 'bicubic_x4'}" in proc.stdout
+    builder = tfds.builder("div2k/bicubic_x4", data_dir=str(data))
+    assert builder.is_prepared()
+    assert builder.info.splits["train"].num_examples == 3
+    assert builder.info.splits["validation"].num_examples == 1
+    examples = list(tfds.as_numpy(builder.as_dataset(split="train")))
+    assert {ex["hr"].shape for ex in examples} == {(48, 48, 3)}
+    assert {ex["lr"].shape for ex in examples} == {(12, 12, 3)}
+
+    # The `div2k` training source reads it, each of two processes its own part (the official LR).
+    from mspan_jax.config_base import sr_config
+    from mspan_jax.data.input_pipeline import load_train_images
+    from mspan_jax.data.train_spec import resolve_spec
+
+    config = sr_config("mspan", 4)
+    config.data.source, config.data.data_dir, config.data.num_workers = "div2k", str(data), 0
+    config.train.batch_size, config.data.hr_patch_size = 2, 32
+    parts = [load_train_images(resolve_spec(config, p, 2), verbose=False) for p in range(2)]
+    assert sorted(len(images) for images in parts) == [1, 2]
+    lr = sorted(ex["lr"].tobytes() for ex in examples)
+    assert sorted(im.source.tobytes() for images in parts for im in images) == lr
+
+
+def test_div2k_builder_downloads_tfds_urls_without_the_zips(tmp_path):
+    """Without the zips in manual_dir the builder asks tfds' download manager for tfds' own URLs."""
+    from mspan_jax.data.builders.div2k import div2k_builder
+
+    asked = {}
+
+    class Manager:
+        manual_dir = str(tmp_path)  # empty: nothing to extract
+
+        def download_and_extract(self, urls):
+            asked.update(urls)
+            return {key: str(tmp_path / key) for key in urls}
+
+    div2k_builder(3, str(tmp_path / "data"))._split_generators(Manager())
+    assert asked == {"train_lr_url": f"{DIV2K_URL}DIV2K_train_LR_bicubic_X3.zip",
+                     "valid_lr_url": f"{DIV2K_URL}DIV2K_valid_LR_bicubic_X3.zip",
+                     "train_hr_url": f"{DIV2K_URL}DIV2K_train_HR.zip",
+                     "valid_hr_url": f"{DIV2K_URL}DIV2K_valid_HR.zip"}
+
+
+DIV2K_URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"

@@ -282,3 +282,82 @@ def test_sigkill_while_saving_to_a_bucket_resumes_from_a_complete_checkpoint(emu
     assert int(a["step"]) == int(b["step"]) == 40
     for key in ("params", "opt_state"):
         assert max_tree_diff(a[key], b[key]) <= 1e-6, key
+
+
+@pytest.mark.slow
+def test_a_permanent_storage_failure_stops_in_one_line_with_a_checkpoint_intact(emulator, tmp_path):
+    """Once a checkpoint is in the bucket, every write to it fails (403 from a proxy): the run stops
+    in one line naming the workdir and its newest checkpoint, which reads back whole."""
+    from mspan_jax.checkpoints.workdir import load_latest_state
+    from mspan_jax.train.checkpoint import saved_steps
+
+    proxy = FaultyProxy(emulator.url)
+    try:
+        config = tmp_path / "tiny.py"
+        config.write_text(tiny_train_config_source(
+            train__num_steps=1000, train__checkpoint_every_steps=2, train__eval_every_steps=1000))
+        workdir = f"gs://{emulator.new_bucket()}/run"
+        run = TrainProcess(config, workdir, env=_env(proxy.url))
+        deadline = time.monotonic() + TIMEOUT
+        while not saved_steps(workdir):
+            assert run.proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        proxy.broken = True
+        code, out, err = run.finish()
+    finally:
+        proxy.stop()
+    assert "step 1000/1000" not in out
+    line = _one_line_error(subprocess.CompletedProcess([], code, out, err))
+    assert line.startswith(f"error: --workdir {workdir}: storage failed while saving a checkpoint ("), \
+        line
+    kept = saved_steps(workdir)
+    assert kept and f"the checkpoint of step {kept[-1]} is intact" in line, (line, kept)
+    assert "run the same command again" in line, line
+    assert int(load_latest_state(workdir)["step"]) == kept[-1]
+
+
+@pytest.mark.slow
+def test_tfds_div2k_and_set5_prepared_into_a_bucket_train_and_evaluate(emulator, tmp_path, monkeypatch):
+    """scripts/prepare_data.py builds tfds DIV2K (from DIV2K-shaped zips) and Set5 into a gs://
+    data_dir; a run on another machine (an empty cache folder) trains from the bucket's DIV2K,
+    validates on its Set5, and evaluate.py scores Set5 from the bucket. (In this process, whose
+    environment `serving` points at the emulator: a fresh interpreter per script would add ~10 s
+    of imports each.)"""
+    import fsspec
+    from conftest import div2k_zips, random_rgb, run_script, save_png
+
+    manual = div2k_zips(tmp_path / "manual", train=3, valid=1)
+    for k in range(5):
+        save_png(manual / "Set5" / "HR" / f"img{k}.png", random_rgb(24, 24, 10 + k))
+    data_dir = f"gs://{emulator.new_bucket()}/tfds"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache0"))
+    proc = run_script("prepare_data.py", "--sets=div2k,set5", "--scale=4", f"--data-dir={data_dir}",
+                      f"--manual-dir={manual}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tfds div2k/bicubic_x4: uploaded" in proc.stdout, proc.stdout
+    assert "set5 BI x4 (5 images): uploaded" in proc.stdout, proc.stdout
+    fs = fsspec.filesystem("gs")
+    names = {p.split("/tfds/", 1)[1] for p in fs.find(data_dir.removeprefix("gs://"))}
+    assert "div2k/bicubic_x4/2.0.0/dataset_info.json" in names, sorted(names)
+    assert "set5/bi_x4/1.0.0/dataset_info.json" in names, sorted(names)
+
+    config = tmp_path / "tiny.py"
+    config.write_text(tiny_train_config_source(
+        data__source="div2k", data__data_dir=data_dir, eval__datasets=("set5",),
+        train__num_steps=2, train__eval_every_steps=2, eval__num_summary_images=0))
+    workdir = f"gs://{emulator.new_bucket()}/run"
+    cache = tmp_path / "cache1"  # another machine: nothing local yet
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    proc = run_script("train.py", f"--config={config}", f"--workdir={workdir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(_read_blob(f"{workdir}/eval_results.json"))
+    assert results["step"] == 2 and "set5" in results, results
+    local = cache / "mspan_jax" / "tfds" / data_dir.removeprefix("gs://")
+    assert (local / "div2k" / "bicubic_x4" / "2.0.0" / "dataset_info.json").is_file()
+    assert (local / "set5" / "bi_x4" / "1.0.0" / "dataset_info.json").is_file()
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache2"))
+    proc = run_script("evaluate.py", f"--checkpoint={workdir}", "--datasets=set5",
+                      f"--data-dir={data_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "set5" in proc.stdout.lower(), proc.stdout

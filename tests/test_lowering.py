@@ -57,3 +57,20 @@ def test_the_scan_catches_cpu_only_parts():
     assert any(p.startswith("host callback ") for p in found), found
     with pytest.raises(NotImplementedError, match="host_callbacks"):
         export.export(jax.jit(cpu_only), platforms=("cpu",))(x)
+
+
+@pytest.mark.slow
+def test_train_step_cost_grows_with_the_batch_and_bounds_the_speed():
+    """The cost analysis behind docs/tpu_pod.md's estimate: work per step proportional to the
+    batch (the parameter update is a small fixed part), and the roofline is set by the slower
+    of compute and memory."""
+    config = sr_config("mspan", 4)
+    config.model = tiny_model_config("mspan", 4)
+    two, four = (lowering.train_step_cost(config, batch_size=b, lr_size=16) for b in (2, 4))
+    assert two["flops"] > 0 and two["bytes"] > 0
+    assert 1.8 < four["flops"] / two["flops"] <= 2.0
+    assert 1.5 < four["bytes"] / two["bytes"] <= 2.0
+    fast_memory = lowering.roofline_steps_per_sec(two, peak_flops=1e12, bytes_per_sec=1e15)
+    assert fast_memory == pytest.approx(1e12 / two["flops"])
+    fast_compute = lowering.roofline_steps_per_sec(two, peak_flops=1e18, bytes_per_sec=1e9)
+    assert fast_compute == pytest.approx(1e9 / two["bytes"])

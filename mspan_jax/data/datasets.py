@@ -20,6 +20,7 @@ from mspan_jax.data.pairs import PAIRED_CONFIGS, SPLITS, EvalPair, noisy_pairs, 
 from mspan_jax.data.sample_images import sample_images
 from mspan_jax.errors import ConfigError, DataError
 from mspan_jax.extras import require
+from mspan_jax.storage import local_tfds_dir
 
 # tensorflow_datasets and the builders are imported only where a tfds set is loaded: the core
 # install (no [tfds] extra) validates on "skimage_holdout" and evaluates image folders.
@@ -93,6 +94,7 @@ def load_benchmark(name: str, scale: int, degradation: str = "BI",
     from mspan_jax.data.builders.benchmarks import BENCHMARKS
 
     cls = BENCHMARKS[key]
+    data_dir = local_tfds_dir(data_dir, f"{key}/{deg.lower()}_x{scale}")  # gs://: a local copy
     builder = cls(data_dir=None if data_dir is None else os.fspath(Path(data_dir).expanduser()),
                   config=f"{deg.lower()}_x{scale}")
     how = " (or pass download=True / --download)" if cls.DOWNLOAD_URL else ""
@@ -154,6 +156,7 @@ def load_clean_set(name: str, data_dir: str | os.PathLike | None = None,
     from mspan_jax.data.builders.benchmarks import DENOISING_SETS
 
     cls = DENOISING_SETS[name]
+    data_dir = local_tfds_dir(data_dir, f"{name}/clean")  # gs://: a local copy
     builder = cls(data_dir=os.fspath(Path(data_dir).expanduser()) if data_dir else None)
     _prepare_from_manual(builder, name, cls.FOLDER_NAMES, manual_dir or None, "clean", "",
                          "docs/restoration.md")
@@ -177,6 +180,7 @@ def load_paired(name: str, split: str = "test", data_dir: str | os.PathLike | No
 
     from mspan_jax.data.builders.paired_folders import PairedFolders
 
+    data_dir = local_tfds_dir(data_dir, f"paired_folders/{name}")  # gs://: a local copy
     builder = PairedFolders(data_dir=os.fspath(Path(data_dir).expanduser()) if data_dir else None,
                             config=name)
     if not builder.is_prepared():

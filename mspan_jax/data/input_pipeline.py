@@ -118,7 +118,7 @@ def source_shard(spec: PipelineSpec) -> SourceShard:
             total = int(builder.info.splits[split].num_examples)
         except (KeyError, ValueError, TypeError):
             total = 0
-        inputs = [builder.name, str(builder.version), str(builder.data_dir), split]
+        inputs = [builder.name, str(builder.version), str(builder.data_dir), str(split)]
         return SourceShard(None, tfds_source, inputs, total)
     loaders = shard(source_loaders(spec), spec.process_index, spec.process_count)
     if not loaders:

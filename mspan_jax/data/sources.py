@@ -30,6 +30,7 @@ from mspan_jax.data.sample_images import sample_images
 from mspan_jax.data.train_spec import PipelineSpec
 from mspan_jax.errors import DataError
 from mspan_jax.extras import require
+from mspan_jax.storage import local_tfds_dir
 
 
 def shard_bounds(num_items: int, process_index: int, process_count: int) -> tuple[int, int]:
@@ -159,18 +160,20 @@ def source_loaders(spec: PipelineSpec) -> list[Loader]:
     raise AssertionError(spec.source)
 
 
-def div2k_tfds(spec: PipelineSpec) -> tuple[Any, str, str]:
-    """(builder, this process's split, config name) of tfds `div2k/bicubic_x{s}` train (0001-0800)."""
+def div2k_tfds(spec: PipelineSpec) -> tuple[Any, Any, str]:
+    """(builder, this process's split, config name) of tfds `div2k/bicubic_x{s}` train (0001-0800).
+    The split is tfds' object (its str() is no split spec tfds parses)."""
     require("tfds", "config.data.source='div2k' (tfds DIV2K)")
     import tensorflow_datasets as tfds
 
     config = f"bicubic_x{spec.scale if spec.scale in (2, 3, 4) else 4}"
+    data_dir = local_tfds_dir(spec.data_dir, f"div2k/{config}")  # gs://: a local copy
     # tfds warns through absl about the unprepared folder it is about to report ("Variant folder
     # ... has no dataset_info.json"), before the one line below says what to do: keep it quiet.
     level = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)
     try:
-        builder = tfds.builder(f"div2k/{config}", data_dir=spec.data_dir or None)
+        builder = tfds.builder(f"div2k/{config}", data_dir=data_dir)
     finally:
         absl_logging.set_verbosity(level)
     if not builder.is_prepared() and spec.restoration:  # a denoiser needs clean images only
@@ -181,15 +184,16 @@ def div2k_tfds(spec: PipelineSpec) -> tuple[Any, str, str]:
             "source=div2k_folder; see docs/restoration.md")
     if not builder.is_prepared():
         raise FileNotFoundError(
-            f"tfds div2k/{config} is not prepared in {builder.data_dir_root}: prepare it with "
-            f"`tfds build div2k --config {config} --data_dir <dir>` (~4 GB download) or use "
-            "config.data.source='div2k_folder'; see docs/data.md")
+            f"tfds div2k/{config} is not prepared in {spec.data_dir or builder.data_dir_root}: "
+            f"prepare it with `python scripts/prepare_data.py --sets=div2k --scale={config[-1]} "
+            "--data-dir=<dir>` (~4 GB download) or use config.data.source='div2k_folder'; "
+            "see docs/data.md")
     split = tfds.split_for_jax_process("train", process_index=spec.process_index,
                                        process_count=spec.process_count)
-    return builder, str(split), config
+    return builder, split, config
 
 
-def div2k_tfds_items(spec: PipelineSpec, builder: Any, split: str, config: str
+def div2k_tfds_items(spec: PipelineSpec, builder: Any, split: Any, config: str
                       ) -> Iterator[tuple[str, np.ndarray, np.ndarray | None, str]]:
     """The examples of `split`, decoded by tf.data (in parallel, in TensorFlow's threads)."""
     import tensorflow_datasets as tfds

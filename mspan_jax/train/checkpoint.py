@@ -12,6 +12,9 @@ nothing. Reading a workdir's weights without the optimizer (evaluation, export, 
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,7 +33,10 @@ from mspan_jax.checkpoints.workdir import (
     verified_state,
 )
 from mspan_jax.errors import DiskFullError, first_line, is_disk_full
+from mspan_jax.storage import StorageError, is_remote
 from mspan_jax.train.state import PyTree, TrainState
+
+COMMIT_FILE = "commit_success.txt"  # orbax's mark of a finished step on a bucket
 
 # The config.train keys that decide the TrainState's tree structure (not only its values): the EMA
 # copy exists when ema_decay > 0, the optax state has a clipping entry when grad_clip_norm > 0.
@@ -54,10 +60,52 @@ def _paths(tree: Any) -> set[str]:
     return {"/".join(name(k) for k in path) for path, leaf in leaves if leaf is not None}
 
 
+def _committed(step_dir: epath.Path) -> bool:
+    """Whether orbax finished `step_dir`: locally it renames a temporary folder to the step's name
+    when done; on a bucket it writes into the step's folder and adds `commit_success.txt` last."""
+    return not is_remote(step_dir) or (step_dir / COMMIT_FILE).exists()
+
+
 def saved_steps(workdir: str | epath.Path) -> list[int]:
-    """The committed resumable steps in `workdir` (not orbax's unfinished temp dirs), sorted."""
+    """The committed resumable steps in `workdir` (not orbax's unfinished ones), sorted."""
     resume = epath.Path(workdir) / RESUME_DIR
-    return sorted(int(p.name) for p in resume.iterdir() if p.name.isdigit()) if resume.is_dir() else []
+    if not resume.is_dir():
+        return []
+    return sorted(int(p.name) for p in resume.iterdir() if p.name.isdigit() and _committed(p))
+
+
+class _OrbaxBackgroundErrors(logging.Filter):
+    """Drops orbax's ERROR records that carry an exception (a background save that failed logs its
+    traceback from each of its threads); the same failure is raised in the main thread by the next
+    save or wait, where `TrainCheckpoints` reports it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.exc_info
+                    and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+def _closed_loop_callback(unraisable: Any) -> bool:
+    """Whether an unraisable exception is tensorstore's callback (from C, no Python caller) into
+    an asyncio loop that is closed already."""
+    tb = unraisable.exc_traceback
+    return (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"
+            and tb is not None and tb.tb_frame.f_code.co_name == "call_soon_threadsafe")
+
+
+def _quiet_closed_loop() -> None:
+    """When a save to a bucket fails, orbax closes its asyncio loop and tensorstore then completes
+    the save's abandoned writes, calling back into that loop: each callback reports a 'RuntimeError:
+    Event loop is closed' traceback as unraisable. Only those are dropped (installed once)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop_callbacks", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not _closed_loop_callback(unraisable):
+            previous(unraisable)
+
+    hook.drops_closed_loop_callbacks = True
+    sys.unraisablehook = hook
 
 
 class TrainCheckpoints:
@@ -70,7 +118,10 @@ class TrainCheckpoints:
                                    async_save=train_config.async_checkpointing, best=False)
         self.best = open_manager(self.workdir / BEST_DIR, keep=1,
                                  async_save=train_config.async_checkpointing, best=True)
-        self._full = False  # a save ran out of space (reported once)
+        self._full = False  # a save ran out of space or storage failed (reported once)
+        if is_remote(self.workdir):  # a failed save is reported in one line (_storage_failed)
+            logging.getLogger("absl").addFilter(_OrbaxBackgroundErrors())
+            _quiet_closed_loop()
 
     def latest_step(self) -> int | None:
         return self.resume.latest_step()
@@ -92,15 +143,30 @@ class TrainCheckpoints:
         """The one-line error for a save that ran out of space (orbax writes a step to a temporary
         directory and renames it when complete, so the earlier steps are intact)."""
         self._full = True
-        steps = saved_steps(self.workdir)
-        kept = (f"the checkpoint of step {steps[-1]} is intact" if steps else
-                "no checkpoint had been saved yet")
         return DiskFullError(f"no space left on device while saving a checkpoint under {self.workdir}; "
-                             f"{kept}; free space and run the same command again to resume")
+                             f"{self._kept()}; free space and run the same command again to resume")
+
+    def _kept(self) -> str:
+        """What stays of the run's checkpoints: the newest committed step, if any can be listed."""
+        try:
+            steps = saved_steps(self.workdir)
+        except Exception:  # noqa: BLE001 - the storage that just failed may fail the listing too
+            return "the checkpoints saved before are left as they were"
+        return (f"the checkpoint of step {steps[-1]} is intact" if steps else
+                "no checkpoint had been saved yet")
+
+    def _storage_failed(self, error: BaseException) -> StorageError:
+        """The one-line error for a save to a bucket that failed after the storage clients' own
+        retries (orbax commits a step last, so an unfinished one is never resumed from)."""
+        self._full = True
+        return StorageError(f"--workdir {self.workdir}: storage failed while saving a checkpoint "
+                            f"({first_line(error, typed=True, limit=200)}); {self._kept()}; check the "
+                            "bucket's permissions and quota, then run the same command again to resume")
 
     def _guarded(self, call: Callable[[], Any]) -> Any:
         """Runs an orbax call, turning a disk-full failure (raised here or by an earlier background
-        save) into one DiskFullError; after one, later failures of the same writes are dropped."""
+        save), or any failure of a save to a bucket, into one line (DiskFullError, StorageError);
+        after one, later failures of the same writes are dropped."""
         try:
             return call()
         except Exception as e:
@@ -108,6 +174,8 @@ class TrainCheckpoints:
                 return None
             if is_disk_full(e):
                 raise self._disk_full(e) from None
+            if is_remote(self.workdir) and not isinstance(e, CheckpointError):
+                raise self._storage_failed(e) from None
             raise
 
     def save(self, state: TrainState, model_config: Mapping[str, Any]) -> None:

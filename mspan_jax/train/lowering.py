@@ -97,3 +97,20 @@ def non_portable_parts(program: export.Exported | str) -> list[str]:
     to custom calls named *callback*), sorted; empty when the program is portable."""
     foreign = custom_call_targets(program) - PORTABLE_CUSTOM_CALLS
     return sorted(f"host callback {t}" if "callback" in t else f"custom_call {t}" for t in foreign)
+
+
+def train_step_cost(config: ml_collections.ConfigDict, *, batch_size: int = 16,
+                    lr_size: int = 48) -> dict[str, float]:
+    """XLA's cost analysis of the train step lowered for one device (no compile): `flops` and
+    `bytes` (operand bytes read and written by every op of the unfused program, an upper bound on
+    memory traffic, since fusion keeps intermediates on chip) per step of `batch_size` LR patches."""
+    mesh = sharding.create_mesh(jax.devices()[:1])
+    state, batch = abstract_train_inputs(config, mesh, batch_size, lr_size)
+    cost = train_step(config, mesh).lower(state, batch).cost_analysis()
+    return {"flops": float(cost["flops"]), "bytes": float(cost["bytes accessed"])}
+
+
+def roofline_steps_per_sec(cost: dict[str, float], peak_flops: float, bytes_per_sec: float) -> float:
+    """Steps/s of one chip that did nothing but `cost`'s work at its peak FLOP rate and memory
+    bandwidth: 1 / max(flops / peak, bytes / bandwidth)."""
+    return 1.0 / max(cost["flops"] / peak_flops, cost["bytes"] / bytes_per_sec)

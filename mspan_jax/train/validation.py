@@ -16,7 +16,7 @@ from mspan_jax.data.images import to_uint8
 from mspan_jax.data.pairs import EvalPair
 from mspan_jax.drawing import Panel, panel_grid
 from mspan_jax.eval_suite import EvalSuite, Scoring, load_sets, psnr_ssim
-from mspan_jax.evaluation import EvalResult
+from mspan_jax.evaluation import EvalResult, ImageScore
 from mspan_jax.train.state import PyTree
 
 # TensorBoard image tag (eval/<set>/<tag>) of the validation pictures, by task: what the three
@@ -60,6 +60,44 @@ def summary_figure(pairs: Sequence[EvalPair], baseline: EvalResult, result: Eval
     return panel_grid(panels, columns=3)
 
 
+def process_share(pairs: Sequence[EvalPair], index: int, count: int, first: int = 0) -> list[int]:
+    """Indices of the `pairs` that process `index` of `count` scores, the same split computed on
+    every process: the first `first` (the pictures' pairs) on process 0, then each of the rest,
+    largest HR first, to the process with the fewest pixels so far (ties: the lowest index)."""
+    loads = [0] * count
+    shares: list[list[int]] = [[] for _ in range(count)]
+    first = min(first, len(pairs))
+    pixels = [pair.hr.shape[0] * pair.hr.shape[1] for pair in pairs]
+    for i in range(first):
+        shares[0].append(i)
+        loads[0] += pixels[i]
+    for i in sorted(range(first, len(pairs)), key=lambda i: (-pixels[i], i)):
+        p = loads.index(min(loads))
+        shares[p].append(i)
+        loads[p] += pixels[i]
+    return sorted(shares[index])
+
+
+def gather_scores(pairs: Sequence[EvalPair], share: Sequence[int], local: EvalResult | None,
+                  count: int, largest: int) -> EvalResult:
+    """Every process's per-image scores (of its `share`, at most `largest` images) gathered into one
+    EvalResult over all `pairs`, in their order: the means are those one process would compute
+    (float64 scores travel as bits). Outputs stay those this process kept."""
+    from jax.experimental import multihost_utils
+
+    rows = np.full((largest, 3), -1.0)
+    for row, (i, score) in enumerate(zip(share, local.images if local else (), strict=True)):
+        rows[row] = (i, score.psnr, score.ssim)
+    bits = multihost_utils.process_allgather(rows.view(np.uint32))
+    gathered = np.asarray(bits).view(np.float64).reshape(count * largest, 3)
+    by_index = {int(i): (p, q) for i, p, q in gathered if i >= 0}
+    images = [ImageScore(pair.name, *by_index[i]) for i, pair in enumerate(pairs)]
+    return EvalResult(psnr=float(np.mean([s.psnr for s in images])),
+                      ssim=float(np.mean([s.ssim for s in images])), images=images,
+                      num_compiled=local.num_compiled if local else 0,
+                      outputs=local.outputs if local else None)
+
+
 def host_params(params: PyTree) -> PyTree:
     """Replicated global params as host numpy (works on every process of a multi-host run)."""
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), params)
@@ -67,7 +105,8 @@ def host_params(params: PyTree) -> PyTree:
 
 class Validator:
     """The validation sets of `config.eval` loaded once with their baselines (`self.suite`), and
-    PSNR/SSIM of a model on them.
+    PSNR/SSIM of a model on them. With several processes each scores its share of every set's
+    images (`process_share`) and all get the gathered scores, equal to one process's.
 
     The baseline is bicubic for SR and the LQ input itself for restoration; with
     `config.eval.classical_baseline` restoration also scores scikit-image's non-local means once."""
@@ -82,11 +121,21 @@ class Validator:
         """Scores per dataset and, per dataset, a labelled picture of baseline | model | HR crops."""
         ev, model_config, scores, images = self.config.eval, self.config.model, {}, {}
         main_baseline = self.suite.baselines[self.suite.scoring.baselines[0]]
+        index, count = jax.process_index(), jax.process_count()
         for name, eval_set in self.suite.sets.items():
-            result = self.suite.score(self.model.apply, {"params": params}, name, keep_outputs=True)
-            scores[name] = psnr_ssim(result)
             shown = eval_set.pairs[:ev.num_summary_images]
-            if shown:
+            if count == 1:
+                result = self.suite.score(self.model.apply, {"params": params}, name, keep_outputs=True)
+            else:  # each process scores its share of the images; the scores are gathered
+                share = process_share(eval_set.pairs, index, count, len(shown))
+                largest = max(len(process_share(eval_set.pairs, p, count, len(shown)))
+                              for p in range(count))
+                local = self.suite.score(self.model.apply, {"params": params}, name,
+                                         keep_outputs=index == 0,
+                                         indices=share) if share else None
+                result = gather_scores(eval_set.pairs, share, local, count, largest)
+            scores[name] = psnr_ssim(result)
+            if shown and index == 0:  # process 0 scored the pictures' pairs
                 size = min([ev.summary_crop_size] + [min(p.hr.shape[:2]) for p in shown])
                 images[name] = summary_figure(shown, main_baseline[name], result, size,
                                               f"{model_config.name} x{model_config.scale}",
