@@ -60,6 +60,10 @@ def _share_compilations() -> None:
 
 
 _share_compilations()
+# The tests' PRNG keys: XLA's RngBitGenerator, as training's init uses (`warm_start.seeded_params`).
+# Threefry's draws are a program of dozens of ops that XLA:CPU compiles per shape, eagerly too:
+# ~1 s of every test that calls `init`. Tests compare draws with each other, never with constants.
+jax.config.update("jax_default_prng_impl", "rbg")
 
 # The suite's one tiny size of each model (compiles in seconds on a CPU), and the smallest MSPAN the
 # CLI and training tests run (one block of one unit).

@@ -4,26 +4,40 @@ file (sizes free in its signature), TFLite builtins only, metadata, float16 weig
 
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import numpy as np
 import pytest
 from conftest import SMALL_WIDTH, random_variables, require_extra, run_script, tiny_model_config
 
-require_extra("tensorflow", "tflite")
-require_extra("ai_edge_litert", "tflite")
+from mspan_jax.deploy.tflite_runtime import read_metadata as metadata
+from mspan_jax.models.registry import get_model, specs
 
-import jax  # noqa: E402
-from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+# Every test converts through TensorFlow, whose import alone takes ~7 s: the imports wait for the
+# first test that runs (`export_tflite`, `interpreter_of`), not the fast tier's collection.
+pytestmark = pytest.mark.slow
 
-from mspan_jax.deploy.tflite_export import export_tflite  # noqa: E402
-from mspan_jax.deploy.tflite_runtime import read_metadata as metadata  # noqa: E402
-from mspan_jax.models.registry import get_model, specs  # noqa: E402
+
+def export_tflite(*args: Any, **kwargs: Any) -> bytes:
+    """`mspan_jax.deploy.tflite_export.export_tflite`, TensorFlow imported on first use."""
+    require_extra("tensorflow", "tflite")
+    from mspan_jax.deploy.tflite_export import export_tflite as export
+
+    return export(*args, **kwargs)
+
+
+def interpreter_of(data: bytes) -> Any:
+    """LiteRT's interpreter of a .tflite file's bytes."""
+    return require_extra("ai_edge_litert.interpreter", "tflite").interpreter_of(data)
+
 
 SIZES = ((17, 23), (40, 32))  # not multiples of each other; 17, 23: odd, not /4
 TOLERANCE = 1e-5  # max abs, per unit of the output's range
 REGISTERED = [(name, 4 if "sr" in spec.tasks else 1) for name, spec in specs().items()]
 
 
-def run(interpreter: Interpreter, x: np.ndarray) -> np.ndarray:
+def run(interpreter: Any, x: np.ndarray) -> np.ndarray:
     """One call at x's size: the input resized (batch, height and width are free), then invoked."""
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     interpreter.resize_tensor_input(inp["index"], x.shape, strict=True)
@@ -36,7 +50,7 @@ def run(interpreter: Interpreter, x: np.ndarray) -> np.ndarray:
 def max_error(cfg, variables, data: bytes, sizes=SIZES, batch: int = 1) -> float:
     """The largest max-abs difference from JAX over `sizes`, per unit of the output's range."""
     model = get_model(cfg)
-    interpreter = Interpreter(model_content=data)
+    interpreter = interpreter_of(data)
     rng = np.random.default_rng(0)
     worst = 0.0
     for h, w in sizes:
@@ -56,7 +70,6 @@ def tiny_mspan():
 
 
 # Each case compiles the JAX model at two sizes and converts once (~20-40 s on the shared CPU).
-@pytest.mark.slow
 @pytest.mark.parametrize("name,scale", REGISTERED)
 def test_every_registered_model_matches_jax_at_two_sizes(name, scale):
     cfg = tiny_model_config(name, scale, **SMALL_WIDTH.get(name, {}))
@@ -64,10 +77,9 @@ def test_every_registered_model_matches_jax_at_two_sizes(name, scale):
     assert max_error(cfg, variables, export_tflite(cfg, variables)) <= TOLERANCE
 
 
-@pytest.mark.slow
 def test_one_file_any_size_builtins_only_and_metadata(tiny_mspan):
     cfg, variables, data = tiny_mspan
-    interpreter = Interpreter(model_content=data)
+    interpreter = interpreter_of(data)
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert list(inp["shape_signature"]) == [-1, -1, -1, 3] and inp["dtype"] == np.float32
     assert list(out["shape_signature"]) == [-1, -1, -1, 3]
@@ -82,12 +94,11 @@ def test_one_file_any_size_builtins_only_and_metadata(tiny_mspan):
     assert max_error(cfg, variables, data, sizes=((21, 19),), batch=2) <= TOLERANCE
 
 
-@pytest.mark.slow
 def test_float16_weights_halve_the_file_and_stay_close(tiny_mspan):
     cfg, variables, data32 = tiny_mspan
     data16 = export_tflite(cfg, variables, precision="float16")
     assert metadata(data16)["precision"] == "float16"
-    interpreter = Interpreter(model_content=data16)
+    interpreter = interpreter_of(data16)
     assert any(t["dtype"] == np.float16 for t in interpreter.get_tensor_details())
     assert interpreter.get_input_details()[0]["dtype"] == np.float32
     err16 = max_error(cfg, variables, data16, sizes=SIZES[:1])
@@ -95,7 +106,6 @@ def test_float16_weights_halve_the_file_and_stay_close(tiny_mspan):
     assert max_error(cfg, variables, data32, sizes=SIZES[:1]) <= TOLERANCE
 
 
-@pytest.mark.slow
 def test_export_script_writes_tflite_and_rejects_onnx_flags(tmp_path):
     out = tmp_path / "mspan_x4.tflite"
     result = run_script("export.py", "--checkpoint", "mspan_x4", "--format", "tflite", "--out", out)
@@ -112,7 +122,6 @@ def test_export_script_writes_tflite_and_rejects_onnx_flags(tmp_path):
     assert bad.returncode == 2 and "NHWC" in bad.stderr and not (tmp_path / "x.tflite").exists()
 
 
-@pytest.mark.slow
 def test_upscale_runs_a_tflite_file_like_the_jax_path(tiny_mspan, tmp_path):
     """upscale.py and Upscaler with a .tflite --checkpoint (LiteRT, tiles included) give the JAX
     path's pixels to one uint8 level; a foreign .tflite is a one-line error."""

@@ -18,6 +18,7 @@ from mspan_jax.train import lowering
 PLATFORMS = ("tpu", "cuda")
 
 
+@pytest.mark.slow  # traces and lowers the full-size train step (~7 s)
 def test_full_size_train_step_lowers_portably():
     config = sr_config("mspan", 4)  # the paper's MSPAN x4, batch 16 of LR 48 over 8 devices
     exported = lowering.export_train_step(config, PLATFORMS, num_devices=8, batch_size=16, lr_size=48)
