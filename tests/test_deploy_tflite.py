@@ -29,7 +29,7 @@ def export_tflite(*args: Any, **kwargs: Any) -> bytes:
 
 def interpreter_of(data: bytes) -> Any:
     """LiteRT's interpreter of a .tflite file's bytes."""
-    return require_extra("ai_edge_litert.interpreter", "tflite").interpreter_of(data)
+    return require_extra("ai_edge_litert.interpreter", "tflite").Interpreter(model_content=data)
 
 
 SIZES = ((17, 23), (40, 32))  # not multiples of each other; 17, 23: odd, not /4
