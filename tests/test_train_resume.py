@@ -149,6 +149,20 @@ def test_best_keeps_the_highest_psnr_and_pruning_keeps_the_newest(tmp_path):
     assert int(load_latest_state(tmp_path / "w")["step"]) == 8
 
 
+def test_a_relative_workdir_saves_and_resumes(tmp_path, monkeypatch):
+    """`--workdir runs/x`, as users type it: orbax refuses to save to a relative folder."""
+    monkeypatch.chdir(tmp_path)
+    config = resumable_train_config()
+    config.train.async_checkpointing = False
+    ckpts = TrainCheckpoints("runs/x", config.train)
+    (state,) = _states(config, [2])
+    ckpts.save(state, config.model)
+    ckpts.save_best(2, state.params, 30.0, config.model)
+    ckpts.close()
+    assert int(load_latest_state("runs/x")["step"]) == 2
+    assert max_tree_diff(load_workdir_params("runs/x", config.model), state.params) == 0
+
+
 @pytest.mark.slow
 def test_a_damaged_latest_checkpoint_is_skipped_and_none_intact_stops(tmp_path):
     config, ckpts = _checkpoints(tmp_path)

@@ -24,6 +24,7 @@ from etils import epath
 from mspan_jax.checkpoints import checksums
 from mspan_jax.checkpoints.params import CheckpointError, check_model_config
 from mspan_jax.errors import first_line
+from mspan_jax.storage import absolute
 
 RESUME_DIR = "checkpoints"
 BEST_DIR = "best"
@@ -33,7 +34,8 @@ DAMAGED_DIR = "damaged"  # resumable steps that failed their checksums, moved ou
 def open_manager(directory: epath.Path, *, keep: int, async_save: bool, best: bool,
                  create: bool = True) -> ocp.CheckpointManager:
     """The orbax manager of one checkpoint folder (items 'state' and 'meta'); `best` keeps the step
-    with the highest 'psnr' metric instead of the newest."""
+    with the highest 'psnr' metric instead of the newest. A relative local folder is made absolute
+    (orbax refuses to save to one)."""
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
         create=create,
@@ -42,7 +44,7 @@ def open_manager(directory: epath.Path, *, keep: int, async_save: bool, best: bo
         best_mode="max",
     )
     handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-    return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+    return ocp.CheckpointManager(absolute(directory), options=options, item_handlers=handlers)
 
 
 def _single_device_target(metadata: Any) -> Any:
