@@ -459,8 +459,9 @@ class TrainProcess:
     def __init__(self, config: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None):
         self.proc = subprocess.Popen(
             [sys.executable, "scripts/train.py", f"--config={config}", f"--workdir={workdir}", *extra],
-            cwd=REPO_ROOT, env=env or subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True, preexec_fn=_as_in_a_terminal)
+            cwd=REPO_ROOT, env={**(env or subprocess_env()), "PYTHONFAULTHANDLER": "1"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            preexec_fn=_as_in_a_terminal)
         self.out: list[str] = []
         self.err: list[str] = []
         self._threads = [threading.Thread(target=lambda s=s, d=d: d.extend(iter(s.readline, "")),
@@ -480,8 +481,18 @@ class TrainProcess:
         os.killpg(self.proc.pid, signum)
 
     def finish(self) -> tuple[int, str, str]:
+        """Exit code, stdout and stderr once the process ends. One that hangs is aborted, and the
+        failure shows where each of its threads stood (faulthandler's dump on SIGABRT)."""
         try:
             code = self.proc.wait(timeout=TRAIN_PROCESS_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=30)
+            for t in self._threads:
+                t.join(timeout=10)
+            pytest.fail(f"train.py still ran {TRAIN_PROCESS_TIMEOUT} s later; aborted, its stacks:\n"
+                        + "".join(self.err)[-6000:])
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
