@@ -446,11 +446,17 @@ TRAIN_PROCESS_TIMEOUT = 300  # seconds a training subprocess may take to print o
 FIRST_STEP_LINE = "compiled and ran the first step"
 
 
-def _as_in_a_terminal() -> None:
-    """Ctrl-C handled as in a terminal's foreground job: a runner that started pytest in the
-    background (as `cmd &` does) passes SIGINT on ignored, and Python then never raises
-    KeyboardInterrupt."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _ctrl_c_reaches_children() -> None:
+    """Ctrl-C handled in training subprocesses as in a terminal's foreground job. A runner that
+    started pytest in the background (as `cmd &` does) ignores SIGINT, children inherit that, and
+    Python then never raises KeyboardInterrupt. A handler, unlike SIG_IGN, is reset to the default
+    by exec, so no `preexec_fn` (Python code between fork and exec, which can deadlock in a process
+    with JAX's threads) is needed."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_ctrl_c_reaches_children()
 
 
 class TrainProcess:
@@ -460,8 +466,7 @@ class TrainProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "scripts/train.py", f"--config={config}", f"--workdir={workdir}", *extra],
             cwd=REPO_ROOT, env={**(env or subprocess_env()), "PYTHONFAULTHANDLER": "1"},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-            preexec_fn=_as_in_a_terminal)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.out: list[str] = []
         self.err: list[str] = []
         self._threads = [threading.Thread(target=lambda s=s, d=d: d.extend(iter(s.readline, "")),

@@ -70,6 +70,7 @@ from mspan_jax.data.workers import (
     worker_array,
 )
 from mspan_jax.errors import DataError
+from mspan_jax.interrupts import finish_first
 from mspan_jax.progress import ProgressLine
 
 
@@ -421,7 +422,7 @@ class TrainIterator(Iterator[Batch]):
     def __next__(self) -> Batch:
         if self._iterator is None:
             raise StopIteration
-        batch = self._receiver.receive(self._iterator.__next__())
+        batch = self._receiver.receive(_next_element(self._iterator))
         if self.copy:
             batch = {key: np.array(value) for key, value in batch.items()}
         self.step += 1
@@ -481,6 +482,14 @@ class _CallsRunning:
 # and is held in `BatchesInFlight` until its step has finished. It stays uint8 (a quarter of
 # float32's bytes) until `device_batch_to_float`, inside the jitted train step, makes it float32 in
 # [0, 1], bit for bit what `batch_to_float` gives on the host.
+
+
+@finish_first
+def _next_element(iterator: Any) -> Any:
+    """`next(iterator)` that Ctrl-C does not cut: a KeyboardInterrupt raised inside grain's prefetch
+    queue `get` loses its producer thread's wake-up, and closing the iterator then waits on that
+    thread forever (grain 0.2.18). The interrupt takes effect after the step instead."""
+    return iterator.__next__()
 
 
 class BatchesInFlight:
