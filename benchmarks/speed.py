@@ -7,11 +7,13 @@ network, math and parameter names) at the same shapes, on the machine at hand.
                                 [--jax-variant NAME:KEY=VALUE[;KEY=VALUE]]... [--jax-dtypes float32]
                                 [--torch-variants eager,...]
 
-`--jax-variant` adds a JAX worker with other environment variables (XLA_FLAGS, e.g.
-`dp2:XLA_FLAGS=--xla_force_host_platform_device_count=2`, whose train step then splits the batch
-over the 2 host devices as the training loop does; `split:MSPAN_SPLIT_CONCAT_1X1=1` or `=0` for
-`layers.SPLIT_CONCAT_1X1`), timed in the same rounds as the rest: A/B settings in one run, each
-with its ratio to PyTorch. The CPU model and its vector flags are printed with the figures.
+The JAX workers run as `scripts/train.py` does by default: the host allocator keeps freed memory
+(`train.host_allocator`) and a CPU's cores are single-threaded devices that the train step splits the
+batch over (`train.cpu_devices`). `--jax-variant` adds a JAX worker with other environment variables,
+timed in the same rounds as the rest: A/B settings in one run, each with its ratio to PyTorch. E.g.
+`one:XLA_FLAGS=` (one device, XLA's per-op threads), `glibc:XLA_FLAGS=;MSPAN_KEEP_FREED_MEMORY=0`
+(both as before issue 32), `split:MSPAN_SPLIT_CONCAT_1X1=1` (`layers.SPLIT_CONCAT_1X1`). The CPU
+model and its vector flags are printed with the figures.
 
 Train: L1 + Adam (the project's `make_train_step` and `create_optimizer`, no EMA), LR patch 48x48, batch
 16 and 64. Inference: one image at LR 320x180 (720p out) and 256x256. JAX float32 and bfloat16
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import signal
@@ -54,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from mspan_jax.errors import first_line
+from mspan_jax.train.cpu_devices import available_cores, cpu_device_count, cpu_xla_flags
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JAX_VARIANTS = [("jit", "float32"), ("jit", "bfloat16")]
@@ -129,6 +133,9 @@ class JaxRunner:
     """Builds a jitted train step or inference call for one (case, dtype) and times it."""
 
     def __init__(self) -> None:
+        from mspan_jax.train.host_allocator import keep_freed_memory
+
+        self.keeps_freed_memory = keep_freed_memory()  # as the scripts do; opt out by its env var
         import jax
 
         self.jax = jax
@@ -138,7 +145,8 @@ class JaxRunner:
         dev = self.jax.devices()[0]
         return {"backend": dev.platform, "device": dev.device_kind, "jax": self.jax.__version__,
                 "devices": len(self.jax.devices()), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                "split_concat_1x1": os.environ.get(SPLIT_ENV, "")}
+                "split_concat_1x1": os.environ.get(SPLIT_ENV, ""),
+                "keeps_freed_memory": self.keeps_freed_memory}
 
     def setup(self, key: str, case: dict[str, Any], variant: str, dtype: str) -> float:
         import jax.numpy as jnp
@@ -529,8 +537,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     load_start = os.getloadavg()
-    jax_workers = [Worker("jax", args.compile_timeout)]
-    jax_workers += [Worker("jax", args.compile_timeout, f"jit:{name}", env) for name, env in extra]
+    groups = case_groups(args.quick, args.tiny, args.models.split(","), args.attention)
+    # The JAX workers train as scripts/train.py does by default: a CPU's cores as single-threaded
+    # devices (config.train.cpu_devices = 0); a --jax-variant's XLA_FLAGS replaces that
+    # ("one:XLA_FLAGS=" is one device with XLA's per-op threads).
+    batch = math.gcd(*(case["batch"] for group in groups for case in group if "batch" in case))
+    default_env = {"XLA_FLAGS": cpu_xla_flags(os.environ.get("XLA_FLAGS", ""),
+                                              cpu_device_count(0, batch, available_cores()))}
+    jax_workers = [Worker("jax", args.compile_timeout, env_changes=default_env)]
+    jax_workers += [Worker("jax", args.compile_timeout, f"jit:{name}", {**default_env, **env})
+                    for name, env in extra]
     infos = [w.call("info") for w in jax_workers]
     for w, info in zip(jax_workers, infos, strict=True):
         if "error" in info:
@@ -542,7 +558,6 @@ def main(argv: list[str] | None = None) -> int:
         machine["jax_variants"] = {w.variant: info["ok"] for w, info in zip(jax_workers, infos,
                                                                              strict=True)}
     interleave = machine["backend"] == "cpu"
-    groups = case_groups(args.quick, args.tiny, args.models.split(","), args.attention)
     rows: list[dict[str, Any]] = []
     torch_worker = Worker("torch", args.compile_timeout) if interleave else None
     for group in groups:

@@ -152,6 +152,10 @@ def sr_config(model: str = "mspan", scale: int = 4) -> ml_collections.ConfigDict
     config.train.eval_every_steps = 1000  # validation (IMDN validates once per epoch)
     config.train.keep_checkpoints = 3  # newest resumable checkpoints kept (best one kept apart)
     config.train.async_checkpointing = True  # write checkpoints in the background
+    # CPU training (scripts/train.py, one process): 0 = one single-threaded device per core (as many
+    # as split batch_size evenly), the batch split over them; 1 = one device whose ops use every core
+    # (before issue 32); N = N devices. GPU / TPU runs and XLA_FLAGS naming a device count ignore it.
+    config.train.cpu_devices = 0
 
     config.eval = ml_collections.ConfigDict()
     config.eval.datasets = ("set5",)

@@ -17,6 +17,7 @@ from ml_collections import config_flags
 
 from mspan_jax import cli
 from mspan_jax.errors import first_line
+from mspan_jax.train.cpu_devices import split_cpu_cores
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard events and eval_results.json "
@@ -67,6 +68,8 @@ def main(argv: Sequence[str]) -> None:
     if not _WORKDIR.value:
         cli.fail("--workdir is required: where checkpoints and logs go (e.g. /tmp/q or gs://bucket/run)")
     config = _CONFIG.value
+    if not (_MULTIHOST.value or _COORDINATOR.value):  # one process: its cores as devices
+        split_cpu_cores(config.train.cpu_devices, config.train.batch_size)
     initialize_distributed()
 
     from mspan_jax.train.checkpoint import saved_steps
