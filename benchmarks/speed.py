@@ -8,7 +8,7 @@ network, math and parameter names) at the same shapes, on the machine at hand.
                                 [--torch-variants eager,...]
 
 The JAX workers run as `scripts/train.py` does by default: the host allocator keeps freed memory
-(`train.host_allocator`) and a CPU's cores are single-threaded devices that the train step splits the
+(`host_allocator`) and a CPU's cores are single-threaded devices that the train step splits the
 batch over (`train.cpu_devices`). `--jax-variant` adds a JAX worker with other environment variables,
 timed in the same rounds as the rest: A/B settings in one run, each with its ratio to PyTorch. E.g.
 `one:XLA_FLAGS=` (one device, XLA's per-op threads), `glibc:XLA_FLAGS=;MSPAN_KEEP_FREED_MEMORY=0`
@@ -133,7 +133,7 @@ class JaxRunner:
     """Builds a jitted train step or inference call for one (case, dtype) and times it."""
 
     def __init__(self) -> None:
-        from mspan_jax.train.host_allocator import keep_freed_memory
+        from mspan_jax.host_allocator import keep_freed_memory
 
         self.keeps_freed_memory = keep_freed_memory()  # as the scripts do; opt out by its env var
         import jax

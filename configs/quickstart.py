@@ -18,12 +18,14 @@ def get_config():
     config = sr_config(model="mspan", scale=4)
     config.data.source = "skimage"
     config.data.hr_patch_size = 96  # LR patches of 24x24
-    # Small batches and a 5x learning rate: on a CPU, many cheap updates beat few large ones.
+    # Small batches and a 10x learning rate decayed to 0: on a CPU, many cheap updates beat few
+    # large ones, and a run that ends at a learning rate of 0 ends on settled weights (the step
+    # schedule's last validation swung by 0.5 dB between runs that differed in rounding only).
     config.train.batch_size = 4
-    config.train.learning_rate = 1e-3
+    config.train.learning_rate = 2e-3
+    config.train.lr_schedule = "cosine"
     config.train.num_steps = 1200
     config.train.steps_per_epoch = 100
-    config.train.lr_decay_epochs = 8  # halve the learning rate after 800 steps
     config.train.log_every_steps = 100
     config.train.checkpoint_every_steps = 400
     config.train.eval_every_steps = 600

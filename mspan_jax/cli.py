@@ -16,7 +16,7 @@ from typing import NoReturn
 from absl import app, flags, logging
 
 from mspan_jax.errors import ConfigError, UserError, first_line, is_disk_full
-from mspan_jax.train.host_allocator import keep_freed_memory
+from mspan_jax.host_allocator import keep_freed_memory
 
 # Errors that mean "the input is wrong", reported as one line without a traceback: the package's own
 # (CheckpointError, ImageReadError, MissingExtraError, ConfigError, ... all derive from UserError)
@@ -87,7 +87,7 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
 
     Logging drops to WARNING unless --verbosity is given: JAX and orbax log backend probing and
     every checkpoint step at INFO, which would bury a script's own output. The host allocator keeps
-    freed memory (`train.host_allocator`) before JAX starts its threads.
+    freed memory (`host_allocator`) before JAX starts its threads.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     keep_freed_memory()

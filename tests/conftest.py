@@ -36,9 +36,9 @@ from gcs_emulator import free_port  # noqa: F401 - one free-port helper for ever
 
 from mspan_jax.config_base import model_config, shared_dir, sr_config
 from mspan_jax.errors import ConfigError
+from mspan_jax.host_allocator import keep_freed_memory
 from mspan_jax.models.complexity import abstract_variables
 from mspan_jax.models.registry import get_model, min_input_size
-from mspan_jax.train.host_allocator import keep_freed_memory
 
 keep_freed_memory()  # as every script does, before JAX starts its threads (imports start none)
 
