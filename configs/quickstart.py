@@ -2,11 +2,12 @@
 
 Trains the full-size MSPAN x4 (C=48, B=6) on 5 bundled photos and validates on 2 held-out ones
 (`skimage_holdout`), against bicubic. Only the schedule differs from configs/x4.py: small patches
-and batches, a 5x learning rate and 1200 steps. Measured on three 2-core VMs of this project
-(docs/results.md, "The quickstart"; deterministic on one machine, not across CPUs): 158 s wall,
-29.89 dB / 0.8006; 377 s, 29.63 dB / 0.8027 (Flax's init, before issue 32), and on that machine
-with today's defaults 336 s, 29.91 dB / 0.8031; 124 s, 29.98 dB / 0.8037; bicubic 29.38 dB on the
-held-out photos.
+and batches, a 10x learning rate decayed to 0 (cosine) and 1200 steps. Measured on three 2-core VMs
+of this project (docs/results.md, "The quickstart"; deterministic on one machine, not across CPUs):
+158 s wall, 29.89 dB / 0.8006 (older code); 377 s, 29.63 dB / 0.8027 (Flax's init, before issue
+32), on that machine 336 s, 29.91 dB / 0.8031 (PyTorch's init, one device, the step schedule), and
+with today's code 247 s, 29.92 dB / 0.8025; 124 s, 29.98 dB / 0.8037 (older code); bicubic
+29.38 dB on the held-out photos.
 
     python scripts/train.py --config configs/quickstart.py --workdir /tmp/mspan_quickstart
 """

@@ -67,6 +67,9 @@ _share_compilations()
 # Threefry's draws are a program of dozens of ops that XLA:CPU compiles per shape, eagerly too:
 # ~1 s of every test that calls `init`. Tests compare draws with each other, never with constants.
 jax.config.update("jax_default_prng_impl", "rbg")
+# The backend starts now, with its one CPU device: a script run in this process (`run_script`) finds
+# JAX running and leaves the device count alone (`train.cpu_devices`), whatever test comes first.
+jax.devices()
 
 # The suite's one tiny size of each model (compiles in seconds on a CPU), and the smallest MSPAN the
 # CLI and training tests run (one block of one unit).

@@ -60,7 +60,9 @@ def test_killed_during_an_async_save_resumes_to_the_straight_result(tmp_path, ti
     from mspan_jax.checkpoints.workdir import load_latest_state
 
     straight, workdir = tmp_path / "straight", tmp_path / "run"
-    done = _train_subprocess(f"--config={tiny_config_file}", f"--workdir={straight}")
+    # One device, as the killed and resumed runs below have (they run where JAX has started).
+    done = _train_subprocess(f"--config={tiny_config_file}", f"--workdir={straight}",
+                             "--config.train.cpu_devices=1")
     assert done.returncode == 0, done.stderr[-3000:]
 
     killed = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(tiny_config_file), str(workdir),

@@ -11,6 +11,7 @@ CPU the MSPAN x4 train step took 0.72x the one-device step's wall time, 0.93x Py
 from __future__ import annotations
 
 import os
+import sys
 
 from mspan_jax.errors import ConfigError
 
@@ -48,10 +49,24 @@ def cpu_xla_flags(flags: str, count: int) -> str:
     return " ".join(filter(None, (flags, f"{COUNT_FLAG}={count}", ONE_THREAD_FLAG)))
 
 
+def _backend_started() -> bool:
+    """Whether JAX has started its backends in this process (XLA_FLAGS are read once, then)."""
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src import xla_bridge  # no public API says it; a JAX without it: assume not
+    except ImportError:
+        return False
+    return bool(getattr(xla_bridge, "backends_are_initialized", lambda: False)())
+
+
 def split_cpu_cores(requested: int, batch_size: int) -> int:
     """Sets XLA_FLAGS for `cpu_device_count(...)` single-threaded CPU devices; must run before JAX
-    starts its backend. Returns the count set, or 0 when `cpu_xla_flags` changes nothing."""
+    starts its backend. Returns the count set, or 0 when it changes nothing: `cpu_xla_flags` left
+    the flags as they were, or JAX runs already (a script called in-process, as the tests do)."""
     count = cpu_device_count(requested, batch_size, available_cores())
+    if _backend_started():
+        return 0
     flags = os.environ.get("XLA_FLAGS", "")
     new = cpu_xla_flags(flags, count)
     if new == flags:
