@@ -56,8 +56,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mspan_jax.data.train_spec import host_cores
 from mspan_jax.errors import first_line
-from mspan_jax.train.cpu_devices import available_cores, cpu_device_count, cpu_xla_flags
+from mspan_jax.train.cpu_devices import cpu_device_count, cpu_xla_flags
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JAX_VARIANTS = [("jit", "float32"), ("jit", "bfloat16")]
@@ -543,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     # ("one:XLA_FLAGS=" is one device with XLA's per-op threads).
     batch = math.gcd(*(case["batch"] for group in groups for case in group if "batch" in case))
     default_env = {"XLA_FLAGS": cpu_xla_flags(os.environ.get("XLA_FLAGS", ""),
-                                              cpu_device_count(0, batch, available_cores()))}
+                                              cpu_device_count(0, batch, host_cores()))}
     jax_workers = [Worker("jax", args.compile_timeout, env_changes=default_env)]
     jax_workers += [Worker("jax", args.compile_timeout, f"jit:{name}", {**default_env, **env})
                     for name, env in extra]

@@ -26,7 +26,7 @@ def test_a_requested_count_is_kept_or_refused_in_one_line():
 
 
 def test_xla_flags_get_the_count_and_one_thread_per_device(monkeypatch):
-    monkeypatch.setattr(cpu_devices, "available_cores", lambda: 2)
+    monkeypatch.setattr(cpu_devices, "host_cores", lambda: 2)
     monkeypatch.setattr(cpu_devices, "_backend_started", lambda: False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
     assert split_cpu_cores(0, 16) == 2
@@ -34,7 +34,7 @@ def test_xla_flags_get_the_count_and_one_thread_per_device(monkeypatch):
 
 
 def test_a_device_count_in_xla_flags_or_one_device_changes_nothing(monkeypatch):
-    monkeypatch.setattr(cpu_devices, "available_cores", lambda: 2)
+    monkeypatch.setattr(cpu_devices, "host_cores", lambda: 2)
     monkeypatch.setenv("XLA_FLAGS", f"{COUNT_FLAG}=8")
     assert split_cpu_cores(0, 16) == 0
     assert os.environ["XLA_FLAGS"] == f"{COUNT_FLAG}=8"
@@ -47,7 +47,7 @@ def test_nothing_changes_once_jax_runs(monkeypatch):
     import jax
 
     jax.devices()  # the backend of this (the tests') process has started
-    monkeypatch.setattr(cpu_devices, "available_cores", lambda: 2)
+    monkeypatch.setattr(cpu_devices, "host_cores", lambda: 2)
     monkeypatch.setenv("XLA_FLAGS", "")
     assert split_cpu_cores(0, 16) == 0
     assert os.environ["XLA_FLAGS"] == ""

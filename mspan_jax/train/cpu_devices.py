@@ -13,17 +13,11 @@ from __future__ import annotations
 import os
 import sys
 
+from mspan_jax.data.train_spec import host_cores
 from mspan_jax.errors import ConfigError
 
 COUNT_FLAG = "--xla_force_host_platform_device_count"
 ONE_THREAD_FLAG = "--xla_cpu_multi_thread_eigen=false"
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def cpu_device_count(requested: int, batch_size: int, cores: int) -> int:
@@ -64,7 +58,7 @@ def split_cpu_cores(requested: int, batch_size: int) -> int:
     """Sets XLA_FLAGS for `cpu_device_count(...)` single-threaded CPU devices; must run before JAX
     starts its backend. Returns the count set, or 0 when it changes nothing: `cpu_xla_flags` left
     the flags as they were, or JAX runs already (a script called in-process, as the tests do)."""
-    count = cpu_device_count(requested, batch_size, available_cores())
+    count = cpu_device_count(requested, batch_size, host_cores())
     if _backend_started():
         return 0
     flags = os.environ.get("XLA_FLAGS", "")
