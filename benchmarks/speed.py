@@ -5,7 +5,7 @@ network, math and parameter names) at the same shapes, on the machine at hand.
     python benchmarks/speed.py [--json] [--quick] [--tiny] [--models mspan,imdn] [--rounds N]
                                 [--attention mspa|esa|ca|none] [--no-torch-compile]
                                 [--jax-variant NAME:KEY=VALUE[;KEY=VALUE]]... [--jax-dtypes float32]
-                                [--torch-variants eager,...]
+                                [--torch-variants eager,...] [--profile CALLS]
 
 The JAX workers run as `scripts/train.py` does by default: the host allocator keeps freed memory
 (`host_allocator`) and a CPU's cores are single-threaded devices that the train step splits the
@@ -32,7 +32,10 @@ config's, MSPA). `--json` prints one object: `machine` (with the load average at
 say it beside the numbers), `train` rows {framework, variant, model, dtype, batch, s_per_step,
 cpu_s_per_step, compile_s}, `infer` rows {framework, variant, model, dtype, lr_hw, s_per_image,
 cpu_s_per_image, compile_s}, `ratios` (ours / PyTorch, wall and process-CPU time; < 1 is faster)
-and a `summary` (MSPAN / IMDN and bfloat16 / float32 train-step ratios).
+and a `summary` (MSPAN / IMDN and bfloat16 / float32 train-step ratios). `--profile CALLS` then
+profiles each row over CALLS more calls (jax.profiler's trace of XLA:CPU's ops, torch.profiler's
+aten ops) and gives its `profile`: ms per call in op categories that mean the same for both
+frameworks, and the time in no op (`profile_breakdown.py`; CPU only).
 
 The PyTorch baseline runs as its users run it: default thread settings (`torch.get_num_threads()`,
 OpenMP's own wait policy; whatever OMP_* variables the caller set are passed through untouched
@@ -141,6 +144,7 @@ class JaxRunner:
 
         self.jax = jax
         self.fns: dict[str, Any] = {}
+        self.lowered: dict[str, Any] = {}  # key -> the jitted call's Lowered (its HLO, for profiles)
 
     def info(self) -> dict[str, Any]:
         dev = self.jax.devices()[0]
@@ -183,6 +187,8 @@ class JaxRunner:
             def run() -> Any:
                 holder["state"], metrics = step(holder["state"], batch)
                 return metrics["loss"]
+
+            lower = lambda: step.lower(holder["state"], batch)  # noqa: E731
         else:
             h, w = case["lr_hw"]
             x = jnp.asarray(rng.uniform(0, 1, (1, h, w, 3)), jnp.float32)
@@ -191,10 +197,12 @@ class JaxRunner:
 
             def run() -> Any:
                 return apply(variables, x)
+
+            lower = lambda: apply.lower(variables, x)  # noqa: E731
         start = time.perf_counter()
         self.jax.block_until_ready(run())
         compile_s = time.perf_counter() - start
-        self.fns[key] = run
+        self.fns[key], self.lowered[key] = run, lower
         return compile_s
 
     def time(self, key: str, calls: int) -> list[float]:
@@ -205,8 +213,28 @@ class JaxRunner:
         self.jax.block_until_ready(out)
         return [(time.perf_counter() - start) / calls, (time.process_time() - cpu) / calls]
 
+    def profile(self, key: str, calls: int) -> dict[str, Any]:
+        """`profile_breakdown.jax_breakdown` of `calls` calls, traced by jax.profiler."""
+        import tempfile
+
+        from profile_breakdown import jax_breakdown
+
+        hlo = self.lowered[key]().compile().as_text()  # the program already compiled: cached
+        module = hlo.split(None, 2)[1].rstrip(",")  # "HloModule jit_train_step, ..."
+        if self.jax.default_backend() != "cpu":
+            raise ValueError("the op breakdown reads XLA:CPU's trace; this backend is not a CPU")
+        with tempfile.TemporaryDirectory() as trace_dir:
+            with self.jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+                self.time(key, calls)
+            result = jax_breakdown(trace_dir, hlo, module, host_cores())
+        if "--xla_cpu_multi_thread_eigen=false" not in os.environ.get("XLA_FLAGS", ""):
+            result["note"] = ("XLA's multi-threaded Eigen runs convs as pool tasks outside their "
+                              "op's event: their time shows as 'in no op'")
+        return result
+
     def drop(self) -> None:
         self.fns.clear()
+        self.lowered.clear()
 
 
 class TorchRunner:
@@ -298,6 +326,15 @@ class TorchRunner:
         self.sync()
         return [(time.perf_counter() - start) / calls, (time.process_time() - cpu) / calls]
 
+    def profile(self, key: str, calls: int) -> dict[str, Any]:
+        """`profile_breakdown.torch_breakdown` of `calls` calls, recorded by torch.profiler."""
+        from profile_breakdown import torch_breakdown
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            wall, _ = self.time(key, calls)
+        return torch_breakdown(prof.key_averages(), calls, wall * calls)
+
     def drop(self) -> None:
         self.fns.clear()
         if self.device == "cuda":
@@ -383,10 +420,12 @@ def log(msg: str) -> None:
 
 
 def measure_group(cases: list[dict[str, Any]], workers: list[tuple[Worker, list[tuple[str, str]]]],
-                  rounds: int, calls: int) -> list[dict[str, Any]]:
+                  rounds: int, calls: int, profile_calls: int = 0) -> list[dict[str, Any]]:
     """Sets up every (case, variant) of `cases` x `workers` (worker, its variants), then times them
     round-robin, one call batch each per round; rows carry the median seconds per call (wall and
-    process-CPU) and the compile time."""
+    process-CPU) and the compile time. With `profile_calls`, each is then profiled over that many
+    calls (after the timed rounds, so the profilers never slow a timed call): the row's
+    `profile` (`profile_breakdown`), or `profile_error`."""
     live, rows = [], []
     for case in cases:
         for w, variants in workers:
@@ -416,6 +455,9 @@ def measure_group(cases: list[dict[str, Any]], workers: list[tuple[Worker, list[
         else:
             row.update(lr_hw=case["lr_hw"], s_per_image=seconds, cpu_s_per_image=cpu)
         row["compile_s"] = compile_s
+        if profile_calls:
+            reply = w.call("profile", key=key, calls=profile_calls)
+            row.update({"profile": reply["ok"]} if "ok" in reply else {"profile_error": reply["error"]})
         rows.append(row)
         log(f"  {key:38s} {seconds * 1e3:10.2f} ms  cpu {cpu * 1e3:10.2f} ms  "
             f"(compile {compile_s:.1f} s)")
@@ -489,6 +531,29 @@ def print_tables(result: dict[str, Any]) -> None:
             print(f"  {q['model']:6s} {q[size_key]!s:>10s} {q['ours'] + ' ' + q['dtype']:24s} vs "
                   f"{q['versus']:28s} {q['ratio']:.2f}  (cpu time {q['cpu_ratio']:.2f})")
     print("\nsummary:", json.dumps(result["summary"], indent=1))
+    print_profiles(result)
+
+
+def print_profiles(result: dict[str, Any]) -> None:
+    """Per (kind, size, model): ms per call per core-thread in each category, a column per row
+    profiled (`--profile`)."""
+    for kind, size_key in (("train", "batch"), ("infer", "lr_hw")):
+        profiled = [r for r in result[kind] if "profile" in r]
+        for model, size in dict.fromkeys((r["model"], json.dumps(r[size_key])) for r in profiled):
+            cols = [r for r in profiled if r["model"] == model and json.dumps(r[size_key]) == size]
+            names = [f"{r['framework']}/{r['variant']}/{r['dtype']}" for r in cols]
+            print(f"\nprofile, {kind} {model} {size_key} {json.loads(size)}: ms per call (ours: "
+                  "ops' time over all threads / cores; PyTorch: on its calling thread)")
+            print(f"  {'':68s}" + "".join(f"{n[:22]:>24s}" for n in names))
+            cats = dict.fromkeys(c for r in cols for c in r["profile"]["categories"])
+            for c in cats:
+                print(f"  {c:68s}" + "".join(f"{r['profile']['categories'].get(c, 0.0):24.1f}"
+                                             for r in cols))
+            print(f"  {'wall per call (profiled), threads that ran ops':68s}" + "".join(
+                f"{r['profile']['per_call_ms']:18.1f}, {r['profile']['threads']:3d}" for r in cols))
+            for name, r in zip(names, cols, strict=True):
+                if "note" in r["profile"]:
+                    print(f"  {name}: {r['profile']['note']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -512,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated PyTorch variants (default: all that the mode runs)")
     ap.add_argument("--compile-timeout", type=float, default=240.0,
                     help="seconds torch.compile may take before that variant is skipped")
+    ap.add_argument("--profile", type=int, default=0, metavar="CALLS",
+                    help="after the timings, profile each row over CALLS calls (jax.profiler, "
+                         "torch.profiler) and print where its time goes (profile_breakdown.py)")
     ap.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -519,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.rounds is not None and args.rounds < 1:
         print("speed.py: --rounds must be >= 1", file=sys.stderr)
+        return 2
+    if args.profile < 0:
+        print("speed.py: --profile must be a number of calls >= 0", file=sys.stderr)
         return 2
     if not set(args.models.split(",")) <= set(TINY_MODELS):
         print(f"speed.py: --models {args.models!r}: choose from mspan,imdn", file=sys.stderr)
@@ -566,14 +637,14 @@ def main(argv: list[str] | None = None) -> int:
         workers = [(w, jax_variants) for w in jax_workers]
         if torch_worker:
             workers.append((torch_worker, torch_variants))
-        rows += measure_group(group, workers, rounds, calls)
+        rows += measure_group(group, workers, rounds, calls, args.profile)
     for w in jax_workers:
         w.close()
     if not interleave:  # GPU: PyTorch only after JAX has released the device
         torch_worker = Worker("torch", args.compile_timeout)
         for group in groups:
             log(f"{group[0]['kind']} {group[0].get('batch', group[0].get('lr_hw'))} (pytorch)")
-            rows += measure_group(group, [(torch_worker, torch_variants)], rounds, calls)
+            rows += measure_group(group, [(torch_worker, torch_variants)], rounds, calls, args.profile)
     assert torch_worker is not None
     torch_info = torch_worker.call("info")
     torch_worker.close()
@@ -585,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "machine": machine,
         "settings": {"quick": args.quick, "tiny": args.tiny, "rounds": rounds, "calls_per_round": calls,
-                     "interleaved": interleave,
+                     "interleaved": interleave, "profile_calls": args.profile,
                      "mspan_attention": (model_config("mspan", args.tiny, args.attention)["attention"]
                                          if "mspan" in args.models.split(",") else None)},
         "train": [r for r in rows if "batch" in r],

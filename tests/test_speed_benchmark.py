@@ -14,11 +14,16 @@ from conftest import REPO_ROOT, require_torch, subprocess_env
 SCRIPT = REPO_ROOT / "benchmarks" / "speed.py"
 
 
-def load_speed():
-    spec = importlib.util.spec_from_file_location("speed_benchmark", SCRIPT)
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", SCRIPT.parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_speed():
+    return load_benchmark("speed")
 
 
 def row(framework, variant, model, dtype, batch, seconds, cpu):
@@ -96,7 +101,7 @@ def test_tiny_models_use_only_current_config_keys():
 
 @pytest.mark.slow
 def test_tiny_run_prints_the_json_schema():
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--json"],
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--json", "--profile", "1"],
                           capture_output=True, text=True, env=subprocess_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
@@ -105,9 +110,9 @@ def test_tiny_run_prints_the_json_schema():
     assert result["machine"]["cpu_info"]["model"]  # the CPU the figures belong to
     assert result["settings"]["mspan_attention"] == "mspa"
     train_keys = {"framework", "variant", "model", "dtype", "batch", "s_per_step", "cpu_s_per_step",
-                  "compile_s"}
+                  "compile_s", "profile"}
     infer_keys = {"framework", "variant", "model", "dtype", "lr_hw", "s_per_image", "cpu_s_per_image",
-                  "compile_s"}
+                  "compile_s", "profile"}
     assert all(set(r) == train_keys for r in result["train"])
     assert all(set(r) == infer_keys for r in result["infer"])
     ours = {(kind, r["dtype"]) for kind in ("train", "infer") for r in result[kind]
@@ -115,6 +120,15 @@ def test_tiny_run_prints_the_json_schema():
     assert ours == {(k, d) for k in ("train", "infer") for d in ("float32", "bfloat16")}
     assert all(r["s_per_step"] > 0 and r["compile_s"] > 0 for r in result["train"])
     assert {r["model"] for r in result["train"]} == {"mspan", "imdn"}
+    # --profile 1: where each row's time went, in categories that cover its wall time
+    for r in result["train"] + result["infer"]:
+        p = r["profile"]
+        assert p["per_call_ms"] > 0 and p["threads"] >= 1
+        assert all(ms >= 0 for ms in p["categories"].values()), p
+    breakdown = load_benchmark("profile_breakdown")
+    conv = (breakdown.CONV_FORWARD, breakdown.CONV_BACKWARD)
+    ours_train = [r["profile"]["categories"] for r in result["train"] if r["framework"] == "jax"]
+    assert all(c.get(conv[0], 0) > 0 and c.get(conv[1], 0) > 0 for c in ours_train)
     assert {"mspan_bf16_over_f32_train_b2", "mspan_over_imdn_train_float32_b2",
             "cpu_mspan_over_imdn_train_float32_b2"} <= set(result["summary"])
     require_torch()  # the PyTorch rows below: skipped without torch, failing under CI's rule
@@ -128,8 +142,83 @@ def test_tiny_run_prints_the_json_schema():
     assert versus == {("float32", "eager"), ("float32", "best_fp32"), ("bfloat16", "eager_autocast")}
     assert {(q["model"], tuple(q["lr_hw"])) for q in result["ratios"]["infer"]} == {
         ("mspan", (12, 16)), ("imdn", (12, 16))}
+    theirs_train = [r["profile"]["categories"] for r in result["train"] if r["framework"] == "pytorch"]
+    assert all(c.get(conv[0], 0) > 0 and c.get(conv[1], 0) > 0 for c in theirs_train)
 
 
 def test_rejects_unknown_model(capsys):
     assert load_speed().main(["--models", "edsr"]) == 2  # in-process: main(argv) returns the status
     assert "choose from mspan,imdn" in capsys.readouterr().err
+
+
+def test_profile_breakdown_charges_a_traced_programs_time_to_its_ops(tmp_path):
+    """`jax_breakdown` on a real jax.profiler trace of a jitted conv step: its forward and backward
+    convs are found (the kernel gradient's fusion has no metadata) and the categories add up to
+    the traced wall time per call."""
+    import jax
+    import jax.numpy as jnp
+
+    breakdown = load_benchmark("profile_breakdown")
+
+    def loss(w, x):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.mean(jnp.abs(jnp.tanh(y)))
+
+    @jax.jit
+    def step(w, x):
+        return w - 0.1 * jax.grad(loss)(w, x)
+
+    w, x = jnp.full((3, 3, 16, 16), 0.01), jnp.ones((8, 48, 48, 16))
+    for _ in range(2):  # compiled for the committed w it returns, before the trace
+        w = step(w, x)
+    w.block_until_ready()
+    with jax.profiler.trace(str(tmp_path), create_perfetto_trace=True):
+        for _ in range(3):
+            w = step(w, x)
+        w.block_until_ready()
+    hlo = step.lower(w, x).compile().as_text()
+    got = breakdown.jax_breakdown(tmp_path, hlo, "jit_step", cores=2)
+    cats = got["categories"]
+    # found by opcode and metadata (with XLA's multi-threaded Eigen, as in this process unless
+    # XLA_FLAGS say otherwise, a conv's work runs outside its event: the times are small then)
+    assert cats[breakdown.CONV_FORWARD] > 0 and cats[breakdown.CONV_BACKWARD] > 0, cats
+    assert got["threads"] >= 1 and all(ms >= 0 for ms in cats.values()), cats
+    # the ops' core time over 2 cores plus the time in no op is the wall time per call
+    assert sum(cats.values()) == pytest.approx(got["per_call_ms"])
+    ops_ms = got["per_call_ms"] - cats[breakdown.NOT_IN_OP]
+    one_core = breakdown.jax_breakdown(tmp_path, hlo, "jit_step", cores=1)["categories"]
+    assert one_core[breakdown.CONV_FORWARD] == pytest.approx(2 * cats[breakdown.CONV_FORWARD])
+    assert 0 < ops_ms <= got["per_call_ms"]
+    with pytest.raises(ValueError, match="no thunk of jit_other"):
+        breakdown.jax_breakdown(tmp_path, hlo, "jit_other", cores=2)
+
+
+def test_profile_categories_of_hlo_instructions():
+    breakdown = load_benchmark("profile_breakdown")
+    hlo = """%fused_computation.1 (p0: f32[4]) -> f32[4] {
+  ROOT %convolution.3 = f32[3,3,8,8]{3,2,1,0} convolution(%p0, %p1), window={size=3x3}
+}
+
+ENTRY %main.9 (a: f32[4]) -> f32[4] {
+  %ynn_fusion.1 = f32[3,3,8,8]{3,2,1,0} fusion(%a, %b), kind=kCustom, calls=%fused_computation.1
+  %convolution.5 = f32[8] convolution(%a, %b), metadata={op_name="j(s)/jvp(M)/conv_general_dilated"}
+  %dot.6 = f32[8]{0} dot(%a, %b), metadata={op_name="jit(step)/transpose(jvp(M))/dot_general"}
+  %add_fusion.2 = f32[8]{0} fusion(%a), kind=kLoop, calls=%c, metadata={op_name="jit(step)/jvp(M)/add"}
+  %select_fusion.3 = f32[8] fusion(%a), calls=%c, metadata={op_name="j/transpose(jvp(M))/select_n"}
+  %all-reduce.4 = f32[8]{0} all-reduce(%a), replica_groups={{0,1}}
+  %transpose_copy_fusion.7 = f32[8]{0} fusion(%a), kind=kLoop, calls=%c
+  ROOT %multiply_fusion.8 = f32[8] fusion(%a), calls=%c, metadata={op_name="jit(step)/mul"}
+}
+"""
+    instructions = breakdown._instructions(hlo)
+    got = {name: breakdown.classify(name, instructions) for name in (
+        "ynn_fusion.1", "convolution.5", "dot.6", "add_fusion.2", "select_fusion.3",
+        "all-reduce.4", "transpose_copy_fusion.7", "multiply_fusion.8")}
+    assert got == {"ynn_fusion.1": breakdown.CONV_BACKWARD, "convolution.5": breakdown.CONV_FORWARD,
+                   "dot.6": breakdown.CONV_BACKWARD, "add_fusion.2": breakdown.OTHER_FORWARD,
+                   "select_fusion.3": breakdown.OTHER_BACKWARD, "all-reduce.4": breakdown.ALL_REDUCE,
+                   "transpose_copy_fusion.7": breakdown.LAYOUT, "multiply_fusion.8": breakdown.UPDATE}
+    # an inference program has no update: its unmarked elementwise ops are forward
+    assert breakdown.classify("multiply_fusion.8", instructions, training=False) == (
+        breakdown.OTHER_FORWARD)
