@@ -331,6 +331,9 @@ class TorchRunner:
         from profile_breakdown import torch_breakdown
         from torch.profiler import ProfilerActivity, profile
 
+        if self.device != "cpu":
+            raise ValueError("the op breakdown times aten ops on the CPU; this device is not one")
+
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             wall, _ = self.time(key, calls)
         return torch_breakdown(prof.key_averages(), calls, wall * calls)
