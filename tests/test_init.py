@@ -125,14 +125,15 @@ def test_a_record_without_blf_activation_means_relu():
         check_model_config("ckpt", saved, tiny_model_config("mspan", 4))
 
 
-def test_shipped_weights_record_relu_projections():
+def test_shipped_weights_record_the_network_they_were_trained_as():
+    """x4 (retrained 2026-12-07): linear BLF and PyTorch's init; x2 and x3: the previous x4's."""
     import json
     from pathlib import Path
 
-    for scale in (2, 3, 4):
+    for scale, start in ((2, ("relu", "flax")), (3, ("relu", "flax")), (4, ("none", "torch"))):
         meta = json.loads((Path(__file__).parents[1] / "weights" / f"mspan_x{scale}" / "model.json")
                           .read_text())
-        assert meta["model"]["blf_activation"] == "relu", scale
+        assert (meta["model"]["blf_activation"], meta["model"]["init"]) == start, scale
 
 
 def test_blf_activation_none_is_linear_and_relu_is_the_old_function():
