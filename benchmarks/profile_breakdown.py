@@ -133,8 +133,8 @@ def torch_category(op: str) -> str:
 
 def torch_breakdown(key_averages: Any, calls: int, wall_s: float) -> dict[str, Any]:
     """The same shape as `jax_breakdown`'s from `torch.profiler.profile().key_averages()` over
-    `calls` calls that took `wall_s` seconds; "idle between ops" is the wall time no op's self
-    time covers (Python, autograd bookkeeping, the profiler itself)."""
+    `calls` calls that took `wall_s` seconds; `NOT_IN_OP` is the wall time no op's self time
+    covers (Python, autograd bookkeeping, the profiler itself)."""
     totals: collections.Counter[str] = collections.Counter()
     for e in key_averages:
         totals[torch_category(e.key)] += e.self_cpu_time_total

@@ -61,7 +61,7 @@ from typing import Any
 
 from mspan_jax.data.train_spec import host_cores
 from mspan_jax.errors import first_line
-from mspan_jax.train.cpu_devices import cpu_device_count, cpu_xla_flags
+from mspan_jax.train.cpu_devices import ONE_THREAD_FLAG, cpu_device_count, cpu_xla_flags
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JAX_VARIANTS = [("jit", "float32"), ("jit", "bfloat16")]
@@ -219,15 +219,15 @@ class JaxRunner:
 
         from profile_breakdown import jax_breakdown
 
-        hlo = self.lowered[key]().compile().as_text()  # the program already compiled: cached
-        module = hlo.split(None, 2)[1].rstrip(",")  # "HloModule jit_train_step, ..."
         if self.jax.default_backend() != "cpu":
             raise ValueError("the op breakdown reads XLA:CPU's trace; this backend is not a CPU")
+        hlo = self.lowered[key]().compile().as_text()  # the program already compiled: cached
+        module = hlo.split(None, 2)[1].rstrip(",")  # "HloModule jit_train_step, ..."
         with tempfile.TemporaryDirectory() as trace_dir:
             with self.jax.profiler.trace(trace_dir, create_perfetto_trace=True):
                 self.time(key, calls)
             result = jax_breakdown(trace_dir, hlo, module, host_cores())
-        if "--xla_cpu_multi_thread_eigen=false" not in os.environ.get("XLA_FLAGS", ""):
+        if ONE_THREAD_FLAG not in os.environ.get("XLA_FLAGS", ""):
             result["note"] = ("XLA's multi-threaded Eigen runs convs as pool tasks outside their "
                               "op's event: their time shows as 'in no op'")
         return result
@@ -538,8 +538,8 @@ def print_tables(result: dict[str, Any]) -> None:
 
 
 def print_profiles(result: dict[str, Any]) -> None:
-    """Per (kind, size, model): ms per call per core-thread in each category, a column per row
-    profiled (`--profile`)."""
+    """Per (kind, size, model): ms per call in each category, a column per row profiled
+    (`--profile`)."""
     for kind, size_key in (("train", "batch"), ("infer", "lr_hw")):
         profiled = [r for r in result[kind] if "profile" in r]
         for model, size in dict.fromkeys((r["model"], json.dumps(r[size_key])) for r in profiled):
